@@ -1,0 +1,5 @@
+import sys
+
+from geomrobust.cli import main
+
+sys.exit(main())

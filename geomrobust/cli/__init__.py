@@ -1,0 +1,59 @@
+"""The ``geomrobust`` command: one subcommand per module in this package.
+
+Each subcommand module exposes ``add_parser(subparsers)``, which registers its parser and sets
+``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+# Subcommand modules, in the order they appear in ``geomrobust --help``.
+_COMMANDS = ("_train", "_margins", "_curvature", "_slice", "_nads")
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # pragma: no cover - exercised through the CLI tests
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="geomrobust",
+        description="Geometric analysis of neural-network decision boundaries (JAX).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from geomrobust import __version__
+
+    parser.add_argument("--version", action="version", version=f"geomrobust {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"geomrobust.cli.{name}")
+        except ModuleNotFoundError as e:  # subcommand not written yet
+            if e.name != f"geomrobust.cli.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

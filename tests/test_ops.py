@@ -1,0 +1,138 @@
+"""Operators against dense references (jax.hessian / jax.jacrev / finite differences)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _nets import convnet, mlp
+from conftest import rel_err, rtol_for
+
+import geomrobust as gr
+from geomrobust import ops
+
+NETS = {
+    "mlp-vec": (mlp, (12,), 5),
+    "mlp-img": (mlp, (4, 4, 1), 3),
+    "conv": (convnet, (6, 6, 2), 4),
+}
+
+
+@pytest.fixture(params=sorted(NETS))
+def net(request, key, dtype):
+    make, shape, k = NETS[request.param]
+    fn = make(key, shape, k, dtype=dtype)
+    x = jax.random.normal(jax.random.fold_in(key, 7), (3, *shape), dtype)
+    return fn, x, k
+
+
+def test_input_grad_matches_grad_and_fd(net, dtype):
+    fn, x, k = net
+    F = gr.logit_difference(fn, 0, k - 1)
+    g = gr.input_grad(F, x[0])
+    assert g.shape == x[0].shape and g.dtype == dtype
+    ref = jax.grad(lambda z: fn(z[None])[0, k - 1] - fn(z[None])[0, 0])(x[0])
+    assert rel_err(g, ref) <= rtol_for(dtype)
+    if dtype == jnp.float64:  # an independent check: central differences
+        e = np.zeros(x[0].size)
+        fd = []
+        for i in range(x[0].size):
+            e[:] = 0
+            e[i] = 1e-6
+            d = jnp.asarray(e.reshape(x[0].shape))
+            fd.append((F(x[0] + d) - F(x[0] - d)) / 2e-6)
+        assert rel_err(g.ravel(), np.array(fd)) < 1e-6
+
+
+def test_hvp_matches_dense_hessian(net, dtype, key):
+    fn, x, k = net
+    F = gr.logit_difference(fn, 1, 0)
+    H = jax.hessian(lambda z: F(z.reshape(x[0].shape)))(x[0].ravel())
+    v = jax.random.normal(jax.random.fold_in(key, 3), x[0].shape, dtype)
+    hv = gr.hvp(F, x[0], v)
+    assert hv.shape == v.shape and hv.dtype == dtype
+    assert rel_err(hv.ravel(), H @ v.ravel()) <= rtol_for(dtype)
+    # the operator form applies the same linearization to several vectors
+    op = gr.hvp(F, x[0])
+    for i in range(3):
+        vi = jax.random.normal(jax.random.fold_in(key, 10 + i), x[0].shape, dtype)
+        assert rel_err(op(vi).ravel(), H @ vi.ravel()) <= rtol_for(dtype)
+    dense = gr.input_hessian(F, x[0])
+    assert rel_err(dense, H) <= rtol_for(dtype)
+    assert rel_err(dense, dense.T) <= rtol_for(dtype)
+
+
+def test_logit_jacobian_matches_jacfwd(net, dtype):
+    fn, x, k = net
+    J = gr.logit_jacobian(fn, x[0])
+    assert J.shape == (k, *x.shape[1:]) and J.dtype == dtype
+    ref = jax.jacfwd(lambda z: fn(z[None])[0])(x[0])
+    assert rel_err(J, ref) <= rtol_for(dtype)
+
+
+def test_batched_operators_match_per_example(net, dtype, key):
+    fn, x, k = net
+    logits, J = ops.batch_logit_jacobian(fn, x)
+    assert J.shape == (x.shape[0], k, *x.shape[1:])
+    for n in range(x.shape[0]):
+        assert rel_err(J[n], gr.logit_jacobian(fn, x[n])) <= rtol_for(dtype)
+    np.testing.assert_allclose(logits, fn(x), rtol=rtol_for(dtype))
+
+    y = jnp.arange(x.shape[0]) % k
+    kk = (y + 1) % k
+    F, G = ops.batch_logit_difference_grads(fn, x, y, kk)
+    for n in range(x.shape[0]):
+        Fn = gr.logit_difference(fn, y[n], kk[n])
+        assert rel_err(F[n], Fn(x[n])) <= rtol_for(dtype)
+        assert rel_err(G[n], gr.input_grad(Fn, x[n])) <= rtol_for(dtype)
+
+    v = jax.random.normal(key, x.shape, dtype)
+    hv = ops.batch_hvp(fn, x, y, kk, v, chunk_size=2)
+    for n in range(x.shape[0]):
+        Fn = gr.logit_difference(fn, y[n], kk[n])
+        assert rel_err(hv[n], gr.hvp(Fn, x[n], v[n])) <= rtol_for(dtype)
+
+
+def test_operators_jit_and_vmap(dtype, key):
+    fn = mlp(key, (5,), 3, dtype=dtype)
+    x = jax.random.normal(key, (4, 5), dtype)
+    y = jnp.array([0, 1, 2, 0])
+    k = jnp.array([1, 2, 0, 2])
+
+    def per_example(xi, yi, ki):
+        F = gr.logit_difference(fn, yi, ki)
+        return gr.input_grad(F, xi), gr.hvp(F, xi, xi)
+
+    g1, h1 = jax.jit(jax.vmap(per_example))(x, y, k)
+    for n in range(4):
+        g, h = per_example(x[n], y[n], k[n])
+        assert rel_err(g1[n], g) <= rtol_for(dtype)
+        assert rel_err(h1[n], h) <= rtol_for(dtype)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7])
+def test_chunked_vmap_equals_vmap(chunk):
+    x = jnp.arange(20.0).reshape(10, 2)
+    f = lambda a: jnp.sin(a).sum() * a  # noqa: E731
+    np.testing.assert_array_equal(ops.chunked_vmap(f, chunk)(x), jax.vmap(f)(x))
+
+
+def test_map_in_chunks_pads_and_compiles_once():
+    traces = []
+
+    @jax.jit
+    def f(a, b):
+        traces.append(a.shape)
+        return {"s": a.sum(axis=1) + b, "a": a}
+
+    a = np.arange(22.0).reshape(11, 2)
+    b = np.arange(11.0)
+    seen = []
+    out = ops.map_in_chunks(f, a, b, chunk_size=4, progress=seen.append)
+    np.testing.assert_array_equal(out["s"], a.sum(axis=1) + b)
+    np.testing.assert_array_equal(out["a"], a)
+    assert seen == [4, 4, 3]
+    assert traces == [(4, 2)]
+    with pytest.raises(ValueError, match="chunk_size"):
+        ops.map_in_chunks(f, a, b, chunk_size=0)
+    with pytest.raises(ValueError, match="leading axis"):
+        ops.map_in_chunks(f, a, b[:3], chunk_size=4)
