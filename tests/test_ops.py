@@ -44,7 +44,7 @@ def test_input_grad_matches_grad_and_fd(net, dtype):
 
 
 def test_hvp_matches_dense_hessian(net, dtype, key):
-    fn, x, k = net
+    fn, x, _ = net
     F = gr.logit_difference(fn, 1, 0)
     H = jax.hessian(lambda z: F(z.reshape(x[0].shape)))(x[0].ravel())
     v = jax.random.normal(jax.random.fold_in(key, 3), x[0].shape, dtype)
