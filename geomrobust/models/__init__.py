@@ -1,1 +1,14 @@
-"""geomrobust.models"""
+"""Model zoo (Flax NNX: MLP, LeNet, ResNet) and adapters to a pure ``logits_fn``."""
+
+from ._adapter import as_logits_fn as as_logits_fn
+from ._adapter import pure_apply as pure_apply
+from ._layers import ACTIVATIONS as ACTIVATIONS
+from ._layers import SMOOTH_ACTIVATIONS as SMOOTH_ACTIVATIONS
+from ._lenet import LeNet as LeNet
+from ._mlp import MLP as MLP
+from ._registry import MODELS as MODELS
+from ._registry import create_model as create_model
+from ._registry import model_config as model_config
+from ._registry import model_from_config as model_from_config
+from ._registry import register_model as register_model
+from ._resnet import ResNet as ResNet

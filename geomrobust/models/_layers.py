@@ -1,0 +1,102 @@
+"""Building blocks shared by the model zoo: activations, pooling, config records.
+
+Activations are looked up by name so that a model's configuration stays a JSON-serializable
+dictionary (a checkpoint rebuilds the model from it). Curvature and Hessian measurements need a
+twice-differentiable classifier: ``relu`` (the default, as in the published models) is
+piecewise linear, so its input Hessian is zero almost everywhere; use ``softplus``, ``gelu``,
+``tanh``, ``swish`` or ``elu`` (and average pooling) for a C² network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "SMOOTH_ACTIVATIONS", "get_activation", "pool2d", "resolve_dtype"]
+
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": jax.nn.relu,
+    "softplus": jax.nn.softplus,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "swish": jax.nn.swish,
+    "elu": jax.nn.elu,
+}
+SMOOTH_ACTIVATIONS = frozenset({"softplus", "gelu", "tanh", "swish"})
+
+
+def get_activation(name: str) -> Callable:
+    """The activation function called ``name`` (one of :data:`ACTIVATIONS`)."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def resolve_dtype(param_dtype: str) -> np.dtype:
+    """Parameter dtype from its name (``"float32"`` or ``"float64"``)."""
+    if param_dtype not in ("float32", "float64"):
+        raise ValueError(f"param_dtype must be 'float32' or 'float64', got {param_dtype!r}")
+    return np.dtype(param_dtype)
+
+
+def pool2d(x: jax.Array, kind: str, window: int = 2) -> jax.Array:
+    """``window``×``window`` pooling with stride ``window`` and SAME padding on NHWC input.
+
+    SAME padding makes odd sizes work (7×7 -> 4×4) and never shrinks a side below 1, so the
+    same architecture runs on 8×8, 28×28 and 32×32 inputs. Average pooling divides by the
+    number of real (unpadded) entries in each window.
+    """
+    dims = (1, window, window, 1)
+    if kind == "max":
+        init = jnp.array(-jnp.inf, x.dtype)
+        return jax.lax.reduce_window(x, init, jax.lax.max, dims, dims, "SAME")
+    if kind == "avg":
+        zero = jnp.array(0, x.dtype)
+        total = jax.lax.reduce_window(x, zero, jax.lax.add, dims, dims, "SAME")
+        ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+        count = jax.lax.reduce_window(ones, zero, jax.lax.add, dims, dims, "SAME")
+        return total / count
+    raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
+
+
+def as_shape(input_shape: Sequence[int], name: str = "input_shape") -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {input_shape!r}") from None
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {shape}")
+    return shape
+
+
+def as_image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]:
+    """``input_shape`` as ``(H, W, C)``; ``(H, W)`` is read as one channel."""
+    shape = as_shape(input_shape)
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3:
+        raise ValueError(f"{model} needs an image input_shape (H, W, C) or (H, W), got {shape}")
+    return shape
+
+
+def check_num_classes(num_classes) -> int:
+    if not isinstance(num_classes, int | np.integer) or int(num_classes) < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+def int_tuple(value, name: str) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints (JSON lists are accepted)."""
+    if isinstance(value, int | np.integer):
+        value = (value,)
+    try:
+        out = tuple(int(v) for v in value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive ints, got {value!r}") from None
+    if not out or any(v < 1 for v in out):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {value!r}")
+    return out
