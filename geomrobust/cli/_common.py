@@ -1,0 +1,278 @@
+"""Helpers shared by the ``geomrobust`` subcommands.
+
+* :func:`add_model_data_args` adds the options every analysis command takes (checkpoint,
+  dataset, split, number of examples, output directory, chunk size, PRNG key);
+* :func:`load_model_and_data` turns them into ``(logits_fn, ArrayDataset, metadata)``;
+* :func:`progress_bar` is the one progress bar style of the CLI (tqdm on stderr);
+* :func:`write_results` writes ``results.npz`` + ``summary.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "add_model_data_args",
+    "load_model_and_data",
+    "parse_resize",
+    "positive_int",
+    "progress_bar",
+    "settings_from_args",
+    "write_results",
+]
+
+DEFAULT_DATASET = "digits"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ``>= 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_resize(text: str) -> int | tuple[int, int]:
+    """argparse type: ``S`` (an S×S image) or ``HxW``."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected a size S or HxW (e.g. 32 or 28x28), got {text!r}"
+        )
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+def add_model_data_args(parser: argparse.ArgumentParser, *, checkpoint_required: bool = True):
+    """Add ``--checkpoint --dataset --data-dir --resize --split --n --out --chunk-size --key``.
+
+    ``--dataset`` and ``--resize`` default to what the checkpoint was trained on (its
+    metadata), else ``digits`` at native size.
+    """
+    g = parser.add_argument_group("model and data")
+    g.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        required=checkpoint_required,
+        help="checkpoint directory written by `geomrobust train --out DIR`",
+    )
+    g.add_argument(
+        "--dataset",
+        metavar="NAME",
+        default=None,
+        help=f"dataset to evaluate on; None means the checkpoint's dataset, else "
+        f"{DEFAULT_DATASET!r} (digits, mnist, fashion_mnist, cifar10, svhn_cropped)",
+    )
+    g.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="TFDS data directory (None: $GEOMROBUST_DATA_DIR or ~/.cache/geomrobust/...)",
+    )
+    g.add_argument(
+        "--resize",
+        metavar="S|HxW",
+        type=parse_resize,
+        default=None,
+        help="resize images to S×S or H×W; None means the checkpoint's setting",
+    )
+    g.add_argument("--split", default="test", help="dataset split (a TFDS split name)")
+    g.add_argument(
+        "--n",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="use the first N examples of the split (deterministic); None means all",
+    )
+    g.add_argument("--out", metavar="DIR", default=None, help="directory for the results")
+    g.add_argument(
+        "--chunk-size",
+        metavar="C",
+        type=positive_int,
+        default=128,
+        help="examples per jitted chunk (bounds peak memory)",
+    )
+    g.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
+    return g
+
+
+def load_model_and_data(args: argparse.Namespace):
+    """Load ``args.checkpoint`` and the first ``args.n`` examples of the requested split.
+
+    Returns
+    -------
+    (logits_fn, data, metadata)
+        ``logits_fn`` a pure ``(N, *input_shape) -> (N, K)`` function;
+        ``data`` an ``ArrayDataset`` (the first ``n`` examples, in dataset order);
+        ``metadata`` the checkpoint's metadata plus ``checkpoint_path`` and
+        ``checkpoint_sha256``, and the resolved ``eval_dataset`` / ``eval_resize`` /
+        ``eval_split``.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        No ``--checkpoint``, an unreadable checkpoint, missing data, or data that does not
+        fit the model; the message is one line that the subcommand can print.
+    """
+    from geomrobust.data import load_dataset
+    from geomrobust.models import as_logits_fn
+    from geomrobust.train import checkpoint_hash, load_checkpoint
+
+    if not getattr(args, "checkpoint", None):
+        raise ValueError(
+            "no --checkpoint given: train a model first, e.g. "
+            "`geomrobust train --dataset digits --model lenet --out runs/lenet`, then pass "
+            "--checkpoint runs/lenet"
+        )
+    ckpt = load_checkpoint(args.checkpoint)
+    meta = dict(ckpt.metadata)
+    dataset = args.dataset or meta.get("dataset") or DEFAULT_DATASET
+    resize = args.resize if args.resize is not None else meta.get("resize")
+    if isinstance(resize, list):
+        resize = tuple(resize)
+    data = load_dataset(
+        dataset, args.split, data_dir=getattr(args, "data_dir", None), resize=resize
+    )
+    n = getattr(args, "n", None)
+    if n is not None:
+        data = data._replace(images=data.images[:n], labels=data.labels[:n])
+    expected = tuple(meta.get("input_shape") or ())
+    if expected and tuple(data.images.shape[1:]) != expected:
+        raise ValueError(
+            f"dataset {dataset!r} (resize={resize}) has images of shape "
+            f"{tuple(data.images.shape[1:])}, but the checkpoint {args.checkpoint} expects "
+            f"{expected}; pass --resize or a matching --dataset"
+        )
+    if meta.get("num_classes") is not None and data.num_classes != meta["num_classes"]:
+        raise ValueError(
+            f"dataset {dataset!r} has {data.num_classes} classes, but the checkpoint "
+            f"{args.checkpoint} has {meta['num_classes']} outputs"
+        )
+    meta.update(
+        checkpoint_path=os.fspath(Path(args.checkpoint).absolute()),
+        checkpoint_sha256=checkpoint_hash(args.checkpoint),
+        eval_dataset=dataset,
+        eval_resize=list(resize) if isinstance(resize, tuple) else resize,
+        eval_split=args.split,
+    )
+    return as_logits_fn(ckpt.model), data, meta
+
+
+def progress_bar(total: int | None, desc: str = "", *, force: bool | None = None, **kwargs):
+    """A tqdm progress bar on stderr.
+
+    Shown when stderr is a terminal, or when ``force`` is True (or ``$GEOMROBUST_PROGRESS``
+    is ``1``); ``force=False`` hides it. Use ``bar.update(n)`` and ``bar.close()`` (or
+    ``with``).
+    """
+    from tqdm.auto import tqdm
+
+    if force is None:
+        env = os.environ.get("GEOMROBUST_PROGRESS", "").strip().lower()
+        force = True if env in ("1", "true", "yes") else None
+    disable = not force if force is not None else not sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, leave=False, **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The parsed options as a JSON-serializable dict (callables dropped)."""
+    out = {}
+    for k, v in vars(args).items():
+        if callable(v):
+            continue
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _to_json(o):
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if hasattr(o, "__array__"):
+        return np.asarray(o).tolist()
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
+
+
+def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_results(
+    out_dir: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray],
+    summary: Mapping,
+    *,
+    args: argparse.Namespace | None = None,
+) -> Path:
+    """Write ``out_dir/results.npz`` (``arrays``) and ``out_dir/summary.json`` atomically.
+
+    Each file is written to a temporary name in ``out_dir`` and renamed, so a reader never
+    sees a half-written file. ``summary.json`` holds ``summary`` plus ``settings`` (the
+    parsed options when ``args`` is given), ``geomrobust_version`` and ``created``.
+    Non-finite floats are written as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
+    """
+    from geomrobust import __version__
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
+    for k, v in arrays.items():
+        if v.dtype == object:
+            raise TypeError(f"arrays[{k!r}] has dtype object; results hold numeric arrays only")
+    record = dict(summary)
+    if args is not None:
+        record.setdefault("settings", settings_from_args(args))
+    record.setdefault("geomrobust_version", __version__)
+    record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    text = json.dumps(_finite(record), indent=2, sort_keys=True, default=_to_json) + "\n"
+
+    def write_npz(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    def write_json(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic_write(out / "results.npz", write_npz)
+    _atomic_write(out / "summary.json", write_json)
+    return out
+
+
+def _finite(o):
+    """Replace non-finite floats (not valid JSON) by strings, recursively."""
+    if isinstance(o, Mapping):
+        return {str(k): _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, float | np.floating) and not math.isfinite(float(o)):
+        return str(float(o))
+    return o

@@ -1,0 +1,375 @@
+"""Checkpoints: parameter arrays (Orbax) plus a human-readable ``metadata.json``.
+
+Layout of a checkpoint directory::
+
+    path/
+      metadata.json   format marker, model name + configuration, input_shape, num_classes,
+                      geomrobust version, an index of the arrays and their sha256 hash,
+                      and whatever the caller adds (dataset, resize, epochs, accuracy,
+                      training method and settings, ...)
+      params/         the model's variables as a flat {"a.b.kernel": array} tree, written by
+                      orbax.checkpoint.StandardCheckpointer (TensorStore/OCDBT, no pickle)
+
+Loading rebuilds the model from its configuration and restores the arrays; every failure
+(missing or foreign directory, corrupt or truncated JSON or array files, arrays that do not
+match the stored configuration) raises ``FileNotFoundError`` or ``ValueError`` naming the file
+and the problem, never a library traceback from deep inside Flax or Orbax. Nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from geomrobust.models import model_config, model_from_config
+
+__all__ = [
+    "Checkpoint",
+    "checkpoint_hash",
+    "load_checkpoint",
+    "load_metadata",
+    "save_checkpoint",
+]
+
+FORMAT = "geomrobust-checkpoint"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+PARAMS_DIR = "params"
+_RESERVED = (
+    "format",
+    "format_version",
+    "model",
+    "model_config",
+    "input_shape",
+    "num_classes",
+    "geomrobust_version",
+    "params_sha256",
+    "params_index",
+    "created",
+)
+
+
+class Checkpoint(NamedTuple):
+    """A restored checkpoint: the rebuilt NNX ``model`` and its ``metadata`` dict."""
+
+    model: nnx.Module
+    metadata: dict
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _split_state(model: nnx.Module):
+    """``(graphdef, rng_state, state)``: PRNG state is not saved (it is rebuilt)."""
+    return nnx.split(model, nnx.RngState, ...)
+
+
+def _flat(state) -> dict[str, Any]:
+    """``{"layers.0.kernel": leaf}`` from an ``nnx.State`` or a nested dict."""
+    pure = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(pure)[0]:
+        name = ".".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        out[name] = leaf
+    return out
+
+
+def _params_hash(flat: Mapping[str, np.ndarray]) -> str:
+    """sha256 over (name, dtype, shape, little-endian bytes) of every array, sorted by name."""
+    h = hashlib.sha256()
+    for name in sorted(flat):
+        a = np.asarray(flat[name])
+        a = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(value, where: str):
+    try:
+        return json.loads(json.dumps(value, default=_json_default))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where} must be JSON-serializable: {e}") from None
+
+
+def _json_default(o):
+    if isinstance(o, np.generic | np.ndarray | jax.Array):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return os.fspath(o)
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    try:
+        with open(path / METADATA_FILE) as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model_or_params,
+    metadata: Mapping | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint directory (parameters + ``metadata.json``) atomically.
+
+    Parameters
+    ----------
+    path : the checkpoint directory to create.
+    model_or_params : a model built by :func:`geomrobust.models.create_model` (or any NNX
+        module with a ``config`` record), or its parameters (an ``nnx.State`` / nested dict,
+        e.g. ``TrainState.params``) when ``metadata["model_config"]`` gives the configuration.
+    metadata : JSON-serializable facts to store with it: ``dataset``, ``resize``, ``epochs``,
+        ``accuracy``, ``method``, ``train_settings``, ... The reserved fields (``model``,
+        ``model_config``, ``input_shape``, ``num_classes``, ``geomrobust_version``,
+        ``params_sha256``, ...) are filled in here.
+    overwrite : replace an existing checkpoint at ``path`` (a directory that is not a
+        geomrobust checkpoint is never replaced).
+
+    Returns
+    -------
+    The absolute path of the checkpoint.
+    """
+    import orbax.checkpoint as ocp
+
+    from geomrobust import __version__
+
+    path = Path(path).expanduser().absolute()
+    metadata = dict(metadata or {})
+    if isinstance(model_or_params, nnx.Module):
+        config = model_config(model_or_params)
+        _, _, state = _split_state(model_or_params)
+        flat = _flat(state)
+    else:
+        config = metadata.get("model_config")
+        if not isinstance(config, Mapping) or "name" not in config:
+            raise TypeError(
+                "model_or_params is not an NNX module, so metadata['model_config'] must give "
+                "the model configuration (geomrobust.models.model_config(model))"
+            )
+        config = dict(config)
+        flat = _flat(model_or_params)
+    flat = {k: np.asarray(v) for k, v in flat.items()}
+    config = _jsonable(config, "the model configuration")
+    user = _jsonable({k: v for k, v in metadata.items() if k not in _RESERVED}, "metadata")
+
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"checkpoint path {path} exists and is not a directory")
+        if any(path.iterdir()):
+            if not _is_checkpoint_dir(path):
+                raise FileExistsError(
+                    f"{path} exists and is not a geomrobust checkpoint; refusing to write into "
+                    "it (choose a new directory)"
+                )
+            if not overwrite:
+                raise FileExistsError(
+                    f"a checkpoint already exists at {path}; pass overwrite=True to replace it"
+                )
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config["name"],
+        "model_config": config,
+        "input_shape": list(config.get("input_shape", [])),
+        "num_classes": config.get("num_classes"),
+        "geomrobust_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **user,
+        "params_sha256": _params_hash(flat),
+        "params_index": {
+            k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in flat.items()
+        },
+    }
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / PARAMS_DIR, flat)
+            ckptr.wait_until_finished()
+        with open(tmp / METADATA_FILE, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+        if path.exists():
+            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_metadata(path: str | os.PathLike) -> dict:
+    """Read and validate ``path/metadata.json`` (cheap: no arrays are read)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"checkpoint path {path} is not a directory")
+    file = path / METADATA_FILE
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a geomrobust checkpoint: {METADATA_FILE} is missing (a checkpoint "
+            "is written by geomrobust.train.save_checkpoint or `geomrobust train --out DIR`)"
+        )
+    try:
+        with open(file, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is corrupt or truncated (not valid JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{file} is not geomrobust checkpoint metadata (its 'format' field is "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})"
+        )
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{file} has format_version {meta['format_version']}, newer than this geomrobust "
+            f"reads ({FORMAT_VERSION}); upgrade geomrobust"
+        )
+    for field in ("model_config", "params_sha256", "params_index"):
+        if field not in meta:
+            raise ValueError(f"{file} lacks the field {field!r} (corrupt or truncated)")
+    if not isinstance(meta["model_config"], dict) or "name" not in meta["model_config"]:
+        raise ValueError(f"{file}: 'model_config' must be a dict with a 'name' field")
+    return meta
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(e).__name__}: {line[:limit]}"
+
+
+def _read_arrays(params_dir: Path) -> dict[str, np.ndarray]:
+    import orbax.checkpoint as ocp
+
+    if not params_dir.is_dir():
+        raise FileNotFoundError(f"{params_dir} is missing: the checkpoint holds no parameters")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(params_dir)
+    except Exception as e:  # orbax/tensorstore raise many types; re-raise with context
+        raise ValueError(
+            f"cannot read the parameter arrays in {params_dir}: the files are truncated, "
+            f"corrupted or not an Orbax checkpoint ({_first_line(e)})"
+        ) from None
+    if not isinstance(restored, Mapping):
+        raise ValueError(f"{params_dir} does not hold a flat tree of named arrays")
+    return {str(k): np.asarray(v) for k, v in restored.items()}
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Rebuild the model stored at ``path`` and restore its parameters (bit for bit).
+
+    Returns
+    -------
+    Checkpoint(model, metadata)
+        ``model`` an NNX module of the stored architecture; ``metadata`` the dict of
+        ``metadata.json`` (dataset, resize, epochs, accuracy, method, ... as saved).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path``, ``metadata.json`` or ``params/`` is missing.
+    ValueError
+        Corrupt/truncated JSON or array files, arrays that do not match the stored model
+        configuration, or a parameter hash that does not match ``metadata.json``.
+    """
+    path = Path(path).expanduser().absolute()
+    meta = load_metadata(path)
+    meta_file = path / METADATA_FILE
+    config = meta["model_config"]
+    try:
+        abstract = model_from_config(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{meta_file}: cannot rebuild the model from 'model_config': {e}"
+        ) from None
+    graphdef, rng_state, template = _split_state(abstract)
+    if jax.tree.leaves(rng_state):  # PRNG state is not saved: build concrete keys for it
+        graphdef, rng_state, template = _split_state(
+            model_from_config(config, key=jax.random.key(0))
+        )
+    expected = _flat(template)
+
+    arrays = _read_arrays(path / PARAMS_DIR)
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"the arrays in {path / PARAMS_DIR} do not match the model configuration in "
+            f"{meta_file}: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for name, spec in expected.items():
+        a = arrays[name]
+        if tuple(a.shape) != tuple(spec.shape) or a.dtype != spec.dtype:
+            raise ValueError(
+                f"array {name!r} in {path / PARAMS_DIR} has shape {tuple(a.shape)} and dtype "
+                f"{a.dtype}, but the model configuration in {meta_file} expects "
+                f"{tuple(spec.shape)} and {spec.dtype}"
+            )
+    digest = _params_hash(arrays)
+    if digest != meta["params_sha256"]:
+        raise ValueError(
+            f"the arrays in {path / PARAMS_DIR} do not match the hash recorded in {meta_file} "
+            "(params_sha256): the checkpoint is corrupted"
+        )
+
+    pure = nnx.to_pure_dict(template)
+    leaves_with_path = jax.tree_util.tree_flatten_with_path(pure)
+    names = [
+        ".".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path_)
+        for path_, _ in leaves_with_path[0]
+    ]
+    values = [jnp.asarray(arrays[n]) for n in names]
+    pure = jax.tree_util.tree_unflatten(leaves_with_path[1], values)
+    nnx.replace_by_pure_dict(template, pure)
+    model = nnx.merge(graphdef, rng_state, template)
+    return Checkpoint(model, meta)
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """sha256 over the relative names and contents of every file of a checkpoint directory.
+
+    Identifies the exact checkpoint a result was computed from (for results metadata).
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(os.fspath(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
