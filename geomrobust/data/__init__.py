@@ -1,8 +1,16 @@
 """Datasets (embedded digits, synthetic sets, standard TFDS sets) and DCT transforms."""
 
+from ._batches import iterate_batches as iterate_batches
 from ._dct import dct2 as dct2
 from ._dct import dct_flip as dct_flip
 from ._dct import dct_matrix as dct_matrix
 from ._dct import high_pass as high_pass
 from ._dct import idct2 as idct2
 from ._dct import low_pass as low_pass
+from ._digits import Digits as Digits
+from ._load import DATASETS as DATASETS
+from ._load import ArrayDataset as ArrayDataset
+from ._load import DatasetNotFoundError as DatasetNotFoundError
+from ._load import default_data_dir as default_data_dir
+from ._load import load_dataset as load_dataset
+from ._resize import resize_images as resize_images

@@ -1,0 +1,289 @@
+"""``load_dataset``: the embedded digits and the standard TFDS image datasets as NumPy arrays.
+
+Data lives in a TFDS ``data_dir`` (``data_dir`` argument, else ``$GEOMROBUST_DATA_DIR``, else
+``~/.cache/geomrobust/tensorflow_datasets``) in the usual layout ``data_dir/name/version``.
+
+* ``"digits"`` (the default of every tool) is built locally from scikit-learn the first time
+  (no network, no TensorFlow) and reused afterwards.
+* ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"svhn_cropped"`` are read when prepared.
+  ``array_record`` data is read with ``builder.as_data_source()`` (no TensorFlow);
+  ``tfrecord`` data (the ``tfds.load`` default) needs TensorFlow.
+  Missing data is downloaded and prepared (as ``array_record``) only when ``download=True``,
+  ``$GEOMROBUST_OFFLINE`` is not set, and the download hosts answer a TCP connect within
+  2 seconds (probed in daemon threads with a hard wall-clock limit, because DNS resolution
+  ignores socket timeouts). Otherwise :class:`DatasetNotFoundError` is raised at once, saying
+  where the data was looked for and how to provide it; nothing ever waits on network retries.
+
+Preparation holds an exclusive file lock (``data_dir/.name.lock``), so two processes that
+prepare at once do not race: the second waits, then reuses the first one's result (TFDS itself
+writes into ``data_dir/name/incomplete.*`` and renames at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ._resize import as_size, resize_images
+
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DatasetNotFoundError",
+    "default_data_dir",
+    "load_dataset",
+]
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn_cropped")
+
+# (host, port) of the files each TFDS builder downloads (tensorflow_datasets 4.9).
+_DOWNLOAD_HOSTS = {
+    "mnist": (("storage.googleapis.com", 443),),
+    "fashion_mnist": (("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),),
+    "cifar10": (("www.cs.toronto.edu", 443),),
+    "svhn_cropped": (("ufldl.stanford.edu", 80),),
+}
+_PROBE_TIMEOUT_S = 2.0
+_READ_CHUNK = 4096
+
+
+class ArrayDataset(NamedTuple):
+    """An image classification dataset in memory.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        float32 ``(N, H, W, C)`` in ``[0, 1]``.
+    labels : np.ndarray
+        int32 ``(N,)`` in ``[0, num_classes)``.
+    num_classes : int
+    name : str
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    name: str
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not prepared locally and cannot (or may not) be downloaded now."""
+
+
+def default_data_dir() -> Path:
+    """``$GEOMROBUST_DATA_DIR`` if set, else ``~/.cache/geomrobust/tensorflow_datasets``."""
+    env = os.environ.get("GEOMROBUST_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/geomrobust/tensorflow_datasets").expanduser()
+
+
+def _offline() -> bool:
+    return os.environ.get("GEOMROBUST_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unreachable_hosts(hosts, timeout: float = _PROBE_TIMEOUT_S) -> list[str]:
+    """Hosts that do not accept a TCP connection within ``timeout`` seconds of wall time.
+
+    Each probe (DNS lookup + connect) runs in a daemon thread; the caller waits at most
+    ``timeout`` in total, whatever the resolver does, and abandons threads still blocked.
+    """
+    ok: dict[str, bool] = {}
+
+    def probe(host: str, port: int) -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok[host] = True
+        except OSError:
+            ok[host] = False
+
+    threads = [
+        threading.Thread(target=probe, args=hp, daemon=True, name=f"probe-{hp[0]}") for hp in hosts
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [host for host, _ in hosts if not ok.get(host, False)]
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive advisory lock on ``lock_path`` (no-op where fcntl is missing)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _make_builder(name: str, root: Path):
+    import tensorflow_datasets as tfds
+
+    if name == "digits":
+        from ._digits import Digits
+
+        return Digits(data_dir=os.fspath(root))
+    # No file_format here: prepared data keeps the format it was written in (a tfrecord
+    # directory copied from ~/tensorflow_datasets must stay readable); see _prepare.
+    return tfds.builder(name, data_dir=os.fspath(root))
+
+
+def _not_found(name: str, builder, root: Path, reason: str) -> DatasetNotFoundError:
+    where = Path(builder.data_path)
+    return DatasetNotFoundError(
+        f"dataset {name!r} (TFDS version {builder.version}) is not prepared: looked for "
+        f"{where} (data_dir={root}), and {reason}.\n"
+        f"To provide it, do one of:\n"
+        f"  * copy a prepared TFDS directory '{name}/{builder.version}' (for example from "
+        f"~/tensorflow_datasets on a machine with network access) into {root};\n"
+        f"  * run once with network access: load_dataset({name!r}, data_dir={str(root)!r});\n"
+        f"  * build it with TFDS: tfds build {name} --data_dir={root} "
+        f"--file_format=array_record (needs TensorFlow: pip install 'geomrobust[tf]').\n"
+        f"Pass data_dir= or set GEOMROBUST_DATA_DIR to look elsewhere."
+    )
+
+
+def _prepare(name: str, builder, root: Path, download: bool):
+    """Prepare ``builder`` (digits locally; others by download) or raise at once."""
+    if name != "digits":
+        if not download:
+            raise _not_found(name, builder, root, "download=False")
+        if _offline():
+            raise _not_found(name, builder, root, "GEOMROBUST_OFFLINE is set")
+        unreachable = _unreachable_hosts(_DOWNLOAD_HOSTS[name])
+        if unreachable:
+            raise _not_found(
+                name,
+                builder,
+                root,
+                f"the download host(s) {', '.join(unreachable)} did not answer within "
+                f"{_PROBE_TIMEOUT_S:g} s (no network?)",
+            )
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ImportError(
+                f"preparing {name!r} from its raw files runs the TFDS builder, which needs "
+                f"TensorFlow: pip install 'geomrobust[tf]' (or copy a prepared TFDS directory "
+                f"'{name}/{builder.version}' into {root})"
+            )
+    with _exclusive(root / f".{name}.lock"):
+        builder = _make_builder(name, root)  # another process may have prepared it meanwhile
+        if not builder.is_prepared():
+            builder.download_and_prepare(file_format="array_record")
+        return _make_builder(name, root)
+
+
+def _read_split(name: str, builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    if str(builder.info.file_format) == str(tfds.core.FileFormat.ARRAY_RECORD):
+        source = builder.as_data_source(split=split)
+        n = len(source)
+        images, labels, index = [], [], []
+        for start in range(0, n, _READ_CHUNK):
+            records = source.__getitems__(list(range(start, min(n, start + _READ_CHUNK))))
+            images.extend(r["image"] for r in records)
+            labels.extend(r["label"] for r in records)
+            index.extend(r.get("index", 0) for r in records)
+        images = (
+            np.stack(images) if images else np.zeros((0, *builder.info.features["image"].shape))
+        )
+        labels, index = np.asarray(labels), np.asarray(index)
+        if name == "digits":  # scikit-learn's order, not the TFDS shuffle order
+            order = np.argsort(index, kind="stable")
+            images, labels = images[order], labels[order]
+        return images, labels
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError(
+            f"{name!r} under {builder.data_path} is stored as {builder.info.file_format}, "
+            f"which can only be read with TensorFlow: pip install 'geomrobust[tf]', or "
+            f"re-prepare it as array_record (tfds build {name} --file_format=array_record)"
+        )
+    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    return np.asarray(data["image"]), np.asarray(data["label"])
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    resize: int | tuple[int, int] | None = None,
+    download: bool = True,
+) -> ArrayDataset:
+    """Load an image classification dataset into memory as float32 NHWC in ``[0, 1]``.
+
+    Parameters
+    ----------
+    name
+        ``"digits"`` (embedded, 8x8x1, built locally from scikit-learn), ``"mnist"``,
+        ``"fashion_mnist"`` (28x28x1), ``"cifar10"``, ``"svhn_cropped"`` (32x32x3).
+    split
+        A TFDS split: ``"train"`` or ``"test"`` (TFDS slicing such as ``"train[:1000]"``
+        works for array_record data).
+    data_dir
+        TFDS data directory; default :func:`default_data_dir`.
+    resize
+        ``None``, an int ``s`` (``s x s``) or ``(H, W)``: antialiased bilinear resize, values
+        kept in ``[0, 1]`` (:func:`resize_images`).
+    download
+        Allow downloading a missing standard dataset (never for ``download=False`` or when
+        ``$GEOMROBUST_OFFLINE`` is set). The digits never need the network.
+
+    Returns
+    -------
+    ArrayDataset
+        ``images`` float32 ``(N, H, W, C)`` in ``[0, 1]``, ``labels`` int32 ``(N,)``.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        (a ``FileNotFoundError``) the data is not prepared and cannot be downloaded now; the
+        message says where it was looked for and how to provide it. Raised within seconds.
+    ImportError
+        The data is stored as tfrecord (or must be prepared by a TFDS builder that needs
+        TensorFlow) and TensorFlow is not installed.
+    ValueError, TypeError
+        Unknown ``name`` or ``split``, bad ``resize``.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
+    if not isinstance(split, str) or not split:
+        raise TypeError(f"split must be a TFDS split name such as 'test', got {split!r}")
+    size = None if resize is None else as_size(resize)
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+    builder = _make_builder(name, root)
+    if not builder.is_prepared():
+        builder = _prepare(name, builder, root, download)
+    splits = sorted(builder.info.splits.keys())
+    base = split.split("[", 1)[0]
+    if base not in splits:
+        raise ValueError(f"split must be one of {splits} for {name!r}, got {split!r}")
+
+    images, labels = _read_split(name, builder, split)
+    if images.ndim == 3:  # (N, H, W) -> (N, H, W, 1)
+        images = images[..., None]
+    if np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32) / np.float32(np.iinfo(images.dtype).max)
+    images = np.asarray(images, np.float32)
+    if size is not None and images.shape[1:3] != size:
+        images = resize_images(images, size)
+    num_classes = int(builder.info.features["label"].num_classes)
+    return ArrayDataset(images, np.asarray(labels, np.int32), num_classes, name)
