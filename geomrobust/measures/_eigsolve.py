@@ -1,0 +1,228 @@
+"""Extreme eigenpairs of a symmetric operator: thick-restart Lanczos, written for one operator.
+
+The solver is the matrix-free engine behind :func:`principal_curvatures` and
+:func:`loss_hessian_eigs`. It works on flat vectors ``(D,)`` and an operator given as a callable
+``v -> A v``; it is written for ONE operator and batched over examples with ``jax.vmap``
+(``lax.while_loop`` under ``vmap`` keeps finished examples frozen: a per-example done mask).
+
+Algorithm (Wu & Simon, "Thick-restart Lanczos method for large symmetric eigenvalue problems",
+SIAM J. Matrix Anal. Appl. 22(2), 2000): build an orthonormal Krylov basis ``V`` of size ``m``
+with full (twice-repeated Gram-Schmidt) reorthogonalisation, so that ``A Vᵀ = Vᵀ T + r e_mᵀ``
+with ``T = V A Vᵀ`` (``m × m``); take the Ritz pairs ``(θ_i, u_i = Vᵀ y_i)`` of ``T``; the
+residual ``||A u_i - θ_i u_i|| = ||r|| |y_{m,i}|``; keep the ``p`` wanted Ritz vectors and ``r``
+and extend the basis again. Both ends of the spectrum converge at once, which is what the
+largest-magnitude selection (``which="LM"``, curvatures of both signs) needs.
+
+A Krylov space that becomes invariant (``||r|| ≈ 0``, e.g. a multiple eigenvalue as on a
+sphere) is continued with a fresh random vector (from the state's key), so multiplicities are
+found too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+__all__ = ["EigResult", "LanczosState", "lanczos_init", "lanczos_step", "thick_restart_lanczos"]
+
+
+class LanczosState(NamedTuple):
+    """State of thick-restart Lanczos for one operator.
+
+    basis : ``(m + 1, D)`` orthonormal rows; row ``m`` is the normalised residual direction.
+    projected : ``(m, m)`` the projected matrix ``T = V A Vᵀ``.
+    beta : ``()`` norm of the residual ``r`` of the last Arnoldi step.
+    values, residuals : ``(num,)`` current wanted Ritz values and their residual norms.
+    restarts : number of restarts done.
+    done : every wanted Ritz pair has converged.
+    key : PRNG key for restarts after an invariant subspace.
+    """
+
+    basis: Array
+    projected: Array
+    beta: Array
+    values: Array
+    residuals: Array
+    restarts: Array
+    done: Array
+    key: Array
+
+
+class EigResult(NamedTuple):
+    """values ``(num,)`` (sorted as asked), vectors ``(num, D)``, residual norms ``(num,)``,
+    per-value convergence ``(num,)`` and the number of restarts."""
+
+    values: Array
+    vectors: Array
+    residuals: Array
+    converged: Array
+    restarts: Array
+
+
+def _order(theta: Array, which: str) -> Array:
+    if which == "LM":
+        return jnp.argsort(-jnp.abs(theta), stable=True)
+    if which == "LA":
+        return jnp.argsort(-theta, stable=True)
+    raise ValueError(f"which must be 'LM' or 'LA', got {which!r}")
+
+
+def _orthogonalize(V: Array, w: Array, mask: Array) -> tuple[Array, Array]:
+    """Remove from ``w`` its components on the masked rows of ``V``, twice (CGS2)."""
+    h = (V @ w) * mask
+    w = w - h @ V
+    h2 = (V @ w) * mask
+    return w - h2 @ V, h + h2
+
+
+def _extend(matvec, project, V, T, key, start: int, m: int):
+    """Arnoldi steps ``j = start .. m-1``: fill rows ``j+1`` of ``V`` and columns ``j`` of ``T``."""
+    rows = jnp.arange(m + 1)
+    eps = jnp.finfo(V.dtype).eps
+
+    def body(j, carry):
+        V, T, _, key = carry
+        w = matvec(V[j])
+        scale = jnp.linalg.norm(w)
+        w, h = _orthogonalize(V, w, (rows <= j).astype(V.dtype))
+        T = T.at[:, j].set(h[:m]).at[j, :].set(h[:m])
+        beta = jnp.linalg.norm(w)
+        # invariant subspace: continue with a fresh random direction orthogonal to V
+        broke = beta <= 100 * eps * scale
+        key, sub = jax.random.split(key)
+        fresh = project(jax.random.normal(sub, w.shape, w.dtype))
+        fresh, _ = _orthogonalize(V, fresh, (rows <= j).astype(V.dtype))
+        nxt = jnp.where(broke, fresh, w)
+        nxt = nxt / jnp.maximum(jnp.linalg.norm(nxt), jnp.finfo(V.dtype).tiny)
+        V = V.at[j + 1].set(nxt)
+        return V, T, jnp.where(broke, jnp.zeros_like(beta), beta), key
+
+    beta0 = jnp.zeros((), V.dtype)
+    return jax.lax.fori_loop(start, m, body, (V, T, beta0, key))
+
+
+def _ritz(state_basis, T, beta, num: int, keep: int, which: str, m: int):
+    theta, Y = jnp.linalg.eigh(0.5 * (T + T.T))
+    order = _order(theta, which)
+    theta, Y = theta[order], Y[:, order]
+    res = jnp.abs(beta * Y[m - 1])
+    return theta, Y, res
+
+
+def lanczos_init(
+    matvec: Callable[[Array], Array],
+    v0: Array,
+    *,
+    num: int,
+    krylov_dim: int,
+    which: str = "LM",
+    tol: float,
+    key: Array,
+    project: Callable[[Array], Array] | None = None,
+) -> LanczosState:
+    """First Krylov cycle from ``v0`` (``(D,)``): ``krylov_dim`` operator applications."""
+    project = (lambda v: v) if project is None else project
+    m = krylov_dim
+    d = v0.shape[0]
+    V = jnp.zeros((m + 1, d), v0.dtype).at[0].set(project(v0) / jnp.linalg.norm(project(v0)))
+    T = jnp.zeros((m, m), v0.dtype)
+    V, T, beta, key = _extend(matvec, project, V, T, key, 0, m)
+    theta, _, res = _ritz(V, T, beta, num, num, which, m)
+    done = _converged(theta[:num], res[:num], tol).all()
+    return LanczosState(V, T, beta, theta[:num], res[:num], jnp.zeros((), jnp.int32), done, key)
+
+
+def _converged(values: Array, residuals: Array, tol: float) -> Array:
+    """``||A u - θ u|| <= tol · max|θ|``: residuals relative to the spectral scale found."""
+    scale = jnp.maximum(jnp.max(jnp.abs(values)), jnp.finfo(values.dtype).tiny)
+    return residuals <= tol * scale
+
+
+def lanczos_step(
+    state: LanczosState,
+    matvec: Callable[[Array], Array],
+    *,
+    num: int,
+    keep: int,
+    which: str = "LM",
+    tol: float,
+    project: Callable[[Array], Array] | None = None,
+) -> LanczosState:
+    """One thick restart: keep ``keep`` wanted Ritz vectors and the residual, extend to ``m``.
+
+    Costs ``m - keep`` operator applications.
+    """
+    project = (lambda v: v) if project is None else project
+    m = state.projected.shape[0]
+    theta, Y, _ = _ritz(state.basis, state.projected, state.beta, num, keep, which, m)
+    U = Y[:, :keep].T @ state.basis[:m]  # (keep, D) Ritz vectors
+    V = jnp.zeros_like(state.basis).at[:keep].set(U).at[keep].set(state.basis[m])
+    coupling = state.beta * Y[m - 1, :keep]
+    T = jnp.zeros_like(state.projected)
+    T = T.at[jnp.arange(keep), jnp.arange(keep)].set(theta[:keep])
+    T = T.at[keep, :keep].set(coupling).at[:keep, keep].set(coupling)
+    V, T, beta, key = _extend(matvec, project, V, T, state.key, keep, m)
+    theta, _, res = _ritz(V, T, beta, num, keep, which, m)
+    done = _converged(theta[:num], res[:num], tol).all()
+    return LanczosState(V, T, beta, theta[:num], res[:num], state.restarts + 1, done, key)
+
+
+def thick_restart_lanczos(
+    matvec: Callable[[Array], Array],
+    v0: Array,
+    *,
+    num: int,
+    krylov_dim: int,
+    keep: int | None = None,
+    which: str = "LM",
+    tol: float,
+    max_restarts: int,
+    key: Array,
+    project: Callable[[Array], Array] | None = None,
+) -> EigResult:
+    """The ``num`` extreme eigenpairs of a symmetric operator on ``(D,)`` vectors.
+
+    Parameters
+    ----------
+    matvec : ``v -> A v`` on ``(D,)``, symmetric.
+    v0 : ``(D,)`` starting vector (any nonzero vector; a random one is usual).
+    num : number of eigenpairs wanted; ``num < krylov_dim <= D``.
+    krylov_dim : Krylov basis size ``m`` per cycle.
+    keep : Ritz vectors kept at a restart (``num <= keep < m``; default ``(num + m) // 2``).
+    which : ``"LM"`` largest magnitude (both signs) or ``"LA"`` largest algebraic.
+    tol : a pair is converged when ``||A u - θ u|| <= tol · max|θ|``.
+    max_restarts : restarts after the first cycle.
+    key : PRNG key (fresh directions after an invariant subspace).
+    project : optional projector applied to new random directions (e.g. onto a tangent space
+        that ``A`` leaves invariant, so the solver never leaves it).
+
+    Returns
+    -------
+    EigResult with values in the order of ``which``.
+    """
+    keep = (num + krylov_dim) // 2 if keep is None else keep
+    if not num <= keep < krylov_dim:
+        raise ValueError(
+            f"need num <= keep < krylov_dim, got num={num}, keep={keep}, krylov_dim={krylov_dim}"
+        )
+    state = lanczos_init(
+        matvec, v0, num=num, krylov_dim=krylov_dim, which=which, tol=tol, key=key,
+        project=project,
+    )  # fmt: skip
+
+    def cond(s):
+        return (~s.done) & (s.restarts < max_restarts)
+
+    def body(s):
+        return lanczos_step(s, matvec, num=num, keep=keep, which=which, tol=tol, project=project)
+
+    state = jax.lax.while_loop(cond, body, state)
+    m = krylov_dim
+    theta, Y, res = _ritz(state.basis, state.projected, state.beta, num, keep, which, m)
+    vectors = Y[:, :num].T @ state.basis[:m]
+    converged = _converged(theta[:num], res[:num], tol)
+    return EigResult(theta[:num], vectors, res[:num], converged, state.restarts)
