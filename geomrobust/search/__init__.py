@@ -1,1 +1,15 @@
-"""geomrobust.search"""
+"""Boundary searches: DeepFool (any Lp norm, subspaces), boundary refinement, ray bisection,
+FGSM / PGD, SparseFool and universal perturbations."""
+
+from ._boundary import BisectionState as BisectionState
+from ._boundary import BoundaryPoints as BoundaryPoints
+from ._boundary import bisection_init as bisection_init
+from ._boundary import bisection_step as bisection_step
+from ._boundary import refine_boundary as refine_boundary
+from ._deepfool import DeepFoolInfo as DeepFoolInfo
+from ._deepfool import DeepFoolState as DeepFoolState
+from ._deepfool import MarginResult as MarginResult
+from ._deepfool import deepfool as deepfool
+from ._deepfool import deepfool_init as deepfool_init
+from ._deepfool import deepfool_result as deepfool_result
+from ._deepfool import deepfool_step as deepfool_step
