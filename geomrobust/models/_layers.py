@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 __all__ = ["ACTIVATIONS", "SMOOTH_ACTIVATIONS", "get_activation", "pool2d", "resolve_dtype"]
 
@@ -49,16 +50,11 @@ def pool2d(x: jax.Array, kind: str, window: int = 2) -> jax.Array:
     same architecture runs on 8×8, 28×28 and 32×32 inputs. Average pooling divides by the
     number of real (unpadded) entries in each window.
     """
-    dims = (1, window, window, 1)
+    w = (window, window)
     if kind == "max":
-        init = jnp.array(-jnp.inf, x.dtype)
-        return jax.lax.reduce_window(x, init, jax.lax.max, dims, dims, "SAME")
+        return nnx.max_pool(x, w, strides=w, padding="SAME")
     if kind == "avg":
-        zero = jnp.array(0, x.dtype)
-        total = jax.lax.reduce_window(x, zero, jax.lax.add, dims, dims, "SAME")
-        ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
-        count = jax.lax.reduce_window(ones, zero, jax.lax.add, dims, dims, "SAME")
-        return total / count
+        return nnx.avg_pool(x, w, strides=w, padding="SAME", count_include_pad=False)
     raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
 
 
