@@ -160,6 +160,27 @@ def _not_found(name: str, builder, root: Path, reason: str) -> DatasetNotFoundEr
     )
 
 
+def _tensorflow_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _check_can_prepare(name: str, builder, root: Path) -> None:
+    """The standard TFDS builders read and encode their raw files with TensorFlow."""
+    if not _tensorflow_available():
+        raise ImportError(
+            f"preparing {name!r} from its raw files runs the TFDS builder, which needs "
+            f"TensorFlow: pip install 'geomrobust[tf]' (or copy a prepared TFDS directory "
+            f"'{name}/{builder.version}' into {root})"
+        )
+    try:  # TFDS 4.9 resolves this with the `importlib_resources` backport
+        type(builder).code_path  # noqa: B018
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"preparing {name!r} with tensorflow_datasets needs the missing package "
+            f"{err.name!r}: pip install {err.name}"
+        ) from err
+
+
 def _prepare(name: str, builder, root: Path, download: bool):
     """Prepare ``builder`` (digits locally; others by download) or raise at once."""
     if name != "digits":
@@ -176,12 +197,7 @@ def _prepare(name: str, builder, root: Path, download: bool):
                 f"the download host(s) {', '.join(unreachable)} did not answer within "
                 f"{_PROBE_TIMEOUT_S:g} s (no network?)",
             )
-        if importlib.util.find_spec("tensorflow") is None:
-            raise ImportError(
-                f"preparing {name!r} from its raw files runs the TFDS builder, which needs "
-                f"TensorFlow: pip install 'geomrobust[tf]' (or copy a prepared TFDS directory "
-                f"'{name}/{builder.version}' into {root})"
-            )
+        _check_can_prepare(name, builder, root)
     with _exclusive(root / f".{name}.lock"):
         builder = _make_builder(name, root)  # another process may have prepared it meanwhile
         if not builder.is_prepared():
@@ -209,7 +225,7 @@ def _read_split(name: str, builder, split: str) -> tuple[np.ndarray, np.ndarray]
             order = np.argsort(index, kind="stable")
             images, labels = images[order], labels[order]
         return images, labels
-    if importlib.util.find_spec("tensorflow") is None:
+    if not _tensorflow_available():
         raise ImportError(
             f"{name!r} under {builder.data_path} is stored as {builder.info.file_format}, "
             f"which can only be read with TensorFlow: pip install 'geomrobust[tf]', or "
