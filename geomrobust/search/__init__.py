@@ -13,3 +13,4 @@ from ._deepfool import deepfool as deepfool
 from ._deepfool import deepfool_init as deepfool_init
 from ._deepfool import deepfool_result as deepfool_result
 from ._deepfool import deepfool_step as deepfool_step
+from ._driver import deepfool_dataset as deepfool_dataset

@@ -204,6 +204,11 @@ def propose(
     w = state.grads.reshape(n, state.grads.shape[1], -1)  # (N, C, D)
     if subspace is not None:
         w = (w @ subspace) @ subspace.T  # P_S w = S Sᵀ w
+    if bounds is not None:  # active set: freeze coordinates the step would push out of the box
+        pt = state.point.reshape(n, 1, -1)
+        lo = jnp.broadcast_to(bounds[0], state.x.shape).reshape(n, 1, -1)
+        hi = jnp.broadcast_to(bounds[1], state.x.shape).reshape(n, 1, -1)
+        w = jnp.where(((pt >= hi) & (w > 0)) | ((pt <= lo) & (w < 0)), 0, w)
     wn = lp_norm(w, q)  # (N, C) dual norms
     ok = (wn > 0) & jnp.isfinite(wn) & jnp.isfinite(F)
     dist = jnp.where(ok, jnp.abs(F) / jnp.where(ok, wn, 1), jnp.inf)
@@ -353,10 +358,12 @@ def deepfool(
     ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact: ``margin =
     (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to ``|F_l|``.
 
-    **Box** ``bounds = (lo, hi)``: the linearized step ignores the box; the iterate is then
-    clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)`` so state and iterate agree.
-    The returned perturbation is always feasible; near the box edges more steps may be needed,
-    or none may flip the label (``converged = False``).
+    **Box** ``bounds = (lo, hi)``: coordinates of the iterate that sit on a face of the box
+    and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
+    active set, so the step moves along the free coordinates instead of stalling against the
+    box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
+    so state and iterate agree. The returned perturbation is always feasible; when no feasible
+    step flips the label the example is not converged.
 
     Parameters
     ----------
