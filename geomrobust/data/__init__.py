@@ -14,3 +14,9 @@ from ._load import DatasetNotFoundError as DatasetNotFoundError
 from ._load import default_data_dir as default_data_dir
 from ._load import load_dataset as load_dataset
 from ._resize import resize_images as resize_images
+from ._synthetic import concentric_spheres as concentric_spheres
+from ._synthetic import dct_band_dataset as dct_band_dataset
+from ._synthetic import dct_band_direction as dct_band_direction
+from ._synthetic import dct_direction as dct_direction
+from ._synthetic import directional_dataset as directional_dataset
+from ._synthetic import fourier_direction as fourier_direction
