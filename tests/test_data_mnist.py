@@ -144,6 +144,14 @@ def test_mnist_prepared_by_tfds_builder_and_loaded(tmp_path, raw_mnist, fake_dow
         np.testing.assert_allclose(ds.images[..., 0], u8 / np.float32(255.0), atol=1e-7)
         assert _as_pairs(u8, ds.labels) == _as_pairs(*arrays[split])
 
+    # without data_dir: data that tfds.load left in TFDS's default data_dir is found there
+    monkeypatch.setenv("GEOMROBUST_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    np.testing.assert_array_equal(load_dataset("mnist", "test", download=False).images, test.images)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "also_empty"))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty" / "mnist" / "3.0.1")):
+        load_dataset("mnist", "test", download=False)
+
     big = load_dataset("mnist", "test", data_dir=tmp_path, resize=32, download=False)
     assert big.images.shape == (N_TEST, 32, 32, 1)
     assert 0.0 <= big.images.min() and big.images.max() <= 1.0

@@ -13,6 +13,7 @@ from ._load import ArrayDataset as ArrayDataset
 from ._load import DatasetNotFoundError as DatasetNotFoundError
 from ._load import default_data_dir as default_data_dir
 from ._load import load_dataset as load_dataset
+from ._load import tfds_data_dir as tfds_data_dir
 from ._resize import resize_images as resize_images
 from ._synthetic import concentric_spheres as concentric_spheres
 from ._synthetic import dct_band_dataset as dct_band_dataset

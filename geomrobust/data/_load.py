@@ -2,6 +2,9 @@
 
 Data lives in a TFDS ``data_dir`` (``data_dir`` argument, else ``$GEOMROBUST_DATA_DIR``, else
 ``~/.cache/geomrobust/tensorflow_datasets``) in the usual layout ``data_dir/name/version``.
+Without an explicit ``data_dir``, a standard dataset already prepared in TFDS's own default
+directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``, where ``tfds.load`` puts it) is
+read from there.
 
 * ``"digits"`` (the default of every tool) is built locally from scikit-learn the first time
   (no network, no TensorFlow) and reused afterwards.
@@ -40,6 +43,7 @@ __all__ = [
     "DatasetNotFoundError",
     "default_data_dir",
     "load_dataset",
+    "tfds_data_dir",
 ]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn_cropped")
@@ -84,6 +88,11 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path("~/.cache/geomrobust/tensorflow_datasets").expanduser()
+
+
+def tfds_data_dir() -> Path:
+    """TFDS's own default: ``$TFDS_DATA_DIR`` if set, else ``~/tensorflow_datasets``."""
+    return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
 
 
 def _offline() -> bool:
@@ -254,7 +263,8 @@ def load_dataset(
         A TFDS split: ``"train"`` or ``"test"`` (TFDS slicing such as ``"train[:1000]"``
         works for array_record data).
     data_dir
-        TFDS data directory; default :func:`default_data_dir`.
+        TFDS data directory; default :func:`default_data_dir` (standard datasets already
+        prepared under :func:`tfds_data_dir` are also found there when ``data_dir=None``).
     resize
         ``None``, an int ``s`` (``s x s``) or ``(H, W)``: antialiased bilinear resize, values
         kept in ``[0, 1]`` (:func:`resize_images`).
@@ -286,6 +296,11 @@ def load_dataset(
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
     builder = _make_builder(name, root)
+    if not builder.is_prepared() and data_dir is None and name != "digits":
+        # data prepared earlier by tfds.load in TFDS's own default data_dir is reused
+        fallback = _make_builder(name, tfds_data_dir())
+        if fallback.is_prepared():
+            builder = fallback
     if not builder.is_prepared():
         builder = _prepare(name, builder, root, download)
     splits = sorted(builder.info.splits.keys())
