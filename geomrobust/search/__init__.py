@@ -14,3 +14,5 @@ from ._deepfool import deepfool_init as deepfool_init
 from ._deepfool import deepfool_result as deepfool_result
 from ._deepfool import deepfool_step as deepfool_step
 from ._driver import deepfool_dataset as deepfool_dataset
+from ._ray import DirectionalMargins as DirectionalMargins
+from ._ray import margin_along as margin_along

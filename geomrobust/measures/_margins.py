@@ -1,0 +1,110 @@
+"""Margin statistics: random-subspace margins against the minimal one, normalized robustness.
+
+Fawzi, Moosavi-Dezfooli, Frossard, "Robustness of classifiers: from adversarial to random
+noise", NeurIPS 2016: near a flat boundary, the margin inside a random ``m``-dimensional
+subspace is about ``sqrt(D / m)`` times the minimal (adversarial) margin; for a hyperplane with
+unit normal ``n`` it is exactly ``margin / ||P_S n||`` with ``||P_S n||² ~ Beta(m/2, (D-m)/2)``.
+A measured ratio well below ``sqrt(D / m)`` indicates a curved boundary.
+Normalized robustness ``ρ = mean ||r(x)|| / ||x||`` (Moosavi-Dezfooli et al., CVPR 2016).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ..search import deepfool_dataset
+from ..search._norms import as_norm
+
+__all__ = ["RandomSubspaceMargins", "normalized_robustness", "random_subspace_margins"]
+
+
+class RandomSubspaceMargins(NamedTuple):
+    """dim : ``m``; margin, converged : ``(num_draws, N)`` L2 DeepFool margins inside random
+    ``m``-dimensional subspaces (``inf`` where not converged); minimal_margin,
+    minimal_converged : ``(N,)`` unconstrained DeepFool; ratio : ``(num_draws, N)``
+    subspace / minimal margin, NaN where either is not converged; median_ratio : median of
+    the valid ratios; predicted_ratio : ``sqrt(D / m)``."""
+
+    dim: int
+    margin: Array
+    converged: Array
+    minimal_margin: Array
+    minimal_converged: Array
+    ratio: Array
+    median_ratio: float
+    predicted_ratio: float
+
+
+def random_subspace_margins(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    y: Array | None = None,
+    *,
+    dim: int,
+    key: Array,
+    num_draws: int = 1,
+    **deepfool_kw,
+) -> RandomSubspaceMargins:
+    """Margins in random ``dim``-dimensional subspaces vs the minimal margin (Fawzi 2016).
+
+    Each draw takes ``S = qr(G)``, ``G ~ N(0, I)`` of shape ``(D, m)`` (a uniformly random
+    subspace, shared by the examples of that draw), and runs subspace DeepFool (L2); for
+    ``m = 1`` this is a Newton search along the random line ``x + t s``. The minimal margin is
+    unconstrained L2 DeepFool. Both use :func:`geomrobust.search.deepfool_dataset` with the
+    same ``deepfool_kw`` (same overshoot, so it cancels in the ratio).
+
+    Returns
+    -------
+    RandomSubspaceMargins; ``predicted_ratio = sqrt(D / m)``.
+    """
+    d = math.prod(x.shape[1:])
+    if not isinstance(dim, int | np.integer) or not 1 <= dim <= d:
+        raise ValueError(f"dim must be an integer in [1, D={d}], got {dim!r}")
+    if not isinstance(num_draws, int | np.integer) or num_draws < 1:
+        raise ValueError(f"num_draws must be a positive integer, got {num_draws!r}")
+    deepfool_kw.pop("norm", None)
+    x = jnp.asarray(x)
+    minimal = deepfool_dataset(logits_fn, x, y, **deepfool_kw)
+    margins, conv = [], []
+    for i in range(num_draws):
+        g = jax.random.normal(jax.random.fold_in(key, i), (d, dim), x.dtype)
+        s = jnp.linalg.qr(g)[0]
+        res = deepfool_dataset(logits_fn, x, y, subspace=s, **deepfool_kw)
+        margins.append(res.margin)
+        conv.append(res.converged)
+    margin = jnp.stack(margins)
+    converged = jnp.stack(conv)
+    valid = converged & minimal.converged[None] & (minimal.margin[None] > 0)
+    ratio = jnp.where(valid, margin / jnp.where(valid, minimal.margin[None], 1), jnp.nan)
+    r = np.asarray(ratio)[np.asarray(valid)]
+    return RandomSubspaceMargins(
+        dim=int(dim),
+        margin=margin,
+        converged=converged,
+        minimal_margin=minimal.margin,
+        minimal_converged=minimal.converged,
+        ratio=ratio,
+        median_ratio=float(np.median(r)) if r.size else float("nan"),
+        predicted_ratio=math.sqrt(d / dim),
+    )
+
+
+def normalized_robustness(margin, x, converged=None, *, norm=2) -> float:
+    """``ρ = mean_n ||r_n||_p / ||x_n||_p`` over the converged examples with ``x_n != 0``.
+
+    ``margin`` ``(N,)`` perturbation norms (e.g. ``MarginResult.margin``), ``x`` ``(N, *s)``,
+    ``converged`` ``(N,)`` bool or None (all). NaN if no example qualifies.
+    """
+    p = as_norm(norm)
+    m = np.asarray(margin, np.float64)
+    xn = np.linalg.norm(np.asarray(x, np.float64).reshape(len(m), -1), ord=p, axis=1)
+    ok = np.ones_like(m, bool) if converged is None else np.asarray(converged, bool)
+    ok = ok & (xn > 0) & np.isfinite(m)
+    return float(np.mean(m[ok] / xn[ok])) if ok.any() else float("nan")
