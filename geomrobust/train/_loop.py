@@ -180,7 +180,7 @@ def fit(
     step_fn = make_train_step(apply, optimizer, loss_fn)
     state = init_train_state(params, optimizer)
     history: dict[str, list] = {"epoch": [], "time_s": []}
-    disable = (not progress) if progress is not None else None
+    disable = (not progress) if progress is not None else not sys.stderr.isatty()
     bar = tqdm(
         total=int(epochs) * steps, desc="train", file=sys.stderr, disable=disable, leave=False
     )
