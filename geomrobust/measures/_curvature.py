@@ -26,7 +26,7 @@ import numpy as np
 from jax import Array
 
 from geomrobust._validation import check_batch, check_labels, is_concrete
-from geomrobust.ops import hvp, input_grad, logit_difference
+from geomrobust.ops import logit_difference
 
 from ._driver import cached_jit, default_tol, run_batched
 from ._eigsolve import thick_restart_lanczos
@@ -216,12 +216,6 @@ def _batched_curvatures(logits_fn, method, settings):
     return batched
 
 
-def _tangent_unit(g: Array, u: Array) -> Array:
-    n = g / jnp.linalg.norm(g)
-    pu = u - n * jnp.vdot(n, u)
-    return pu / jnp.linalg.norm(pu)
-
-
 def normal_curvature(
     logits_fn: Callable[[Array], Array], z: Array, y: Array, k: Array, u: Array
 ) -> Array:
@@ -261,34 +255,31 @@ def normal_curvatures(
             f"N={z.shape[0]}, got {tuple(directions.shape)}"
         )
 
+    kappa, ratio = run_batched(_batched_normal_curvatures(logits_fn), z, y, k, directions)
+    if is_concrete(ratio) and np.any(~(np.asarray(ratio) > 1e-3)):
+        raise ValueError(
+            "directions must have a tangent part: some are (nearly) parallel to the boundary "
+            f"normal (||P u||/||u|| = {float(np.nanmin(np.asarray(ratio))):.1e})"
+        )
+    return kappa
+
+
+@cached_jit
+def _batched_normal_curvatures(logits_fn):
     def one(zi, yi, ki, dirs):
         F = logit_difference(logits_fn, yi, ki)
-        g = input_grad(F, zi)
-        op = hvp(F, zi)
+        g, op = jax.linearize(jax.grad(F), zi)
         gnorm = jnp.linalg.norm(g)
+        n = g / gnorm
 
         def kappa(u):
-            t = _tangent_unit(g, u)
-            return jnp.vdot(t, op(t)) / gnorm
+            pu = u - n * jnp.vdot(n, u)
+            t = pu / jnp.linalg.norm(pu)
+            return jnp.vdot(t, op(t)) / gnorm, jnp.linalg.norm(pu) / jnp.linalg.norm(u)
 
         return jax.vmap(kappa)(dirs)
 
-    if is_concrete(directions):
-        gs = jax.vmap(lambda zi, yi, ki: input_grad(logit_difference(logits_fn, yi, ki), zi))(
-            z, y, k
-        )
-        nrm = gs.reshape(gs.shape[0], 1, -1) / jnp.linalg.norm(
-            gs.reshape(gs.shape[0], 1, -1), axis=-1, keepdims=True
-        )
-        dflat = directions.reshape(*directions.shape[:2], -1)
-        tang = dflat - nrm * jnp.sum(nrm * dflat, -1, keepdims=True)
-        ratio = np.asarray(jnp.linalg.norm(tang, axis=-1) / jnp.linalg.norm(dflat, axis=-1))
-        if np.any(~(ratio > 1e-3)):
-            raise ValueError(
-                "directions must have a tangent part: some are (nearly) parallel to the "
-                f"boundary normal (||P u||/||u|| = {float(np.nanmin(ratio)):.1e})"
-            )
-    return jax.vmap(one)(z, y, k, directions)
+    return jax.vmap(one)
 
 
 def random_tangents(key: Array, normals: Array, num: int) -> Array:

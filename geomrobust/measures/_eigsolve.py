@@ -105,7 +105,7 @@ def _extend(matvec, project, V, T, key, start: int, m: int):
     return jax.lax.fori_loop(start, m, body, (V, T, beta0, key))
 
 
-def _ritz(state_basis, T, beta, num: int, keep: int, which: str, m: int):
+def _ritz(basis, T, beta, which: str, m: int):
     theta, Y = jnp.linalg.eigh(0.5 * (T + T.T))
     order = _order(theta, which)
     theta, Y = theta[order], Y[:, order]
@@ -113,33 +113,29 @@ def _ritz(state_basis, T, beta, num: int, keep: int, which: str, m: int):
     return theta, Y, res
 
 
-def lanczos_init(
-    matvec: Callable[[Array], Array],
-    v0: Array,
-    *,
-    num: int,
-    krylov_dim: int,
-    which: str = "LM",
-    tol: float,
-    key: Array,
-    project: Callable[[Array], Array] | None = None,
-) -> LanczosState:
-    """First Krylov cycle from ``v0`` (``(D,)``): ``krylov_dim`` operator applications."""
-    project = (lambda v: v) if project is None else project
-    m = krylov_dim
-    d = v0.shape[0]
-    V = jnp.zeros((m + 1, d), v0.dtype).at[0].set(project(v0) / jnp.linalg.norm(project(v0)))
-    T = jnp.zeros((m, m), v0.dtype)
-    V, T, beta, key = _extend(matvec, project, V, T, key, 0, m)
-    theta, _, res = _ritz(V, T, beta, num, num, which, m)
-    done = _converged(theta[:num], res[:num], tol).all()
-    return LanczosState(V, T, beta, theta[:num], res[:num], jnp.zeros((), jnp.int32), done, key)
-
-
 def _converged(values: Array, residuals: Array, tol: float) -> Array:
     """``||A u - θ u|| <= tol · max|θ|``: residuals relative to the spectral scale found."""
     scale = jnp.maximum(jnp.max(jnp.abs(values)), jnp.finfo(values.dtype).tiny)
     return residuals <= tol * scale
+
+
+def lanczos_init(
+    v0: Array,
+    *,
+    num: int,
+    krylov_dim: int,
+    key: Array,
+    project: Callable[[Array], Array] | None = None,
+) -> LanczosState:
+    """State before the first Krylov cycle, started from ``v0`` (``(D,)``); no operator call."""
+    project = (lambda v: v) if project is None else project
+    m = krylov_dim
+    p0 = project(v0)
+    V = jnp.zeros((m + 1, v0.shape[0]), v0.dtype).at[0].set(p0 / jnp.linalg.norm(p0))
+    T = jnp.zeros((m, m), v0.dtype)
+    nan = jnp.full((num,), jnp.inf, v0.dtype)
+    zero = jnp.zeros((), jnp.int32)
+    return LanczosState(V, T, jnp.zeros((), v0.dtype), nan, nan, zero - 1, jnp.array(False), key)
 
 
 def lanczos_step(
@@ -152,21 +148,30 @@ def lanczos_step(
     tol: float,
     project: Callable[[Array], Array] | None = None,
 ) -> LanczosState:
-    """One thick restart: keep ``keep`` wanted Ritz vectors and the residual, extend to ``m``.
+    """One Krylov cycle: the first extends ``v0`` to ``m`` vectors (``m`` operator calls); each
+    later one is a thick restart keeping ``keep`` wanted Ritz vectors and the residual
+    direction, then extending to ``m`` again (``m - keep`` operator calls).
 
-    Costs ``m - keep`` operator applications.
+    ``state.restarts`` counts restarts (``-1`` before the first cycle).
     """
     project = (lambda v: v) if project is None else project
     m = state.projected.shape[0]
-    theta, Y, _ = _ritz(state.basis, state.projected, state.beta, num, keep, which, m)
-    U = Y[:, :keep].T @ state.basis[:m]  # (keep, D) Ritz vectors
-    V = jnp.zeros_like(state.basis).at[:keep].set(U).at[keep].set(state.basis[m])
-    coupling = state.beta * Y[m - 1, :keep]
-    T = jnp.zeros_like(state.projected)
-    T = T.at[jnp.arange(keep), jnp.arange(keep)].set(theta[:keep])
-    T = T.at[keep, :keep].set(coupling).at[:keep, keep].set(coupling)
-    V, T, beta, key = _extend(matvec, project, V, T, state.key, keep, m)
-    theta, _, res = _ritz(V, T, beta, num, keep, which, m)
+    first = state.restarts < 0
+
+    def restart(basis, T, beta):
+        theta, Y, _ = _ritz(basis, T, beta, which, m)
+        U = Y[:, :keep].T @ basis[:m]  # (keep, D) Ritz vectors
+        V = jnp.zeros_like(basis).at[:keep].set(U).at[keep].set(basis[m])
+        coupling = beta * Y[m - 1, :keep]
+        T = jnp.zeros_like(T).at[jnp.arange(keep), jnp.arange(keep)].set(theta[:keep])
+        return V, T.at[keep, :keep].set(coupling).at[:keep, keep].set(coupling)
+
+    V, T = jax.lax.cond(
+        first, lambda b, t, _: (b, t), restart, state.basis, state.projected, state.beta
+    )
+    start = jnp.where(first, 0, keep)
+    V, T, beta, key = _extend(matvec, project, V, T, state.key, start, m)
+    theta, _, res = _ritz(V, T, beta, which, m)
     done = _converged(theta[:num], res[:num], tol).all()
     return LanczosState(V, T, beta, theta[:num], res[:num], state.restarts + 1, done, key)
 
@@ -209,10 +214,8 @@ def thick_restart_lanczos(
         raise ValueError(
             f"need num <= keep < krylov_dim, got num={num}, keep={keep}, krylov_dim={krylov_dim}"
         )
-    state = lanczos_init(
-        matvec, v0, num=num, krylov_dim=krylov_dim, which=which, tol=tol, key=key,
-        project=project,
-    )  # fmt: skip
+    _order(jnp.zeros(1), which)  # validates ``which``
+    state = lanczos_init(v0, num=num, krylov_dim=krylov_dim, key=key, project=project)
 
     def cond(s):
         return (~s.done) & (s.restarts < max_restarts)
@@ -222,7 +225,7 @@ def thick_restart_lanczos(
 
     state = jax.lax.while_loop(cond, body, state)
     m = krylov_dim
-    theta, Y, res = _ritz(state.basis, state.projected, state.beta, num, keep, which, m)
+    theta, Y, res = _ritz(state.basis, state.projected, state.beta, which, m)
     vectors = Y[:, :num].T @ state.basis[:m]
     converged = _converged(theta[:num], res[:num], tol)
     return EigResult(theta[:num], vectors, res[:num], converged, state.restarts)
