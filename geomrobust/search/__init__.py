@@ -1,6 +1,11 @@
 """Boundary searches: DeepFool (any Lp norm, subspaces), boundary refinement, ray bisection,
 FGSM / PGD, SparseFool and universal perturbations."""
 
+from ._attacks import AttackResult as AttackResult
+from ._attacks import RobustAccuracy as RobustAccuracy
+from ._attacks import fgsm as fgsm
+from ._attacks import pgd as pgd
+from ._attacks import robust_accuracy as robust_accuracy
 from ._boundary import BisectionState as BisectionState
 from ._boundary import BoundaryPoints as BoundaryPoints
 from ._boundary import bisection_init as bisection_init
@@ -16,3 +21,8 @@ from ._deepfool import deepfool_step as deepfool_step
 from ._driver import deepfool_dataset as deepfool_dataset
 from ._ray import DirectionalMargins as DirectionalMargins
 from ._ray import margin_along as margin_along
+from ._sparsefool import SparseFoolResult as SparseFoolResult
+from ._sparsefool import linear_solver as linear_solver
+from ._sparsefool import sparsefool as sparsefool
+from ._universal import UniversalPerturbation as UniversalPerturbation
+from ._universal import universal_perturbation as universal_perturbation

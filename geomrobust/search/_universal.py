@@ -1,0 +1,116 @@
+"""Universal adversarial perturbations: one small vector that fools most inputs.
+
+Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal adversarial perturbations", CVPR 2017.
+Passes over the data (in an order drawn from an explicit key): for every point still correctly
+labelled under ``x + v``, add the minimal DeepFool perturbation ``Δv`` that sends ``x + v``
+across the boundary, and project ``v + Δv`` back onto the Lp ball of radius ``ξ``. Stop when
+the fooling rate ``P(k̂(x + v) != k̂(x))`` reaches ``1 - δ`` or after ``max_passes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from .._validation import check_batch, check_positive
+from ._deepfool import deepfool
+from ._norms import as_norm, project_ball
+
+__all__ = ["UniversalPerturbation", "universal_perturbation"]
+
+
+class UniversalPerturbation(NamedTuple):
+    """perturbation ``(*s)``; fooling_rate : the final rate; history ``(passes,)`` the fooling
+    rate after each pass; converged : rate ``>= 1 - δ`` was reached."""
+
+    perturbation: Array
+    fooling_rate: float
+    history: np.ndarray
+    converged: bool
+
+
+def universal_perturbation(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    *,
+    key: Array,
+    xi: float,
+    norm=jnp.inf,
+    delta: float = 0.2,
+    max_passes: int = 10,
+    overshoot: float = 0.02,
+    deepfool_iter: int = 10,
+    bounds: tuple | None = None,
+) -> UniversalPerturbation:
+    """Universal perturbation ``v`` with ``||v||_p <= ξ`` (Algorithm 1 of the paper).
+
+    Each pass is one jitted ``lax.scan`` over the shuffled data (one DeepFool of one example
+    per scan step, compiled once for all passes); the fooling rate is then measured on the
+    whole set in one batched forward pass. ``Δv`` is L2 DeepFool's minimal perturbation of
+    ``x + v`` (with the clean prediction as reference label), ignored where DeepFool does not
+    converge. ``bounds`` clips ``x + v`` when measuring the fooling rate and in DeepFool.
+
+    Parameters
+    ----------
+    x : ``(N, *s)`` data; key : PRNG key for the data order of every pass.
+    xi : radius of the Lp ball; norm : 2 or inf.
+    delta : stop when the fooling rate reaches ``1 - delta``.
+    """
+    check_batch(x, "x")
+    xi = check_positive(xi, "xi")
+    p = as_norm(norm)
+    if not (math.isinf(p) or p == 2.0):
+        raise ValueError(f"norm must be 2 or inf, got {norm!r}")
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must lie in [0, 1), got {delta!r}")
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    label0 = jnp.argmax(logits_fn(x), -1)
+
+    def clip(z):
+        return z if bounds is None else jnp.clip(z, bounds[0], bounds[1])
+
+    def project(v):
+        return project_ball(v.reshape(1, -1), jnp.asarray(xi, x.dtype), p).reshape(v.shape)
+
+    @jax.jit
+    def one_pass(v, k):
+        order = jax.random.permutation(k, n)
+
+        def visit(v, i):
+            xv = clip(x[i] + v)[None]
+            still = jnp.argmax(logits_fn(xv), -1)[0] == label0[i]
+
+            def push(v):
+                df = deepfool(
+                    logits_fn,
+                    xv,
+                    label0[i][None],
+                    max_iter=deepfool_iter,
+                    overshoot=overshoot,
+                    bounds=bounds,
+                )
+                dv = jnp.where(df.converged[0], df.perturbation[0], 0)
+                return project(v + dv)
+
+            return jax.lax.cond(still, push, lambda v: v, v), None
+
+        v, _ = jax.lax.scan(visit, v, order)
+        fooled = jnp.argmax(logits_fn(clip(x + v[None])), -1) != label0
+        return v, jnp.mean(fooled.astype(jnp.float32))
+
+    v = jnp.zeros(x.shape[1:], x.dtype)
+    history = []
+    for t in range(max_passes):
+        v, rate = one_pass(v, jax.random.fold_in(key, t))
+        history.append(float(rate))
+        if history[-1] >= 1 - delta:
+            break
+    rate = history[-1] if history else 0.0
+    return UniversalPerturbation(v, rate, np.asarray(history), rate >= 1 - delta)
