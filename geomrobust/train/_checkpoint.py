@@ -58,6 +58,7 @@ _RESERVED = (
     "geomrobust_version",
     "params_sha256",
     "params_index",
+    "params_files",
     "created",
 )
 
@@ -111,6 +112,48 @@ def _json_default(o):
     if isinstance(o, Path):
         return os.fspath(o)
     raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
+
+
+def _file_sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_manifest(root: Path, sub: str) -> dict[str, dict]:
+    """``{"params/...": {"bytes": n, "sha256": h}}`` for every file under ``root/sub``."""
+    out = {}
+    for file in sorted(p for p in (root / sub).rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        out[rel] = {"bytes": file.stat().st_size, "sha256": _file_sha256(file)}
+    return out
+
+
+def _check_files(root: Path, manifest: Mapping) -> None:
+    """Every file recorded at save time must be present, of the same size and content.
+
+    Checked before Orbax reads anything, so damage is reported by file name (and Orbax
+    never starts reads that fail half-way).
+    """
+    for rel, rec in manifest.items():
+        file = root / rel
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{file} is missing: the checkpoint's parameter files are incomplete"
+            )
+        size = file.stat().st_size
+        if size != rec.get("bytes"):
+            raise ValueError(
+                f"{file} is truncated or corrupted: {size} bytes, but {rec.get('bytes')} were "
+                f"written (recorded in {root / METADATA_FILE})"
+            )
+        if _file_sha256(file) != rec.get("sha256"):
+            raise ValueError(
+                f"{file} is corrupted: its sha256 differs from the one recorded at save time "
+                f"in {root / METADATA_FILE}"
+            )
 
 
 # --------------------------------------------------------------------------- save
@@ -209,6 +252,7 @@ def save_checkpoint(
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / PARAMS_DIR, flat)
             ckptr.wait_until_finished()
+        record["params_files"] = _file_manifest(tmp, PARAMS_DIR)
         with open(tmp / METADATA_FILE, "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
             f.write("\n")
@@ -256,7 +300,7 @@ def load_metadata(path: str | os.PathLike) -> dict:
             f"{file} has format_version {meta['format_version']}, newer than this geomrobust "
             f"reads ({FORMAT_VERSION}); upgrade geomrobust"
         )
-    for field in ("model_config", "params_sha256", "params_index"):
+    for field in ("model_config", "params_sha256", "params_index", "params_files"):
         if field not in meta:
             raise ValueError(f"{file} lacks the field {field!r} (corrupt or truncated)")
     if not isinstance(meta["model_config"], dict) or "name" not in meta["model_config"]:
@@ -322,6 +366,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     expected = _flat(template)
 
+    if not (path / PARAMS_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{path / PARAMS_DIR} is missing: the checkpoint holds no parameters"
+        )
+    files = meta.get("params_files")
+    if not isinstance(files, Mapping) or not files:
+        raise ValueError(f"{meta_file} lacks the field 'params_files' (corrupt or truncated)")
+    _check_files(path, files)
     arrays = _read_arrays(path / PARAMS_DIR)
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
@@ -369,7 +421,5 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(os.fspath(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
+        h.update(_file_sha256(file).encode())
     return h.hexdigest()
