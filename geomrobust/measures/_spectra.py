@@ -1,0 +1,325 @@
+"""Input-space spectra of the loss: top Hessian eigenvalues, SLQ densities, Hutchinson traces, CURE.
+
+For a classifier ``f`` and label ``y``, ``ℓ(x) = -log softmax(f(x))_y`` (cross-entropy) and
+``H_ℓ(x) = ∇²_x ℓ(x)``. Adversarially robust models have a much flatter ``H_ℓ`` (smaller top
+eigenvalues); the CURE regularizer penalises the finite-difference curvature along the sign of
+the gradient,
+
+    c(x) = ||∇ℓ(x + h z) - ∇ℓ(x)||,    z = sign(∇ℓ(x)) / ||sign(∇ℓ(x))||,
+
+and uses ``λ c(x)²``.
+
+References
+----------
+Moosavi-Dezfooli, Fawzi, Uesato, Frossard, "Robustness via curvature regularization, and vice
+versa" (CURE), CVPR 2019. Stochastic Lanczos quadrature: Ubaru, Chen, Saad, SIAM J. Matrix
+Anal. Appl. 38(4), 2017; Ghorbani, Krishnan, Xiao, ICML 2019. Hutchinson, "A stochastic
+estimator of the trace of the influence matrix", 1989.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from matfree import decomp, stochtrace
+
+from geomrobust._validation import check_batch, check_labels, check_positive, is_concrete
+from geomrobust.ops import hvp, input_hessian
+
+from ._curvature import AUTO_DENSE_MAX_DIM
+from ._driver import cached_jit, default_tol, run_batched
+from ._eigsolve import thick_restart_lanczos
+
+__all__ = [
+    "HessianEigs",
+    "SpectralQuadrature",
+    "cross_entropy_at",
+    "cure_curvature",
+    "hutchinson_trace",
+    "loss_hessian_eigs",
+    "loss_hessian_slq",
+    "loss_hessian_trace",
+    "slq",
+    "spectral_density",
+]
+
+
+class HessianEigs(NamedTuple):
+    """values ``(N, num)`` descending; vectors ``(N, num, *s)`` unit eigenvectors;
+    converged ``(N,)``; value_converged and residuals ``(N, num)`` (residuals 0 when dense).
+    Values flagged unconverged are the solver's last Ritz values, not valid eigenvalues."""
+
+    values: Array
+    vectors: Array
+    converged: Array
+    value_converged: Array
+    residuals: Array
+
+
+class SpectralQuadrature(NamedTuple):
+    """Gauss quadrature of the spectral measure ``(1/D) Σ_i δ(t - λ_i)`` from Lanczos.
+
+    nodes, weights : ``(..., P, m)`` for ``P`` probes and ``m`` Lanczos steps; the weights of
+    each probe sum to 1, so ``E[Σ_j w_j φ(θ_j)] = tr φ(A) / D`` for any polynomial ``φ`` of
+    degree ``< 2m``.
+    """
+
+    nodes: Array
+    weights: Array
+
+
+def cross_entropy_at(logits_fn: Callable[[Array], Array], y) -> Callable[[Array], Array]:
+    """``x -> -log softmax(f(x))_y`` for ONE example ``x``."""
+
+    def loss(xi: Array) -> Array:
+        return -jax.nn.log_softmax(logits_fn(xi[None])[0])[y]
+
+    return loss
+
+
+def _validate(logits_fn, x, y):
+    check_batch(x, "x")
+    if is_concrete(x):
+        K = jax.eval_shape(logits_fn, x[:1]).shape[-1]
+        check_labels(y, K, x.shape[0], "y")
+
+
+# ----------------------------------------------------------------------- top eigenvalues
+
+
+def loss_hessian_eigs(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    y: Array,
+    *,
+    num: int = 10,
+    key: Array,
+    method: str = "auto",
+    tol: float | None = None,
+    krylov_dim: int | None = None,
+    keep: int | None = None,
+    max_restarts: int = 30,
+    chunk_size: int | None = None,
+) -> HessianEigs:
+    """Largest (algebraic) eigenvalues of ``∇²_x ℓ(x)`` for each example, descending.
+
+    Parameters
+    ----------
+    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    x : ``(N, *s)``; y : ``(N,)`` labels of the cross-entropy.
+    num : eigenvalues per example, ``num <= D``.
+    key : PRNG key (Lanczos starts; example ``i`` uses ``fold_in(key, i)``).
+    method : ``"dense"`` (``jax.hessian`` + ``eigh``), ``"lanczos"`` (matrix-free thick-restart
+        Lanczos, largest algebraic) or ``"auto"`` (dense for ``D <= AUTO_DENSE_MAX_DIM``).
+    tol, krylov_dim, keep, max_restarts, chunk_size : as in
+        :func:`geomrobust.measures.principal_curvatures`.
+
+    Returns
+    -------
+    HessianEigs, dtype of ``x``.
+    """
+    _validate(logits_fn, x, y)
+    d = int(np.prod(x.shape[1:]))
+    if not isinstance(num, int | np.integer) or not 1 <= num <= d:
+        raise ValueError(f"num must be an integer in [1, D] = [1, {d}], got {num!r}")
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    m = min(d, max(2 * num + 20, 3 * num)) if krylov_dim is None else int(krylov_dim)
+    if method == "auto":
+        method = "dense" if (d <= AUTO_DENSE_MAX_DIM or m <= num + 1) else "lanczos"
+    if method == "lanczos":
+        if not num < m <= d:
+            raise ValueError(f"krylov_dim must lie in ({num}, {d}] (num < m <= D), got {m}")
+        keep_ = (num + m) // 2 if keep is None else int(keep)
+        settings = (num, m, keep_, default_tol(x.dtype, tol), int(max_restarts))
+    else:
+        settings = (num,)
+    fn = _batched_loss_eigs(logits_fn, method, settings)
+    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+
+
+@cached_jit
+def _batched_loss_eigs(logits_fn, method, settings):
+    def dense(xi, yi, _key):
+        (num,) = settings
+        vals, vecs = jnp.linalg.eigh(input_hessian(cross_entropy_at(logits_fn, yi), xi))
+        vals, vecs = vals[::-1][:num], vecs[:, ::-1][:, :num].T
+        ok = jnp.all(jnp.isfinite(vals))
+        zeros = jnp.zeros((num,), xi.dtype)
+        return HessianEigs(vals, vecs.reshape(num, *xi.shape), ok, jnp.full((num,), ok), zeros)
+
+    def lanczos(xi, yi, key):
+        num, m, keep, tol, max_restarts = settings
+        op = hvp(cross_entropy_at(logits_fn, yi), xi)
+        k0, k1 = jax.random.split(key)
+        res = thick_restart_lanczos(
+            lambda v: op(v.reshape(xi.shape)).ravel(),
+            jax.random.normal(k0, (xi.size,), xi.dtype),
+            num=num, krylov_dim=m, keep=keep, which="LA", tol=tol, max_restarts=max_restarts,
+            key=k1,
+        )  # fmt: skip
+        vc = res.converged & jnp.isfinite(res.values)
+        vecs = res.vectors.reshape(num, *xi.shape)
+        return HessianEigs(res.values, vecs, vc.all(), vc, res.residuals)
+
+    one = lanczos if method == "lanczos" else dense
+
+    def batched(xc, yc, idx, key):
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+        return jax.vmap(one)(xc, yc, keys)
+
+    return batched
+
+
+# ----------------------------------------------------------- stochastic trace and density
+
+
+def hutchinson_trace(
+    matvec: Callable[[Array], Array], v_like: Array, *, num_probes: int, key: Array
+) -> Array:
+    """Hutchinson estimate ``(1/P) Σ_p v_pᵀ A v_p`` of ``tr A`` with Rademacher probes.
+
+    ``matvec`` acts on arrays shaped like ``v_like``; unbiased, variance
+    ``2 Σ_{i≠j} A_ij² / P``. Built on ``matfree.stochtrace``.
+    """
+    sampler = stochtrace.sampler_signs(v_like, num=num_probes)
+    estimate = stochtrace.estimator_monte_carlo(stochtrace.monte_carlo_trace(), sampler)
+    return estimate(matvec, key)
+
+
+def slq(
+    matvec: Callable[[Array], Array],
+    v_like: Array,
+    *,
+    num_probes: int,
+    num_steps: int,
+    key: Array,
+) -> SpectralQuadrature:
+    """Stochastic Lanczos quadrature of the spectral measure of a symmetric operator.
+
+    For each Rademacher probe ``v``, ``num_steps`` Lanczos steps (full reorthogonalisation,
+    ``matfree.decomp.tridiag_sym``) from ``v/||v||`` give ``T = Y diag(θ) Yᵀ``; the nodes are
+    ``θ`` and the weights ``Y_{0j}²``. Averaged over probes, the quadrature estimates
+    ``(1/D) Σ_i φ(λ_i)``; :func:`spectral_density` smooths it. Requires ``num_steps <= D``.
+    """
+    d = int(np.prod(v_like.shape))
+    if not 1 <= num_steps <= d:
+        raise ValueError(f"num_steps must lie in [1, D] = [1, {d}], got {num_steps}")
+    shape = v_like.shape
+    tridiag = decomp.tridiag_sym(num_steps, materialize=True, reortho="full")
+
+    def flat(v):
+        return matvec(v.reshape(shape)).ravel()
+
+    def one(k):
+        v = jax.random.rademacher(k, (d,), v_like.dtype)
+        T = tridiag(flat, v).J_small
+        theta, Y = jnp.linalg.eigh(T)
+        return theta, Y[0] ** 2
+
+    nodes, weights = jax.vmap(one)(jax.random.split(key, num_probes))
+    return SpectralQuadrature(nodes, weights)
+
+
+def spectral_density(quadrature: SpectralQuadrature, grid: Array, *, sigma: float) -> Array:
+    """Gaussian-smoothed spectral density on ``grid`` (``(G,)``): ``(..., G)``.
+
+    ``ρ(t) = mean_p Σ_j w_pj N(t; θ_pj, σ²)``; integrates to 1 over the real line.
+    """
+    check_positive(sigma, "sigma")
+    t = jnp.asarray(grid, quadrature.nodes.dtype)
+    diff = t - quadrature.nodes[..., None]  # (..., P, m, G)
+    kern = jnp.exp(-0.5 * (diff / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    return jnp.mean(jnp.sum(quadrature.weights[..., None] * kern, axis=-2), axis=-2)
+
+
+def loss_hessian_trace(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    y: Array,
+    *,
+    num_probes: int = 32,
+    key: Array,
+    chunk_size: int | None = None,
+) -> Array:
+    """Hutchinson estimates of ``tr ∇²_x ℓ(x)`` per example, ``(N,)`` (example ``i`` uses
+    ``fold_in(key, i)``)."""
+    _validate(logits_fn, x, y)
+    fn = _batched_loss_trace(logits_fn, int(num_probes))
+    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+
+
+@cached_jit
+def _batched_loss_trace(logits_fn, num_probes):
+    def one(xi, yi, key):
+        op = hvp(cross_entropy_at(logits_fn, yi), xi)
+        return hutchinson_trace(op, xi, num_probes=num_probes, key=key)
+
+    def batched(xc, yc, idx, key):
+        return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
+
+    return batched
+
+
+def loss_hessian_slq(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    y: Array,
+    *,
+    num_probes: int = 8,
+    num_steps: int = 30,
+    key: Array,
+    chunk_size: int | None = None,
+) -> SpectralQuadrature:
+    """SLQ of ``∇²_x ℓ(x)`` per example: nodes and weights ``(N, P, m)`` (see :func:`slq`)."""
+    _validate(logits_fn, x, y)
+    d = int(np.prod(x.shape[1:]))
+    if not 1 <= num_steps <= d:
+        raise ValueError(f"num_steps must lie in [1, D] = [1, {d}], got {num_steps}")
+    fn = _batched_loss_slq(logits_fn, int(num_probes), int(num_steps))
+    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+
+
+@cached_jit
+def _batched_loss_slq(logits_fn, num_probes, num_steps):
+    def one(xi, yi, key):
+        op = hvp(cross_entropy_at(logits_fn, yi), xi)
+        return slq(op, xi, num_probes=num_probes, num_steps=num_steps, key=key)
+
+    def batched(xc, yc, idx, key):
+        return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
+
+    return batched
+
+
+# --------------------------------------------------------------------------------- CURE
+
+
+def cure_curvature(
+    logits_fn: Callable[[Array], Array], x: Array, y: Array, *, h: float = 1e-2
+) -> Array:
+    """CURE finite-difference curvature ``||∇ℓ(x + h z) - ∇ℓ(x)||`` per example, ``(N,)``.
+
+    ``z = sign(∇ℓ(x)) / ||sign(∇ℓ(x))||`` (a unit vector, held constant: no gradient flows
+    through it), so for small ``h`` the value is about ``h ||∇²ℓ(x) z||``. The CURE regulariser
+    is ``λ`` times its square. Two forward/backward passes over the batch; differentiable in
+    the classifier's parameters, usable inside a training loss.
+    """
+    check_batch(x, "x")
+    check_positive(h, "h")
+
+    def total_loss(xb):
+        logits = logits_fn(xb)
+        return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    g = jax.grad(total_loss)(x)
+    s = jax.lax.stop_gradient(jnp.sign(g))
+    axes = tuple(range(1, x.ndim))
+    z = s / jnp.maximum(jnp.sqrt(jnp.sum(s * s, axis=axes, keepdims=True)), 1.0)
+    g2 = jax.grad(total_loss)(x + jnp.asarray(h, x.dtype) * z)
+    return jnp.sqrt(jnp.sum((g2 - g) ** 2, axis=axes))
