@@ -201,16 +201,11 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def _to_json(o):
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
+    """JSON fallback for NumPy/JAX scalars and arrays and paths."""
     if isinstance(o, os.PathLike):
         return os.fspath(o)
-    if hasattr(o, "__array__"):
-        return np.asarray(o).tolist()
+    if isinstance(o, np.ndarray | np.generic) or hasattr(o, "__array__"):
+        return _finite(np.asarray(o).tolist())
     raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
 
 

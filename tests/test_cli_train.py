@@ -1,0 +1,148 @@
+"""`geomrobust train` end to end (in-process) and the shared CLI helpers of cli/_common."""
+
+import argparse
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from geomrobust.cli import main
+from geomrobust.cli._common import (
+    add_model_data_args,
+    load_model_and_data,
+    parse_resize,
+    write_results,
+)
+from geomrobust.data import load_dataset
+from geomrobust.models import as_logits_fn, model_config
+from geomrobust.train import evaluate, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short `geomrobust train` run shared by the tests below."""
+    out = tmp_path_factory.mktemp("train") / "lenet"
+    argv = [
+        "train",
+        "--model",
+        "lenet",
+        "--width",
+        "4",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--key",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    return out, main(argv)
+
+
+def test_train_writes_a_loadable_checkpoint(trained, capsys):
+    out, code = trained
+    assert code == 0
+    ckpt = load_checkpoint(out)
+    meta = ckpt.metadata
+    assert meta["model"] == "lenet" and meta["model_config"]["channels"] == [4, 8]
+    assert meta["dataset"] == "digits" and meta["resize"] is None and meta["epochs"] == 1
+    assert meta["method"] == "standard" and meta["train_settings"]["optimizer"] == "sgd"
+    assert meta["train_settings"]["key"] == 3 and meta["input_shape"] == [8, 8, 1]
+    assert len(meta["history"]["train_loss"]) == 1
+    # the recorded accuracy is that of the saved parameters on the test split, exactly
+    test = load_dataset("digits", "test")
+    from geomrobust.models import pure_apply
+
+    apply, params = pure_apply(ckpt.model)
+    res = evaluate(apply, params, test.images, test.labels)
+    assert res.accuracy == meta["accuracy"] and res.accuracy > 0.2  # above chance (0.1)
+
+
+def test_train_refuses_to_overwrite_and_rejects_bad_values(trained, capsys):
+    out, _ = trained
+    capsys.readouterr()
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--model", "lenet", "--width", "3", "--out", str(out.parent / "x")]) == 1
+    assert "two conv widths" in capsys.readouterr().err
+    assert main(["train", "--lr", "-1", "--out", str(out.parent / "y")]) == 1
+    assert "--lr must be positive" in capsys.readouterr().err
+    assert not (out.parent / "x").exists() and not (out.parent / "y").exists()
+
+
+def test_help_and_usage_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--epochs", "--optimizer", "--schedule", "--method", "--width"):
+        assert option in text
+    assert "(default: lenet)" in text and "(default: standard)" in text
+    for argv in (
+        ["train", "--optimizer", "rmsprop", "--out", "x"],
+        ["train", "--epochs", "0", "--out", "x"],
+        ["train", "--method", "pgd", "--out", "x"],
+        ["train", "--model", "vit", "--out", "x"],
+        ["train", "--resize", "big", "--out", "x"],
+        ["train"],  # --out is required
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+        assert "error" in capsys.readouterr().err
+
+
+def _parser():
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_data_args(parser)
+    return parser
+
+
+def test_load_model_and_data(trained):
+    out, _ = trained
+    args = _parser().parse_args(["--checkpoint", str(out), "--n", "10"])
+    logits_fn, data, meta = load_model_and_data(args)
+    full = load_dataset("digits", "test")
+    np.testing.assert_array_equal(data.images, full.images[:10])  # the first n, in order
+    np.testing.assert_array_equal(data.labels, full.labels[:10])
+    ref = as_logits_fn(load_checkpoint(out).model)
+    np.testing.assert_array_equal(np.asarray(logits_fn(data.images)), np.asarray(ref(data.images)))
+    assert meta["eval_dataset"] == "digits" and len(meta["checkpoint_sha256"]) == 64
+    assert model_config(load_checkpoint(out).model) == meta["model_config"]
+    # inputs that do not fit the model, and a missing checkpoint, fail with one clear line
+    bad = _parser().parse_args(["--checkpoint", str(out), "--resize", "12", "--n", "2"])
+    with pytest.raises(ValueError, match=r"expects \(8, 8, 1\); pass --resize"):
+        load_model_and_data(bad)
+    with pytest.raises(ValueError, match="no --checkpoint given"):
+        load_model_and_data(argparse.Namespace(checkpoint=None))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model_and_data(_parser().parse_args(["--checkpoint", str(out) + "-missing"]))
+
+
+def test_parse_resize():
+    assert parse_resize("32") == 32 and parse_resize("28x24") == (28, 24)
+    for bad in ("0", "x", "3x4x5", "-2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_resize(bad)
+
+
+def test_write_results_is_complete_and_atomic(tmp_path):
+    args = _parser().parse_args(["--checkpoint", "c", "--n", "5"])
+    arrays = {"margin": np.array([0.5, np.inf]), "label": np.arange(2, dtype=np.int32)}
+    summary = {"median": np.float32(0.5), "max": float("inf"), "jax": jax.numpy.ones(2)}
+    out = write_results(tmp_path / "r", arrays, summary, args=args)
+    assert sorted(p.name for p in out.iterdir()) == ["results.npz", "summary.json"]
+    with np.load(out / "results.npz") as f:
+        np.testing.assert_array_equal(f["margin"], arrays["margin"])
+        assert f["label"].dtype == np.int32
+    s = json.loads((out / "summary.json").read_text())
+    assert s["median"] == 0.5 and s["max"] == "inf" and s["jax"] == [1.0, 1.0]
+    assert (
+        s["settings"]["n"] == 5 and s["settings"]["checkpoint"] == "c" and "geomrobust_version" in s
+    )
+    with pytest.raises(TypeError, match="dtype object"):
+        write_results(tmp_path / "r", {"bad": np.array([None])}, {})
