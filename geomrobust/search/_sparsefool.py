@@ -64,8 +64,9 @@ def linear_solver(x: Array, w: Array, point: Array, lo, hi) -> Array:
     order = jnp.argsort(-a, axis=1)
     a_s = jnp.take_along_axis(a, order, 1)
     room_s = jnp.take_along_axis(room, order, 1)
-    contrib = a_s * room_s
-    before = jnp.cumsum(contrib, axis=1) - contrib  # covered by the previous coordinates
+    contrib = jnp.where(a_s > 0, a_s * room_s, 0)  # room may be inf (no box)
+    before = jnp.cumsum(contrib, axis=1)  # covered by coordinates 0..j, shifted to 0..j-1:
+    before = jnp.concatenate([jnp.zeros_like(before[:, :1]), before[:, :-1]], axis=1)
     need = jnp.clip(g[:, None] - before, 0, None)  # still to cover when reaching j
     move_s = jnp.where(a_s > 0, jnp.minimum(need / jnp.where(a_s > 0, a_s, 1), room_s), 0)
     move = jnp.zeros_like(x).at[jnp.arange(n)[:, None], order].set(move_s)
