@@ -19,3 +19,16 @@ from ._optim import OPTIMIZERS as OPTIMIZERS
 from ._optim import SCHEDULES as SCHEDULES
 from ._optim import make_optimizer as make_optimizer
 from ._optim import make_schedule as make_schedule
+from ._robust import METHODS as METHODS
+from ._robust import cure_loss as cure_loss
+from ._robust import cure_regularizer as cure_regularizer
+from ._robust import fgsm_loss as fgsm_loss
+from ._robust import fgsm_rs_loss as fgsm_rs_loss
+from ._robust import gradalign_loss as gradalign_loss
+from ._robust import gradient_cosine as gradient_cosine
+from ._robust import input_loss_grad as input_loss_grad
+from ._robust import llr_loss as llr_loss
+from ._robust import make_loss as make_loss
+from ._robust import nfgsm_loss as nfgsm_loss
+from ._robust import pgd_at_loss as pgd_at_loss
+from ._robust import standard_loss as standard_loss
