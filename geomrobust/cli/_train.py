@@ -12,7 +12,7 @@ from ._common import parse_resize, positive_int
 __all__ = ["add_parser", "run"]
 
 MODELS = ("mlp", "lenet", "resnet")
-METHODS = ("standard",)  # robust training methods (PGD-AT, FGSM-RS, ...) come later
+METHODS = ("standard", "pgd", "fgsm", "fgsm_rs", "nfgsm", "gradalign", "cure", "llr")
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3}
 
 
@@ -78,7 +78,63 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--method",
         choices=METHODS,
         default="standard",
-        help="training method (only standard training for now)",
+        help="training method: standard cross-entropy; pgd (PGD adversarial training); "
+        "fgsm (single step, no random start); fgsm_rs (FGSM with random start, alpha = "
+        "1.25 eps); nfgsm (noise in [-2eps, 2eps], step eps, no clipping to the ball); "
+        "gradalign (FGSM + lambda (1 - cos)); cure (curvature regularization); llr (local "
+        "linearity regularization)",
+    )
+    r = p.add_argument_group("robust training (methods other than standard)")
+    r.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="attack radius (required by "
+        "pgd, fgsm, fgsm_rs, nfgsm, gradalign, llr, and by the robustness monitor)",
+    )
+    r.add_argument("--norm", choices=("2", "inf"), default="inf", help="attack norm (pgd, llr)")
+    r.add_argument(
+        "--steps", type=positive_int, default=None, help="attack steps (pgd: 7, llr: 5 when None)"
+    )
+    r.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help="attack step size (pgd/llr: 2.5 eps / steps; fgsm: eps; fgsm_rs: "
+        "1.25 eps; nfgsm: eps when None)",
+    )
+    r.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        help="regularization weight (gradalign: 0.2, cure: 4, llr: 4 when None)",
+    )
+    r.add_argument(
+        "--h", type=float, default=None, help="CURE finite-difference step h (1.0 when None)"
+    )
+    r.add_argument(
+        "--noise", type=float, default=None, help="N-FGSM noise magnitude (2 eps when None)"
+    )
+    r.add_argument(
+        "--no-box",
+        action="store_true",
+        help="do not clip adversarial inputs to the data box [0, 1]",
+    )
+    r.add_argument(
+        "--monitor",
+        type=int,
+        metavar="N",
+        default=256,
+        help="held-out test examples for the per-epoch robustness and "
+        "catastrophic-overfitting monitor (needs --eps; 0 disables)",
+    )
+    r.add_argument(
+        "--eval-eps",
+        type=float,
+        nargs="+",
+        metavar="E",
+        default=None,
+        help="epsilons of the per-epoch and final FGSM/PGD robust accuracy (default: --eps)",
     )
     p.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
     p.add_argument("--out", metavar="DIR", required=True, help="checkpoint directory to write")
@@ -115,6 +171,46 @@ def _model_config(args) -> dict:
     return config
 
 
+NEEDS_EPS = ("pgd", "fgsm", "fgsm_rs", "nfgsm", "gradalign", "llr")
+DEFAULT_LAM = {"gradalign": 0.2, "cure": 4.0, "llr": 4.0}
+DEFAULT_H = 0.5
+
+
+def method_settings(args) -> dict:
+    """The loss-builder keyword arguments of ``args.method`` (JSON-serializable)."""
+    m = args.method
+    if m == "standard":
+        return {}
+    if m in NEEDS_EPS and (args.eps is None or not args.eps > 0):
+        raise ValueError(f"--method {m} needs --eps > 0, got {args.eps}")
+    bounds = None if args.no_box else [0.0, 1.0]
+    lam = args.lam if args.lam is not None else DEFAULT_LAM.get(m)
+    norm = "inf" if args.norm == "inf" else 2.0
+    table = {
+        "pgd": {
+            "eps": args.eps,
+            "norm": norm,
+            "steps": args.steps or 7,
+            "step_size": args.step_size,
+            "bounds": bounds,
+        },
+        "fgsm": {"eps": args.eps, "alpha": args.step_size, "bounds": bounds},
+        "fgsm_rs": {"eps": args.eps, "alpha": args.step_size, "bounds": bounds},
+        "nfgsm": {"eps": args.eps, "noise": args.noise, "step": args.step_size, "bounds": bounds},
+        "gradalign": {"eps": args.eps, "lam": lam, "alpha": args.step_size, "bounds": bounds},
+        "cure": {"h": args.h if args.h is not None else DEFAULT_H, "lam": lam},
+        "llr": {
+            "eps": args.eps,
+            "lam": lam,
+            "steps": args.steps or 5,
+            "norm": norm,
+            "step_size": args.step_size,
+            "bounds": bounds,
+        },
+    }
+    return {k: v for k, v in table[m].items() if v is not None}
+
+
 def _fail(message: str) -> int:
     print(f"geomrobust train: error: {message}", file=sys.stderr)
     return 1
@@ -128,8 +224,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--lr must be positive, got {args.lr}")
     try:
         config = _model_config(args)
+        loss_settings = method_settings(args)
     except ValueError as e:
         return _fail(str(e))
+    eval_eps = list(args.eval_eps) if args.eval_eps else ([args.eps] if args.eps else [])
+    if any(not e > 0 for e in eval_eps):
+        return _fail(f"--eval-eps values must be > 0, got {eval_eps}")
 
     import jax
     from flax import nnx
@@ -137,10 +237,11 @@ def run(args: argparse.Namespace) -> int:
     from geomrobust.data import load_dataset
     from geomrobust.models import create_model, pure_apply
     from geomrobust.train import (
-        cross_entropy_loss,
         evaluate,
         fit,
+        make_loss,
         make_optimizer,
+        robustness_monitor,
         save_checkpoint,
     )
 
@@ -176,6 +277,34 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e))
 
+    loss_fn = make_loss(args.method, **loss_settings)
+    bounds = None if args.no_box else (0.0, 1.0)
+    norm = float("inf") if args.norm == "inf" else 2.0
+    hook = None
+    if eval_eps and args.monitor > 0:
+        m = min(args.monitor, int(test.images.shape[0]))
+        hook = robustness_monitor(
+            apply,
+            test.images[:m],
+            test.labels[:m],
+            eps=args.eps or eval_eps[0],
+            epsilons=eval_eps,
+            key=jax.random.fold_in(train_key, 10**6),
+            norm=norm,
+            bounds=bounds,
+        )
+    flagged: list[int] = []
+
+    def report(epoch, record):
+        if record.get("catastrophic_overfitting"):
+            flagged.append(epoch)
+            print(
+                f"WARNING: epoch {epoch}: catastrophic overfitting: PGD accuracy "
+                f"{record['pgd_accuracy']:.3f}, FGSM accuracy {record['fgsm_accuracy']:.3f}, "
+                f"gradient cosine {record['grad_cosine']:.3f}",
+                file=sys.stderr,
+            )
+
     result = fit(
         apply,
         params,
@@ -185,11 +314,30 @@ def run(args: argparse.Namespace) -> int:
         key=train_key,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        loss_fn=cross_entropy_loss,
+        loss_fn=loss_fn,
         eval_data=(test.images, test.labels),
         progress=args.progress,
+        eval_hook=hook,
+        callback=report,
     )
     final = evaluate(apply, result.state.params, test.images, test.labels)
+    robust = {}
+    if eval_eps:
+        from geomrobust.search import robust_accuracy
+
+        p = result.state.params
+        for attack in ("fgsm", "pgd"):
+            ra = robust_accuracy(
+                lambda z: apply(p, z),
+                test.images,
+                test.labels,
+                eval_eps,
+                key=jax.random.fold_in(train_key, 2 * 10**6),
+                attack=attack,
+                norm=norm,
+                bounds=bounds,
+            )
+            robust[attack] = [float(a) for a in ra.accuracy]
     seconds = time.perf_counter() - t0
     nnx.update(model, result.state.params)
     settings = {
@@ -211,6 +359,9 @@ def run(args: argparse.Namespace) -> int:
         "test_examples": int(test.images.shape[0]),
         "train_accuracy": result.history["train_accuracy"][-1],
         "method": args.method,
+        "method_settings": loss_settings,
+        "robust_accuracy": {"epsilons": eval_eps, "norm": args.norm, **robust},
+        "catastrophic_overfitting_epochs": flagged,
         "train_settings": settings,
         "history": result.history,
         "train_time_s": seconds,
@@ -219,6 +370,24 @@ def run(args: argparse.Namespace) -> int:
         path = save_checkpoint(out, model, metadata, overwrite=args.overwrite)
     except (FileExistsError, OSError) as e:
         return _fail(str(e))
+    try:
+        import json
+
+        metrics = {
+            "method": args.method,
+            "method_settings": loss_settings,
+            "history": result.history,
+            "robust_accuracy": metadata["robust_accuracy"],
+            "catastrophic_overfitting_epochs": flagged,
+        }
+        (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    except OSError as e:
+        return _fail(f"cannot write metrics.json: {e}")
+    for attack, accs in robust.items():
+        line = ", ".join(f"eps {e:g}: {a:.4f}" for e, a in zip(eval_eps, accs, strict=True))
+        print(f"{attack.upper()} robust accuracy ({args.norm}) {line}")
+    if flagged:
+        print(f"WARNING: catastrophic overfitting detected at epochs {flagged}")
     print(
         f"test accuracy {final.accuracy:.4f} (loss {final.loss:.4f}, "
         f"{test.images.shape[0]} examples) after {args.epochs} epochs in {seconds:.1f} s; "

@@ -15,6 +15,10 @@ from ._loop import make_train_step as make_train_step
 from ._losses import LossFn as LossFn
 from ._losses import cross_entropy_loss as cross_entropy_loss
 from ._losses import per_example_metrics as per_example_metrics
+from ._monitor import CatastrophicOverfittingWarning as CatastrophicOverfittingWarning
+from ._monitor import detect_catastrophic_overfitting as detect_catastrophic_overfitting
+from ._monitor import robustness_metrics as robustness_metrics
+from ._monitor import robustness_monitor as robustness_monitor
 from ._optim import OPTIMIZERS as OPTIMIZERS
 from ._optim import SCHEDULES as SCHEDULES
 from ._optim import make_optimizer as make_optimizer

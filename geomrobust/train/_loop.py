@@ -88,6 +88,10 @@ def make_train_step(
     return jax.jit(step) if jit else step
 
 
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _metrics(apply, params, x, y):
     return per_example_metrics(apply(params, x), y)
 
@@ -135,6 +139,7 @@ def fit(
     eval_batch_size: int = 512,
     progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    eval_hook: Callable[[int, Any, dict], dict] | None = None,
 ) -> FitResult:
     """Train ``params`` for ``epochs`` epochs of shuffled minibatches.
 
@@ -155,6 +160,10 @@ def fit(
     eval_data : optional ``(images, labels)`` evaluated after every epoch.
     progress : show a tqdm bar (epochs × steps) on stderr; ``None``: only on a terminal.
     callback : ``callback(epoch, record)`` after each epoch (e.g. logging).
+    eval_hook : ``eval_hook(epoch, params, history) -> dict`` after each epoch's evaluation;
+        its entries join the epoch's record (e.g.
+        :func:`~geomrobust.train.robustness_monitor`: robust accuracies, the
+        catastrophic-overfitting flag). ``history`` holds the previous epochs only.
 
     Returns
     -------
@@ -200,10 +209,14 @@ def fit(
             if eval_data is not None:
                 ev = evaluate(apply, state.params, *eval_data, batch_size=eval_batch_size)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy)
+            if eval_hook is not None:
+                record.update(eval_hook(epoch + 1, state.params, history))
             record["time_s"] = time.perf_counter() - start
             for k, v in record.items():
                 history.setdefault(k, []).append(v)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if "accuracy" in k})
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in record.items() if "accuracy" in k and _is_num(v)}
+            )
             if callback is not None:
                 callback(epoch + 1, record)
     finally:
