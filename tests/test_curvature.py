@@ -16,6 +16,7 @@ from geomrobust.measures._curvature import (
     random_tangents,
 )
 from geomrobust.measures._eigsolve import thick_restart_lanczos
+from geomrobust.measures._shared_directions import shared_directions, subspace_fooling_rate
 from geomrobust.ops import input_hessian, logit_difference
 
 # Lanczos accuracy on eigenvalues (the residual tolerance is 1e-3 / 1e-6 relative; eigenvalue
@@ -239,3 +240,46 @@ def test_bad_inputs_raise():
         principal_curvatures(fn, jnp.ones(5), y, k, num=2, key=key)
     with pytest.raises(ValueError, match="shape of z"):
         normal_curvature(fn, z, y, k, jnp.ones((2, 4)))
+
+
+def cylinder_fn(r):
+    """F_1 = ||(x_0, x_1)|| - r: a boundary curved only in the first two coordinates."""
+
+    def logits_fn(x):
+        x = x.reshape(x.shape[0], -1)
+        F = jnp.linalg.norm(x[:, :2], axis=-1) - r
+        return jnp.stack([jnp.zeros_like(F), F], -1)
+
+    return logits_fn
+
+
+def test_shared_directions_of_a_cylinder(dtype, key):
+    d, n = 20, 40
+    p = jax.random.normal(key, (n, d), dtype)
+    z = p.at[:, :2].set(p[:, :2] / jnp.linalg.norm(p[:, :2], axis=-1, keepdims=True))
+    y, k = labels(n)
+    c = principal_curvatures(cylinder_fn(1.0), z, y, k, num=2, key=key, method="dense")
+    np.testing.assert_allclose(c.values[:, 0], 1.0, rtol=100 * rtol_for(dtype))  # y inside
+    np.testing.assert_allclose(c.values[:, 1], 0.0, atol=100 * rtol_for(dtype))
+    normals = shared_directions(c.normal)
+    assert normals.basis.shape == (d, min(d, n)) and normals.singular_values.dtype == dtype
+    np.testing.assert_allclose(jnp.sum(normals.singular_values**2), n, rtol=10 * rtol_for(dtype))
+    assert float(normals.normalized[2]) < 1e3 * rtol_for(dtype)  # normals span only 2 dims
+    np.testing.assert_allclose(normals.explained[1], 1.0, rtol=10 * rtol_for(dtype))
+    span = normals.basis[:, :2]
+    np.testing.assert_allclose(jnp.linalg.norm(span[:2], axis=0), 1.0, rtol=100 * rtol_for(dtype))
+    top = shared_directions(c.directions[:, :1], input_shape=(d,))
+    assert float(top.normalized[2]) < 1e3 * rtol_for(dtype)  # top curved direction: also in S
+
+
+def test_fooling_rate_in_shared_subspace_beats_isotropic(key):
+    d, n = 100, 8
+    fn = cylinder_fn(1.0)
+    x = jnp.zeros((n, d)).at[:, 2:].set(jax.random.normal(key, (n, d - 2)))
+    basis = jnp.eye(d)[:, :2]
+    fr = subspace_fooling_rate(fn, x, basis, radius=2.0, num_samples=32, key=key)
+    assert fr.per_example_subspace.shape == (n,)
+    assert float(fr.subspace) == 1.0  # every draw in S leaves the unit disc
+    assert float(fr.isotropic) < 0.1  # ||P_S δ|| ≈ 2 sqrt(2/D) ≈ 0.28 < 1
+    with pytest.raises(ValueError, match="orthonormal"):
+        subspace_fooling_rate(fn, x, 2 * basis, radius=1.0, key=key)

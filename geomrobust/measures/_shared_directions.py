@@ -1,0 +1,154 @@
+"""Curved directions shared across data points, and fooling rates inside their span.
+
+Stacking the unit normals (or the top principal directions) of the decision boundary at many
+data points and taking singular values shows whether they concentrate in a low-dimensional
+subspace ``S``: fast singular-value decay means shared directions. Random perturbations drawn
+in ``S`` then fool the classifier far more often than isotropic ones of the same norm, the
+geometric explanation of universal adversarial perturbations.
+
+References
+----------
+Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal adversarial perturbations", CVPR 2017
+(section 4); Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, Soatto, "Robustness of classifiers to
+universal perturbations: a geometric perspective", ICLR 2018.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from geomrobust._validation import check_batch, check_orthonormal, check_positive
+
+from ._driver import cached_jit, run_batched
+
+__all__ = ["FoolingRates", "SharedDirections", "shared_directions", "subspace_fooling_rate"]
+
+
+class SharedDirections(NamedTuple):
+    """singular_values ``(r,)`` of the stacked unit vectors; normalized ``(r,)`` = ``σ_i/σ_1``
+    (the decay curve); explained ``(r,)`` cumulative energy ``Σ_{j<=i} σ_j² / Σ σ²``;
+    basis ``(D, r)`` orthonormal right singular vectors (the shared directions, as columns,
+    ready for :func:`subspace_fooling_rate` or a ``subspace=`` argument)."""
+
+    singular_values: Array
+    normalized: Array
+    explained: Array
+    basis: Array
+
+
+class FoolingRates(NamedTuple):
+    """subspace, isotropic : ``()`` fraction of (example, draw) pairs whose predicted label
+    changes; per_example_subspace, per_example_isotropic : ``(N,)`` the same per example."""
+
+    subspace: Array
+    isotropic: Array
+    per_example_subspace: Array
+    per_example_isotropic: Array
+
+
+def shared_directions(
+    vectors: Array, *, input_shape: tuple[int, ...] | None = None, num: int | None = None
+) -> SharedDirections:
+    """Singular-value decay of stacked directions (normals or principal directions).
+
+    Parameters
+    ----------
+    vectors : ``(N, *s)`` (e.g. unit normals ``Curvatures.normal``), or ``(N, M, *s)`` (e.g. the
+        top ``M`` principal directions ``Curvatures.directions``) together with
+        ``input_shape=s``. Every vector is normalised to unit length first.
+    input_shape : the input shape ``s``; needed only for ``(N, M, *s)``.
+    num : singular values kept (default all, ``min(R, D)`` for ``R`` stacked vectors).
+
+    Returns
+    -------
+    SharedDirections; for ``R`` unit vectors ``Σ σ_i² = R``.
+    """
+    v = jnp.asarray(vectors)
+    if v.ndim < 2:
+        raise ValueError(f"vectors must be (N, *s) or (N, M, *s), got shape {tuple(v.shape)}")
+    if input_shape is None:
+        rows = v.reshape(v.shape[0], -1)
+    else:
+        input_shape = tuple(int(t) for t in input_shape)
+        if tuple(v.shape[v.ndim - len(input_shape) :]) != input_shape:
+            raise ValueError(
+                f"vectors must end with input_shape {input_shape}, got shape {tuple(v.shape)}"
+            )
+        rows = v.reshape(-1, int(np.prod(input_shape)))
+    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
+    rows = rows / jnp.maximum(norms, jnp.finfo(rows.dtype).tiny)
+    _, s, vt = jnp.linalg.svd(rows, full_matrices=False)
+    r = s.shape[0] if num is None else int(num)
+    if not 1 <= r <= s.shape[0]:
+        raise ValueError(f"num must lie in [1, {s.shape[0]}], got {num!r}")
+    energy = jnp.cumsum(s**2) / jnp.sum(s**2)
+    return SharedDirections(s[:r], s[:r] / s[0], energy[:r], vt[:r].T)
+
+
+def subspace_fooling_rate(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    basis: Array,
+    *,
+    radius: float,
+    num_samples: int = 16,
+    key: Array,
+    chunk_size: int | None = None,
+) -> FoolingRates:
+    """Fooling rates of random perturbations in ``span(basis)`` versus isotropic ones.
+
+    For each example, ``num_samples`` draws of ``radius · S c / ||c||`` with ``c ~ N(0, I_s)``
+    (uniform on the sphere of radius ``radius`` in the subspace) and of
+    ``radius · g / ||g||`` with ``g ~ N(0, I_D)`` (uniform on the full sphere). A draw fools the
+    classifier when ``argmax f(x + δ) ≠ argmax f(x)``.
+
+    Parameters
+    ----------
+    logits_fn : batched classifier; x : ``(N, *s)``.
+    basis : ``(D, s)`` orthonormal columns (e.g. ``SharedDirections.basis``).
+    radius : perturbation norm (the same for both kinds).
+    num_samples : draws per example and kind.
+    key : PRNG key (example ``i`` uses ``fold_in(key, i)``).
+    """
+    check_batch(x, "x")
+    check_orthonormal(basis, "basis")
+    check_positive(radius, "radius")
+    d = int(np.prod(x.shape[1:]))
+    if basis.shape[0] != d:
+        raise ValueError(f"basis must have D = {d} rows (the input size), got {basis.shape}")
+    basis = jnp.asarray(basis, x.dtype)
+    fn = _batched_fooling(logits_fn, int(num_samples))
+    sub, iso = run_batched(
+        fn, x, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key, basis=basis,
+        radius=jnp.asarray(radius, x.dtype),
+    )  # fmt: skip
+    return FoolingRates(sub.mean(), iso.mean(), sub, iso)
+
+
+@cached_jit
+def _batched_fooling(logits_fn, num_samples):
+    def batched(xc, idx, key, basis, radius):
+        n, shape = xc.shape[0], xc.shape[1:]
+        d, s = basis.shape
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+        ks = jax.vmap(lambda k: jax.random.split(k))(keys)
+        c = jax.vmap(lambda k: jax.random.normal(k, (num_samples, s), xc.dtype))(ks[:, 0])
+        g = jax.vmap(lambda k: jax.random.normal(k, (num_samples, d), xc.dtype))(ks[:, 1])
+        dsub = (c @ basis.T) / jnp.linalg.norm(c, axis=-1, keepdims=True)
+        diso = g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+        clean = jnp.argmax(logits_fn(xc), -1)
+
+        def rate(delta):
+            pts = xc[:, None] + radius * delta.reshape(n, num_samples, *shape)
+            pred = jnp.argmax(logits_fn(pts.reshape(n * num_samples, *shape)), -1)
+            return jnp.mean(pred.reshape(n, num_samples) != clean[:, None], axis=1)
+
+        return rate(dsub).astype(xc.dtype), rate(diso).astype(xc.dtype)
+
+    return batched
