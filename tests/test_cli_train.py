@@ -85,7 +85,7 @@ def test_help_and_usage_errors(capsys):
     for argv in (
         ["train", "--optimizer", "rmsprop", "--out", "x"],
         ["train", "--epochs", "0", "--out", "x"],
-        ["train", "--method", "pgd", "--out", "x"],
+        ["train", "--method", "magic", "--out", "x"],
         ["train", "--model", "vit", "--out", "x"],
         ["train", "--resize", "big", "--out", "x"],
         ["train"],  # --out is required

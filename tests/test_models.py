@@ -73,17 +73,9 @@ def test_examples_do_not_interact(name):
     np.testing.assert_allclose(np.asarray(fn(x[::-1])[-1]), a, rtol=1e-5, atol=1e-6)
 
 
-def test_float64_params_and_inputs_give_float64_logits():
-    model = create_model(
-        "lenet", (8, 8, 1), 3, key=jax.random.key(0), param_dtype="float64", **SMALL["lenet"]
-    )
-    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1), jnp.float64)
-    assert jax.jit(as_logits_fn(model))(x).dtype == jnp.float64
-
-
 def test_smooth_lenet_hessian_matches_dense(dtype):
-    """softplus + average pooling is C²: the HVP of the logit difference matches the dense
-    Hessian (and is not the zero Hessian of a piecewise-linear net)."""
+    """softplus + average pooling is C² (float32 and float64 parameters): the HVP of the
+    logit difference matches the dense Hessian (not the zero Hessian of a ReLU net)."""
     model = create_model(
         "lenet",
         (4, 4, 1),
@@ -96,6 +88,7 @@ def test_smooth_lenet_hessian_matches_dense(dtype):
     )
     fn = as_logits_fn(model)
     x = jax.random.normal(jax.random.key(1), (4, 4, 1), dtype)
+    assert jax.jit(fn)(x[None]).dtype == dtype  # float64 parameters give float64 logits
     F = gr.logit_difference(fn, 0, 2)
     H = jax.jit(jax.hessian(lambda z: F(z.reshape(x.shape))))(x.ravel())
     v = jax.random.normal(jax.random.key(2), x.shape, dtype)
@@ -110,6 +103,7 @@ def test_pool_same_padding_odd_size(kind):
     x = jnp.arange(2 * 5 * 5 * 3, dtype=jnp.float64).reshape(2, 5, 5, 3) ** 1.5
     out = np.asarray(pool2d(x, kind))
     assert out.shape == (2, 3, 3, 3)
+    assert pool2d(x.astype(jnp.float32), kind).dtype == jnp.float32  # dtype is kept
     xn = np.asarray(x)
     reduce = np.max if kind == "max" else np.mean
     for i in range(3):

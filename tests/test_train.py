@@ -89,7 +89,7 @@ def _train(digits, key, epochs=1, counter=None, **kw):
     train, test = digits
     model = create_model("lenet", train.images.shape[1:], 10, key=jax.random.key(0), **SMALL_LENET)
     apply, params = pure_apply(model)
-    batch = 64
+    batch = 32
     opt = make_optimizer("sgd", 0.05, epochs=epochs, steps_per_epoch=len(train.labels) // batch)
 
     def loss_fn(apply, params, x, y, key):
@@ -123,22 +123,22 @@ def test_fit_learns_compiles_once_and_is_deterministic(digits):
     apply, params0, r1 = _train(
         digits,
         jax.random.key(3),
-        epochs=3,
+        epochs=2,
         counter=traces,
         callback=lambda e, rec: records.append((e, rec)),
     )
-    # the step was traced (compiled) once for all 3 x 22 steps
+    # the step was traced (compiled) once for all 2 x 45 steps
     assert len(traces) == 1
-    assert int(r1.state.step) == 3 * (len(train.labels) // 64)
+    assert int(r1.state.step) == 2 * (len(train.labels) // 32)
     h = r1.history
-    assert h["epoch"] == [1, 2, 3] and [e for e, _ in records] == [1, 2, 3]
+    assert h["epoch"] == [1, 2] and [e for e, _ in records] == [1, 2]
     # learning: training loss falls every epoch, and the test accuracy is far above chance
-    assert h["train_loss"][2] < h["train_loss"][1] < h["train_loss"][0]
+    assert h["train_loss"][1] < h["train_loss"][0]
     before = evaluate(apply, params0, test.images, test.labels)
     assert h["eval_loss"][-1] < 0.5 * before.loss
-    assert h["eval_accuracy"][-1] > 0.5 > 0.2 > before.accuracy
+    assert h["eval_accuracy"][-1] > 0.4 > 0.2 > before.accuracy
     # the same key gives bit-identical parameters, another key different ones
-    _, _, r2 = _train(digits, jax.random.key(3), epochs=3)
+    _, _, r2 = _train(digits, jax.random.key(3), epochs=2)
     for a, b in zip(
         jax.tree.leaves(r1.state.params), jax.tree.leaves(r2.state.params), strict=True
     ):

@@ -54,8 +54,22 @@ def pool2d(x: jax.Array, kind: str, window: int = 2) -> jax.Array:
     if kind == "max":
         return nnx.max_pool(x, w, strides=w, padding="SAME")
     if kind == "avg":
-        return nnx.avg_pool(x, w, strides=w, padding="SAME", count_include_pad=False)
+        # window sums divided by the number of real entries per window (a static array, so
+        # the output keeps the input dtype; Flax's count_include_pad=False divides by a
+        # default-dtype array and returns float64 under jax_enable_x64)
+        area = window * window
+        sums = nnx.avg_pool(x, w, strides=w, padding="SAME") * area
+        counts = np.outer(_same_counts(x.shape[1], window), _same_counts(x.shape[2], window))
+        return sums / jnp.asarray(counts[None, :, :, None], x.dtype)
     raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
+
+
+def _same_counts(n: int, window: int) -> np.ndarray:
+    """Real (unpadded) entries in each SAME-padded window of size = stride = ``window``."""
+    out = -(-n // window)
+    pad_before = max((out - 1) * window + window - n, 0) // 2
+    starts = np.arange(out) * window - pad_before
+    return np.minimum(starts + window, n) - np.maximum(starts, 0)
 
 
 def as_shape(input_shape: Sequence[int], name: str = "input_shape") -> tuple[int, ...]:
