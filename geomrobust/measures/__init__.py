@@ -7,6 +7,9 @@ from ._curvature import principal_curvatures as principal_curvatures
 from ._curvature import random_tangents as random_tangents
 from ._fourier_map import AccuracyMap as AccuracyMap
 from ._fourier_map import fourier_accuracy_map as fourier_accuracy_map
+from ._linearity import LocalLinearity as LocalLinearity
+from ._linearity import linearity_search as linearity_search
+from ._linearity import local_linearity as local_linearity
 from ._margins import RandomSubspaceMargins as RandomSubspaceMargins
 from ._margins import normalized_robustness as normalized_robustness
 from ._margins import random_subspace_margins as random_subspace_margins
@@ -18,6 +21,10 @@ from ._shared_directions import FoolingRates as FoolingRates
 from ._shared_directions import SharedDirections as SharedDirections
 from ._shared_directions import shared_directions as shared_directions
 from ._shared_directions import subspace_fooling_rate as subspace_fooling_rate
+from ._signature import MarginSignature as MarginSignature
+from ._signature import first_order_margins as first_order_margins
+from ._signature import layer_splits as layer_splits
+from ._signature import margin_signature as margin_signature
 from ._slices import Slice as Slice
 from ._slices import boundary_slice as boundary_slice
 from ._slices import orthonormal_plane as orthonormal_plane
@@ -36,3 +43,6 @@ from ._subspaces import SubspaceMargins as SubspaceMargins
 from ._subspaces import dct_subspaces as dct_subspaces
 from ._subspaces import subspace_margins as subspace_margins
 from ._subspaces import summarize_bands as summarize_bands
+from ._thickness import Thickness as Thickness
+from ._thickness import boundary_thickness as boundary_thickness
+from ._thickness import thickness as thickness
