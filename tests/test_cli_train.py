@@ -88,12 +88,22 @@ def test_help_and_usage_errors(capsys):
         ["train", "--method", "magic", "--out", "x"],
         ["train", "--model", "vit", "--out", "x"],
         ["train", "--resize", "big", "--out", "x"],
-        ["train"],  # --out is required
+        ["train", "--epochs"],  # a missing value
     ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2, argv
         assert "error" in capsys.readouterr().err
+
+
+def test_default_out_never_reuses_a_directory(tmp_path):
+    from geomrobust.cli._train import default_out
+
+    args = argparse.Namespace(model="lenet", dataset="digits")
+    assert default_out(args, tmp_path) == tmp_path / "lenet-digits"
+    (tmp_path / "lenet-digits").mkdir()
+    (tmp_path / "lenet-digits-2").mkdir()
+    assert default_out(args, tmp_path) == tmp_path / "lenet-digits-3"
 
 
 def _parser():

@@ -137,7 +137,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="epsilons of the per-epoch and final FGSM/PGD robust accuracy (default: --eps)",
     )
     p.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
-    p.add_argument("--out", metavar="DIR", required=True, help="checkpoint directory to write")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="checkpoint directory to write; None means a new directory "
+        "runs/MODEL-DATASET[-N] (never an existing one)",
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing checkpoint at --out"
     )
@@ -216,8 +222,18 @@ def _fail(message: str) -> int:
     return 1
 
 
+def default_out(args: argparse.Namespace, root: str | Path = "runs") -> Path:
+    """``root/MODEL-DATASET``, or ``...-2``, ``...-3``, ... : the first that does not exist."""
+    base = Path(root) / f"{args.model}-{args.dataset}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out).expanduser()
+    out = Path(args.out).expanduser() if args.out is not None else default_out(args)
     if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
         return _fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     if args.lr is not None and not args.lr > 0:
