@@ -183,3 +183,33 @@ def test_local_linearity_is_zero_only_for_affine_losses():
     g2 = local_linearity(fn, x, y, eps=0.02, key=key, steps=5).gamma
     ratio = np.asarray(g2 / g1)
     assert np.all((ratio > 3.0) & (ratio < 5.0)), ratio
+
+
+def test_diagnose_cli_writes_every_diagnostic(tmp_path):
+    """``geomrobust train --method pgd`` (method settings in the metadata), then
+    ``geomrobust diagnose`` with every diagnostic; the summary agrees with the library."""
+    import json
+
+    from geomrobust.cli import main
+    from geomrobust.train import load_metadata
+
+    ck = tmp_path / "ck"
+    argv = ["train", "--model", "mlp", "--width", "16", "--epochs", "1", "--method", "pgd"]
+    argv += ["--eps", "0.1", "--steps", "2", "--monitor", "64", "--out", str(ck)]
+    assert main(argv) == 0
+    meta = load_metadata(ck)
+    assert meta["method"] == "pgd" and meta["method_settings"]["eps"] == 0.1
+    assert len(meta["history"]["pgd_accuracy"]) == 1
+    assert (ck / "metrics.json").exists()
+    out = tmp_path / "diag"
+    argv = ["diagnose", "--checkpoint", str(ck), "--n", "24", "--eps", "0.1", "--out", str(out)]
+    assert main([*argv, "--steps", "3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"thickness", "signature", "linearity", "rho"}
+    assert set(summary["signature"]) == {"input", "hidden1"}
+    res = np.load(out / "results.npz")
+    valid = res["thickness_valid"]
+    np.testing.assert_allclose(
+        summary["thickness"]["mean"], np.mean(res["thickness"][valid]), rtol=1e-6
+    )
+    assert main(["diagnose", "--checkpoint", str(ck), "--what", "linearity"]) == 1
