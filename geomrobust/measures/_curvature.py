@@ -141,6 +141,7 @@ def principal_curvatures(
     keep: int | None = None,
     max_restarts: int = 30,
     chunk_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -166,6 +167,7 @@ def principal_curvatures(
     max_restarts : Lanczos restarts after the first cycle.
     chunk_size : points per jitted call (default all); memory of the dense path grows as
         ``chunk_size · D²``.
+    progress : optional callback with the number of points done after each chunk.
 
     Returns
     -------
@@ -198,7 +200,9 @@ def principal_curvatures(
     else:
         settings = (num,)
     fn = _batched_curvatures(logits_fn, method, settings)
-    return run_batched(fn, z, y, k, jnp.arange(z.shape[0]), chunk_size=chunk_size, key=key)
+    return run_batched(
+        fn, z, y, k, jnp.arange(z.shape[0]), chunk_size=chunk_size, key=key, progress=progress
+    )
 
 
 @cached_jit

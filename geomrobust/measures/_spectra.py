@@ -105,6 +105,7 @@ def loss_hessian_eigs(
     keep: int | None = None,
     max_restarts: int = 30,
     chunk_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> HessianEigs:
     """Largest (algebraic) eigenvalues of ``∇²_x ℓ(x)`` for each example, descending.
 
@@ -116,7 +117,7 @@ def loss_hessian_eigs(
     key : PRNG key (Lanczos starts; example ``i`` uses ``fold_in(key, i)``).
     method : ``"dense"`` (``jax.hessian`` + ``eigh``), ``"lanczos"`` (matrix-free thick-restart
         Lanczos, largest algebraic) or ``"auto"`` (dense for ``D <= AUTO_DENSE_MAX_DIM``).
-    tol, krylov_dim, keep, max_restarts, chunk_size : as in
+    tol, krylov_dim, keep, max_restarts, chunk_size, progress : as in
         :func:`geomrobust.measures.principal_curvatures`.
 
     Returns
@@ -140,7 +141,9 @@ def loss_hessian_eigs(
     else:
         settings = (num,)
     fn = _batched_loss_eigs(logits_fn, method, settings)
-    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+    return run_batched(
+        fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key, progress=progress
+    )
 
 
 @cached_jit

@@ -1,0 +1,193 @@
+"""``geomrobust curvature``: principal curvatures of the decision boundary near data points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._common import (
+    add_model_data_args,
+    load_model_and_data,
+    positive_int,
+    progress_bar,
+    write_results,
+)
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "curvature",
+        help="principal curvatures of the decision boundary at boundary points near the data",
+        description=(
+            "For each example: DeepFool to the nearest boundary, bisection onto it "
+            "(F_k = f_k - f_y = 0), then the principal curvatures of the boundary there "
+            "(eigenvalues of P H P / ||grad F_k||, largest magnitude first; positive = bends "
+            "towards the example's class). Also: the singular-value decay of the stacked "
+            "normals and top principal directions (shared directions), fooling rates of "
+            "random perturbations in the shared subspace vs isotropic ones, and optionally "
+            "the top eigenvalues of the input-space loss Hessian. Writes results.npz, "
+            "summary.json and PNG figures to --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_data_args(p)
+    g = p.add_argument_group("curvature")
+    g.add_argument("--num", type=positive_int, default=20, help="principal curvatures per point")
+    g.add_argument(
+        "--method", choices=("auto", "dense", "lanczos"), default="auto",
+        help="eigensolver: dense Hessian + eigh, matrix-free Lanczos, or auto by input size",
+    )  # fmt: skip
+    g.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
+    )
+    g.add_argument("--max-restarts", type=positive_int, default=30, help="Lanczos restarts")
+    g.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    g.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
+    g.add_argument(
+        "--loss-eigs",
+        type=int,
+        default=0,
+        help="also the top eigenvalues of the loss Hessian per example (0: skip)",
+    )
+    g.add_argument(
+        "--shared-dim",
+        type=positive_int,
+        default=10,
+        help="dimension of the shared subspace for the fooling-rate test",
+    )
+    g.add_argument(
+        "--fooling-samples",
+        type=int,
+        default=16,
+        help="random draws per example and kind for fooling rates (0: skip)",
+    )
+    g.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from geomrobust.measures import (
+        loss_hessian_eigs,
+        principal_curvatures,
+        shared_directions,
+        subspace_fooling_rate,
+    )  # fmt: skip
+    from geomrobust.search import deepfool, refine_boundary
+
+    try:
+        logits_fn, data, meta = load_model_and_data(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"geomrobust curvature: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or "curvature_results")
+    x = jnp.asarray(data.images)
+    n, shape = x.shape[0], x.shape[1:]
+    d = int(np.prod(shape))
+    if args.num > d - 1:
+        print(f"geomrobust curvature: error: --num must be <= D-1 = {d - 1}", file=sys.stderr)
+        return 2
+    key = jax.random.key(args.key)
+    chunk = args.chunk_size
+
+    with progress_bar(n, "deepfool") as bar:
+        zs, ys, ks, ok, margins = [], [], [], [], []
+        for s in range(0, n, chunk):
+            xc = x[s : s + chunk]
+            pred = jnp.argmax(logits_fn(xc), -1)
+            df = deepfool(logits_fn, xc, pred, overshoot=args.overshoot, max_iter=args.max_iter)
+            bp = refine_boundary(logits_fn, xc, xc + df.perturbation, pred)
+            zs.append(np.asarray(bp.z))
+            ys.append(np.asarray(bp.y))
+            ks.append(np.asarray(bp.k))
+            ok.append(np.asarray(bp.converged & df.converged & (df.margin > 0)))
+            margins.append(np.asarray(df.margin))
+            bar.update(len(xc))
+    z, y, k = np.concatenate(zs), np.concatenate(ys), np.concatenate(ks)
+    ok, margin = np.concatenate(ok), np.concatenate(margins)
+    idx = np.nonzero(ok)[0]
+    if idx.size == 0:
+        print("geomrobust curvature: error: no boundary point found", file=sys.stderr)
+        return 1
+    with progress_bar(idx.size, "curvature") as bar:
+        curv = principal_curvatures(
+            logits_fn, jnp.asarray(z[idx]), jnp.asarray(y[idx]), jnp.asarray(k[idx]),
+            num=args.num, key=key, method=args.method, tol=args.tol,
+            max_restarts=args.max_restarts, chunk_size=chunk, progress=bar.update,
+        )  # fmt: skip
+    values = np.asarray(curv.values)
+    conv = np.asarray(curv.converged)
+    normals = shared_directions(curv.normal)
+    top_dirs = shared_directions(curv.directions[:, :1], input_shape=shape)
+    arrays = dict(
+        index=idx, values=values, converged=conv, residuals=np.asarray(curv.residuals),
+        normal=np.asarray(curv.normal), top_direction=np.asarray(curv.directions[:, 0]),
+        z=z[idx], y=y[idx], k=k[idx], margin=margin[idx],
+        normals_singular_values=np.asarray(normals.normalized),
+        top_directions_singular_values=np.asarray(top_dirs.normalized),
+    )  # fmt: skip
+    good = values[conv]
+    summary = dict(
+        command="curvature", num_examples=int(n), num_boundary_points=int(idx.size),
+        num_converged=int(conv.sum()), metadata=meta,
+        median_abs_curvature_by_rank=np.median(np.abs(good), 0).tolist() if len(good) else [],
+        median_curvature_by_rank=np.median(good, 0).tolist() if len(good) else [],
+        median_margin=float(np.median(margin[idx])),
+        normals_singular_values=np.asarray(normals.normalized[:10]).tolist(),
+        top_directions_singular_values=np.asarray(top_dirs.normalized[:10]).tolist(),
+    )  # fmt: skip
+    if args.fooling_samples > 0:
+        dim = min(args.shared_dim, top_dirs.basis.shape[1])
+        radius = float(np.median(margin[idx]))
+        xs = x[idx]
+        fr = subspace_fooling_rate(
+            logits_fn, xs, top_dirs.basis[:, :dim].astype(xs.dtype), radius=radius,
+            num_samples=args.fooling_samples, key=jax.random.fold_in(key, 1), chunk_size=chunk,
+        )  # fmt: skip
+        summary.update(fooling_radius=radius, fooling_subspace_dim=int(dim),
+                       fooling_rate_shared_subspace=float(fr.subspace),
+                       fooling_rate_isotropic=float(fr.isotropic))  # fmt: skip
+    if args.loss_eigs > 0:
+        with progress_bar(n, "loss hessian") as bar:
+            le = loss_hessian_eigs(
+                logits_fn, x, jnp.asarray(data.labels), num=min(args.loss_eigs, d),
+                key=jax.random.fold_in(key, 2), chunk_size=chunk, progress=bar.update,
+            )  # fmt: skip
+        arrays.update(loss_eigs=np.asarray(le.values), loss_eigs_converged=np.asarray(le.converged))
+        summary["median_top_loss_eig"] = float(np.median(np.asarray(le.values)[:, 0]))
+    write_results(out, arrays, summary, args=args)
+    if not args.no_plots:
+        _plots(out, values[conv] if conv.any() else values, normals, top_dirs)
+    print(
+        f"curvature: {int(conv.sum())}/{idx.size} boundary points converged; median |κ_1| = "
+        f"{np.median(np.abs(values[:, 0])):.4g}; results in {out}"
+    )
+    return 0
+
+
+def _plots(out, values, normals, top_dirs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geomrobust.plot._curvature import plot_curvature_spectrum, plot_singular_values
+
+    fig, _ = plot_curvature_spectrum(values)
+    fig.savefig(out / "curvature_spectrum.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plot_singular_values(normals.normalized, label="normals")
+    plot_singular_values(top_dirs.normalized, ax=ax, label="top principal directions")
+    fig.savefig(out / "shared_directions.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
