@@ -47,14 +47,25 @@ def detect_catastrophic_overfitting(
     pgd_accuracy: Sequence[float],
     fgsm_accuracy: Sequence[float],
     *,
-    drop: float = 0.2,
+    drop: float = 0.5,
+    min_drop: float = 0.05,
+    gap: float = 0.3,
 ) -> bool:
     """True when the last epoch shows catastrophic overfitting.
 
-    With ``t`` the last epoch and ``b = argmax_{s < t} pgd[s]`` the best earlier epoch:
-    ``pgd[b] - pgd[t] >= drop`` (PGD accuracy collapsed by at least ``drop``, absolute) and
-    ``fgsm[t] >= fgsm[b]`` (FGSM accuracy did not fall with it: it rose or stayed). A plain
-    loss of robustness (both accuracies falling) is not flagged.
+    With ``t`` the last epoch and ``b = argmax_{s < t} pgd[s]`` the best earlier epoch, it
+    fires when either
+
+    * PGD accuracy collapsed while FGSM accuracy rose: ``pgd[t] <= (1 - drop) pgd[b]`` and
+      ``pgd[b] - pgd[t] >= min_drop`` (relative and absolute collapse) and
+      ``fgsm[t] > fgsm[b]``; or
+    * FGSM accuracy exceeds PGD accuracy by at least ``gap`` (``fgsm[t] - pgd[t] >= gap``):
+      the one-step attack no longer finds the adversarial points that PGD finds, the
+      hallmark of a locally non-linear model (single-step training that works keeps the
+      two within a few points; measured on the digits: 0.06-0.16 for FGSM-RS, N-FGSM,
+      GradAlign vs 0.3-0.7 after the collapse).
+
+    A plain loss of robustness (both accuracies falling) is not flagged.
     """
     pgd_acc = np.asarray(pgd_accuracy, np.float64).reshape(-1)
     fgsm_acc = np.asarray(fgsm_accuracy, np.float64).reshape(-1)
@@ -63,10 +74,16 @@ def detect_catastrophic_overfitting(
             f"pgd_accuracy and fgsm_accuracy must have the same length, got "
             f"{pgd_acc.size} and {fgsm_acc.size}"
         )
+    if pgd_acc.size == 0:
+        return False
+    if fgsm_acc[-1] - pgd_acc[-1] >= gap:
+        return True
     if pgd_acc.size < 2:
         return False
     b = int(np.argmax(pgd_acc[:-1]))
-    return bool(pgd_acc[b] - pgd_acc[-1] >= drop and fgsm_acc[-1] >= fgsm_acc[b])
+    best, last = pgd_acc[b], pgd_acc[-1]
+    collapsed = last <= (1 - drop) * best and best - last >= min_drop
+    return bool(collapsed and fgsm_acc[-1] > fgsm_acc[b])
 
 
 def robustness_metrics(
@@ -139,7 +156,9 @@ def robustness_monitor(
     norm=jnp.inf,
     pgd_steps: int = 10,
     bounds: tuple | None = (0.0, 1.0),
-    drop: float = 0.2,
+    drop: float = 0.5,
+    min_drop: float = 0.05,
+    gap: float = 0.3,
     warn: bool = True,
 ) -> Callable[[int, Any, dict], dict]:
     """An epoch hook ``hook(epoch, params, history) -> record`` for :func:`fit`.
@@ -188,13 +207,16 @@ def robustness_monitor(
             [*history.get("pgd_accuracy", []), record["pgd_accuracy"]],
             [*history.get("fgsm_accuracy", []), record["fgsm_accuracy"]],
             drop=drop,
+            min_drop=min_drop,
+            gap=gap,
         )
         record["catastrophic_overfitting"] = flag
         if flag and warn:
             warnings.warn(
                 f"epoch {epoch}: catastrophic overfitting: PGD accuracy fell to "
                 f"{record['pgd_accuracy']:.3f} (best earlier "
-                f"{max(history['pgd_accuracy']):.3f}) while FGSM accuracy is "
+                f"{max(history.get('pgd_accuracy', [record['pgd_accuracy']])):.3f}) while FGSM "
+                f"accuracy is "
                 f"{record['fgsm_accuracy']:.3f}; gradient cosine {record['grad_cosine']:.3f}",
                 CatastrophicOverfittingWarning,
                 stacklevel=2,
