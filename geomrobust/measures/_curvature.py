@@ -115,7 +115,7 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
         v0 = jax.random.normal(k0, (z.size,), z.dtype)
         res = thick_restart_lanczos(
             matvec, v0, num=num, krylov_dim=krylov_dim, keep=keep, which="LM", tol=tol,
-            max_restarts=max_restarts, key=k1, project=project,
+            max_restarts=max_restarts, key=k1, project=project, guard=max(2, num // 4),
         )  # fmt: skip
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
         vc = res.converged & ok_n & jnp.isfinite(res.values)
@@ -163,7 +163,7 @@ def principal_curvatures(
     tol : relative residual tolerance, ``||S u - κ u|| <= tol · max|κ|``; default 1e-3 in
         float32 and 1e-6 in float64 (Lanczos only).
     krylov_dim : Lanczos basis size per cycle (default ``min(D - 1, max(2 num + 20, 3 num))``).
-    keep : Ritz vectors kept at a restart (default ``(num + krylov_dim) // 2``).
+    keep : Ritz vectors kept at a restart (default about ``(num + krylov_dim) // 2``).
     max_restarts : Lanczos restarts after the first cycle.
     chunk_size : points per jitted call (default all); memory of the dense path grows as
         ``chunk_size · D²``.
@@ -195,7 +195,7 @@ def principal_curvatures(
     if method == "lanczos":
         if not num < m <= d - 1:
             raise ValueError(f"krylov_dim must lie in ({num}, {d - 1}] (num < m <= D-1), got {m}")
-        keep_ = (num + m) // 2 if keep is None else int(keep)
+        keep_ = None if keep is None else int(keep)
         settings = (num, m, keep_, default_tol(z.dtype, tol), int(max_restarts))
     else:
         settings = (num,)

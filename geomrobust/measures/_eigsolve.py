@@ -188,6 +188,7 @@ def thick_restart_lanczos(
     max_restarts: int,
     key: Array,
     project: Callable[[Array], Array] | None = None,
+    guard: int = 0,
 ) -> EigResult:
     """The ``num`` extreme eigenpairs of a symmetric operator on ``(D,)`` vectors.
 
@@ -204,13 +205,20 @@ def thick_restart_lanczos(
     key : PRNG key (fresh directions after an invariant subspace).
     project : optional projector applied to new random directions (e.g. onto a tangent space
         that ``A`` leaves invariant, so the solver never leaves it).
+    guard : extra Ritz pairs, beyond ``num``, that must converge too (not returned). A small
+        residual certifies an eigenpair but not that no eigenvalue was skipped; converging a
+        few more than wanted keeps an eigenvalue near the edge of a cluster from being missed
+        (``num + guard <= keep``).
 
     Returns
     -------
     EigResult with values in the order of ``which``.
     """
+    out = num
+    num = min(num + guard, krylov_dim - 1)
     keep = (num + krylov_dim) // 2 if keep is None else keep
-    if not num <= keep < krylov_dim:
+    num = min(num, keep)
+    if not out <= keep < krylov_dim:
         raise ValueError(
             f"need num <= keep < krylov_dim, got num={num}, keep={keep}, krylov_dim={krylov_dim}"
         )
@@ -226,6 +234,6 @@ def thick_restart_lanczos(
     state = jax.lax.while_loop(cond, body, state)
     m = krylov_dim
     theta, Y, res = _ritz(state.basis, state.projected, state.beta, which, m)
-    vectors = Y[:, :num].T @ state.basis[:m]
+    vectors = Y[:, :out].T @ state.basis[:m]
     converged = _converged(theta[:num], res[:num], tol)
-    return EigResult(theta[:num], vectors, res[:num], converged, state.restarts)
+    return EigResult(theta[:out], vectors, res[:out], converged[:out], state.restarts)

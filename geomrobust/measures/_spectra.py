@@ -136,7 +136,7 @@ def loss_hessian_eigs(
     if method == "lanczos":
         if not num < m <= d:
             raise ValueError(f"krylov_dim must lie in ({num}, {d}] (num < m <= D), got {m}")
-        keep_ = (num + m) // 2 if keep is None else int(keep)
+        keep_ = None if keep is None else int(keep)
         settings = (num, m, keep_, default_tol(x.dtype, tol), int(max_restarts))
     else:
         settings = (num,)
@@ -164,7 +164,7 @@ def _batched_loss_eigs(logits_fn, method, settings):
             lambda v: op(v.reshape(xi.shape)).ravel(),
             jax.random.normal(k0, (xi.size,), xi.dtype),
             num=num, krylov_dim=m, keep=keep, which="LA", tol=tol, max_restarts=max_restarts,
-            key=k1,
+            key=k1, guard=max(2, num // 4),
         )  # fmt: skip
         vc = res.converged & jnp.isfinite(res.values)
         vecs = res.vectors.reshape(num, *xi.shape)
