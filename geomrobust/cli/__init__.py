@@ -13,7 +13,7 @@ import sys
 __all__ = ["main"]
 
 # Subcommand modules, in the order they appear in ``geomrobust --help``.
-_COMMANDS = ("_train", "_margins", "_curvature", "_slice", "_nads", "_diagnose")
+_COMMANDS = ("_report", "_train", "_margins", "_curvature", "_slice", "_nads", "_diagnose")
 
 
 class _Parser(argparse.ArgumentParser):

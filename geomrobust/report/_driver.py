@@ -1,0 +1,411 @@
+"""``run_report``: models, stages with resume, figures, ``results.json`` and ``index.html``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SIZES", "model_settings", "run_report"]
+
+#: Problem sizes of the default report and of ``quick=True`` (chosen so that the default runs
+#: in a few minutes on 2 CPU cores including training, the quick one in about a minute).
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "resize": 16,
+        "n": 100,
+        "eps": 0.1,
+        "pgd_steps_eval": 10,
+        "std_epochs": 30,
+        "pgd_epochs": 10,
+        "pgd_train_steps": 3,
+        "batch_size": 64,
+        "dct_block": 4,
+        "dct_stride": 2,
+        "random_dims": [8, 32, 128],
+        "random_draws": 1,
+        "curv_n": 24,
+        "curv_num": 10,
+        "shared_dim": 10,
+        "fooling_samples": 16,
+        "hess_n": 24,
+        "hess_num": 10,
+        "slice_res": 61,
+        "slice_extent": 3.0,
+        "nads_networks": 256,
+        "nads_num": 16,
+    },
+    "quick": {
+        "resize": None,
+        "n": 32,
+        "eps": 0.1,
+        "pgd_steps_eval": 5,
+        "std_epochs": 20,
+        "pgd_epochs": 8,
+        "pgd_train_steps": 2,
+        "batch_size": 32,
+        "dct_block": 2,
+        "dct_stride": 1,
+        "random_dims": [2, 8, 32],
+        "random_draws": 1,
+        "curv_n": 8,
+        "curv_num": 6,
+        "shared_dim": 4,
+        "fooling_samples": 8,
+        "hess_n": 8,
+        "hess_num": 6,
+        "slice_res": 31,
+        "slice_extent": 3.0,
+        "nads_networks": 64,
+        "nads_num": 8,
+    },
+}
+
+
+def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, key: int):
+    """Training settings of the report's LeNet (softplus, average pooling: a C² network, so
+    curvatures are defined): ``method`` is ``"standard"`` or ``"pgd"`` (Linf PGD-AT,
+    fine-tuned from the standard model: ``init_from`` holds the standard model's cache key)."""
+    from ._models import model_cache_key
+
+    pgd = method == "pgd"
+    return {
+        "dataset": dataset,
+        "data_dir": None if data_dir is None else os.fspath(data_dir),
+        "resize": resize,
+        "model": "lenet",
+        "model_config": {"activation": "softplus", "pool": "avg"},
+        "method": method,
+        "method_settings": {
+            "eps": sizes["eps"],
+            "norm": "inf",
+            "steps": sizes["pgd_train_steps"],
+            "bounds": [0.0, 1.0],
+        }
+        if pgd
+        else {},
+        "optimizer": "adam",
+        "lr": 3e-3,
+        "weight_decay": 0.0,
+        "epochs": sizes["pgd_epochs"] if pgd else sizes["std_epochs"],
+        "key": key,
+        "batch_size": sizes["batch_size"],
+        "init_from": model_cache_key(
+            model_settings(
+                "standard", sizes, dataset=dataset, data_dir=data_dir, resize=resize, key=key
+            )
+        )
+        if pgd
+        else None,
+    }
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _progress_factory(show: bool | None):
+    from tqdm.auto import tqdm
+
+    disable = (not show) if show is not None else not sys.stderr.isatty()
+
+    @contextmanager
+    def bar(desc: str, total: int):
+        b = tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, leave=False)
+        try:
+            yield b
+        finally:
+            b.close()
+
+    return bar
+
+
+def _atomic_bytes(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def jsonable(o):
+    """Recursively convert to JSON types; non-finite floats become ``None`` (null)."""
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return jsonable(o.tolist())
+    if isinstance(o, np.bool_ | bool):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, float | np.floating):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    return o
+
+
+def _stage_hash(name: str, common: dict) -> str:
+    text = json.dumps({"stage": name, **common}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _load_stage(folder: Path, name: str, digest: str):
+    meta, npz = folder / f"{name}.json", folder / f"{name}.npz"
+    if not (meta.is_file() and npz.is_file()):
+        return None
+    try:
+        record = json.loads(meta.read_text())
+        if record.get("hash") != digest:
+            return None
+        with np.load(npz) as f:
+            arrays = {k: f[k] for k in f.files}
+        return arrays, record["summary"], record.get("seconds")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_bytes(folder / f"{name}.npz", buf.getvalue())
+    record = {"hash": digest, "seconds": seconds, "summary": jsonable(summary)}
+    _atomic_bytes(folder / f"{name}.json", json.dumps(record, indent=1).encode())
+
+
+def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
+    from geomrobust.models import SMOOTH_ACTIVATIONS, as_logits_fn
+    from geomrobust.train import checkpoint_hash, load_checkpoint
+
+    from ._models import cached_model
+    from ._stages import ReportModel
+
+    entries, timings = [], {}
+    if checkpoints:
+        names = []
+        for i, c in enumerate(checkpoints):
+            base = Path(c).name or f"model{i}"
+            names.append(base if base not in names else f"{base}-{i}")
+        entries = [(nm, nm, Path(c)) for nm, c in zip(names, checkpoints, strict=True)]
+    else:
+        init = None
+        for method, label in (("standard", "standard"), ("pgd", "PGD-AT")):
+            s = model_settings(
+                method, sizes, dataset=dataset, data_dir=data_dir, resize=resize, key=key
+            )
+            t0 = time.perf_counter()
+            _log(f"[models] {label} LeNet: looking in the cache ...")
+            path, trained = cached_model(
+                method, s, cache_dir=cache_dir, init=init, progress=progress, log=_log
+            )
+            init = path
+            dt = time.perf_counter() - t0
+            timings[method] = {"seconds": dt, "trained": trained}
+            _log(
+                f"[models] {label} LeNet: {'trained' if trained else 'reused'} {path} ({dt:.1f} s)"
+            )
+            entries.append((method, label, path))
+    models = []
+    for name, label, path in entries:
+        ckpt = load_checkpoint(path)
+        meta = dict(ckpt.metadata)
+        cfg = meta.get("model_config", {})
+        smooth = cfg.get("activation") in SMOOTH_ACTIVATIONS and cfg.get("pool", "avg") != "max"
+        meta.update(
+            checkpoint_path=os.fspath(Path(path).absolute()),
+            checkpoint_sha256=checkpoint_hash(path),
+        )
+        models.append(ReportModel(name, label, as_logits_fn(ckpt.model), meta, smooth))
+    return models, timings
+
+
+def run_report(
+    out: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    checkpoints: Sequence[str | os.PathLike] | None = None,
+    n: int | None = None,
+    quick: bool = False,
+    key: int = 0,
+    resize: int | tuple[int, int] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    stages: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Run the whole geometric analysis and write ``out/index.html``, ``results.json``, PNGs.
+
+    Parameters
+    ----------
+    out : output directory (created); ``out/stages/`` keeps each finished stage so that an
+        interrupted report resumes (a stage is skipped when its settings hash is unchanged).
+    dataset, data_dir, resize : held-out data (test split); default ``digits``, resized as
+        :data:`SIZES` says, or the first checkpoint's dataset / resize.
+    checkpoints : checkpoint directories written by ``geomrobust train`` to analyse; None
+        trains (or reuses from ``cache_dir``) a standard and a PGD-AT LeNet.
+    n : number of held-out examples (the first ``n`` of the split).
+    quick : smaller sizes (``SIZES["quick"]``).
+    key : integer seed; stage ``i`` uses ``fold_in(key(key), i)``.
+    stages : subset of :data:`geomrobust.report.STAGES` to run (default: all).
+    progress : tqdm bars on stderr (None: only on a terminal); stage lines always print.
+
+    Returns
+    -------
+    The ``results.json`` record (dict).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from geomrobust import __version__
+    from geomrobust.data import load_dataset
+
+    from ._figures import draw_stage
+    from ._html import write_html
+    from ._stages import STAGES, Context
+
+    t_start = time.perf_counter()
+    sizes = dict(SIZES["quick" if quick else "full"])
+    if n is not None:
+        sizes["n"] = int(n)
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
+    if checkpoints:
+        first = json.loads((Path(checkpoints[0]) / "metadata.json").read_text())
+        dataset = dataset or first.get("dataset") or "digits"
+        if resize is None:
+            resize = first.get("resize")
+    else:
+        dataset = dataset or "digits"
+        if resize is None:
+            resize = sizes["resize"]
+    if isinstance(resize, list):
+        resize = tuple(resize)
+    out = Path(out).expanduser()
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    bar = _progress_factory(progress)
+
+    models, train_timings = _load_models(
+        checkpoints,
+        sizes,
+        dataset=dataset,
+        data_dir=data_dir,
+        resize=resize,
+        key=key,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    data = load_dataset(dataset, "test", data_dir=data_dir, resize=resize)
+    num = min(sizes["n"], data.images.shape[0])
+    x = jnp.asarray(data.images[:num])
+    y = jnp.asarray(data.labels[:num])
+    for m in models:
+        expected = tuple(m.metadata.get("input_shape") or x.shape[1:])
+        if expected != tuple(x.shape[1:]):
+            raise ValueError(
+                f"model {m.name} expects inputs {expected}, the data have "
+                f"{tuple(x.shape[1:])}; pass resize to match"
+            )
+    common = {
+        "version": __version__,
+        "sizes": sizes,
+        "dataset": dataset,
+        "resize": resize,
+        "n": num,
+        "key": key,
+        "models": [m.metadata["checkpoint_sha256"] for m in models],
+    }
+    selected = [s for s in STAGES if stages is None or s in stages]
+    previous, timings, figures, sections = {}, {}, {}, {}
+    root_key = jax.random.key(key)
+    for i, name in enumerate(STAGES):
+        if name not in selected:
+            continue
+        title, fn = STAGES[name]
+        digest = _stage_hash(name, common)
+        _log(f"[{selected.index(name) + 1}/{len(selected)}] {title} ...")
+        loaded = _load_stage(out / "stages", name, digest)
+        if loaded is not None:
+            arrays, summary, seconds = loaded
+            timings[name] = {"seconds": seconds, "reused": True}
+            _log(f"    reused the finished stage from {out / 'stages'}")
+        else:
+            if name == "slices" and "curvature" not in previous:
+                raise ValueError("the slices stage needs the curvature stage")
+            t0 = time.perf_counter()
+            ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bar)
+            arrays, summary = fn(ctx)
+            seconds = time.perf_counter() - t0
+            _save_stage(out / "stages", name, digest, arrays, summary, seconds)
+            summary = jsonable(summary)
+            timings[name] = {"seconds": seconds, "reused": False}
+            _log(f"    done in {seconds:.1f} s")
+        previous[name] = (arrays, summary)
+        sections[name] = summary
+        figures[name] = draw_stage(name, arrays, summary, models, out)
+    total = time.perf_counter() - t_start
+    record = {
+        "geomrobust_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": {
+            "dataset": dataset,
+            "data_dir": data_dir,
+            "resize": resize,
+            "split": "test",
+            "n": num,
+            "quick": quick,
+            "key": key,
+            "stage_keys": {s: f"fold_in(key({key}), {i})" for i, s in enumerate(STAGES)},
+            "sizes": sizes,
+            "deepfool": {"overshoot": 0.02, "max_iter": 50, "labels": "predicted", "bounds": None},
+        },
+        "models": {
+            m.name: {
+                "label": m.label,
+                "smooth": m.smooth,
+                **{
+                    k: m.metadata.get(k)
+                    for k in (
+                        "checkpoint_path",
+                        "checkpoint_sha256",
+                        "model_config",
+                        "method",
+                        "method_settings",
+                        "accuracy",
+                        "dataset",
+                        "resize",
+                        "epochs",
+                        "train_time_s",
+                    )
+                },
+            }
+            for m in models
+        },
+        "training": train_timings,
+        "timings": {"stages": timings, "total_seconds": total},
+        "sections": sections,
+        "figures": {
+            k: [{"file": f["file"], "caption": f["caption"]} for f in v] for k, v in figures.items()
+        },
+    }
+    record = jsonable(record)
+    _atomic_bytes(out / "results.json", (json.dumps(record, indent=1) + "\n").encode())
+    write_html(out, record, figures, models)
+    _log(f"report written to {out / 'index.html'} in {total:.1f} s")
+    return record

@@ -1,0 +1,302 @@
+"""``index.html`` of the report: self-contained (inline CSS, figures beside it, no network)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+__all__ = ["write_html"]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #bbb}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.92em;color:#333;max-width:900px}.note{background:#fff6d6;padding:.4em .7em}
+code{background:#f4f4f4;padding:0 .2em}
+"""
+
+INTRO = {
+    "accuracy": "Accuracy of each model on the analysed held-out examples, and under a PGD "
+    "attack (L∞ ball, box [0, 1]).",
+    "margins": "Distance from each example to the nearest decision boundary, found by DeepFool "
+    "(Moosavi-Dezfooli et al., CVPR 2016) around the predicted label; ρ is the mean margin "
+    "divided by the norm of the example.",
+    "dct": "Margins inside subspaces of 2-D DCT frequencies (Ortiz-Jimenez et al., "
+    '"Hold me tight!", NeurIPS 2020): which frequency bands the boundary is close in.',
+    "random": "Margins in random subspaces compared with the minimal one (Fawzi et al., "
+    "NeurIPS 2016): a curvature indicator.",
+    "curvature": "Principal curvatures of the boundary between the example's class and its "
+    "DeepFool class, at boundary points found by DeepFool and bisection, computed matrix-free "
+    "(Lanczos on the projected Hessian; Fawzi et al., CVPR 2018). The fooling rates compare "
+    "random perturbations of the median margin's size drawn inside the span of the shared "
+    "curved directions with isotropic ones.",
+    "loss_hessian": "Top eigenvalues of the Hessian of the loss with respect to the input "
+    "(Moosavi-Dezfooli et al., CURE, CVPR 2019).",
+    "slices": "2-D sections of the classifier through a boundary point and through its example.",
+    "nads": "Neural anisotropy directions of the architecture (Ortiz-Jimenez et al., NeurIPS "
+    "2020): eigenvectors of E_θ[∇f_θ(x₀)∇f_θ(x₀)ᵀ] over random initialisations θ (two-class "
+    "logit difference at a fixed Gaussian x₀). They depend on the architecture, not the weights.",
+    "thickness": "Boundary thickness (Yang et al., NeurIPS 2020).",
+}
+
+
+def _f(v, digits=4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return html.escape(str(v))
+
+
+def _table(header, rows) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{_f(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _section_table(name: str, s: dict, models) -> str:
+    ms = [m for m in models if isinstance(s.get(m.name), dict)]
+    if name == "accuracy":
+        return _table(
+            [
+                "model",
+                "method",
+                "test accuracy (full split)",
+                "clean accuracy (analysed)",
+                f"PGD accuracy (L∞ ε = {ms[0] and s[ms[0].name]['pgd_eps_linf']})",
+            ],
+            [
+                [
+                    m.label,
+                    s[m.name]["method"],
+                    s[m.name]["test_accuracy_full_split"],
+                    s[m.name]["clean_accuracy"],
+                    s[m.name]["pgd_accuracy"],
+                ]
+                for m in ms
+            ],
+        )
+    if name == "margins":
+        return _table(
+            ["model", "norm", "median", "25%", "75%", "ρ", "converged", "unconverged"],
+            [
+                [
+                    m.label,
+                    tag,
+                    s[m.name][tag].get("median"),
+                    s[m.name][tag].get("q25"),
+                    s[m.name][tag].get("q75"),
+                    s[m.name][tag]["rho"],
+                    s[m.name][tag]["n_valid"],
+                    s[m.name][tag]["n_unconverged"],
+                ]
+                for m in ms
+                for tag in ("l2", "linf")
+            ],
+        )
+    if name == "dct":
+        header = ["model"] + [f"band {j}" for j in range(s["n_bands"])]
+        rows = [
+            [m.label]
+            + [
+                f"{_f(v, 3)} ({u} unconv.)" if u else _f(v, 3)
+                for v, u in zip(s[m.name]["median"], s[m.name]["n_unconverged"], strict=True)
+            ]
+            for m in ms
+        ]
+        return "<p>Median L2 margin per band (unconverged examples excluded, counted).</p>" + (
+            _table(header, rows).replace("<td>", "<td style='white-space:nowrap'>")
+        )
+    if name == "random":
+        header = ["m", "√(D/m)"] + [f"{m.label}: median ratio (unconverged)" for m in ms]
+        rows = [
+            [d, p]
+            + [f"{_f(s[m.name]['median_ratio'][i])} ({s[m.name]['n_unconverged'][i]})" for m in ms]
+            for i, (d, p) in enumerate(zip(s["dims"], s["predicted_ratio"], strict=True))
+        ]
+        return _table(header, rows)
+    if name == "curvature":
+        rows = []
+        for m in ms:
+            c = s[m.name]
+            med = c.get("median_abs_curvature_by_rank") or [None]
+            rows.append(
+                [
+                    m.label,
+                    s["n_points"],
+                    c["n_boundary_points"],
+                    c.get("n_converged"),
+                    c.get("n_unconverged"),
+                    med[0],
+                    med[-1],
+                    c.get("fooling_rate_shared"),
+                    c.get("fooling_rate_isotropic"),
+                ]
+            )
+        note = "".join(
+            f"<p class='note'>{html.escape(m.label)} is not a smooth (C²) network (ReLU or max "
+            "pooling): its boundary is piecewise flat and second-order numbers are not "
+            "meaningful.</p>"
+            for m in ms
+            if not s[m.name].get("smooth_network", True)
+        )
+        return note + _table(
+            [
+                "model",
+                "examples",
+                "boundary points",
+                "curvatures converged",
+                "unconverged",
+                "median |κ₁|",
+                f"median |κ_{s['num']}|",
+                "fooling rate: shared subspace",
+                "fooling rate: isotropic",
+            ],
+            rows,
+        )
+    if name == "loss_hessian":
+        return _table(
+            ["model", "examples", "converged", "unconverged", "median top eigenvalue"],
+            [
+                [
+                    m.label,
+                    s["n_points"],
+                    s[m.name]["n_converged"],
+                    s[m.name]["n_unconverged"],
+                    s[m.name]["median_top_eigenvalue"],
+                ]
+                for m in ms
+            ],
+        )
+    if name == "slices":
+        return _table(
+            [
+                "model",
+                "example",
+                "classes (y, k)",
+                "half-width",
+                "boundary points: curved / flat / data plane",
+            ],
+            [
+                [
+                    m.label,
+                    s[m.name].get("example"),
+                    str(s[m.name].get("classes")),
+                    s[m.name].get("extent"),
+                    " / ".join(
+                        str(s[m.name].get(f"{t}_boundary_points"))
+                        for t in ("curved", "flat", "data")
+                    ),
+                ]
+                for m in ms
+                if "example" in s[m.name]
+            ],
+        )
+    if name == "nads":
+        ev = s["eigenvalues"]
+        return _table(
+            ["architecture", "networks", "input shape", "λ₁", f"λ_{len(ev)}", "λ₁/λ_last"],
+            [
+                [
+                    s["architecture"],
+                    s["num_networks"],
+                    "×".join(map(str, s["input_shape"])),
+                    ev[0],
+                    ev[-1],
+                    s["eigenvalue_ratio_first_last"],
+                ]
+            ],
+        )
+    if name == "thickness":
+        return _table(
+            ["model", "median", "25%", "75%", "valid", "excluded"],
+            [
+                [
+                    m.label,
+                    s[m.name].get("median"),
+                    s[m.name].get("q25"),
+                    s[m.name].get("q75"),
+                    s[m.name]["n_valid"],
+                    s[m.name]["n_excluded"],
+                ]
+                for m in ms
+            ],
+        )
+    return ""
+
+
+def write_html(out, record: dict, figures: dict, models) -> Path:
+    """Write ``out/index.html`` from the ``results.json`` record and the figure list."""
+    out = Path(out)
+    st = record["settings"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>geomrobust report</title><style>{CSS}</style></head><body>",
+        "<h1>Decision-boundary geometry report</h1>",
+        f"<p>geomrobust {html.escape(record['geomrobust_version'])}, created "
+        f"{html.escape(record['created'])}; total time "
+        f"{record['timings']['total_seconds']:.1f} s. All numbers are in "
+        "<code>results.json</code>; every figure is a PNG beside this file.</p>",
+        "<h2>Settings</h2>",
+        _table(
+            ["setting", "value"],
+            [
+                ["dataset (test split)", st["dataset"]],
+                ["resize", str(st["resize"])],
+                ["held-out examples analysed", st["n"]],
+                ["quick mode", st["quick"]],
+                ["PRNG seed", st["key"]],
+                ["DeepFool", "overshoot 0.02, max 50 iterations, predicted labels, no box"],
+                ["sizes", json.dumps(st["sizes"])],
+            ],
+        ),
+        "<h3>Models</h3>",
+        _table(
+            ["model", "method", "test accuracy", "smooth (C²)", "checkpoint sha256", "path"],
+            [
+                [
+                    m["label"],
+                    m["method"],
+                    m["accuracy"],
+                    m["smooth"],
+                    (m["checkpoint_sha256"] or "")[:16] + "…",
+                    m["checkpoint_path"],
+                ]
+                for m in record["models"].values()
+            ],
+        ),
+    ]
+    for name, s in record["sections"].items():
+        t = record["timings"]["stages"].get(name, {})
+        secs = t.get("seconds")
+        when = f" ({secs:.1f} s{', reused' if t.get('reused') else ''})" if secs else ""
+        parts.append(f"<h2 id='{name}'>{html.escape(_title(name))}</h2>")
+        parts.append(f"<p>{html.escape(INTRO.get(name, ''))}<small>{when}</small></p>")
+        parts.append(_section_table(name, s, models))
+        for f in figures.get(name, []):
+            parts.append(
+                f"<figure><img src='{html.escape(f['file'])}' alt='{html.escape(f['title'])}'>"
+                f"<figcaption><b>{html.escape(f['title'])}.</b> {html.escape(f['caption'])}"
+                "</figcaption></figure>"
+            )
+    if "thickness" not in record["sections"]:
+        parts.append("<p class='note'>Boundary thickness was not computed.</p>")
+    parts.append("</body></html>\n")
+    path = out / "index.html"
+    tmp = out / ".index.html.tmp"
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _title(name: str) -> str:
+    from ._stages import STAGES
+
+    return STAGES[name][0][:1].upper() + STAGES[name][0][1:]
