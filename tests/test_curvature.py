@@ -283,3 +283,12 @@ def test_fooling_rate_in_shared_subspace_beats_isotropic(key):
     assert float(fr.isotropic) < 0.1  # ||P_S δ|| ≈ 2 sqrt(2/D) ≈ 0.28 < 1
     with pytest.raises(ValueError, match="orthonormal"):
         subspace_fooling_rate(fn, x, 2 * basis, radius=1.0, key=key)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import geomrobust.measures._curvature as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
