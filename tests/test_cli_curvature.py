@@ -1,0 +1,91 @@
+"""`geomrobust curvature`, `slice` and `nads` end to end (in-process, tiny settings), and the
+plot functions they use."""
+
+import json
+
+import jax
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from geomrobust.cli import main
+from geomrobust.models import create_model
+from geomrobust.plot._curvature import (
+    plot_curvature_spectrum,
+    plot_singular_values,
+    plot_spectral_density,
+)
+from geomrobust.plot._nads import plot_accuracy_map, plot_nads
+from geomrobust.plot._slices import plot_loss_surface, plot_slice
+from geomrobust.train import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained smooth LeNet on digits (8x8x1): geometry does not need accuracy."""
+    path = tmp_path_factory.mktemp("ckpt") / "lenet"
+    model = create_model("lenet", (8, 8, 1), 10, key=jax.random.key(0), channels=[4, 8],
+                         activation="softplus")  # fmt: skip
+    save_checkpoint(path, model, {"dataset": "digits", "resize": None})
+    return path
+
+
+def test_curvature_command(checkpoint, tmp_path, capsys):
+    out = tmp_path / "curv"
+    code = main(["curvature", "--checkpoint", str(checkpoint), "--n", "4", "--num", "3",
+                 "--out", str(out), "--fooling-samples", "4"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = np.load(out / "results.npz")
+    summary = json.loads((out / "summary.json").read_text())
+    m = res["values"].shape[0]
+    assert 1 <= m <= 4 and res["values"].shape == (m, 3)
+    assert np.all(np.diff(np.abs(res["values"]), axis=1) <= 1e-6)
+    assert summary["num_boundary_points"] == m and summary["settings"]["num"] == 3
+    assert 0 <= summary["fooling_rate_isotropic"] <= 1
+    assert (out / "curvature_spectrum.png").stat().st_size > 0
+
+
+def test_slice_and_nads_commands(checkpoint, tmp_path, capsys):
+    out = tmp_path / "slice"
+    code = main(["slice", "--checkpoint", str(checkpoint), "--n", "3", "--index", "1",
+                 "--resolution", "9", "--planes", "adversarial", "tangent",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = np.load(out / "results.npz")
+    assert res["labels_1_adversarial"].shape == (9, 9)
+    assert (out / "slice_1_tangent.png").exists() and (out / "loss_1_adversarial.png").exists()
+    out = tmp_path / "nads"
+    code = main(["nads", "--model", "mlp", "--config", '{"widths": [8]}', "--input-shape",
+                 "4x4", "--num-networks", "12", "--batch", "8", "--num", "4", "--out",
+                 str(out), "--accuracy-map", "--map-stride", "2", "--map-train", "64",
+                 "--map-test", "64", "--map-steps", "5", "--map-chunk", "4"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = np.load(out / "results.npz")
+    assert res["eigenvectors"].shape == (4, 4, 4, 1) and res["map_grid"].shape == (4, 4)
+    assert np.all(np.diff(res["eigenvalues"]) <= 0)
+    assert (out / "accuracy_map.png").exists() and (out / "nads_fourier.png").exists()
+    # errors are one line and exit code 2
+    assert main(["nads", "--config", "[1]", "--out", str(out)]) == 2
+    assert main(["slice", "--checkpoint", str(checkpoint), "--n", "2", "--index", "5"]) == 2
+
+
+def test_plots_take_arrays_and_label_axes():
+    vals = np.array([[0.5, -0.3, 0.1], [0.4, -0.2, 0.05]])
+    _, ax = plot_curvature_spectrum(vals)
+    assert ax.get_xlabel() and ax.get_ylabel()
+    np.testing.assert_allclose(ax.lines[-2].get_ydata(), np.median(vals, 0))
+    _, ax = plot_singular_values(np.array([1.0, 0.5, 0.1]))
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.0, 0.5, 0.1])
+    _, ax = plot_spectral_density(np.linspace(0, 1, 5), np.ones((2, 5)))
+    assert ax.get_xlabel() and ax.get_ylabel()
+    _, ax = plot_slice(np.zeros((3, 4), int), np.arange(4.0), np.arange(3.0), np.ones((2, 2)))
+    assert ax.get_xlabel() and ax.get_ylabel()
+    _, ax = plot_loss_surface(np.ones((3, 4)), np.arange(4.0), np.arange(3.0))
+    _, axes = plot_nads(np.random.default_rng(0).standard_normal((3, 4, 4, 1)), [3, 2, 1])
+    assert axes.size == 3 and axes.flat[0].get_title() == "λ=3"
+    _, ax = plot_accuracy_map(np.full((4, 4), 0.75))
+    assert "75%" in ax.get_title()
+    with pytest.raises(ValueError, match="labels"):
+        plot_slice(np.zeros((3, 3)), np.arange(4.0), np.arange(3.0))
