@@ -1,0 +1,190 @@
+"""Safe files: atomic writes, pickle-free loads, clear errors for damaged or foreign files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geomrobust.io import (
+    CorruptFileError,
+    SettingsMismatchError,
+    atomic_write,
+    load_json,
+    load_npz,
+    open_chunk_store,
+    save_json,
+    save_npz,
+    settings_hash,
+)
+
+ARRAYS = {"margin": np.array([0.5, np.inf, 1.25]), "label": np.array([1, 2, 3], np.int32)}
+
+
+def test_npz_round_trip_is_bit_identical(tmp_path):
+    p = save_npz(tmp_path / "r.npz", ARRAYS)
+    back = load_npz(p, keys=["margin", "label"])
+    for k, v in ARRAYS.items():
+        assert back[k].dtype == v.dtype
+        assert back[k].tobytes() == v.tobytes()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def _truncated(p):
+    os.truncate(p, p.stat().st_size // 2)
+
+
+def _garbage(p):
+    p.write_bytes(b"\x00\x01 not a zip archive at all")
+
+
+def _flipped(p):
+    b = bytearray(p.read_bytes())
+    for i in range(40, 80):
+        b[i] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+def _bare_npy(p):
+    with open(p, "wb") as f:
+        np.save(f, np.arange(3))
+
+
+def _pickled(p):
+    np.savez(p, obj=np.array([{"a": 1}], dtype=object))
+
+
+def _empty(p):
+    p.write_bytes(b"")
+
+
+DAMAGE = {
+    "truncated": (_truncated, r"cannot be read|truncated"),
+    "garbage": (_garbage, r"not an \.npz archive"),
+    "flipped-bytes": (_flipped, r"truncated, corrupted"),
+    "bare-npy": (_bare_npy, r"bare \.npy array"),
+    "pickled-object-array": (_pickled, r"need pickle to load; geomrobust never unpickles"),
+    "empty": (_empty, r"cannot be read|truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_npz_gives_one_clear_error(case, tmp_path):
+    p = save_npz(tmp_path / "r.npz", ARRAYS)
+    damage, pattern = DAMAGE[case]
+    damage(p)
+    with pytest.raises(CorruptFileError, match=pattern) as info:
+        load_npz(p, keys=["margin"])
+    msg = str(info.value)
+    assert str(p) in msg and "\n" not in msg and len(msg) < 600
+
+
+def test_missing_keys_missing_file_and_object_arrays(tmp_path):
+    p = save_npz(tmp_path / "r.npz", ARRAYS)
+    with pytest.raises(CorruptFileError, match=r"lacks the arrays \['curvature'\]"):
+        load_npz(p, keys=["curvature"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_npz(tmp_path / "nope.npz")
+    with pytest.raises(TypeError, match=r"arrays\['obj'\] has dtype object"):
+        save_npz(tmp_path / "o.npz", {"obj": np.array([None, 1], dtype=object)})
+
+
+def test_json_round_trip_and_damage(tmp_path):
+    rec = {"a": np.float32(1.5), "inf": float("inf"), "arr": np.arange(3), "t": (1, 2)}
+    p = save_json(tmp_path / "s.json", rec)
+    assert load_json(p) == {"a": 1.5, "inf": "inf", "arr": [0, 1, 2], "t": [1, 2]}
+    p.write_text(p.read_text()[:10])
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        load_json(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(CorruptFileError, match="should hold a JSON object, got list"):
+        load_json(p)
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        load_json(p)
+
+
+def test_atomic_write_never_exposes_a_partial_file(tmp_path):
+    target = tmp_path / "big.bin"
+    atomic_write(target, b"old")
+    # A writer killed mid-write leaves only a temporary file; the target keeps its old content.
+    code = (
+        "import os, sys, tempfile\n"
+        f"fd, tmp = tempfile.mkstemp(dir={str(tmp_path)!r}, prefix='.big.bin.', suffix='.tmp')\n"
+        "os.write(fd, b'half'); os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert target.read_bytes() == b"old"
+    assert len(list(tmp_path.glob(".big.bin.*.tmp"))) == 1
+    with pytest.raises(TypeError, match="bytes or str"):
+        atomic_write(target, 3)
+
+
+def test_chunk_store_resumes_and_refuses_other_settings(tmp_path):
+    settings = {"method": "deepfool", "chunk_size": 2, "checkpoint_sha256": "ab" * 32}
+    calls = []
+
+    def fn(i, sl):
+        calls.append(i)
+        if i == 2 and len(calls) == 3:
+            raise KeyboardInterrupt  # interrupted while computing chunk 2
+        return {"v": np.arange(sl.start, sl.stop, dtype=np.float32) * 0.1}
+
+    store = open_chunk_store(tmp_path / "run", settings)
+    with pytest.raises(KeyboardInterrupt):
+        store.map(fn, n=7, chunk_size=2)
+    assert store.completed() == [0, 1]
+    # a stale temporary file from a killed write is cleaned when the store is reopened
+    (tmp_path / "run" / ".chunk-00002.npz.x.tmp").write_bytes(b"half")
+    store = open_chunk_store(tmp_path / "run", dict(reversed(settings.items())))
+    calls.clear()
+    out = store.map(fn, n=7, chunk_size=2)
+    assert calls == [2, 3]  # only the missing chunks are computed
+    expected = np.arange(7, dtype=np.float32) * 0.1
+    assert out["v"].tobytes() == expected.tobytes()
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+    other = dict(settings, chunk_size=3)
+    with pytest.raises(SettingsMismatchError, match=r"chunk_size: 2 -> 3.*--restart"):
+        open_chunk_store(tmp_path / "run", other)
+    store = open_chunk_store(tmp_path / "run", other, overwrite=True)
+    assert store.completed() == []
+    meta = json.loads((tmp_path / "run" / "store.json").read_text())
+    assert meta["settings_sha256"] == settings_hash(other) and meta["settings"] == other
+
+
+def test_chunk_store_damage(tmp_path):
+    store = open_chunk_store(tmp_path / "run", {"a": 1})
+    store.map(lambda i, sl: {"v": np.zeros(sl.stop - sl.start)}, n=4, chunk_size=2)
+    _truncated(store.path(1))
+    with pytest.raises(CorruptFileError, match=re.escape(str(store.path(1)))):
+        store.map(lambda i, sl: {"v": np.zeros(sl.stop - sl.start)}, n=4, chunk_size=2)
+    (tmp_path / "run" / "store.json").write_text("{broken")
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        open_chunk_store(tmp_path / "run", {"a": 1})
+    (tmp_path / "run" / "store.json").unlink()
+    with pytest.raises(SettingsMismatchError, match=r"no store\.json"):
+        open_chunk_store(tmp_path / "run", {"a": 1})
+    assert open_chunk_store(tmp_path / "run", {"a": 1}, overwrite=True).completed() == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        open_chunk_store(tmp_path / "file", {"a": 1})
+    with pytest.raises(TypeError, match="settings must be a dict"):
+        open_chunk_store(tmp_path / "r2", [1, 2])
+
+
+def test_no_pickle_anywhere_in_the_package():
+    """Every ``np.load`` in the library passes ``allow_pickle=False``."""
+    root = Path(__file__).resolve().parents[1] / "geomrobust"
+    offenders = []
+    for f in root.rglob("*.py"):
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            if re.search(r"\bnp\.load\(", line) and "allow_pickle=False" not in line:
+                offenders.append(f"{f.relative_to(root)}:{i}")
+            if re.search(r"^\s*import pickle|allow_pickle=True", line):
+                offenders.append(f"{f.relative_to(root)}:{i}")
+    assert not offenders, offenders
