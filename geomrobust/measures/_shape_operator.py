@@ -76,13 +76,14 @@ def householder_tangent_basis(n: Array) -> tuple[Array, Array]:
 
 
 def tangent_shape_matrix(
-    logits_fn: Callable[[Array], Array], z: Array, y, k
+    logits_fn: Callable[[Array], Array], z: Array, y, k, *, hessian_batch: int = 256
 ) -> tuple[Array, Array, Array, Array]:
     """Dense shape operator restricted to the tangent space, for small ``D`` (and tests).
 
     Forms ``H = ∇²F_k(z)`` (``D`` Hessian-vector products, as ``jax.hessian`` does), and the
     matrix ``Bᵀ H B / ||g||`` of size ``(D-1, D-1)`` where ``B`` (``(D, D-1)``) is an orthonormal
-    basis of ``n⊥`` from a Householder reflection. Restricting to ``n⊥`` (rather than taking
+    basis of ``n⊥`` from a Householder reflection. The Hessian columns are computed
+    ``hessian_batch`` at a time. Restricting to ``n⊥`` (rather than taking
     ``P H P``) keeps the normal direction's zero eigenvalue out of the spectrum.
 
     Returns
@@ -94,7 +95,8 @@ def tangent_shape_matrix(
     _, g, hvp_op = _linearized_gradient(logits_fn, z, y, k)
     d = g.size
     eye = jnp.eye(d, dtype=z.dtype)
-    H = jax.vmap(lambda e: hvp_op(e.reshape(shape)).ravel())(eye)
+    # columns in batches: memory of ``hessian_batch`` HVPs at a time, not of D
+    H = jax.lax.map(lambda e: hvp_op(e.reshape(shape)).ravel(), eye, batch_size=hessian_batch)
     H = 0.5 * (H + H.T)
     gf = g.ravel()
     gnorm = jnp.linalg.norm(gf)
