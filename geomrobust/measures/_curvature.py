@@ -141,8 +141,9 @@ def principal_curvatures(
     krylov_dim: int | None = None,
     keep: int | None = None,
     max_restarts: int = 30,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 64,
     progress: Callable[[int], None] | None = None,
+    devices=None,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -166,9 +167,12 @@ def principal_curvatures(
     krylov_dim : Lanczos basis size per cycle (default ``min(D - 1, max(2 num + 20, 3 num))``).
     keep : Ritz vectors kept at a restart (default about ``(num + krylov_dim) // 2``).
     max_restarts : Lanczos restarts after the first cycle.
-    chunk_size : points per jitted call (default all); memory of the dense path grows as
-        ``chunk_size · D²``.
+    chunk_size : points per jitted call (default 64, None: all at once), so peak memory does
+        not grow with ``N``; memory of the dense path grows as ``chunk_size · D²``.
     progress : optional callback with the number of points done after each chunk.
+    devices : None (default device), ``"all"``, an int or a list of devices: chunks are
+        spread over the devices (:func:`geomrobust.parallel.map_sharded`), results
+        bit-for-bit identical to one device; set ``chunk_size <= N / n_devices``.
 
     Returns
     -------
@@ -202,8 +206,9 @@ def principal_curvatures(
         settings = (num,)
     fn = _batched_curvatures(logits_fn, method, settings)
     return run_batched(
-        fn, z, y, k, jnp.arange(z.shape[0]), chunk_size=chunk_size, key=key, progress=progress
-    )
+        fn, z, y, k, jnp.arange(z.shape[0]), chunk_size=chunk_size, key=key, progress=progress,
+        devices=devices,
+    )  # fmt: skip
 
 
 @cached_jit

@@ -20,6 +20,7 @@ import numpy as np
 
 from geomrobust._validation import is_concrete
 from geomrobust.ops import map_in_chunks
+from geomrobust.parallel import map_sharded, resolve_devices
 
 __all__ = ["cached_jit", "default_tol", "run_batched"]
 
@@ -29,12 +30,15 @@ def run_batched(
     *arrays,
     chunk_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    devices=None,
     **static,
 ):
     """Apply the jitted batched ``fn(*arrays, **static)`` in chunks of the shared leading axis.
 
     ``static`` holds non-batched array arguments (a PRNG key): traced, not baked in, so one
     compilation serves every call. With traced ``arrays`` ``fn`` is simply called.
+    ``devices`` (None, ``"all"``, an int or a list of devices): run one chunk per device at a
+    time with :func:`geomrobust.parallel.map_sharded`; results are bit-for-bit identical.
     """
     if not all(is_concrete(a) for a in arrays):
         return fn(*arrays, **static)
@@ -42,6 +46,12 @@ def run_batched(
     size = n if chunk_size is None else min(int(chunk_size), n)
     if size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    devs = resolve_devices(devices)
+    if devs is not None and len(devs) > 1:
+        out = map_sharded(
+            fn, *arrays, chunk_size=size, devices=devs, replicated=static, progress=progress
+        )
+        return jax.tree.map(jnp.asarray, out)
     out = map_in_chunks(partial(fn, **static), *arrays, chunk_size=size, progress=progress)
     return jax.tree.map(jnp.asarray, out)
 
