@@ -10,7 +10,11 @@ import numpy as np
 
 __all__ = [
     "check_batch",
+    "check_bounds",
+    "check_classifier",
     "check_finite",
+    "check_int",
+    "check_key",
     "check_labels",
     "check_orthonormal",
     "check_positive",
@@ -126,3 +130,81 @@ def check_orthonormal(basis, name: str = "subspace", *, atol: float | None = Non
             f"{atol:.0e}. Orthonormalize it, e.g. with jnp.linalg.qr(B)[0]"
         )
     return basis
+
+
+def check_classifier(logits_fn, x, name: str = "logits_fn") -> int:
+    """``logits_fn`` must map ``x`` ``(N, *s)`` to floating logits ``(N, K)`` with ``K >= 2``.
+
+    Checked by ``jax.eval_shape`` (no FLOPs). Returns ``K``.
+    """
+    import jax
+
+    if not callable(logits_fn):
+        raise TypeError(f"{name} must be a callable x -> logits, got {type(logits_fn).__name__}")
+    try:
+        out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except Exception as e:  # the classifier cannot even trace on x
+        raise ValueError(
+            f"{name} cannot be applied to x of shape {tuple(x.shape)} and dtype {x.dtype}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    shape = getattr(out, "shape", None)
+    if shape is None:
+        raise TypeError(f"{name} must return one array of logits (N, K), got {type(out)}")
+    if len(shape) != 2 or shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{name} must map x of shape {tuple(x.shape)} to logits of shape (N, K) with "
+            f"N={x.shape[0]}, got {tuple(shape)}"
+        )
+    if not np.issubdtype(np.dtype(out.dtype), np.floating):
+        raise TypeError(f"{name} must return floating logits, got dtype {out.dtype}")
+    if shape[1] < 2:
+        raise ValueError(
+            f"a classifier needs at least 2 classes (K >= 2), {name} gives K={shape[1]}"
+        )
+    return int(shape[1])
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """An integer setting ``>= minimum`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_bounds(bounds, name: str = "bounds"):
+    """``None`` or a pair ``(lo, hi)`` of finite scalars/arrays with ``lo <= hi``."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+        raise ValueError(f"{name} must be None or a pair (lo, hi), got {bounds!r}")
+    lo, hi = (np.asarray(b) for b in bounds) if all(map(is_concrete, bounds)) else (None, None)
+    if lo is None:
+        return bounds
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError(f"{name} must be finite, got {bounds!r}")
+    if np.any(lo > hi):
+        raise ValueError(f"{name} must satisfy lo <= hi, got {bounds!r}")
+    return bounds
+
+
+def check_key(key, name: str = "key"):
+    """``key`` must be a JAX PRNG key (``jax.random.key(seed)``; legacy uint32 ``(2,)`` too)."""
+    import jax
+
+    if not is_concrete(key):
+        return key
+    shape = getattr(key, "shape", None)
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = (
+        not typed and dtype is not None and str(dtype) == "uint32" and tuple(shape or ()) == (2,)
+    )
+    if not (typed and shape == ()) and not legacy:
+        raise TypeError(
+            f"{name} must be a JAX PRNG key such as jax.random.key(0), got "
+            f"{type(key).__name__}{'' if shape is None else f' of shape {tuple(shape)}'}"
+        )
+    return key

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels
+from .._validation import check_batch, check_classifier, check_labels
 from ..search._norms import as_norm, project_ball
 
 __all__ = ["LocalLinearity", "linearity_search", "local_linearity", "per_example_loss"]
@@ -152,7 +152,7 @@ def local_linearity(
     """
     check_batch(x, "x")
     y = jnp.asarray(y)
-    k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    k = check_classifier(logits_fn, x)
     check_labels(y, k, x.shape[0], "y")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):

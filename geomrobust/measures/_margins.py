@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._validation import check_batch, check_key
 from ..search import deepfool_dataset
 from ..search._norms import as_norm
 
@@ -64,6 +65,8 @@ def random_subspace_margins(
     -------
     RandomSubspaceMargins; ``predicted_ratio = sqrt(D / m)``.
     """
+    check_batch(x, "x")
+    check_key(key, "key")
     d = math.prod(x.shape[1:])
     if not isinstance(dim, int | np.integer) or not 1 <= dim <= d:
         raise ValueError(f"dim must be an integer in [1, D={d}], got {dim!r}")
@@ -104,6 +107,13 @@ def normalized_robustness(margin, x, converged=None, *, norm=2) -> float:
     """
     p = as_norm(norm)
     m = np.asarray(margin, np.float64)
+    if m.ndim != 1 or m.shape[0] != np.shape(x)[0]:
+        raise ValueError(
+            f"margin must have shape (N,) with N={np.shape(x)[0]} (the examples of x), "
+            f"got {m.shape}"
+        )
+    if converged is not None and np.shape(converged) != m.shape:
+        raise ValueError(f"converged must have shape {m.shape}, got {np.shape(converged)}")
     xn = np.linalg.norm(np.asarray(x, np.float64).reshape(len(m), -1), ord=p, axis=1)
     ok = np.ones_like(m, bool) if converged is None else np.asarray(converged, bool)
     ok = ok & (xn > 0) & np.isfinite(m)

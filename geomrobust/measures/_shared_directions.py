@@ -23,7 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from geomrobust._validation import check_batch, check_orthonormal, check_positive
+from geomrobust._validation import (
+    check_batch,
+    check_classifier,
+    check_orthonormal,
+    check_positive,
+)
 
 from ._driver import cached_jit, run_batched
 
@@ -117,6 +122,7 @@ def subspace_fooling_rate(
     key : PRNG key (example ``i`` uses ``fold_in(key, i)``).
     """
     check_batch(x, "x")
+    check_classifier(logits_fn, x)
     check_orthonormal(basis, "basis")
     check_positive(radius, "radius")
     d = int(np.prod(x.shape[1:]))

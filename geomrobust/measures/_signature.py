@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels
+from .._validation import check_batch, check_classifier, check_labels
 from ..ops import batch_logit_difference_grads, map_in_chunks
 
 __all__ = ["MarginSignature", "first_order_margins", "layer_splits", "margin_signature"]
@@ -108,7 +108,7 @@ def margin_signature(
     check_batch(x, "x")
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    k = check_classifier(logits_fn, x)
     check_labels(y, k, x.shape[0], "y")
     layers = {"input": (lambda z: z, logits_fn)}
     layers.update(splits or {})

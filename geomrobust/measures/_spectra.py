@@ -28,7 +28,13 @@ import numpy as np
 from jax import Array
 from matfree import decomp, stochtrace
 
-from geomrobust._validation import check_batch, check_labels, check_positive, is_concrete
+from geomrobust._validation import (
+    check_batch,
+    check_classifier,
+    check_labels,
+    check_positive,
+    is_concrete,
+)
 from geomrobust.ops import hvp, input_hessian
 
 from ._curvature import AUTO_DENSE_MAX_DIM
@@ -85,7 +91,7 @@ def cross_entropy_at(logits_fn: Callable[[Array], Array], y) -> Callable[[Array]
 def _validate(logits_fn, x, y):
     check_batch(x, "x")
     if is_concrete(x):
-        K = jax.eval_shape(logits_fn, x[:1]).shape[-1]
+        K = check_classifier(logits_fn, x)
         check_labels(y, K, x.shape[0], "y")
 
 

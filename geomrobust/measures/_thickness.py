@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels
+from .._validation import check_batch, check_classifier, check_labels
 from ..ops import map_in_chunks
 
 __all__ = ["Thickness", "boundary_thickness", "segment_fraction", "thickness"]
@@ -109,7 +109,7 @@ def boundary_thickness(
         raise ValueError(f"x_adv must have the shape of x {x.shape}, got {x_adv.shape}")
     _check_range(alpha, beta, num_points)
     n = x.shape[0]
-    k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    k = check_classifier(logits_fn, x)
     if y is None:
         y = jnp.full((n,), -1, jnp.int32)
     else:

@@ -16,7 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels, is_concrete
+from .._validation import (
+    check_batch,
+    check_bounds,
+    check_classifier,
+    check_key,
+    check_labels,
+    check_positive,
+    is_concrete,
+)
 from ..ops import map_in_chunks
 from ._norms import as_norm, lp_norm, project_ball
 
@@ -73,17 +81,18 @@ def _clip(v, bounds):
     return v if bounds is None else jnp.clip(v, bounds[0], bounds[1])
 
 
-def _check(logits_fn, x, y, eps, norm, target):
+def _check(logits_fn, x, y, eps, norm, target, bounds=None):
     check_batch(x, "x")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
         raise ValueError(f"FGSM/PGD support norm 2 or inf, got {norm!r}")
-    k = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    k = check_classifier(logits_fn, x)
     check_labels(y, k, x.shape[0], "y")
     if target is not None:
         check_labels(target, k, x.shape[0], "target")
     if is_concrete(eps) and not np.all(np.asarray(eps) >= 0):
         raise ValueError(f"eps must be >= 0, got {eps!r}")
+    check_bounds(bounds, "bounds")
     return p
 
 
@@ -104,7 +113,7 @@ def fgsm(
     mode. ``x`` ``(N, *s)``, ``y`` / ``target`` ``(N,)``; dtype of ``x`` throughout.
     """
     y = jnp.asarray(y)
-    p = _check(logits_fn, x, y, eps, norm, target)
+    p = _check(logits_fn, x, y, eps, norm, target, bounds)
     eps = jnp.asarray(eps, x.dtype)
     g = _loss_grad(logits_fn, x, y, target)
     adv = _clip(x + eps * _ascent(g, p), bounds)
@@ -134,9 +143,13 @@ def pgd(
     ``α = step_size`` defaults to ``2.5 eps / steps``. ``eps`` may be traced (vmap over it).
     """
     y = jnp.asarray(y)
-    p = _check(logits_fn, x, y, eps, norm, target)
+    p = _check(logits_fn, x, y, eps, norm, target, bounds)
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if step_size is not None and is_concrete(step_size):
+        check_positive(step_size, "step_size")
+    if random_start:
+        check_key(key, "key")
     dtype = x.dtype
     eps = jnp.asarray(eps, dtype)
     alpha = 2.5 * eps / max(steps, 1) if step_size is None else jnp.asarray(step_size, dtype)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels
+from .._validation import check_batch, check_classifier, check_labels
 from ..ops import batch_logit_difference_grads
 
 __all__ = [
@@ -164,7 +164,7 @@ def refine_boundary(
     x = jnp.asarray(x)
     x_adv = jnp.asarray(x_adv, x.dtype)
     y = jnp.asarray(y)
-    k_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    k_classes = check_classifier(logits_fn, x)
     check_labels(y, k_classes, x.shape[0], "y")
     y = y.astype(jnp.int32)
 

@@ -28,7 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_labels, check_orthonormal, check_positive
+from .._validation import (
+    check_batch,
+    check_classifier,
+    check_labels,
+    check_orthonormal,
+    check_positive,
+)
 from ._norms import as_norm, dual_exponent, dual_step, lp_norm
 
 __all__ = [
@@ -296,13 +302,7 @@ def validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, b
     check_positive(overshoot, "overshoot", allow_zero=True)
     if not isinstance(max_iter, int | np.integer) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"logits_fn must map x of shape {tuple(x.shape)} to logits (N, K) with "
-            f"N={x.shape[0]}, got {tuple(out.shape)}"
-        )
-    k = out.shape[1]
+    k = check_classifier(logits_fn, x)
     if y is not None:
         check_labels(y, k, x.shape[0], "y")
     if candidates is not None and (

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_positive, is_concrete
+from .._validation import check_batch, check_classifier, check_positive, is_concrete
 
 __all__ = ["DirectionalMargins", "margin_along"]
 
@@ -88,6 +88,7 @@ def margin_along(
     DirectionalMargins with ``margin``, ``adv_label``, ``converged`` of shape ``(N, M)``.
     """
     check_batch(x, "x")
+    check_classifier(logits_fn, x)
     x = jnp.asarray(x)
     directions = jnp.asarray(directions)
     n, shape = x.shape[0], x.shape[1:]

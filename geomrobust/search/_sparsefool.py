@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_positive
+from .._validation import check_batch, check_bounds, check_classifier, check_labels, check_positive
 from ..ops import batch_logit_difference_grads
 from ._deepfool import deepfool
 
@@ -102,6 +102,11 @@ def sparsefool(
     SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``.
     """
     check_batch(x, "x")
+    n_classes = check_classifier(logits_fn, x)
+    if y is not None:
+        y = y if hasattr(y, "dtype") else np.asarray(y)
+        check_labels(y, n_classes, x.shape[0], "y")
+    check_bounds(bounds, "bounds")
     lam = check_positive(lambda_, "lambda_")
     check_positive(overshoot, "overshoot", allow_zero=True)
     if not isinstance(max_iter, int | np.integer) or max_iter < 0:

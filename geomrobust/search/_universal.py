@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_positive
+from .._validation import check_batch, check_classifier, check_positive
 from ._deepfool import deepfool
 from ._norms import as_norm, project_ball
 
@@ -63,6 +63,7 @@ def universal_perturbation(
     delta : stop when the fooling rate reaches ``1 - delta``.
     """
     check_batch(x, "x")
+    check_classifier(logits_fn, x)
     xi = check_positive(xi, "xi")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
