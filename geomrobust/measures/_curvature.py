@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from geomrobust._validation import check_batch, check_labels, is_concrete
+from geomrobust._validation import check_batch, check_classifier, check_labels, is_concrete
 from geomrobust.ops import logit_difference
 
 from ._driver import cached_jit, default_tol, run_batched
@@ -76,7 +76,7 @@ def _validate(logits_fn, z, y, k, name="z"):
     check_batch(z, name)
     n = z.shape[0]
     if is_concrete(z):
-        K = jax.eval_shape(logits_fn, z[:1]).shape[-1]
+        K = check_classifier(logits_fn, z)
         check_labels(y, K, n, "y")
         check_labels(k, K, n, "k")
         if np.any(np.asarray(y) == np.asarray(k)):
