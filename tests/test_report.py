@@ -1,0 +1,97 @@
+"""``geomrobust report --quick``: every figure referenced in index.html exists, results.json
+holds finite numbers for every section (non-finite values only as null next to explicit
+unconverged counts), and a second run reuses the cached models and the finished stages."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from geomrobust.cli import main
+from geomrobust.report import STAGES, model_cache_key, model_settings
+from geomrobust.report._driver import SIZES, jsonable
+
+
+def _numbers(o, path=""):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield from _numbers(v, f"{path}/{k}")
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(o, int | float) and not isinstance(o, bool):
+        yield path, o
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    cache = tmp_path_factory.mktemp("cache")
+    argv = ["report", "--quick", "--n", "16", "--out", str(out), "--cache-dir", str(cache)]
+    assert main(argv) == 0
+    return out, cache, argv
+
+
+def test_index_references_existing_figures(report):
+    out, _, _ = report
+    html = (out / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # no network resources
+    figures = re.findall(r"<img src='([^']+)'", html)
+    assert len(figures) >= 9
+    for f in figures:
+        assert (out / f).is_file() and (out / f).stat().st_size > 1000, f
+    assert html.count("<figcaption>") == len(figures)
+
+
+def test_results_json_finite_per_section(report):
+    out, _, _ = report
+    text = (out / "results.json").read_text()
+    record = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert set(record["sections"]) == set(STAGES)
+    for name, section in record["sections"].items():
+        nums = list(_numbers(section))
+        assert nums, name
+        assert all(math.isfinite(v) for _, v in nums), name
+    for m in ("standard", "pgd"):
+        assert len(record["models"][m]["checkpoint_sha256"]) == 64
+        margins = record["sections"]["margins"][m]["l2"]
+        # every example is either summarized or counted as unconverged
+        assert margins["n_valid"] + margins["n_excluded"] == 16
+        assert margins["n_valid"] == 16 - margins["n_unconverged"]
+    # robust training enlarges the margins (the headline of the report)
+    sec = record["sections"]["margins"]
+    assert sec["pgd"]["l2"]["median"] > sec["standard"]["l2"]["median"]
+    assert record["settings"]["quick"] is True and record["geomrobust_version"]
+
+
+def test_second_run_reuses_models_and_stages(report, capsys):
+    out, _, argv = report
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("reused the finished stage") == len(STAGES)
+    assert "LeNet: reused" in err
+    record = json.loads((out / "results.json").read_text())
+    assert all(t["reused"] for t in record["timings"]["stages"].values())
+
+
+def test_cache_key_tracks_settings():
+    a = model_settings("standard", SIZES["quick"], dataset="digits", data_dir=None,
+                       resize=None, key=0)  # fmt: skip
+    b = dict(a, epochs=a["epochs"] + 1)
+    assert model_cache_key(a) == model_cache_key(dict(a))
+    assert model_cache_key(a) != model_cache_key(b)
+    p = model_settings("pgd", SIZES["quick"], dataset="digits", data_dir=None, resize=None, key=0)
+    assert p["init_from"] == model_cache_key(a)
+
+
+def test_jsonable_replaces_non_finite():
+    assert jsonable({"a": [float("inf"), 1.5, float("nan")]}) == {"a": [None, 1.5, None]}
+
+
+def test_bad_checkpoint_is_one_line_error(tmp_path, capsys):
+    assert main(["report", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "geomrobust report: error" in capsys.readouterr().err
