@@ -10,6 +10,7 @@ noise", NeurIPS 2016.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -18,6 +19,8 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_classifier, check_positive, is_concrete
+from ..ops import map_in_chunks
+from ..parallel import map_sharded, resolve_devices
 
 __all__ = ["DirectionalMargins", "margin_along"]
 
@@ -63,6 +66,8 @@ def margin_along(
     tol: float = 1e-4,
     num_steps: int = 32,
     max_bisect: int = 64,
+    chunk_size: int = 256,
+    devices=None,
 ) -> DirectionalMargins:
     """Smallest ``t > 0`` with ``argmax f(x + t d) != argmax f(x)``, per example and direction.
 
@@ -82,6 +87,14 @@ def margin_along(
     tol : bisection tolerance relative to ``t``, > 0.
     num_steps : grid steps of the bracketing phase.
     max_bisect : bisection steps at most (64 reach float64 resolution).
+    chunk_size : examples per jitted call (the last chunk padded), so peak memory is that of
+        ``chunk_size · M`` rays and one compilation serves every chunk and every call with
+        the same shapes; ``max_dist`` and ``tol`` are traced (changing them does not
+        recompile). Results do not depend on ``chunk_size`` beyond the rounding of batched
+        forward passes.
+    devices : None (default device), ``"all"``, an int or a list of devices: chunks are
+        spread over them (:func:`geomrobust.parallel.map_sharded`), results bit-for-bit
+        identical to one device.
 
     Returns
     -------
@@ -112,6 +125,38 @@ def margin_along(
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
     dtype = x.dtype
     directions = directions.astype(dtype)
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    program = _program(logits_fn, per_example, int(num_steps), int(max_bisect))
+    static = dict(step=jnp.asarray(max_dist / num_steps, dtype), tol=jnp.asarray(tol, dtype))
+    arrays = (x, directions) if per_example else (x,)
+    if not per_example:
+        static["shared"] = directions
+    if not all(is_concrete(a) for a in (*arrays, *static.values())):
+        return program(*arrays, **static)  # inside jit / vmap: stay transformable
+    size = min(int(chunk_size), n)
+    devs = resolve_devices(devices)
+    if devs is not None and len(devs) > 1:
+        out = map_sharded(program, *arrays, chunk_size=size, devices=devs, replicated=static)
+    else:
+        out = map_in_chunks(partial(program, **static), *arrays, chunk_size=size)
+    return DirectionalMargins(*(jnp.asarray(o) for o in out))
+
+
+@lru_cache(maxsize=8)
+def _program(logits_fn, per_example: bool, num_steps: int, max_bisect: int):
+    """The jitted batched search for a chunk (cached: one compilation per classifier)."""
+
+    def batched(x, directions=None, *, step, tol, shared=None):
+        return _search(logits_fn, x, directions if per_example else shared, per_example,
+                       step, tol, num_steps, max_bisect)  # fmt: skip
+
+    return jax.jit(batched)
+
+
+def _search(logits_fn, x, directions, per_example, h, tol, num_steps, max_bisect):
+    n, shape = x.shape[0], x.shape[1:]
+    dtype = x.dtype
     m = directions.shape[1] if per_example else directions.shape[0]
     if not per_example:
         directions = jnp.broadcast_to(directions[None], (n, m, *shape))
@@ -120,7 +165,6 @@ def margin_along(
     label0, finite0 = _labels(logits_fn, x)
     label0 = jnp.repeat(label0, m)
     finite0 = jnp.repeat(finite0, m)
-    h = jnp.asarray(max_dist / num_steps, dtype)
     r = n * m
 
     def at(t):
