@@ -221,6 +221,7 @@ def _slices(arrays, summary, models, out):
                 ylabel=yl,
                 title=f"{m.label}: {'data point' if tag == 'data' else tag + ' plane'}",
             )
+    fig.tight_layout(h_pad=1.5, w_pad=1.5)
     cap = (
         "Two-dimensional cuts through input space; colours are the predicted classes and "
         "black dots the boundary between the example's class and its DeepFool class. Left: "
