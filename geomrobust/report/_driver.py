@@ -33,7 +33,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "dct_block": 4,
         "dct_stride": 2,
-        "random_dims": [8, 32, 128],
+        "random_dims": [4, 16, 64],
         "random_draws": 1,
         "curv_n": 24,
         "curv_num": 10,
@@ -51,13 +51,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "n": 32,
         "eps": 0.1,
         "pgd_steps_eval": 5,
-        "std_epochs": 20,
-        "pgd_epochs": 8,
+        "std_epochs": 15,
+        "pgd_epochs": 5,
         "pgd_train_steps": 2,
         "batch_size": 32,
         "dct_block": 2,
         "dct_stride": 1,
-        "random_dims": [2, 8, 32],
+        "random_dims": [4, 16],
         "random_draws": 1,
         "curv_n": 8,
         "curv_num": 6,
@@ -277,7 +277,7 @@ def run_report(
 
     from ._figures import draw_stage
     from ._html import write_html
-    from ._stages import STAGES, Context
+    from ._stages import REQUIRES, STAGES, Context
 
     t_start = time.perf_counter()
     sizes = dict(SIZES["quick" if quick else "full"])
@@ -331,7 +331,11 @@ def run_report(
         "key": key,
         "models": [m.metadata["checkpoint_sha256"] for m in models],
     }
-    selected = [s for s in STAGES if stages is None or s in stages]
+    wanted = set(STAGES if stages is None else stages)
+    for name in reversed(STAGES):  # add the stages that the wanted ones read
+        if name in wanted:
+            wanted.update(REQUIRES.get(name, ()))
+    selected = [s for s in STAGES if s in wanted]
     previous, timings, figures, sections = {}, {}, {}, {}
     root_key = jax.random.key(key)
     for i, name in enumerate(STAGES):
@@ -346,8 +350,6 @@ def run_report(
             timings[name] = {"seconds": seconds, "reused": True}
             _log(f"    reused the finished stage from {out / 'stages'}")
         else:
-            if name == "slices" and "curvature" not in previous:
-                raise ValueError("the slices stage needs the curvature stage")
             t0 = time.perf_counter()
             ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bar)
             arrays, summary = fn(ctx)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["STAGES", "Context", "ReportModel"]
+__all__ = ["REQUIRES", "STAGES", "Context", "ReportModel"]
 
 
 class ReportModel(NamedTuple):
@@ -128,6 +128,8 @@ def stage_margins(ctx: Context):
             margin, conv = np.asarray(r.margin), np.asarray(r.converged)
             arrays[f"{m.name}__{tag}_margin"] = margin
             arrays[f"{m.name}__{tag}_converged"] = conv
+            if tag == "l2":  # reused by the random, curvature and thickness stages
+                arrays[f"{m.name}__l2_perturbation"] = np.asarray(r.perturbation)
             st = _stats(margin, conv)
             st["n_unconverged"] = int((~conv).sum())
             st["rho"] = float(
@@ -202,18 +204,21 @@ def stage_curvature(ctx: Context):
         shared_directions,
         subspace_fooling_rate,
     )
-    from geomrobust.search import deepfool, refine_boundary
+    from geomrobust.search import refine_boundary
 
     n = min(ctx.sizes["curv_n"], ctx.x.shape[0])
     x = ctx.x[:n]
     shape = x.shape[1:]
     num = min(ctx.sizes["curv_num"], math.prod(shape) - 1)
     arrays, summary = {}, {"num": num, "n_points": n}
+    margins, _ = ctx.previous["margins"]
     for m in ctx.models:
         pred = _pred(m.logits_fn, x)
-        df = deepfool(m.logits_fn, x, pred)
-        bp = refine_boundary(m.logits_fn, x, x + df.perturbation, pred)
-        found = np.asarray(bp.converged & df.converged & (df.margin > 0))
+        pert = jnp.asarray(margins[f"{m.name}__l2_perturbation"][:n])
+        df_margin = margins[f"{m.name}__l2_margin"][:n]
+        df_ok = margins[f"{m.name}__l2_converged"][:n] & (df_margin > 0)
+        bp = refine_boundary(m.logits_fn, x, x + pert, pred)
+        found = np.asarray(bp.converged) & df_ok
         idx = np.nonzero(found)[0]
         s = {
             "n_boundary_points": int(idx.size),
@@ -246,7 +251,7 @@ def stage_curvature(ctx: Context):
                 f"{m.name}__k": np.asarray(bp.k[idx]),
                 f"{m.name}__normal": np.asarray(c.normal),
                 f"{m.name}__top_direction": np.asarray(c.directions[:, 0]),
-                f"{m.name}__margin": np.asarray(df.margin[idx]),
+                f"{m.name}__margin": df_margin[idx],
                 f"{m.name}__normals_sv": np.asarray(normals.normalized),
                 f"{m.name}__top_sv": np.asarray(tops.normalized),
             }
@@ -261,7 +266,7 @@ def stage_curvature(ctx: Context):
             top_directions_singular_values=np.asarray(tops.normalized[:10]).tolist(),
         )
         dim = min(ctx.sizes["shared_dim"], tops.basis.shape[1])
-        radius = float(np.median(np.asarray(df.margin[idx])))
+        radius = float(np.median(df_margin[idx]))
         fr = subspace_fooling_rate(
             m.logits_fn,
             x[idx],
@@ -385,15 +390,19 @@ def stage_nads(ctx: Context):
 
 
 def stage_thickness(ctx: Context):
-    """Boundary thickness (alpha = 0, beta = 0.75) on the segment x -> DeepFool point."""
-    from geomrobust.measures import thickness
+    """Boundary thickness (alpha = 0, beta = 0.75) on the segment from x to its L2 DeepFool
+    point (from the margins stage); examples whose DeepFool did not converge are excluded."""
+    from geomrobust.measures import boundary_thickness
 
+    margins, _ = ctx.previous["margins"]
     arrays, summary = {}, {"alpha": 0.0, "beta": 0.75}
     for m in ctx.models:
+        pert = jnp.asarray(margins[f"{m.name}__l2_perturbation"])
         with ctx.progress(f"thickness {m.name}", 1) as bar:
-            r = thickness(m.logits_fn, ctx.x, None, attack="deepfool")
+            r = boundary_thickness(m.logits_fn, ctx.x, ctx.x + pert)
             bar.update(1)
-        t, valid = np.asarray(r.thickness), np.asarray(r.valid)
+        t = np.asarray(r.thickness)
+        valid = np.asarray(r.valid) & margins[f"{m.name}__l2_converged"]
         arrays[f"{m.name}__thickness"] = t
         arrays[f"{m.name}__valid"] = valid
         arrays[f"{m.name}__distance"] = np.asarray(r.distance)
@@ -406,7 +415,7 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-#: ``name -> (title, function)`` in execution order (slices read the curvature stage).
+#: ``name -> (title, function)`` in execution order.
 STAGES: dict[str, tuple[str, Any]] = {
     "accuracy": ("accuracy and PGD robustness", stage_accuracy),
     "margins": ("DeepFool margins (L2, Linf)", stage_margins),
@@ -417,4 +426,11 @@ STAGES: dict[str, tuple[str, Any]] = {
     "slices": ("2-D boundary slices", stage_slices),
     "nads": ("neural anisotropy directions", stage_nads),
     "thickness": ("boundary thickness", stage_thickness),
+}
+
+#: Stages whose results a stage reads (run first, or reused from disk).
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "curvature": ("margins",),
+    "slices": ("margins", "curvature"),
+    "thickness": ("margins",),
 }
