@@ -4,7 +4,10 @@
   dataset, split, number of examples, output directory, chunk size, PRNG key);
 * :func:`load_model_and_data` turns them into ``(logits_fn, ArrayDataset, metadata)``;
 * :func:`progress_bar` is the one progress bar style of the CLI (tqdm on stderr);
-* :func:`write_results` writes ``results.npz`` + ``summary.json`` atomically.
+* :func:`write_results` writes ``results.npz`` + ``summary.json`` atomically;
+* :func:`add_resume_args` / :func:`open_run_store` make a long run resumable: its results are
+  written per chunk (``OUT/chunks``, see :mod:`geomrobust.io`) and the same command resumes
+  after an interruption; other settings refuse unless ``--restart``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import numpy as np
 
 __all__ = [
     "add_model_data_args",
+    "add_resume_args",
     "load_model_and_data",
+    "open_run_store",
     "parse_resize",
     "positive_int",
     "progress_bar",
@@ -198,6 +203,35 @@ def settings_from_args(args: argparse.Namespace) -> dict:
             continue
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def add_resume_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--restart``: discard partial results computed with other settings."""
+    parser.add_argument(
+        "--restart",
+        "--overwrite",
+        dest="restart",
+        action="store_true",
+        help="flag: start over, discarding the per-chunk results in OUT/chunks (by default an "
+        "interrupted run resumes there, and a run with other settings refuses to mix results)",
+    )
+
+
+# Options that do not change the numbers: a resumed run may change them freely.
+_NOT_RESULTS = {"out", "restart", "no_plots", "func", "command", "data_dir", "checkpoint"}
+
+
+def open_run_store(out: Path, args: argparse.Namespace, meta: Mapping, n: int):
+    """The resumable chunk store ``out/chunks`` of this run.
+
+    Its settings are the options that change the numbers, the number of examples ``n`` and
+    the checkpoint's SHA-256 (so results of another model are never mixed in).
+    """
+    from geomrobust.io import open_chunk_store
+
+    settings = {k: v for k, v in settings_from_args(args).items() if k not in _NOT_RESULTS}
+    settings.update(num_examples=int(n), checkpoint_sha256=meta.get("checkpoint_sha256"))
+    return open_chunk_store(Path(out) / "chunks", settings, overwrite=bool(args.restart))
 
 
 def _to_json(o):

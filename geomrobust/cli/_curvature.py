@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from ._common import (
     add_model_data_args,
+    add_resume_args,
     load_model_and_data,
+    open_run_store,
     positive_int,
     progress_bar,
     write_results,
@@ -36,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_data_args(p)
+    add_resume_args(p)
     g = p.add_argument_group("curvature")
     g.add_argument("--num", type=positive_int, default=20, help="principal curvatures per point")
     g.add_argument(
@@ -100,32 +104,63 @@ def run(args: argparse.Namespace) -> int:
         return 2
     key = jax.random.key(args.key)
     chunk = args.chunk_size
+    try:  # per-chunk results in OUT/chunks: an interrupted run resumes there
+        store = open_run_store(out, args, meta, n)
+    except (ValueError, OSError) as e:
+        print(f"geomrobust curvature: error: {e}", file=sys.stderr)
+        return 1
+    from geomrobust.ops import pad_to_multiple
 
-    with progress_bar(n, "deepfool") as bar:
-        zs, ys, ks, ok, margins = [], [], [], [], []
-        for s in range(0, n, chunk):
-            xc = x[s : s + chunk]
-            pred = jnp.argmax(logits_fn(xc), -1)
-            df = deepfool(logits_fn, xc, pred, overshoot=args.overshoot, max_iter=args.max_iter)
-            bp = refine_boundary(logits_fn, xc, xc + df.perturbation, pred)
-            zs.append(np.asarray(bp.z))
-            ys.append(np.asarray(bp.y))
-            ks.append(np.asarray(bp.k))
-            ok.append(np.asarray(bp.converged & df.converged & (df.margin > 0)))
-            margins.append(np.asarray(df.margin))
-            bar.update(len(xc))
-    z, y, k = np.concatenate(zs), np.concatenate(ys), np.concatenate(ks)
-    ok, margin = np.concatenate(ok), np.concatenate(margins)
+    size = min(chunk, n)  # rows of every curvature solve
+
+    def one_chunk(i, sl):
+        """DeepFool -> bisection onto the boundary -> principal curvatures, for one chunk.
+
+        The curvature solve runs on the chunk's boundary points padded to ``chunk`` rows (one
+        compilation for every chunk), with the key ``fold_in(key, first example)``."""
+        xc = x[sl]
+        pred = jnp.argmax(logits_fn(xc), -1)
+        df = deepfool(logits_fn, xc, pred, overshoot=args.overshoot, max_iter=args.max_iter)
+        bp = refine_boundary(logits_fn, xc, xc + df.perturbation, pred)
+        ok = np.asarray(bp.converged & df.converged & (df.margin > 0))
+        m = xc.shape[0]
+        res = {
+            "z": np.asarray(bp.z), "y": np.asarray(bp.y), "k": np.asarray(bp.k), "ok": ok,
+            "margin": np.asarray(df.margin),
+            "values": np.full((m, args.num), np.nan, x.dtype),
+            "converged": np.zeros(m, bool),
+            "residuals": np.full((m, args.num), np.nan, x.dtype),
+            "normal": np.zeros(xc.shape, x.dtype),
+            "top_direction": np.zeros(xc.shape, x.dtype),
+        }  # fmt: skip
+        sel = np.nonzero(ok)[0]
+        if sel.size:
+            pad = lambda a: pad_to_multiple(jnp.asarray(a[sel]), size)  # noqa: E731
+            curv = principal_curvatures(
+                logits_fn, pad(res["z"]), pad(res["y"]), pad(res["k"]), num=args.num,
+                key=jax.random.fold_in(key, sl.start), method=args.method, tol=args.tol,
+                max_restarts=args.max_restarts, chunk_size=size,
+            )  # fmt: skip
+            c = sel.size
+            res["values"][sel] = np.asarray(curv.values)[:c]
+            res["converged"][sel] = np.asarray(curv.converged)[:c]
+            res["residuals"][sel] = np.asarray(curv.residuals)[:c]
+            res["normal"][sel] = np.asarray(curv.normal)[:c]
+            res["top_direction"][sel] = np.asarray(curv.directions)[:c, 0]
+        return res
+
+    with progress_bar(n, "deepfool + curvature") as bar:
+        a = store.map(one_chunk, n=n, chunk_size=chunk, progress=bar.update)
+    z, y, k, ok, margin = a["z"], a["y"], a["k"], a["ok"], a["margin"]
     idx = np.nonzero(ok)[0]
     if idx.size == 0:
         print("geomrobust curvature: error: no boundary point found", file=sys.stderr)
         return 1
-    with progress_bar(idx.size, "curvature") as bar:
-        curv = principal_curvatures(
-            logits_fn, jnp.asarray(z[idx]), jnp.asarray(y[idx]), jnp.asarray(k[idx]),
-            num=args.num, key=key, method=args.method, tol=args.tol,
-            max_restarts=args.max_restarts, chunk_size=chunk, progress=bar.update,
-        )  # fmt: skip
+    curv = SimpleNamespace(
+        values=a["values"][idx], converged=a["converged"][idx], residuals=a["residuals"][idx],
+        normal=jnp.asarray(a["normal"][idx]),
+        directions=jnp.asarray(a["top_direction"][idx])[:, None],
+    )  # fmt: skip
     values = np.asarray(curv.values)
     conv = np.asarray(curv.converged)
     normals = shared_directions(curv.normal)

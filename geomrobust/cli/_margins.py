@@ -6,10 +6,18 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from ._common import add_model_data_args, positive_int, progress_bar, write_results
+from ._common import (
+    add_model_data_args,
+    add_resume_args,
+    open_run_store,
+    positive_int,
+    progress_bar,
+    write_results,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -28,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_data_args(p)
+    add_resume_args(p)
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
@@ -115,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         subspace_margins,
         summarize_bands,
     )
-    from geomrobust.search import deepfool_dataset, robust_accuracy, sparsefool
+    from geomrobust.ops import map_in_chunks
+    from geomrobust.search import deepfool_dataset, pgd, sparsefool
 
     if args.subspaces != "none" and (args.method != "deepfool" or args.norm != "2"):
         return _fail("--subspaces needs --method deepfool --norm 2 (subspace margins are L2)")
@@ -127,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     x = jnp.asarray(data.images)
     y = jnp.asarray(data.labels, jnp.int32)
     n = int(x.shape[0])
+    try:  # per-chunk results in OUT/chunks: an interrupted run resumes there
+        store = open_run_store(out, args, meta, n)
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
     norm = math.inf if args.norm == "inf" else 2.0
     clean = np.asarray(jnp.argmax(logits_fn(x), -1) == y)
     summary = {
@@ -147,9 +161,19 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=max(chunk, args.slots),
     )
 
+    def chunked(desc, fn):
+        with progress_bar(n, desc) as bar:
+            return store.map(fn, n=n, chunk_size=chunk, progress=bar.update)
+
     if args.method == "deepfool" and args.subspaces == "none":
-        with progress_bar(n, "deepfool") as bar:
-            r = deepfool_dataset(logits_fn, x, y, norm=norm, progress=bar.update, **dfkw)
+        r = SimpleNamespace(
+            **chunked(
+                "deepfool",
+                lambda i, sl: deepfool_dataset(
+                    logits_fn, x[sl], y[sl], norm=norm, **dfkw
+                )._asdict(),
+            )
+        )
         ok = np.asarray(r.converged)
         arrays.update(
             margin=r.margin,
@@ -176,8 +200,12 @@ def run(args: argparse.Namespace) -> int:
         block = args.block or min(8, max(1, h // 4))
         stride = args.stride or (1 if h <= 28 else 2)
         bases = dct_subspaces(x.shape[1:], block, stride)
-        with progress_bar(len(bases), "DCT bands") as bar:
-            r = subspace_margins(logits_fn, x, y, bases, progress=bar.update, **dfkw)
+
+        def bands(i, sl):  # (S, n_c) -> (n_c, S): chunks stack along examples
+            r = subspace_margins(logits_fn, x[sl], y[sl], bases, **dfkw)
+            return {f: np.asarray(getattr(r, f)).T for f in ("margin", "converged", "iterations")}
+
+        r = SimpleNamespace(**{k: v.T for k, v in chunked("DCT bands", bands).items()})
         s = summarize_bands(r.margin, np.asarray(r.converged) & clean[None])
         arrays.update(margin=r.margin, converged=r.converged, iterations=r.iterations)
         summary.update(block=block, stride=stride, bands=s._asdict())
@@ -188,8 +216,30 @@ def run(args: argparse.Namespace) -> int:
     elif args.method == "deepfool":  # random subspaces
         d = int(np.prod(x.shape[1:]))
         m = args.subspace_dim or max(1, d // 16)
-        r = random_subspace_margins(
-            logits_fn, x, y, dim=m, key=jax.random.key(args.key), num_draws=args.draws, **dfkw
+
+        def draws(i, sl):  # the draws depend on the key only: shared by all chunks
+            r = random_subspace_margins(
+                logits_fn, x[sl], y[sl], dim=m, key=jax.random.key(args.key),
+                num_draws=args.draws, **dfkw,
+            )  # fmt: skip
+            return {
+                "margin": np.asarray(r.margin).T,
+                "converged": np.asarray(r.converged).T,
+                "minimal_margin": r.minimal_margin,
+                "minimal_converged": r.minimal_converged,
+                "ratio": np.asarray(r.ratio).T,
+            }
+
+        a = chunked("random subspaces", draws)
+        finite = a["ratio"][np.isfinite(a["ratio"])]
+        r = SimpleNamespace(
+            margin=a["margin"].T,
+            converged=a["converged"].T,
+            minimal_margin=a["minimal_margin"],
+            minimal_converged=a["minimal_converged"],
+            ratio=a["ratio"].T,
+            median_ratio=float(np.median(finite)) if finite.size else float("nan"),
+            predicted_ratio=math.sqrt(d / m),
         )
         arrays.update(
             margin=r.margin,
@@ -211,18 +261,26 @@ def run(args: argparse.Namespace) -> int:
         eps = args.eps or (
             [1 / 255, 2 / 255, 4 / 255, 8 / 255] if norm == math.inf else [0.1, 0.25, 0.5, 1.0]
         )
-        with progress_bar(n, "pgd") as bar:
-            r = robust_accuracy(
-                logits_fn,
-                x,
-                y,
-                eps,
-                key=jax.random.key(args.key),
-                norm=norm,
-                steps=args.steps,
-                chunk_size=chunk,
-                progress=bar.update,
-            )
+        eps_arr = jnp.asarray(eps, x.dtype)
+        key = jax.random.key(args.key)
+
+        @jax.jit
+        def attack(xc, yc, k):  # (C, E): PGD success at every radius; compiled once
+            def one(e):
+                return pgd(logits_fn, xc, yc, key=k, eps=e, norm=norm, steps=args.steps).success
+
+            return jax.lax.map(one, eps_arr).T
+
+        def pgd_chunk(i, sl):  # fold_in(key, first example): the chunk's own random starts
+            k = jax.random.fold_in(key, sl.start)
+            fn = lambda a, b: attack(a, b, k)  # noqa: E731
+            return {"success": map_in_chunks(fn, x[sl], y[sl], chunk_size=chunk)}
+
+        success = chunked("pgd", pgd_chunk)["success"].T  # (E, N)
+        robust = clean[None, :] & ~success
+        r = SimpleNamespace(
+            epsilons=np.asarray(eps, np.float64), accuracy=robust.mean(axis=1), success=success
+        )
         arrays.update(epsilons=r.epsilons, accuracy=r.accuracy, success=r.success)
         summary["robust_accuracy"] = dict(
             zip(map(str, r.epsilons), map(float, r.accuracy), strict=True)
@@ -236,13 +294,15 @@ def run(args: argparse.Namespace) -> int:
             ax.set_ylabel("robust accuracy (PGD)")
             figs["robust_accuracy.png"] = fig
     else:  # sparsefool
-        from geomrobust.ops import map_in_chunks
-
         fn = jax.jit(
             lambda a, b: sparsefool(logits_fn, a, b, lambda_=args.lambda_, overshoot=args.overshoot)
         )
-        with progress_bar(n, "sparsefool") as bar:
-            r = map_in_chunks(fn, x, y, chunk_size=min(chunk, n), progress=bar.update)
+        r = SimpleNamespace(
+            **chunked(
+                "sparsefool",
+                lambda i, sl: map_in_chunks(fn, x[sl], y[sl], chunk_size=min(chunk, n))._asdict(),
+            )
+        )
         ok = np.asarray(r.converged)
         arrays.update(
             l1=r.l1,
