@@ -1,0 +1,118 @@
+"""Resumable CLI runs: kill ``geomrobust margins`` / ``curvature`` mid-run (SIGKILL, SIGINT),
+rerun the same command, and get results bit-identical to an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from geomrobust.cli import main
+from geomrobust.io import load_npz
+
+# Runs the CLI in a subprocess, pausing after each chunk it writes (and saying so on stdout),
+# so the test can interrupt it at a known point.
+WRAPPER = textwrap.dedent(
+    """
+    import sys, time
+    from geomrobust.io import _chunks
+    save = _chunks.ChunkStore.save
+    def slow(self, i, arrays):
+        out = save(self, i, arrays)
+        print(f"saved {i}", flush=True)
+        time.sleep(30)
+        return out
+    _chunks.ChunkStore.save = slow
+    from geomrobust.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from geomrobust.models import create_model
+    from geomrobust.train import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "mlp"
+    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
+    meta = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def _interrupt(argv, sig, tmp_path, after_chunk=0):
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    env = dict(os.environ, JAX_ENABLE_X64="0", GEOMROBUST_PROGRESS="0")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        for line in proc.stdout:
+            if line.strip() == f"saved {after_chunk}":
+                proc.send_signal(sig)
+                break
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code
+
+
+def _same(a_dir, b_dir):
+    a, b = load_npz(a_dir / "results.npz"), load_npz(b_dir / "results.npz")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after resuming"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_margins_resume_after_interrupt(checkpoint, tmp_path, sig, capsys):
+    common = ["--checkpoint", str(checkpoint), "--n", "12", "--chunk-size", "4", "--no-plots"]
+    argv = ["margins", *common, "--out", str(tmp_path / "run")]
+    code = _interrupt(argv, sig, tmp_path)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
+    chunks = sorted(p.name for p in (tmp_path / "run" / "chunks").glob("chunk-*.npz"))
+    assert chunks == ["chunk-00000.npz"]  # interrupted after the first of three chunks
+    assert not (tmp_path / "run" / "results.npz").exists()
+
+    # resuming with other settings refuses (exit 1, one line), unless --restart
+    assert main([*argv, "--max-iter", "7"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings (max_iter: 50 -> 7)" in err[0]
+    assert "--restart" in err[0]
+
+    assert main(argv) == 0  # the same command resumes
+    assert main(["margins", *common, "--out", str(tmp_path / "ref")]) == 0
+    _same(tmp_path / "run", tmp_path / "ref")
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert '"checkpoint_sha256"' in summary and '"chunk_size": 4' in summary
+
+    assert main([*argv, "--max-iter", "7", "--restart"]) == 0
+
+
+def test_curvature_resume_after_sigkill(checkpoint, tmp_path):
+    common = [
+        "--checkpoint", str(checkpoint), "--n", "6", "--chunk-size", "3", "--no-plots",
+        "--num", "2", "--fooling-samples", "0", "--method", "dense",
+    ]  # fmt: skip
+    argv = ["curvature", *common, "--out", str(tmp_path / "run")]
+    assert _interrupt(argv, signal.SIGKILL, tmp_path) == -signal.SIGKILL
+    assert [p.name for p in (tmp_path / "run" / "chunks").glob("chunk-*.npz")] == [
+        "chunk-00000.npz"
+    ]
+    assert main(argv) == 0
+    assert main(["curvature", *common, "--out", str(tmp_path / "ref")]) == 0
+    _same(tmp_path / "run", tmp_path / "ref")
+    res = load_npz(tmp_path / "run" / "results.npz")
+    assert np.isfinite(res["values"][res["converged"]]).all()
