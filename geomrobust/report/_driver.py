@@ -174,7 +174,7 @@ def _load_stage(folder: Path, name: str, digest: str):
         record = json.loads(meta.read_text())
         if record.get("hash") != digest:
             return None
-        with np.load(npz) as f:
+        with np.load(npz, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         return arrays, record["summary"], record.get("seconds")
     except (OSError, ValueError, KeyError):
