@@ -121,7 +121,7 @@ def gather_to_file(
         time.sleep(poll)
     loaded = []
     for q in parts:
-        with np.load(q) as z:
+        with np.load(q, allow_pickle=False) as z:
             loaded.append({k: z[k] for k in z.files})
     loaded.sort(key=lambda d: int(d["__rows__"][0]))
     edge = 0
