@@ -4,8 +4,8 @@ A float64 copy of a float32 model (the same parameters, cast) measured on the sa
 
 * DeepFool margins (``deepfool_dataset``): at least 90% of the examples take the same number
   of iterations, and on those the margins agree to 1e-4 relative, the float32 tolerance of
-  the contract (measured: 8e-6 here, 6e-7 on an 8x8 LeNet); the rest stop one iteration apart (a label test at the threshold), so
-  their margins are not compared;
+  the contract (measured: 8e-6 here, 6e-7 on an 8x8 LeNet); the rest stop one iteration
+  apart (a label test at the threshold), so their margins are not compared;
 * principal curvatures at the same boundary points: the top values agree to 1e-4 of the
   largest |κ| with the dense method and 1e-3 with Lanczos (its float32 residual tolerance;
   measured: about 5e-7 for both).

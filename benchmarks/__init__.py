@@ -1,0 +1,1 @@
+"""geomrobust benchmark suite: ``python -m benchmarks`` (see ``benchmarks/run.py``)."""

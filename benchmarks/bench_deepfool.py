@@ -1,0 +1,124 @@
+"""DeepFool L2 (all 10 classes, box [0, 1]) on the trained CNN, side by side with references.
+
+For each input dimension D and each N, in the same run, on the same model and images:
+
+* ``geomrobust``: :func:`geomrobust.search.deepfool_dataset` (continuous batching);
+* floor: (mean iterations + 1) × one batched forward + VJP over the 9 other classes for the N
+  examples (the clean evaluation counts as one), timed on the same model;
+* Foolbox 3 ``L2DeepFoolAttack`` (JAX backend via EagerPy, same steps / candidates /
+  overshoot / bounds), batch = N;
+* a per-example loop: ``deepfool`` jitted for one example, called on a subset and
+  extrapolated to N.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geomrobust.search import deepfool, deepfool_dataset
+from geomrobust.search._deepfool import evaluate
+
+from ._common import pool, timed, trained_cnn
+
+BOUNDS = (0.0, 1.0)
+
+
+def _floor_eval(logits_fn, k):
+    def select(lg):
+        y = jnp.argmax(lg, -1).astype(jnp.int32)
+        others = jnp.arange(k)[None, :] + jnp.zeros_like(y)[:, None]
+        others = jnp.sort(jnp.where(others == y[:, None], k, others), -1)[:, : k - 1]
+        return y, others
+
+    return jax.jit(lambda x: evaluate(logits_fn, x, select)[3])
+
+
+def _foolbox(logits_fn, x, labels, repeat):
+    import foolbox as fb
+
+    model = fb.JAXModel(logits_fn, bounds=BOUNDS)
+    attack = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)
+    xj, yj = jnp.asarray(x), jnp.asarray(labels)
+
+    def run():
+        _, clipped, success = attack(model, xj, yj, epsilons=None)
+        return clipped, success
+
+    t, (clipped, success) = timed(run, repeat=repeat)
+    margin = np.linalg.norm((np.asarray(clipped) - x).reshape(len(x), -1), axis=1)
+    return t, margin, np.asarray(success)
+
+
+def run(dims=(1024, 3072), ns=(500, 5000), *, slots=64, per_example=40, foolbox_max_n=500):
+    """Rows for the results table (see ``benchmarks.run``)."""
+    rows = []
+    for d in dims:
+        rows += _one(d, ns, slots, per_example, foolbox_max_n)
+    return rows
+
+
+def _one(d, ns, slots, per_example, foolbox_max_n):
+    rows = []
+    logits_fn, _, _, acc = trained_cnn(d)
+    k = 10
+    floor_eval = _floor_eval(logits_fn, k)
+    one = jax.jit(lambda xi, f=logits_fn: deepfool(f, xi, bounds=BOUNDS))
+    times = {}
+    for n in ns:
+        x = pool(d, n)
+        labels = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x)), -1))
+        t_ours, res = timed(
+            lambda x=x: deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots).margin,
+            repeat=2,
+        )
+        res = deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots)
+        it = np.asarray(res.iterations)
+        t_eval, _ = timed(lambda x=x: floor_eval(jnp.asarray(x)))
+        t_floor = (it.mean() + 1.0) * t_eval
+        times[n] = t_ours
+        info = dict(
+            D=d, N=n, test_accuracy=round(acc, 4), mean_iterations=round(float(it.mean()), 3),
+            max_iterations=int(it.max()),
+            converged=round(float(np.mean(np.asarray(res.converged))), 4), slots=slots,
+        )  # fmt: skip
+        rows.append(
+            dict(name=f"DeepFool L2 D={d} N={n}", ours=t_ours, reference="floor",
+                 ref=t_floor, target="ours/ref <= 1.3", ok=t_ours / t_floor <= 1.3, **info)
+        )  # fmt: skip
+        # per-example loop on a subset, extrapolated
+        sub = x[:per_example]
+        jax.block_until_ready(one(sub[:1]))
+        t0 = time.perf_counter()
+        for i in range(len(sub)):
+            jax.block_until_ready(one(sub[i : i + 1]).margin)
+        t_loop = (time.perf_counter() - t0) * n / len(sub)
+        rows.append(
+            dict(name=f"DeepFool L2 D={d} N={n}", ours=t_ours,
+                 reference=f"per-example loop (jit, extrapolated from {len(sub)})",
+                 ref=t_loop, target="", ok=None, **info)
+        )  # fmt: skip
+        if n <= foolbox_max_n:
+            t_fb, m_fb, s_fb = _foolbox(logits_fn, x, labels, repeat=1)
+            ok = np.asarray(res.converged) & s_fb & (np.asarray(res.margin) > 0)
+            agree = np.median(np.abs(np.asarray(res.margin)[ok] - m_fb[ok]) / m_fb[ok])
+            rows.append(
+                dict(name=f"DeepFool L2 D={d} N={n}", ours=t_ours,
+                     reference="Foolbox 3.3.4 L2DeepFoolAttack (JAX)", ref=t_fb,
+                     target="ref/ours >= 1.5", ok=t_fb / t_ours >= 1.5,
+                     foolbox_success=round(float(s_fb.mean()), 4),
+                     median_rel_margin_diff_vs_foolbox=float(agree), **info)
+            )  # fmt: skip
+    if len(ns) >= 2:
+        n0, n1 = min(ns), max(ns)
+        ratio = times[n1] / times[n0]
+        rows.append(
+            dict(name=f"DeepFool L2 D={d} scaling N={n0}->{n1}", ours=times[n1],
+                 reference=f"N={n0} x {n1 // n0}", ref=times[n0] * n1 / n0,
+                 target="time ratio within 10% of N ratio",
+                 ok=abs(ratio / (n1 / n0) - 1) <= 0.1, time_ratio=round(ratio, 3))
+        )  # fmt: skip
+    return rows
