@@ -28,8 +28,12 @@ __all__ = [
     "add_model_data_args",
     "add_resume_args",
     "load_model_and_data",
+    "nonnegative_float",
+    "nonnegative_int",
+    "one_line",
     "open_run_store",
     "parse_resize",
+    "positive_float",
     "positive_int",
     "progress_bar",
     "settings_from_args",
@@ -37,6 +41,11 @@ __all__ = [
 ]
 
 DEFAULT_DATASET = "digits"
+
+
+def one_line(message) -> str:
+    """An error message as one line (a CLI error is one line on stderr)."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 def positive_int(text: str) -> int:
@@ -48,6 +57,31 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _number(text: str, kind, ok, expected: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (ok(value) and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer ``>= 0``."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number ``> 0``."""
+    return _number(text, float, lambda v: v > 0, "a positive finite number")
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number ``>= 0``."""
+    return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
 
 
 def parse_resize(text: str) -> int | tuple[int, int]:

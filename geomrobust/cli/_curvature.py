@@ -13,7 +13,11 @@ from ._common import (
     add_model_data_args,
     add_resume_args,
     load_model_and_data,
+    nonnegative_float,
+    nonnegative_int,
+    one_line,
     open_run_store,
+    positive_float,
     positive_int,
     progress_bar,
     write_results,
@@ -48,16 +52,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )  # fmt: skip
     g.add_argument(
         "--tol",
-        type=float,
+        type=positive_float,
         default=None,
         help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
     )
     g.add_argument("--max-restarts", type=positive_int, default=30, help="Lanczos restarts")
-    g.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    g.add_argument("--overshoot", type=nonnegative_float, default=0.02, help="DeepFool overshoot")
     g.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
     g.add_argument(
         "--loss-eigs",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="also the top eigenvalues of the loss Hessian per example (0: skip)",
     )
@@ -69,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fooling-samples",
-        type=int,
+        type=nonnegative_int,
         default=16,
         help="random draws per example and kind for fooling rates (0: skip)",
     )
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         logits_fn, data, meta = load_model_and_data(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"geomrobust curvature: error: {e}", file=sys.stderr)
+        print(f"geomrobust curvature: error: {one_line(e)}", file=sys.stderr)
         return 2
     out = Path(args.out or "curvature_results")
     x = jnp.asarray(data.images)
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # per-chunk results in OUT/chunks: an interrupted run resumes there
         store = open_run_store(out, args, meta, n)
     except (ValueError, OSError) as e:
-        print(f"geomrobust curvature: error: {e}", file=sys.stderr)
+        print(f"geomrobust curvature: error: {one_line(e)}", file=sys.stderr)
         return 1
     from geomrobust.ops import pad_to_multiple
 

@@ -13,7 +13,10 @@ import numpy as np
 from ._common import (
     add_model_data_args,
     add_resume_args,
+    nonnegative_float,
+    one_line,
     open_run_store,
+    positive_float,
     positive_int,
     progress_bar,
     write_results,
@@ -51,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="none",
         help="deepfool L2 only: margins inside DCT bands or random subspaces",
     )
-    g.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot η")
+    g.add_argument("--overshoot", type=nonnegative_float, default=0.02, help="DeepFool overshoot η")
     g.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
     g.add_argument(
         "--slots",
@@ -61,13 +64,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--eps",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=None,
         help="PGD radii; None means 8/255-scaled defaults for the norm",
     )
     g.add_argument("--steps", type=positive_int, default=10, help="PGD steps")
-    g.add_argument("--lambda", dest="lambda_", type=float, default=3.0, help="SparseFool λ")
+    g.add_argument(
+        "--lambda", dest="lambda_", type=positive_float, default=3.0, help="SparseFool λ"
+    )
     g.add_argument(
         "--block",
         type=positive_int,
@@ -93,7 +98,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"geomrobust margins: error: {message}", file=sys.stderr)
+    print(f"geomrobust margins: error: {one_line(message)}", file=sys.stderr)
     return 1
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import parse_resize, positive_int, progress_bar, write_results
+from ._common import one_line, parse_resize, positive_int, progress_bar, write_results
 
 __all__ = ["add_parser", "run"]
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         name, config, shape = _architecture(args)
         create_model(name, shape, 2, key=jax.random.key(0), **config)  # fail early
     except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
-        print(f"geomrobust nads: error: {e}", file=sys.stderr)
+        print(f"geomrobust nads: error: {one_line(e)}", file=sys.stderr)
         return 2
     d = int(np.prod(shape))
     num = min(args.num, d, args.num_networks)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import add_model_data_args, load_model_and_data, positive_int, write_results
+from ._common import add_model_data_args, load_model_and_data, one_line, positive_int, write_results
 
 __all__ = ["add_parser", "run"]
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         logits_fn, data, meta = load_model_and_data(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"geomrobust slice: error: {e}", file=sys.stderr)
+        print(f"geomrobust slice: error: {one_line(e)}", file=sys.stderr)
         return 2
     n = data.images.shape[0]
     bad = [i for i in args.index if not 0 <= i < n]

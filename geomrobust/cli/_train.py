@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import parse_resize, positive_int
+from ._common import one_line, parse_resize, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -218,7 +218,7 @@ def method_settings(args) -> dict:
 
 
 def _fail(message: str) -> int:
-    print(f"geomrobust train: error: {message}", file=sys.stderr)
+    print(f"geomrobust train: error: {one_line(message)}", file=sys.stderr)
     return 1
 
 
