@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     good = values[conv]
     summary = dict(
         command="curvature", num_examples=int(n), num_boundary_points=int(idx.size),
-        num_converged=int(conv.sum()), metadata=meta,
+        num_converged=int(conv.sum()), num_unconverged=int((~conv).sum()), metadata=meta,
         median_abs_curvature_by_rank=np.median(np.abs(good), 0).tolist() if len(good) else [],
         median_curvature_by_rank=np.median(good, 0).tolist() if len(good) else [],
         median_margin=float(np.median(margin[idx])),
@@ -208,9 +208,10 @@ def run(args: argparse.Namespace) -> int:
     write_results(out, arrays, summary, args=args)
     if not args.no_plots:
         _plots(out, values[conv] if conv.any() else values, normals, top_dirs)
+    kappa1 = f"{np.median(np.abs(values[conv, 0])):.4g}" if conv.any() else "n/a"
     print(
-        f"curvature: {int(conv.sum())}/{idx.size} boundary points converged; median |κ_1| = "
-        f"{np.median(np.abs(values[:, 0])):.4g}; results in {out}"
+        f"curvature: {int(conv.sum())}/{idx.size} boundary points converged (unconverged "
+        f"excluded); median |κ_1| over converged = {kappa1}; results in {out}"
     )
     return 0
 

@@ -103,11 +103,16 @@ def _fail(message: str) -> int:
 
 
 def _stats(v, ok) -> dict:
-    v = np.asarray(v, np.float64)[np.asarray(ok, bool)]
+    ok = np.asarray(ok, bool)
+    v = np.asarray(v, np.float64)[ok]
+    excluded = {"n_excluded": int((~ok).sum())}  # unconverged or misclassified: not averaged
     if v.size == 0:
-        return {"n": 0}
+        return {"n": 0, **excluded}
     q = np.percentile(v, [25, 50, 75])
-    return {"n": int(v.size), "mean": float(v.mean()), "q25": q[0], "median": q[1], "q75": q[2]}
+    return {
+        "n": int(v.size), **excluded, "mean": float(v.mean()),
+        "q25": q[0], "median": q[1], "q75": q[2],
+    }  # fmt: skip
 
 
 def _save(fig, path: Path):
