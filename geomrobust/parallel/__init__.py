@@ -6,5 +6,6 @@ from ._multihost import process_shard as process_shard
 from ._sharding import BATCH_AXIS as BATCH_AXIS
 from ._sharding import batch_mesh as batch_mesh
 from ._sharding import batch_sharding as batch_sharding
+from ._sharding import map_on_devices as map_on_devices
 from ._sharding import map_sharded as map_sharded
 from ._sharding import resolve_devices as resolve_devices

@@ -24,7 +24,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["BATCH_AXIS", "batch_mesh", "batch_sharding", "map_sharded", "resolve_devices"]
+__all__ = [
+    "BATCH_AXIS",
+    "batch_mesh",
+    "batch_sharding",
+    "map_on_devices",
+    "map_sharded",
+    "resolve_devices",
+]
 
 BATCH_AXIS = "batch"
 
@@ -153,3 +160,31 @@ def map_sharded(
         if progress is not None:
             progress(stop - start)
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outs)
+
+
+def map_on_devices(fn: Callable, items, devices) -> list:
+    """``[fn(item) for item in items]`` with item ``i`` computed on device ``i mod n``.
+
+    For host-driven per-chunk work that cannot be one SPMD program (the DeepFool driver's
+    shrinking tail: each chunk decides its own working-set sizes on the host). Each device has
+    a host thread that runs its items in order inside ``jax.default_device(device)``; ``fn``
+    must place its inputs with :func:`jax.device_put` onto ``jax.config.jax_default_device``
+    or create them inside that context. Each chunk runs the same compiled program as on one
+    device, so results are bit-for-bit identical; results come back in ``items`` order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    devs = resolve_devices(devices)
+    items = list(items)
+    lanes = [items[i :: len(devs)] for i in range(len(devs))]
+
+    def lane(dev, work):
+        with jax.default_device(dev):
+            return [fn(item) for item in work]
+
+    with ThreadPoolExecutor(max_workers=len(devs)) as pool:
+        done = list(pool.map(lane, devs, lanes))
+    out = [None] * len(items)
+    for i, res in enumerate(done):
+        out[i :: len(devs)] = res
+    return out
