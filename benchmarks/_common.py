@@ -96,3 +96,12 @@ def pool(d: int, n: int) -> np.ndarray:
     noise = rng.normal(0.0, 0.02, out.shape).astype(np.float32)
     out = np.where(extra.reshape(-1, 1, 1, 1), np.clip(out + noise, 0.0, 1.0), out)
     return out.astype(np.float32)
+
+
+class Rows(list):
+    """A list of result rows that prints each row as it arrives (long runs show progress)."""
+
+    def append(self, row):
+        print(f"  {row['name']} | {row['reference']}: ours {row['ours']:.4g}, "
+              f"ref {row['ref']:.4g}", flush=True)  # fmt: skip
+        super().append(row)

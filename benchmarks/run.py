@@ -26,12 +26,12 @@ from ._common import load, machine
 BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory")
 
 
-def _suite(name: str, quick: bool):
+def _suite(name: str, quick: bool, dims=(1024, 3072)):
     if name == "deepfool":
         from . import bench_deepfool as b
 
         ns = (200, 2000) if quick else (500, 5000)
-        return lambda: b.run(dims=(1024, 3072), ns=ns, foolbox_max_n=ns[0])
+        return lambda: b.run(dims=dims, ns=ns, foolbox_max_n=ns[0])
     if name == "subspace":
         from . import bench_subspace as b
 
@@ -72,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="scaled-down sizes")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--name", default="benchmarks", help="stem of the result files")
+    ap.add_argument("--dims", type=int, nargs="+", default=[1024, 3072], choices=[1024, 3072],
+                    help="input dimensions of the DeepFool benchmark")  # fmt: skip
     args = ap.parse_args(argv)
 
     rows, loads = [], {}
@@ -79,7 +81,7 @@ def main(argv=None):
     for name in args.only:
         before = load()
         t0 = time.perf_counter()
-        got = _suite(name, args.quick)()
+        got = _suite(name, args.quick, tuple(args.dims))()
         loads[name] = dict(before=before, after=load(), seconds=round(time.perf_counter() - t0, 1))
         for r in got:
             r["benchmark"] = name
