@@ -142,14 +142,18 @@ def test_box_keeps_iterates_feasible(dtype):
     assert np.all(np.asarray(res.margin)[ok] >= np.asarray(free.margin)[ok] * (1 - 1e-5))
 
 
-@pytest.mark.parametrize("kw", [{}, {"norm": jnp.inf, "candidates": 2, "bounds": (-9.0, 9.0)}])
-def test_continuous_batching_equals_plain_driver(dtype, kw):
+@pytest.mark.parametrize(
+    "kw,loop", [({}, "host"), ({"norm": jnp.inf, "candidates": 2, "bounds": (-9.0, 9.0)}, "device")]
+)
+def test_continuous_batching_equals_plain_driver(dtype, kw, loop):
     key = jax.random.key(4)
     fn = mlp(key, (3, 4), 5, dtype=dtype)
     x = jax.random.normal(jax.random.fold_in(key, 1), (23, 3, 4), dtype)
     y = jnp.where(jnp.arange(23) % 7 == 0, 0, fn(x).argmax(1))  # some misclassified
     a = deepfool(fn, x, y, **kw)
-    b = deepfool_dataset(fn, x, y, slots=4, chunk_size=10, **kw)  # 3 chunks, the last padded
+    b = deepfool_dataset(
+        fn, x, y, slots=4, chunk_size=10, loop=loop, **kw
+    )  # 3 chunks, the last padded
     np.testing.assert_array_equal(a.converged, b.converged)
     np.testing.assert_array_equal(a.adv_label, b.adv_label)
     np.testing.assert_array_equal(a.iterations, b.iterations)
