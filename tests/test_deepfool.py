@@ -40,8 +40,8 @@ def _closed_form(fn, w, x, q, proj=None, classes=None):
 
 
 @pytest.mark.parametrize("norm,q", [(2, 2), (jnp.inf, 1), (3.0, 1.5)])
-def test_affine_margin_is_closed_form(key, dtype, norm, q):
-    fn, w, x = _affine_problem(key, dtype)
+def test_affine_margin_is_closed_form(dtype, norm, q):
+    fn, w, x = _affine_problem(jax.random.key(0), dtype)
     res = deepfool(fn, x, norm=norm, overshoot=ETA)
     ref, arg = _closed_form(fn, w, x, q)
     assert res.margin.dtype == dtype and res.perturbation.dtype == dtype
