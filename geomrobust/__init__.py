@@ -14,9 +14,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+local"
 
 from . import data as data
+from . import io as io
 from . import measures as measures
 from . import models as models
 from . import ops as ops
+from . import parallel as parallel
 from . import search as search
 from . import train as train
 
