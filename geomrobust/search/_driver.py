@@ -27,6 +27,7 @@ import numpy as np
 from jax import Array
 
 from .._validation import is_concrete
+from ..parallel import map_on_devices, resolve_devices
 from ._deepfool import (
     MarginResult,
     _as_bounds,
@@ -195,6 +196,7 @@ def deepfool_dataset(
     chunk_size: int = 4096,
     loop: str = "auto",
     progress: Callable[[int], None] | None = None,
+    devices=None,
 ) -> MarginResult:
     """DeepFool over a dataset with continuous batching (see the module docstring).
 
@@ -220,6 +222,10 @@ def deepfool_dataset(
         faster there); ``"auto"``: ``"host"`` on the CPU backend, else ``"device"``. All
         modes give identical results.
     progress : optional callback with the number of examples finished after each chunk.
+    devices : None (default device), ``"all"``, an int or a list of devices: chunks are dealt
+        round-robin to the devices, each running the single-device program on its chunk
+        (:func:`geomrobust.parallel.map_on_devices`), so results are bit-for-bit identical
+        to one device; set ``chunk_size <= N / n_devices`` to keep every device busy.
 
     Returns
     -------
@@ -251,8 +257,8 @@ def deepfool_dataset(
     lo, hi = b if b is not None else (jnp.zeros((), dtype), jnp.zeros((), dtype))
     sub = None if subspace is None else jnp.asarray(subspace, dtype)
     yy = jnp.zeros((n,), jnp.int32) if y is None else y.astype(jnp.int32)
-    outs = []
-    for start in range(0, n, m):
+
+    def one_chunk(start):
         stop = min(start + m, n)
         xc, yc = x[start:stop], yy[start:stop]
         if stop - start < m:
@@ -289,9 +295,15 @@ def deepfool_dataset(
                 args, static, stop - start, loop, (state, new_ids, carry[2], carry[3]), b
             )
         res = carry[3]
-        outs.append(jax.tree.map(lambda a, k=stop - start: a[:k], res))
         if progress is not None:
             progress(stop - start)
+        return jax.tree.map(lambda a, k=stop - start: a[:k], res)
+
+    devs = resolve_devices(devices)
+    if devs is not None and len(devs) > 1:
+        outs = map_on_devices(one_chunk, range(0, n, m), devs)
+    else:
+        outs = [one_chunk(start) for start in range(0, n, m)]
     if len(outs) == 1:
         return outs[0]
     return MarginResult(*(jnp.concatenate(parts) for parts in zip(*outs, strict=True)))
