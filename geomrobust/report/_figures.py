@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 
 __all__ = ["draw_stage"]
@@ -108,6 +109,12 @@ def _random(arrays, summary, models, out):
         ax.plot(dims, med, marker="o", color=_color(i), label=m.label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # label the measured dimensions only: log-axis minor labels overlap on a short range
+    ax.xaxis.set_major_locator(mticker.FixedLocator(dims))
+    ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
     ax.set_xlabel("subspace dimension m")
     ax.set_ylabel("median random-subspace / minimal margin")
     ax.set_title(f"Random vs adversarial margins (D = {summary['D']})")
