@@ -56,6 +56,6 @@ def test_margins_command_writes_results(checkpoint, tmp_path, extra, keys, png, 
 
 def test_margins_command_errors(checkpoint, tmp_path, capsys):
     argv = ["margins", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
-    assert main([*argv, "--method", "pgd", "--subspaces", "dct"]) == 1
+    assert main([*argv, "--method", "pgd", "--subspaces", "dct"]) == 2
     assert "--subspaces needs" in capsys.readouterr().err
     assert main(["margins", "--checkpoint", str(tmp_path / "missing")]) == 1

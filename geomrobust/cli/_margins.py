@@ -97,9 +97,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
+    """One-line error on stderr; exit code 2 for bad arguments, 1 for failures at run time."""
     print(f"geomrobust margins: error: {one_line(message)}", file=sys.stderr)
-    return 1
+    return code
 
 
 def _stats(v, ok) -> dict:
@@ -138,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     from geomrobust.search import deepfool_dataset, pgd, sparsefool
 
     if args.subspaces != "none" and (args.method != "deepfool" or args.norm != "2"):
-        return _fail("--subspaces needs --method deepfool --norm 2 (subspace margins are L2)")
+        return _fail(
+            "--subspaces needs --method deepfool --norm 2 (subspace margins are L2)", code=2
+        )
     try:
         logits_fn, data, meta = _load(args)
     except (ValueError, FileNotFoundError) as e:
