@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from geomrobust.io import save_json, save_npz
 
 __all__ = [
     "add_model_data_args",
@@ -268,26 +268,6 @@ def open_run_store(out: Path, args: argparse.Namespace, meta: Mapping, n: int):
     return open_chunk_store(Path(out) / "chunks", settings, overwrite=bool(args.restart))
 
 
-def _to_json(o):
-    """JSON fallback for NumPy/JAX scalars and arrays and paths."""
-    if isinstance(o, os.PathLike):
-        return os.fspath(o)
-    if isinstance(o, np.ndarray | np.generic) or hasattr(o, "__array__"):
-        return _finite(np.asarray(o).tolist())
-    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
-
-
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_results(
     out_dir: str | os.PathLike,
     arrays: Mapping[str, np.ndarray],
@@ -306,36 +286,11 @@ def write_results(
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
-    for k, v in arrays.items():
-        if v.dtype == object:
-            raise TypeError(f"arrays[{k!r}] has dtype object; results hold numeric arrays only")
     record = dict(summary)
     if args is not None:
         record.setdefault("settings", settings_from_args(args))
     record.setdefault("geomrobust_version", __version__)
     record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    text = json.dumps(_finite(record), indent=2, sort_keys=True, default=_to_json) + "\n"
-
-    def write_npz(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    def write_json(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic_write(out / "results.npz", write_npz)
-    _atomic_write(out / "summary.json", write_json)
+    save_npz(out / "results.npz", arrays)
+    save_json(out / "summary.json", record)
     return out
-
-
-def _finite(o):
-    """Replace non-finite floats (not valid JSON) by strings, recursively."""
-    if isinstance(o, Mapping):
-        return {str(k): _finite(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_finite(v) for v in o]
-    if isinstance(o, float | np.floating) and not math.isfinite(float(o)):
-        return str(float(o))
-    return o
