@@ -8,6 +8,7 @@ from ._curvature import random_tangents as random_tangents
 from ._fourier_map import AccuracyMap as AccuracyMap
 from ._fourier_map import fourier_accuracy_map as fourier_accuracy_map
 from ._linearity import LocalLinearity as LocalLinearity
+from ._linearity import linearity_gap as linearity_gap
 from ._linearity import linearity_search as linearity_search
 from ._linearity import local_linearity as local_linearity
 from ._margins import RandomSubspaceMargins as RandomSubspaceMargins

@@ -26,7 +26,13 @@ from jax import Array
 from .._validation import check_batch, check_classifier, check_labels
 from ..search._norms import as_norm, project_ball
 
-__all__ = ["LocalLinearity", "linearity_search", "local_linearity", "per_example_loss"]
+__all__ = [
+    "LocalLinearity",
+    "linearity_gap",
+    "linearity_search",
+    "local_linearity",
+    "per_example_loss",
+]
 
 
 class LocalLinearity(NamedTuple):
@@ -67,6 +73,18 @@ def _project(delta, x, eps, p, bounds):
     if bounds is not None:
         flat = jnp.clip(x + flat, bounds[0], bounds[1]) - x
     return flat
+
+
+def linearity_gap(
+    loss_fn: Callable[[Array], Array], x: Array, delta: Array, loss0: Array, grad0: Array
+) -> tuple[Array, Array]:
+    """``|g(δ; x)| = |ℓ(x + δ) - ℓ(x) - δᵀ∇ℓ(x)|`` and ``δᵀ∇ℓ(x)``, both ``(N,)``.
+
+    ``loss_fn`` maps a batch to per-example losses; ``loss0 = ℓ(x)`` and ``grad0 = ∇ℓ(x)``.
+    Shared by :func:`local_linearity` and the LLR training loss.
+    """
+    lin = jnp.sum(delta * grad0, axis=tuple(range(1, x.ndim)))
+    return jnp.abs(loss_fn(x + delta) - loss0 - lin), lin
 
 
 def linearity_search(
@@ -177,7 +195,5 @@ def local_linearity(
         norm=p,
         bounds=bounds,
     )
-    axes = tuple(range(1, x.ndim))
-    lin = jnp.sum(delta * grad0, axis=axes)
-    gamma = jnp.abs(loss_fn(x + delta) - loss0 - lin)
+    gamma, lin = linearity_gap(loss_fn, x, delta, loss0, grad0)
     return LocalLinearity(gamma, jnp.abs(lin), delta, loss0)

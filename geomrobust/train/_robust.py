@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ..measures._linearity import linearity_search, per_example_loss
+from ..measures._linearity import linearity_gap, linearity_search, per_example_loss
 from ..search import fgsm, pgd
 from ..search._norms import as_norm
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
@@ -373,9 +373,8 @@ def llr_loss(
             norm=p,
             bounds=bounds,
         )
-        axes = tuple(range(1, x.ndim))
-        lin = jnp.sum(delta * g0, axis=axes)
-        gamma = jnp.abs(loss_i(x + delta) - l0 - lin).mean()
+        gap, lin = linearity_gap(loss_i, x, delta, l0, g0)
+        gamma = gap.mean()
         grad_term = jnp.abs(lin).mean()
         ce, aux = _ce_on(apply, params, x, y)
         loss = ce + lam * gamma + mu * grad_term
