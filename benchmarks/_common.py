@@ -13,7 +13,8 @@ import numpy as np
 
 from geomrobust.data import load_dataset
 from geomrobust.models import create_model, pure_apply
-from geomrobust.train import fit, make_optimizer
+from geomrobust.search import robust_accuracy
+from geomrobust.train import fit, make_optimizer, pgd_at_loss
 
 # input shapes: digits (8x8) upsampled to 32x32 (D = 1024), and tiled to 3 channels (D = 3072)
 SHAPES = {1024: (32, 32, 1), 3072: (32, 32, 3)}
@@ -79,6 +80,44 @@ def trained_cnn(d: int, epochs: int = 10):
 
     acc = float(jnp.mean(jnp.argmax(logits_fn(jnp.asarray(xte)), -1) == jnp.asarray(yte)))
     return logits_fn, apply, params, acc
+
+
+@lru_cache(maxsize=2)
+def robust_cnn(d: int, epochs: int = 10, eps: float = 0.1, steps: int = 7):
+    """:func:`trained_cnn` ``(d)`` fine-tuned by PGD adversarial training (Madry et al. 2018).
+
+    ``epochs`` epochs of :func:`geomrobust.train.pgd_at_loss` (Linf ``eps``, ``steps`` PGD
+    steps per batch, random start, box [0, 1]) with Adam (peak 2e-3, cosine), batch 64,
+    starting from the standard model's parameters (50 s at D = 1024 on a shared 2-core CPU,
+    load 1.5-3). Then the clean test accuracy and the accuracy under a 20-step PGD at ``eps``
+    (:func:`geomrobust.search.robust_accuracy`) on the test split.
+
+    Returns ``(logits_fn, apply, params, info)``, ``info`` a dict with ``test_accuracy``,
+    ``pgd_accuracy`` (its ``eps`` and 20 steps), the training settings and ``train_s``.
+    """
+    xtr, ytr, xte, yte = _digits(d)
+    _, apply, params, _ = trained_cnn(d)
+    opt = make_optimizer("adam", 2e-3, epochs=epochs, steps_per_epoch=len(ytr) // 64)
+    t0 = time.perf_counter()
+    res = fit(
+        apply, params, opt, xtr, ytr, key=jax.random.key(2), epochs=epochs, batch_size=64,
+        loss_fn=pgd_at_loss(eps, steps=steps), progress=False,
+    )  # fmt: skip
+    jax.block_until_ready(res.state.params)
+    train_s = time.perf_counter() - t0
+    params = res.state.params
+
+    def logits_fn(x):
+        return apply(params, x)
+
+    ra = robust_accuracy(logits_fn, xte, yte, [eps], key=jax.random.key(3), steps=20,
+                         bounds=(0.0, 1.0))  # fmt: skip
+    info = dict(
+        model=f"PGD-AT Linf eps={eps}", train_epochs=epochs, train_pgd_steps=steps,
+        train_s=round(train_s, 1), test_accuracy=round(ra.clean_accuracy, 4),
+        pgd_accuracy=round(float(ra.accuracy[0]), 4), pgd_eval_steps=20,
+    )  # fmt: skip
+    return logits_fn, apply, params, info
 
 
 def pool(d: int, n: int) -> np.ndarray:

@@ -9,6 +9,17 @@ For each input dimension D and each N, in the same run, on the same model and im
   overshoot / bounds), batch = N;
 * a per-example loop: ``deepfool`` jitted for one example, called on a subset and
   extrapolated to N.
+
+Then the same floor and Foolbox rows on a PGD-trained model
+(:func:`~benchmarks._common.robust_cnn`: the LeNet fine-tuned by PGD-AT, Linf eps 0.1), at
+the first D and the first N only. Adversarial training moves the boundary (larger margins)
+and changes its curvature, hence the number of DeepFool iterations each example takes and
+their spread, on which the batched driver's cost depends: these rows check that its standing
+against the floor and Foolbox holds on such a model. The info keys carry the model's clean
+and PGD accuracy, the iteration counts and the median margin (compare them with the
+standard model's rows). Measured: the PGD-AT model's margins are about 40% larger, but its
+mean iteration count is no higher (about 2): more examples converge in one step, as on a
+locally flatter boundary.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import numpy as np
 from geomrobust.search import deepfool, deepfool_dataset
 from geomrobust.search._deepfool import evaluate
 
-from ._common import Rows, pool, timed, trained_cnn
+from ._common import Rows, pool, robust_cnn, timed, trained_cnn
 
 BOUNDS = (0.0, 1.0)
 
@@ -61,11 +72,64 @@ def _foolbox(logits_fn, x, labels, repeat):
     return t, margin, np.asarray(success)
 
 
-def run(dims=(1024, 3072), ns=(500, 5000), *, slots=64, per_example=20, foolbox_max_n=500):
-    """Rows for the results table (see ``benchmarks.run``)."""
+def run(
+    dims=(1024, 3072), ns=(500, 5000), *, slots=64, per_example=20, foolbox_max_n=500,
+    robust=True,
+):  # fmt: skip
+    """Rows for the results table (see ``benchmarks.run``); ``robust``: add the PGD-trained
+    model's rows (D = ``dims[0]``, N = ``ns[0]``)."""
     rows = Rows()
     for d in dims:
         rows += _one(d, ns, slots, per_example, foolbox_max_n)
+    if robust:
+        rows += _robust(dims[0], ns[0], slots, foolbox=ns[0] <= foolbox_max_n)
+    return rows
+
+
+def _measure(logits_fn, floor_eval, x, slots):
+    """Our time and result on ``x``, the floor time, and the info shared by the rows."""
+    t_ours, _ = timed(
+        lambda: deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots).margin, repeat=2
+    )
+    res = deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots)
+    it = np.asarray(res.iterations)
+    conv = np.asarray(res.converged)
+    t_floor = (it.mean() + 1.0) * _floor_time(floor_eval, x)
+    margins = np.asarray(res.margin)[conv]
+    info = dict(
+        mean_iterations=round(float(it.mean()), 3), max_iterations=int(it.max()),
+        converged=round(float(np.mean(conv)), 4), slots=slots,
+        median_margin=round(float(np.median(margins)), 4) if margins.size else None,
+    )  # fmt: skip
+    return t_ours, res, t_floor, info
+
+
+def _foolbox_row(name, logits_fn, x, res, t_ours, info):
+    """Foolbox's L2 DeepFool on the same model and images, against ``t_ours``."""
+    labels = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x)), -1))
+    t_fb, m_fb, s_fb = _foolbox(logits_fn, x, labels, repeat=1)
+    ok = np.asarray(res.converged) & s_fb & (np.asarray(res.margin) > 0)
+    agree = np.median(np.abs(np.asarray(res.margin)[ok] - m_fb[ok]) / m_fb[ok])
+    return dict(name=name, ours=t_ours, reference="Foolbox 3.3.4 L2DeepFoolAttack (JAX)",
+                ref=t_fb, target="ref/ours >= 1.5", ok=t_fb / t_ours >= 1.5,
+                foolbox_success=round(float(s_fb.mean()), 4),
+                median_rel_margin_diff_vs_foolbox=float(agree), **info)  # fmt: skip
+
+
+def _robust(d, n, slots, foolbox):
+    """Floor (and Foolbox) rows for the PGD-trained model at dimension ``d``, N = ``n``."""
+    rows = Rows()
+    logits_fn, _, _, model = robust_cnn(d)
+    x = pool(d, n)
+    t_ours, res, t_floor, info = _measure(logits_fn, _floor_eval(logits_fn, 10), x, slots)
+    info = dict(D=d, N=n, **model, **info)
+    name = f"DeepFool L2 PGD-AT model D={d} N={n}"
+    rows.append(
+        dict(name=name, ours=t_ours, reference="floor", ref=t_floor,
+             target="ours/ref <= 1.3", ok=t_ours / t_floor <= 1.3, **info)
+    )  # fmt: skip
+    if foolbox:
+        rows.append(_foolbox_row(name, logits_fn, x, res, t_ours, info))
     return rows
 
 
@@ -78,21 +142,9 @@ def _one(d, ns, slots, per_example, foolbox_max_n):
     times = {}
     for n in ns:
         x = pool(d, n)
-        labels = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x)), -1))
-        t_ours, res = timed(
-            lambda x=x: deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots).margin,
-            repeat=2,
-        )
-        res = deepfool_dataset(logits_fn, x, bounds=BOUNDS, slots=slots)
-        it = np.asarray(res.iterations)
-        t_eval = _floor_time(floor_eval, x)
-        t_floor = (it.mean() + 1.0) * t_eval
+        t_ours, res, t_floor, info = _measure(logits_fn, floor_eval, x, slots)
         times[n] = t_ours
-        info = dict(
-            D=d, N=n, test_accuracy=round(acc, 4), mean_iterations=round(float(it.mean()), 3),
-            max_iterations=int(it.max()),
-            converged=round(float(np.mean(np.asarray(res.converged))), 4), slots=slots,
-        )  # fmt: skip
+        info = dict(D=d, N=n, test_accuracy=round(acc, 4), **info)
         rows.append(
             dict(name=f"DeepFool L2 D={d} N={n}", ours=t_ours, reference="floor",
                  ref=t_floor, target="ours/ref <= 1.3", ok=t_ours / t_floor <= 1.3, **info)
@@ -110,16 +162,7 @@ def _one(d, ns, slots, per_example, foolbox_max_n):
                  ref=t_loop, target="", ok=None, **info)
         )  # fmt: skip
         if n <= foolbox_max_n:
-            t_fb, m_fb, s_fb = _foolbox(logits_fn, x, labels, repeat=1)
-            ok = np.asarray(res.converged) & s_fb & (np.asarray(res.margin) > 0)
-            agree = np.median(np.abs(np.asarray(res.margin)[ok] - m_fb[ok]) / m_fb[ok])
-            rows.append(
-                dict(name=f"DeepFool L2 D={d} N={n}", ours=t_ours,
-                     reference="Foolbox 3.3.4 L2DeepFoolAttack (JAX)", ref=t_fb,
-                     target="ref/ours >= 1.5", ok=t_fb / t_ours >= 1.5,
-                     foolbox_success=round(float(s_fb.mean()), 4),
-                     median_rel_margin_diff_vs_foolbox=float(agree), **info)
-            )  # fmt: skip
+            rows.append(_foolbox_row(f"DeepFool L2 D={d} N={n}", logits_fn, x, res, t_ours, info))
     if len(ns) >= 2:
         n0, n1 = min(ns), max(ns)
         ratio = times[n1] / times[n0]

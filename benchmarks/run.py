@@ -23,7 +23,7 @@ import numpy as np
 
 from ._common import load, machine
 
-BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory")
+BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory", "precision")
 
 
 def _suite(name: str, quick: bool, dims=(1024, 3072)):
@@ -44,6 +44,10 @@ def _suite(name: str, quick: bool, dims=(1024, 3072)):
         from . import bench_training as b
 
         return lambda: b.run(reps=4 if quick else 10)
+    if name == "precision":
+        from . import bench_precision as b
+
+        return lambda: b.run(d=1024, n=200 if quick else 500)
     from . import bench_memory as b
 
     return lambda: b.run(ns=(1000, 10000))
