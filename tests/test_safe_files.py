@@ -157,6 +157,36 @@ def test_chunk_store_resumes_and_refuses_other_settings(tmp_path):
     assert meta["settings_sha256"] == settings_hash(other) and meta["settings"] == other
 
 
+def test_chunk_store_groups_missing_chunks(tmp_path):
+    """``group=g`` hands fn runs of up to g consecutive missing chunks (one per device) and
+    writes the same per-chunk files as ``group=1``."""
+    calls = []
+
+    def fn(i, sl):
+        calls.append((i, sl.start, sl.stop))
+        return {"v": np.arange(sl.start, sl.stop) ** 2, "w": np.ones((sl.stop - sl.start, 2))}
+
+    ref = open_chunk_store(tmp_path / "ref", {"a": 1}).map(fn, n=11, chunk_size=3)
+    store = open_chunk_store(tmp_path / "g", {"a": 1})
+    store.save(1, {"v": np.arange(3, 6) ** 2, "w": np.ones((3, 2))})  # chunk 1 already done
+    calls.clear()
+    seen = []
+    out = store.map(fn, n=11, chunk_size=3, group=2, progress=seen.append)
+    assert calls == [(0, 0, 3), (2, 6, 11)]  # chunk 0 alone (1 is done), then chunks 2-3
+    assert sum(seen) == 11 and store.completed() == [0, 1, 2, 3]
+    for k in ref:
+        np.testing.assert_array_equal(out[k], ref[k])
+    for j in range(4):
+        a, b = store.load(j), load_npz(tmp_path / "ref" / f"chunk-{j:05d}.npz")
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="leading axis of 6"):
+        open_chunk_store(tmp_path / "bad", {"a": 1}).map(
+            lambda i, sl: {"v": np.zeros(2)}, n=6, chunk_size=3, group=2
+        )
+    with pytest.raises(ValueError, match="group"):
+        store.map(fn, n=11, chunk_size=3, group=0)
+
+
 def test_chunk_store_damage(tmp_path):
     store = open_chunk_store(tmp_path / "run", {"a": 1})
     store.map(lambda i, sl: {"v": np.zeros(sl.stop - sl.start)}, n=4, chunk_size=2)

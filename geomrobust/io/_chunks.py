@@ -124,6 +124,7 @@ class ChunkStore:
         n: int,
         chunk_size: int,
         progress: Callable[[int], None] | None = None,
+        group: int = 1,
     ) -> dict[str, np.ndarray]:
         """Compute the missing chunks with ``fn(index, slice)`` and return all of them joined.
 
@@ -132,27 +133,42 @@ class ChunkStore:
         on disk are read back instead of recomputed; each new chunk is written before the
         next one starts. ``progress`` is called with the number of examples of every chunk
         (done or loaded). Arrays are concatenated along axis 0 in chunk order.
+
+        ``group > 1`` hands ``fn`` up to ``group`` consecutive missing chunks at once (the
+        index of the first and the slice covering them all, starting on a chunk boundary), for
+        example one chunk per device; the result is split back into chunks and each is
+        written as usual, so the folder is the same whatever the grouping.
         """
-        if int(n) < 1 or int(chunk_size) < 1:
-            raise ValueError(f"n and chunk_size must be positive, got n={n}, chunk={chunk_size}")
-        parts = []
-        for index, start in enumerate(range(0, n, chunk_size)):
-            sl = slice(start, min(start + chunk_size, n))
+        if int(n) < 1 or int(chunk_size) < 1 or int(group) < 1:
+            raise ValueError(
+                f"n, chunk_size and group must be positive, got n={n}, chunk={chunk_size}, "
+                f"group={group}"
+            )
+        n, chunk_size = int(n), int(chunk_size)
+        bounds = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+        parts: list = [None] * len(bounds)
+        index = 0
+        while index < len(bounds):
             if self.has(index):
-                arrays = self.load(index)
+                parts[index] = self._checked(index, self.load(index), *bounds[index])
+                last = index
             else:
-                arrays = {k: np.asarray(v) for k, v in fn(index, sl).items()}
-                self.save(index, arrays)
-            m = sl.stop - sl.start
-            for k, v in arrays.items():
-                if v.ndim == 0 or v.shape[0] != m:
-                    raise CorruptFileError(
-                        f"chunk {index} array {k!r} has shape {v.shape}, expected a leading "
-                        f"axis of {m} examples ({self.path(index)}); rerun with --restart"
-                    )
-            parts.append(arrays)
+                last = index  # a run of missing chunks, at most ``group`` long
+                while (
+                    last + 1 < len(bounds) and last + 1 - index < group and not self.has(last + 1)
+                ):
+                    last += 1
+                start, stop = bounds[index][0], bounds[last][1]
+                arrays = {k: np.asarray(v) for k, v in fn(index, slice(start, stop)).items()}
+                for j in range(index, last + 1):
+                    a, b = bounds[j]
+                    sub = {k: self._rows(k, v, a - start, b - start, stop - start, index)
+                           for k, v in arrays.items()}  # fmt: skip
+                    self.save(j, sub)
+                    parts[j] = sub
             if progress is not None:
-                progress(m)
+                progress(bounds[last][1] - bounds[index][0])
+            index = last + 1
         keys = list(parts[0])
         for i, p in enumerate(parts):
             if list(p) != keys:
@@ -161,6 +177,25 @@ class ChunkStore:
                     f"the folder {self.folder} mixes runs: rerun with --restart"
                 )
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in keys}
+
+    def _checked(self, index: int, arrays: dict, start: int, stop: int) -> dict:
+        m = stop - start
+        for k, v in arrays.items():
+            if v.ndim == 0 or v.shape[0] != m:
+                raise CorruptFileError(
+                    f"chunk {index} array {k!r} has shape {v.shape}, expected a leading "
+                    f"axis of {m} examples ({self.path(index)}); rerun with --restart"
+                )
+        return arrays
+
+    @staticmethod
+    def _rows(name: str, v: np.ndarray, a: int, b: int, m: int, index: int) -> np.ndarray:
+        if v.ndim == 0 or v.shape[0] != m:
+            raise ValueError(
+                f"the chunk function returned {name!r} with shape {v.shape} for chunks from "
+                f"{index} on; expected a leading axis of {m} examples"
+            )
+        return v[a:b]
 
     def clear(self) -> None:
         """Delete every chunk (keeps ``store.json``)."""
