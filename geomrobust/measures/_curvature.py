@@ -144,6 +144,7 @@ def principal_curvatures(
     chunk_size: int | None = 64,
     progress: Callable[[int], None] | None = None,
     devices=None,
+    ids=None,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -156,8 +157,8 @@ def principal_curvatures(
     z : ``(N, *s)`` boundary points (e.g. from :func:`geomrobust.search.refine_boundary`).
     y, k : ``(N,)`` integer classes on either side (``F_k = f_k - f_y``).
     num : number of principal curvatures per point, ``num <= D - 1``.
-    key : PRNG key (Lanczos starting vectors; point ``i`` uses ``fold_in(key, i)``, so results
-        do not depend on ``chunk_size``).
+    key : PRNG key (Lanczos starting vectors; the point with id ``i`` uses
+        ``fold_in(key, i)``, so results do not depend on ``chunk_size``).
     method : ``"dense"`` (``D`` HVPs forming ``H``, then ``eigh`` of the ``(D-1, D-1)`` tangent
         matrix), ``"lanczos"`` (matrix-free thick-restart Lanczos on ``S``, both ends of the
         spectrum at once) or ``"auto"`` (dense when ``D <= AUTO_DENSE_MAX_DIM`` or the Krylov
@@ -173,6 +174,9 @@ def principal_curvatures(
     devices : None (default device), ``"all"``, an int or a list of devices: chunks are
         spread over the devices (:func:`geomrobust.parallel.map_sharded`), results
         bit-for-bit identical to one device; set ``chunk_size <= N / n_devices``.
+    ids : ``(N,)`` integer ids of the points for the PRNG (default ``0 .. N-1``). Pass the
+        points' global indices when measuring part of a dataset (a chunk, a host's shard),
+        so that every point gets the same starting vector however the dataset is split.
 
     Returns
     -------
@@ -204,11 +208,20 @@ def principal_curvatures(
         settings = (num, m, keep_, default_tol(z.dtype, tol), int(max_restarts))
     else:
         settings = (num,)
+    if ids is None:
+        ids = jnp.arange(z.shape[0])
+    else:
+        ids = np.asarray(ids) if is_concrete(ids) else ids
+        if ids.shape != (z.shape[0],) or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(
+                f"ids must be integers of shape ({z.shape[0]},) (one per point), got "
+                f"{ids.dtype} {tuple(ids.shape)}"
+            )
+        ids = jnp.asarray(ids)
     fn = _batched_curvatures(logits_fn, method, settings)
     return run_batched(
-        fn, z, y, k, jnp.arange(z.shape[0]), chunk_size=chunk_size, key=key, progress=progress,
-        devices=devices,
-    )  # fmt: skip
+        fn, z, y, k, ids, chunk_size=chunk_size, key=key, progress=progress, devices=devices
+    )
 
 
 @cached_jit
