@@ -111,6 +111,7 @@ def map_sharded(
     devices,
     replicated: dict | None = None,
     progress: Callable[[int], None] | None = None,
+    spmd: bool | None = None,
 ):
     """:func:`geomrobust.ops.map_in_chunks` with one chunk per device at a time.
 
@@ -124,6 +125,14 @@ def map_sharded(
     ``chunk_size``) come back to the host trimmed to ``N`` rows, as NumPy arrays.
 
     Results are bit-for-bit those of ``map_in_chunks(fn, ...)`` on one device.
+
+    On the CPU backend the chunks run instead as single-device programs, one host thread per
+    device (:func:`map_on_devices`): with simulated CPU devices
+    (``--xla_force_host_platform_device_count``) a ``shard_map`` program whose per-device
+    computations are float32 convolutions stalled in XLA's CPU runtime (idle, never
+    returning; reproduced with a LeNet's curvatures), while the threaded form runs. Results
+    are the same either way. ``spmd=True`` / ``False`` forces one form (default None: the
+    threaded form on the CPU, ``shard_map`` elsewhere).
     """
     devs = resolve_devices(devices)
     if chunk_size < 1:
@@ -138,6 +147,8 @@ def map_sharded(
             )
     nd = len(devs)
     replicated = {} if replicated is None else dict(replicated)
+    if not (spmd if spmd is not None else devs[0].platform != "cpu"):
+        return _map_threaded(fn, arrays, chunk_size, devs, replicated, progress)
     names = tuple(sorted(replicated))
     mesh, program = _sharded_program(fn, tuple(d.id for d in devs), len(arrays), names)
     sharding = batch_sharding(mesh)
@@ -159,6 +170,30 @@ def map_sharded(
         outs.append(jax.tree.map(lambda o, m=stop - start: np.asarray(o)[:m], out))
         if progress is not None:
             progress(stop - start)
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outs)
+
+
+def _map_threaded(fn, arrays, chunk_size, devs, replicated, progress):
+    """``map_sharded`` as per-device single-device programs (see its docstring)."""
+    n = arrays[0].shape[0]
+
+    def one(start):
+        stop = min(start + chunk_size, n)
+        dev = jax.config.jax_default_device
+        blocks = []
+        for a in arrays:
+            block = np.asarray(a[start:stop])
+            if stop - start < chunk_size:  # pad exactly like map_in_chunks
+                pad = np.repeat(block[-1:], chunk_size - (stop - start), axis=0)
+                block = np.concatenate([block, pad], axis=0)
+            blocks.append(jax.device_put(block, dev))
+        rep = {k: jax.device_put(v, dev) for k, v in replicated.items()}
+        out = jax.tree.map(lambda o: np.asarray(o)[: stop - start], fn(*blocks, **rep))
+        if progress is not None:
+            progress(stop - start)
+        return out
+
+    outs = map_on_devices(one, range(0, n, chunk_size), devs)
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outs)
 
 
