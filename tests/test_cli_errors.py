@@ -71,6 +71,13 @@ BAD_ARGS = {
     "--resize 3x4x5": (["slice", "--checkpoint", CK, "--resize", "3x4x5"], "size S or HxW"),
     "--key abc": (["margins", "--checkpoint", CK, "--key", "abc"], "invalid int value"),
     "missing --checkpoint": (["margins"], "required: --checkpoint"),
+    "--devices gpu": (["margins", "--checkpoint", CK, "--devices", "gpu"], "'all' or a positive"),
+    "--devices 0": (["curvature", "--checkpoint", CK, "--devices", "0"], "'all' or a positive"),
+    "--devices 99": (["margins", "--checkpoint", CK, "--devices", "99"], "devices must lie in"),
+    "curvature --devices 99": (
+        ["curvature", "--checkpoint", CK, "--devices", "99"],
+        "xla_force_host_platform_device_count",
+    ),
     "train --epochs 0": (["train", "--epochs", "0"], "positive integer"),
 }
 

@@ -151,6 +151,40 @@ def add_model_data_args(parser: argparse.ArgumentParser, *, checkpoint_required:
     return g
 
 
+def parse_devices(text: str) -> str | int:
+    """argparse type: ``all`` or a positive number of devices."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or a positive number of devices, got {text!r}"
+        ) from None
+
+
+def add_devices_arg(group) -> None:
+    """``--devices all|N``: spread the chunks over local devices (results unchanged)."""
+    group.add_argument(
+        "--devices",
+        metavar="all|N",
+        type=parse_devices,
+        default=None,
+        help="run one --chunk-size chunk per device at a time on all (or the first N) local "
+        "devices; results are bit-for-bit those of one device (default: one device). On the "
+        "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N devices",
+    )
+
+
+def cli_devices(args: argparse.Namespace) -> list | None:
+    """The devices of ``--devices`` (None: one device). Raises ValueError naming the fix
+    when more devices are asked for than exist."""
+    from geomrobust.parallel import resolve_devices
+
+    devs = resolve_devices(getattr(args, "devices", None))
+    return devs if devs is not None and len(devs) > 1 else None
+
+
 def load_model_and_data(args: argparse.Namespace):
     """Load ``args.checkpoint`` and the first ``args.n`` examples of the requested split.
 
@@ -252,7 +286,16 @@ def add_resume_args(parser: argparse.ArgumentParser) -> None:
 
 
 # Options that do not change the numbers: a resumed run may change them freely.
-_NOT_RESULTS = {"out", "restart", "no_plots", "func", "command", "data_dir", "checkpoint"}
+_NOT_RESULTS = {
+    "out",
+    "restart",
+    "no_plots",
+    "func",
+    "command",
+    "data_dir",
+    "checkpoint",
+    "devices",
+}
 
 
 def open_run_store(out: Path, args: argparse.Namespace, meta: Mapping, n: int):

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from ._common import (
+    add_devices_arg,
     add_model_data_args,
     add_resume_args,
+    cli_devices,
     load_model_and_data,
     nonnegative_float,
     nonnegative_int,
@@ -42,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_data_args(p)
+    add_devices_arg(add_model_data_args(p))
     add_resume_args(p)
     g = p.add_argument_group("curvature")
     g.add_argument("--num", type=positive_int, default=20, help="principal curvatures per point")
@@ -95,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     from geomrobust.search import deepfool, refine_boundary
 
     try:
+        devs = cli_devices(args)
+    except ValueError as e:
+        print(f"geomrobust curvature: error: --devices: {one_line(e)}", file=sys.stderr)
+        return 2
+    try:
         logits_fn, data, meta = load_model_and_data(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"geomrobust curvature: error: {one_line(e)}", file=sys.stderr)
@@ -113,22 +120,18 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"geomrobust curvature: error: {one_line(e)}", file=sys.stderr)
         return 1
-    from geomrobust.ops import pad_to_multiple
 
     size = min(chunk, n)  # rows of every curvature solve
 
-    def one_chunk(i, sl):
-        """DeepFool -> bisection onto the boundary -> principal curvatures, for one chunk.
-
-        The curvature solve runs on the chunk's boundary points padded to ``chunk`` rows (one
-        compilation for every chunk), with the key ``fold_in(key, first example)``."""
+    def boundary(sl):
+        """DeepFool -> bisection onto the boundary for one chunk; curvature fields empty."""
         xc = x[sl]
         pred = jnp.argmax(logits_fn(xc), -1)
         df = deepfool(logits_fn, xc, pred, overshoot=args.overshoot, max_iter=args.max_iter)
         bp = refine_boundary(logits_fn, xc, xc + df.perturbation, pred)
         ok = np.asarray(bp.converged & df.converged & (df.margin > 0))
         m = xc.shape[0]
-        res = {
+        return {
             "z": np.asarray(bp.z), "y": np.asarray(bp.y), "k": np.asarray(bp.k), "ok": ok,
             "margin": np.asarray(df.margin),
             "values": np.full((m, args.num), np.nan, x.dtype),
@@ -137,24 +140,45 @@ def run(args: argparse.Namespace) -> int:
             "normal": np.zeros(xc.shape, x.dtype),
             "top_direction": np.zeros(xc.shape, x.dtype),
         }  # fmt: skip
-        sel = np.nonzero(ok)[0]
-        if sel.size:
-            pad = lambda a: pad_to_multiple(jnp.asarray(a[sel]), size)  # noqa: E731
+
+    def some_chunks(i, sl):
+        """Boundary points of each chunk in ``sl`` (one chunk, or one per device with
+        --devices), then ONE curvature call on them: each chunk's points padded to ``size``
+        rows form one block (one compilation; with --devices one block per device), and the
+        point of example ``j`` draws its Lanczos start from ``fold_in(key, j)``, so results do
+        not depend on the grouping or the number of devices."""
+        parts = [
+            boundary(slice(a, min(a + chunk, sl.stop))) for a in range(sl.start, sl.stop, chunk)
+        ]
+        blocks, where = [], []
+        for j, (a, res) in enumerate(zip(range(sl.start, sl.stop, chunk), parts, strict=True)):
+            sel = np.nonzero(res["ok"])[0]
+            if sel.size:
+                pad = np.concatenate([sel, np.full(size - sel.size, sel[-1])])
+                blocks.append((res["z"][pad], res["y"][pad], res["k"][pad], a + pad))
+                where.append((j, sel))
+        if blocks:
+            z_, y_, k_, ids = (np.concatenate(c) for c in zip(*blocks, strict=True))
             curv = principal_curvatures(
-                logits_fn, pad(res["z"]), pad(res["y"]), pad(res["k"]), num=args.num,
-                key=jax.random.fold_in(key, sl.start), method=args.method, tol=args.tol,
-                max_restarts=args.max_restarts, chunk_size=size,
+                logits_fn, jnp.asarray(z_), jnp.asarray(y_), jnp.asarray(k_), num=args.num,
+                key=key, method=args.method, tol=args.tol, max_restarts=args.max_restarts,
+                chunk_size=size, devices=devs, ids=ids,
             )  # fmt: skip
-            c = sel.size
-            res["values"][sel] = np.asarray(curv.values)[:c]
-            res["converged"][sel] = np.asarray(curv.converged)[:c]
-            res["residuals"][sel] = np.asarray(curv.residuals)[:c]
-            res["normal"][sel] = np.asarray(curv.normal)[:c]
-            res["top_direction"][sel] = np.asarray(curv.directions)[:c, 0]
-        return res
+            values, converged = np.asarray(curv.values), np.asarray(curv.converged)
+            residuals, normal = np.asarray(curv.residuals), np.asarray(curv.normal)
+            top = np.asarray(curv.directions[:, 0])
+            for b, (j, sel) in enumerate(where):
+                rows = slice(b * size, b * size + sel.size)
+                res = parts[j]
+                res["values"][sel], res["converged"][sel] = values[rows], converged[rows]
+                res["residuals"][sel], res["normal"][sel] = residuals[rows], normal[rows]
+                res["top_direction"][sel] = top[rows]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     with progress_bar(n, "deepfool + curvature") as bar:
-        a = store.map(one_chunk, n=n, chunk_size=chunk, progress=bar.update)
+        a = store.map(
+            some_chunks, n=n, chunk_size=chunk, progress=bar.update, group=len(devs or [None])
+        )
     z, y, k, ok, margin = a["z"], a["y"], a["k"], a["ok"], a["margin"]
     idx = np.nonzero(ok)[0]
     if idx.size == 0:

@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from ._common import (
+    add_devices_arg,
     add_model_data_args,
     add_resume_args,
+    cli_devices,
     nonnegative_float,
     one_line,
     open_run_store,
@@ -38,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_data_args(p)
+    add_devices_arg(add_model_data_args(p))
     add_resume_args(p)
     g = p.add_argument_group("method")
     g.add_argument(
@@ -143,6 +145,13 @@ def run(args: argparse.Namespace) -> int:
             "--subspaces needs --method deepfool --norm 2 (subspace margins are L2)", code=2
         )
     try:
+        devs = cli_devices(args)
+    except ValueError as e:
+        return _fail(f"--devices: {e}", code=2)
+    if devs is not None and args.method != "deepfool":
+        return _fail("--devices is supported with --method deepfool (pgd and sparsefool run "
+                     "on one device)", code=2)  # fmt: skip
+    try:
         logits_fn, data, meta = _load(args)
     except (ValueError, FileNotFoundError) as e:
         return _fail(str(e))
@@ -171,12 +180,15 @@ def run(args: argparse.Namespace) -> int:
         overshoot=args.overshoot,
         max_iter=args.max_iter,
         slots=args.slots,
-        chunk_size=max(chunk, args.slots),
+        chunk_size=chunk,  # store chunks and DeepFool chunks coincide (also with --devices)
+        devices=devs,
     )
 
-    def chunked(desc, fn):
+    def chunked(desc, fn):  # with --devices: one store chunk per device at a time
         with progress_bar(n, desc) as bar:
-            return store.map(fn, n=n, chunk_size=chunk, progress=bar.update)
+            return store.map(
+                fn, n=n, chunk_size=chunk, progress=bar.update, group=len(devs or [None])
+            )
 
     if args.method == "deepfool" and args.subspaces == "none":
         r = SimpleNamespace(
