@@ -219,8 +219,12 @@ def deepfool_dataset(
         round trip; best on accelerators); ``"host"``: one jitted call per iteration with the
         stop test on the host (on CPU, XLA runs while-loop bodies markedly slower than the
         same computation as a top-level program: 1.3-1.8x measured on a LeNet, so this is
-        faster there); ``"auto"``: ``"host"`` on the CPU backend, else ``"device"``. All
-        modes give identical results.
+        faster there); ``"auto"``: ``"host"`` on the CPU backend, else ``"device"``. Both
+        modes run the same per-example arithmetic, but XLA compiles a loop body and a
+        top-level program separately, so results can differ in the last bits, and an example
+        sitting right at a stopping threshold can take a different number of steps (on the
+        500-digit benchmark one example ran to ``max_iter`` in one mode only). Use one mode
+        for results you compare bit for bit.
     progress : optional callback with the number of examples finished after each chunk.
     devices : None (default device), ``"all"``, an int or a list of devices: chunks are dealt
         round-robin to the devices, each running the single-device program on its chunk
