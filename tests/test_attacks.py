@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from _nets import affine, mlp
 from conftest import rtol_for
 
@@ -15,6 +16,7 @@ from geomrobust.search import (
     sparsefool,
     universal_perturbation,
 )
+from geomrobust.train import pgd_at_loss
 
 
 def _binary(dtype, d=8, key=0):
@@ -63,6 +65,24 @@ def test_fgsm_pgd_on_affine(dtype):
     p = pgd(fn, xb, yb, key=jax.random.key(3), eps=0.5, bounds=(0.0, 1.0), target=1 - yb)
     assert float(p.adversarial.min()) >= 0 and float(p.adversarial.max()) <= 1
     np.testing.assert_array_equal(p.success, p.adv_label == 1 - yb)
+
+
+def test_pgd_unrolled_equals_fori_loop(dtype):
+    """``unroll`` changes how XLA runs the loop, not the iterates."""
+    fn = mlp(jax.random.key(0), (6,), 4, dtype=dtype)
+    x = jax.random.normal(jax.random.key(1), (9, 6), dtype)
+    y = fn(x).argmax(1)
+    kw = dict(key=jax.random.key(2), eps=0.3, steps=5)
+    a = pgd(fn, x, y, **kw)
+    for unroll in (True, 2):
+        b = pgd(fn, x, y, unroll=unroll, **kw)
+        np.testing.assert_allclose(b.perturbation, a.perturbation, rtol=rtol_for(dtype), atol=0)
+        np.testing.assert_array_equal(b.adv_label, a.adv_label)
+    assert float(jnp.abs(a.perturbation).max()) > 0.1  # the attack moved
+    with pytest.raises(ValueError, match="unroll"):
+        pgd(fn, x, y, unroll=0, **kw)
+    with pytest.raises(ValueError, match="unroll"):
+        pgd_at_loss(0.1, unroll=-1)
 
 
 def test_robust_accuracy_matches_margins(dtype):

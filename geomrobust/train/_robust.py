@@ -144,6 +144,7 @@ def pgd_at_loss(
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = DEFAULT_BOUNDS,
+    unroll: int | bool = 1,
 ) -> LossFn:
     """PGD adversarial training (Madry et al. 2018): ``min_θ E ℓ(f_θ(x + δ*), y)`` with
     ``δ* = PGD(x)`` in the Lp ball of radius ``eps`` (``norm`` 2 or inf).
@@ -151,7 +152,9 @@ def pgd_at_loss(
     The attack is :func:`geomrobust.search.pgd` (``steps`` steps of size ``step_size``,
     default ``2.5 eps / steps``; uniform random start from the step key when
     ``random_start``), run with the parameters as constants; ``x + δ`` is clipped to
-    ``bounds`` after every step.
+    ``bounds`` after every step. ``unroll=True`` unrolls the attack loop (same results; on the
+    CPU 1.36x the training throughput of the rolled loop for 7 steps on a LeNet, with a longer
+    compilation; see :func:`geomrobust.search.pgd`).
     """
     eps = _check_nonneg(eps, "eps")
     p = as_norm(norm)
@@ -159,6 +162,8 @@ def pgd_at_loss(
     bounds = _check_bounds(bounds)
     if step_size is not None:
         step_size = _check_nonneg(step_size, "step_size", positive=True)
+    if not isinstance(unroll, bool | int) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(f"unroll must be True, False or a positive integer, got {unroll!r}")
 
     def loss_fn(apply, params, x, y, key):
         frozen = jax.lax.stop_gradient(params)
@@ -173,6 +178,7 @@ def pgd_at_loss(
             step_size=step_size,
             random_start=random_start,
             bounds=bounds,
+            unroll=unroll,
         ).adversarial
         loss, aux = _ce_on(apply, params, jax.lax.stop_gradient(adv), y)
         return loss, {"loss": loss, **aux}
