@@ -225,6 +225,31 @@ def test_jit_vmap_and_chunking_agree():
     np.testing.assert_allclose(a.values, c, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_num_directions_and_ids(method):
+    """Fewer directions leave the device (same values, the first directions); ``ids`` sets
+    each point's Lanczos start, so a shifted slice with its global ids gives the same bits."""
+    key = jax.random.key(0)
+    fn = mlp(key, (6,), 3)
+    z = jax.random.normal(jax.random.fold_in(key, 1), (7, 6), jnp.float32)
+    y, k = jnp.zeros(7, jnp.int32), jnp.ones(7, jnp.int32)
+    kw = dict(num=3, key=key, method=method, krylov_dim=5, chunk_size=3)
+    if method == "dense":
+        kw.pop("krylov_dim")
+    full = principal_curvatures(fn, z, y, k, **kw)
+    for nd in (0, 1, 3):
+        part = principal_curvatures(fn, z, y, k, num_directions=nd, **kw)
+        assert part.directions.shape == (7, nd, 6)
+        np.testing.assert_array_equal(part.values, full.values)
+        np.testing.assert_array_equal(part.directions, full.directions[:, :nd])
+    tail = principal_curvatures(fn, z[4:], y[4:], k[4:], ids=np.arange(4, 7), **kw)
+    np.testing.assert_allclose(tail.values, full.values[4:], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_directions"):
+        principal_curvatures(fn, z, y, k, num_directions=4, **kw)
+    with pytest.raises(ValueError, match="ids must be integers"):
+        principal_curvatures(fn, z, y, k, ids=np.arange(6), **kw)
+
+
 def test_bad_inputs_raise():
     fn = ball_fn(1.0)
     z = jnp.ones((2, 5))

@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             curv = principal_curvatures(
                 logits_fn, jnp.asarray(z_), jnp.asarray(y_), jnp.asarray(k_), num=args.num,
                 key=key, method=args.method, tol=args.tol, max_restarts=args.max_restarts,
-                chunk_size=size, devices=devs, ids=ids,
+                chunk_size=size, devices=devs, ids=ids, num_directions=1,
             )  # fmt: skip
             values, converged = np.asarray(curv.values), np.asarray(curv.converged)
             residuals, normal = np.asarray(curv.residuals), np.asarray(curv.normal)

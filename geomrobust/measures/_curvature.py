@@ -51,7 +51,8 @@ class Curvatures(NamedTuple):
     """Principal curvatures at ``N`` boundary points.
 
     values : ``(N, num)`` principal curvatures, largest magnitude first.
-    directions : ``(N, num, *s)`` unit principal directions (tangent to the boundary).
+    directions : ``(N, num_directions, *s)`` unit principal directions (tangent to the
+        boundary), in the order of ``values`` (all ``num`` unless asked otherwise).
     converged : ``(N,)`` every value of the point converged (and the normal is defined).
     value_converged : ``(N, num)`` per value: residual ``||S u - κ u|| <= tol · max|κ|``.
     residuals : ``(N, num)`` residual norms ``||S u - κ u||`` (0 for the dense method).
@@ -145,6 +146,7 @@ def principal_curvatures(
     progress: Callable[[int], None] | None = None,
     devices=None,
     ids=None,
+    num_directions: int | None = None,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -177,6 +179,10 @@ def principal_curvatures(
     ids : ``(N,)`` integer ids of the points for the PRNG (default ``0 .. N-1``). Pass the
         points' global indices when measuring part of a dataset (a chunk, a host's shard),
         so that every point gets the same starting vector however the dataset is split.
+    num_directions : how many principal directions to return per point, the first
+        ``num_directions`` by ``|κ|`` (default None: all ``num``; 0: none). The directions are
+        the largest output, ``N · num · D`` numbers: over a whole dataset, ask for the few
+        you use (``geomrobust curvature`` keeps 1) so that host memory stays ``O(N · D)``.
 
     Returns
     -------
@@ -208,6 +214,9 @@ def principal_curvatures(
         settings = (num, m, keep_, default_tol(z.dtype, tol), int(max_restarts))
     else:
         settings = (num,)
+    nd = num if num_directions is None else num_directions
+    if not isinstance(nd, int | np.integer) or not 0 <= nd <= num:
+        raise ValueError(f"num_directions must be an integer in [0, num={num}], got {nd!r}")
     if ids is None:
         ids = jnp.arange(z.shape[0])
     else:
@@ -218,14 +227,14 @@ def principal_curvatures(
                 f"{ids.dtype} {tuple(ids.shape)}"
             )
         ids = jnp.asarray(ids)
-    fn = _batched_curvatures(logits_fn, method, settings)
+    fn = _batched_curvatures(logits_fn, method, settings, int(nd))
     return run_batched(
         fn, z, y, k, ids, chunk_size=chunk_size, key=key, progress=progress, devices=devices
     )
 
 
 @cached_jit
-def _batched_curvatures(logits_fn, method, settings):
+def _batched_curvatures(logits_fn, method, settings, num_directions=None):
     one = (
         _lanczos_one(logits_fn, *settings)
         if method == "lanczos"
@@ -234,7 +243,10 @@ def _batched_curvatures(logits_fn, method, settings):
 
     def batched(zc, yc, kc, idx, key):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-        return jax.vmap(one)(zc, yc, kc, keys)
+        out = jax.vmap(one)(zc, yc, kc, keys)
+        if num_directions is not None:  # only these leave the device
+            out = out._replace(directions=out.directions[:, :num_directions])
+        return out
 
     return batched
 
