@@ -144,7 +144,7 @@ def pgd(
     ``α = step_size`` defaults to ``2.5 eps / steps``. ``eps`` may be traced (vmap over it).
     ``unroll`` is passed to ``fori_loop`` (``True``: straight-line code). Same results; on
     the CPU, XLA runs loop bodies slower than straight-line code: unrolling the 7 steps of
-    PGD-AT training raised its throughput 1.36x on a LeNet (``benchmarks/bench_training.py``)
+    PGD-AT training raised its throughput 1.34x on a LeNet (``benchmarks/bench_training.py``)
     at the price of a compilation that grows with ``steps``.
     """
     y = jnp.asarray(y)

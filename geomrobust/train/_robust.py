@@ -153,7 +153,7 @@ def pgd_at_loss(
     default ``2.5 eps / steps``; uniform random start from the step key when
     ``random_start``), run with the parameters as constants; ``x + δ`` is clipped to
     ``bounds`` after every step. ``unroll=True`` unrolls the attack loop (same results; on the
-    CPU 1.36x the training throughput of the rolled loop for 7 steps on a LeNet, with a longer
+    CPU 1.34x the training throughput of the rolled loop for 7 steps on a LeNet, with a longer
     compilation; see :func:`geomrobust.search.pgd`).
     """
     eps = _check_nonneg(eps, "eps")
