@@ -18,7 +18,10 @@ from geomrobust.io import load_npz
 # so the test can interrupt it at a known point.
 WRAPPER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    # a user's terminal delivers Ctrl-C to a default handler; a pytest-xdist worker may start
+    # its children with SIGINT ignored (inherited across exec), which would make it a no-op
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from geomrobust.io import _chunks
     save = _chunks.ChunkStore.save
     def slow(self, i, arrays):
