@@ -120,6 +120,14 @@ def fgsm(
     return _finish(logits_fn, x, adv, y, target)
 
 
+def check_unroll(unroll) -> None:
+    """``unroll`` of ``lax.fori_loop``: True, False or a positive integer."""
+    if not isinstance(unroll, bool | int | np.integer) or (
+        not isinstance(unroll, bool) and unroll < 1
+    ):
+        raise ValueError(f"unroll must be True, False or a positive integer, got {unroll!r}")
+
+
 def pgd(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -177,10 +185,7 @@ def pgd(
         delta = _project(adv + alpha * _ascent(g, p) - x, eps, p)
         return _clip(x + delta, bounds)
 
-    if not isinstance(unroll, bool | int | np.integer) or (
-        not isinstance(unroll, bool) and unroll < 1
-    ):
-        raise ValueError(f"unroll must be True, False or a positive integer, got {unroll!r}")
+    check_unroll(unroll)
     adv = jax.lax.fori_loop(0, steps, body, adv, unroll=unroll)
     return _finish(logits_fn, x, adv, y, target)
 

@@ -35,6 +35,7 @@ from jax import Array
 
 from ..measures._linearity import linearity_gap, linearity_search, per_example_loss
 from ..search import fgsm, pgd
+from ..search._attacks import check_unroll
 from ..search._norms import as_norm
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
 
@@ -162,8 +163,7 @@ def pgd_at_loss(
     bounds = _check_bounds(bounds)
     if step_size is not None:
         step_size = _check_nonneg(step_size, "step_size", positive=True)
-    if not isinstance(unroll, bool | int) or (not isinstance(unroll, bool) and unroll < 1):
-        raise ValueError(f"unroll must be True, False or a positive integer, got {unroll!r}")
+    check_unroll(unroll)
 
     def loss_fn(apply, params, x, y, key):
         frozen = jax.lax.stop_gradient(params)
