@@ -98,6 +98,43 @@ def test_robust_accuracy_matches_margins(dtype):
     assert res.clean_accuracy == correct.mean() and res.success.shape == (5, 21)
 
 
+class _Unhashable:
+    """A classifier that cannot be hashed (``__eq__`` without ``__hash__``, as a dataclass
+    holding arrays): the cached programs fall back to compiling per call."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __eq__(self, other):
+        return self is other
+
+    def __call__(self, x):
+        return self.fn(x)
+
+
+def test_robust_accuracy_target_in_chunks_and_unhashable_classifier():
+    fn = mlp(jax.random.key(10), (8,), 3)
+    x = jax.random.normal(jax.random.key(11), (11, 8))
+    y = fn(x).argmax(1)
+    kw = dict(key=jax.random.key(12), steps=3, target=(y + 1) % 3, bounds=(-2.0, 2.0))
+    chunked = robust_accuracy(fn, x, y, [0.1, 0.5], chunk_size=4, **kw)  # target in chunks
+    assert chunked.success.shape == (2, 11)
+    for start in (0, 4):  # the full chunks: targeted PGD with fold_in(key, start)
+        rows = slice(start, start + 4)
+        for i, e in enumerate([0.1, 0.5]):
+            ref = pgd(
+                fn, x[rows], y[rows], key=jax.random.fold_in(kw["key"], start), eps=e,
+                steps=3, target=kw["target"][rows], bounds=kw["bounds"],
+            )  # fmt: skip
+            np.testing.assert_array_equal(chunked.success[i, rows], ref.success)
+    with pytest.raises(TypeError):
+        hash(_Unhashable(fn))
+    again = robust_accuracy(_Unhashable(fn), x, y, [0.1, 0.5], chunk_size=4, **kw)
+    np.testing.assert_array_equal(again.success, chunked.success)
+    with pytest.raises(TypeError, match="steps must be a Python value"):
+        robust_accuracy(fn, x, y, [0.1], key=jax.random.key(0), steps=np.arange(2))
+
+
 def test_linear_solver_is_l1_optimal():
     x = jnp.asarray([[0.5, 0.5, 0.5, 0.5]])
     w = jnp.asarray([[1.0, -3.0, 2.0, 0.5]])

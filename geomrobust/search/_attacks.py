@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._programs import cached_program
 from .._validation import (
     check_batch,
     check_bounds,
@@ -216,9 +218,14 @@ def robust_accuracy(
 
     One jitted function runs the attack for all ``E`` epsilons (``lax.map`` over ``eps``) on
     a chunk of ``chunk_size`` examples; chunks are fed by
-    :func:`geomrobust.ops.map_in_chunks`, so it compiles once. An example counts as robust
-    at ``eps`` when it is correctly classified and the attack fails. Each chunk uses
-    ``fold_in(key, chunk_start)``, so results do not depend on the device or chunk order.
+    :func:`geomrobust.ops.map_in_chunks`, so it compiles once. The program is cached per
+    classifier object and attack settings, with the data, ``key``, ``epsilons`` and array
+    settings (``step_size``, per-pixel ``bounds``) as arguments: calling again with other
+    data, another key or other epsilons of the same length does not recompile. An example
+    counts as robust at ``eps`` when it is correctly classified and the attack fails. Each
+    chunk uses ``fold_in(key, chunk_start)``, so results do not depend on the device or chunk
+    order. ``attack_kw`` are passed on to :func:`pgd` / :func:`fgsm` (a ``target`` ``(N,)``
+    is split into chunks with ``x``).
     """
     if attack not in ("pgd", "fgsm"):
         raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
@@ -227,25 +234,80 @@ def robust_accuracy(
     eps = np.asarray(epsilons, np.float64).reshape(-1)
     if eps.size == 0 or not np.all(eps >= 0):
         raise ValueError(f"epsilons must be a non-empty list of values >= 0, got {epsilons!r}")
-    _check(logits_fn, x, y, 0.0, attack_kw.get("norm", jnp.inf), None)
-    eps_arr = jnp.asarray(eps, x.dtype)
-
-    @jax.jit
-    def run(xc, yc, start):
-        k = jax.random.fold_in(key, start[0])
-
-        def one(e):
-            if attack == "pgd":
-                return pgd(logits_fn, xc, yc, key=k, eps=e, **attack_kw).success
-            return fgsm(logits_fn, xc, yc, eps=e, **attack_kw).success
-
-        clean = jnp.argmax(logits_fn(xc), axis=-1) == yc
-        return clean, jax.lax.map(one, eps_arr).T  # (C,), (C, E)
+    attack_kw = dict(attack_kw)
+    target = attack_kw.pop("target", None)
+    if target is not None:
+        target = jnp.asarray(target)
+    # checked here: inside the program, traced settings (array bounds, a traced key) are not
+    _check(logits_fn, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
+    check_key(key, "key")
+    step_size = attack_kw.get("step_size")
+    if attack == "pgd" and step_size is not None and is_concrete(step_size):
+        check_positive(step_size, "step_size")
+    static, traced = _split_settings(attack_kw)
+    program = _robust_program(logits_fn, attack, static)
+    run = partial(program, key, jnp.asarray(eps, x.dtype), traced)
 
     n = x.shape[0]
     m = min(chunk_size, n)
     starts = jnp.arange(n, dtype=jnp.uint32)
-    clean, success = map_in_chunks(run, x, y, starts, chunk_size=m, progress=progress)
+    arrays = (x, y, starts) if target is None else (x, y, starts, target)
+    clean, success = map_in_chunks(run, *arrays, chunk_size=m, progress=progress)
     success = np.asarray(success).T
     robust = clean[None, :] & ~success
     return RobustAccuracy(eps, robust.mean(axis=1), float(clean.mean()), success)
+
+
+# settings of fgsm / pgd that shape the program (Python values): never traced
+_STRUCTURAL = ("norm", "steps", "random_start", "unroll")
+
+
+def _split_settings(attack_kw: dict) -> tuple[tuple, dict]:
+    """Split the attack settings into a hashable key ``((name, type, value), ...)`` (sorted
+    by name; the type keeps ``unroll=True`` and ``unroll=1`` apart) and the settings holding
+    arrays (``step_size``, per-pixel ``bounds``), which the program takes as traced arguments
+    so that neither they nor their values are baked into it."""
+    static, traced = [], {}
+    for name in sorted(attack_kw):
+        v = attack_kw[name]
+        has_array = any(isinstance(a, jax.Array | np.ndarray) for a in jax.tree.leaves(v))
+        if name in _STRUCTURAL and has_array:
+            if np.ndim(v) != 0 or not is_concrete(v):
+                raise TypeError(
+                    f"{name} must be a Python value (it selects the compiled program), "
+                    f"got {type(v).__name__} of shape {np.shape(v)}"
+                )
+            v, has_array = np.asarray(v).item(), False
+        if not has_array:
+            try:
+                hash(v)
+            except TypeError:
+                has_array = True  # e.g. bounds as a list [lo, hi]: traced like an array
+        if has_array:
+            traced[name] = v
+        else:
+            static.append((name, type(v), v))
+    return tuple(static), traced
+
+
+@cached_program
+def _robust_program(logits_fn, attack: str, static: tuple):
+    """The jitted chunk of :func:`robust_accuracy`: ``(key, eps (E,), traced settings, x, y,
+    starts[, target]) -> (clean (C,), success (C, E))``; one per classifier and settings."""
+    kw = {name: v for name, _, v in static}
+
+    def run(key, eps, traced, xc, yc, start, target=None):
+        k = jax.random.fold_in(key, start[0])
+        settings = dict(kw, **traced)
+        if target is not None:
+            settings["target"] = target
+
+        def one(e):
+            if attack == "pgd":
+                return pgd(logits_fn, xc, yc, key=k, eps=e, **settings).success
+            return fgsm(logits_fn, xc, yc, eps=e, **settings).success
+
+        clean = jnp.argmax(logits_fn(xc), axis=-1) == yc
+        return clean, jax.lax.map(one, eps).T  # (C,), (C, E)
+
+    return jax.jit(run)

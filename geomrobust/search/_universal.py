@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_positive
-from ._deepfool import deepfool
+from ._deepfool import _as_bounds, deepfool_init, deepfool_result, deepfool_step, validate
 from ._norms import as_norm, project_ball
 
 __all__ = ["UniversalPerturbation", "universal_perturbation"]
@@ -52,9 +53,13 @@ def universal_perturbation(
 
     Each pass is one jitted ``lax.scan`` over the shuffled data (one DeepFool of one example
     per scan step, compiled once for all passes); the fooling rate is then measured on the
-    whole set in one batched forward pass. ``Δv`` is L2 DeepFool's minimal perturbation of
-    ``x + v`` (with the clean prediction as reference label), ignored where DeepFool does not
-    converge. ``bounds`` clips ``x + v`` when measuring the fooling rate and in DeepFool.
+    whole set in one batched forward pass. The pass is cached per classifier object and
+    ``norm``, ``overshoot``, ``deepfool_iter`` and whether there are ``bounds``, with the data,
+    key, ``xi`` and the bounds' values as arguments: calling again with other data of the
+    same shape, another key or another radius does not recompile. ``Δv`` is L2 DeepFool's
+    minimal perturbation of ``x + v`` (with the clean prediction as reference label), ignored
+    where DeepFool does not converge. ``bounds`` clips ``x + v`` when measuring the fooling
+    rate and in DeepFool.
 
     Parameters
     ----------
@@ -71,32 +76,46 @@ def universal_perturbation(
     if not 0 <= delta < 1:
         raise ValueError(f"delta must lie in [0, 1), got {delta!r}")
     x = jnp.asarray(x)
-    n = x.shape[0]
     label0 = jnp.argmax(logits_fn(x), -1)
+    # the DeepFool settings, checked here once (inside the program the bounds are traced)
+    validate(logits_fn, x, label0, 2, overshoot, deepfool_iter, None, None, bounds)
+    has_bounds = bounds is not None
+    lo, hi = _as_bounds(bounds if has_bounds else (0, 0), x.dtype)
+    one_pass = _pass_program(logits_fn, p, overshoot, deepfool_iter, has_bounds)
+    xi_arr = jnp.asarray(xi, x.dtype)
 
-    def clip(z):
-        return z if bounds is None else jnp.clip(z, bounds[0], bounds[1])
+    v = jnp.zeros(x.shape[1:], x.dtype)
+    history = []
+    for t in range(max_passes):
+        v, rate = one_pass(x, label0, v, jax.random.fold_in(key, t), xi_arr, lo, hi)
+        history.append(float(rate))
+        if history[-1] >= 1 - delta:
+            break
+    rate = history[-1] if history else 0.0
+    return UniversalPerturbation(v, rate, np.asarray(history), rate >= 1 - delta)
 
-    def project(v):
-        return project_ball(v.reshape(1, -1), jnp.asarray(xi, x.dtype), p).reshape(v.shape)
 
-    @jax.jit
-    def one_pass(v, k):
-        order = jax.random.permutation(k, n)
+@cached_program
+def _pass_program(logits_fn, p: float, overshoot, deepfool_iter: int, has_bounds: bool):
+    """One pass of Algorithm 1, ``(x, label0, v, key, xi, lo, hi) -> (v, fooling rate)``,
+    jitted once per classifier and settings (data, key, radius and box are arguments)."""
+
+    def one_pass(x, label0, v, k, xi, lo, hi):
+        bounds = (lo, hi) if has_bounds else None
+        order = jax.random.permutation(k, x.shape[0])
+
+        def clip(z):
+            return z if bounds is None else jnp.clip(z, lo, hi)
+
+        def project(v):
+            return project_ball(v.reshape(1, -1), xi, p).reshape(v.shape)
 
         def visit(v, i):
             xv = clip(x[i] + v)[None]
             still = jnp.argmax(logits_fn(xv), -1)[0] == label0[i]
 
             def push(v):
-                df = deepfool(
-                    logits_fn,
-                    xv,
-                    label0[i][None],
-                    max_iter=deepfool_iter,
-                    overshoot=overshoot,
-                    bounds=bounds,
-                )
+                df = _deepfool(logits_fn, xv, label0[i][None], deepfool_iter, overshoot, bounds)
                 dv = jnp.where(df.converged[0], df.perturbation[0], 0)
                 return project(v + dv)
 
@@ -106,12 +125,21 @@ def universal_perturbation(
         fooled = jnp.argmax(logits_fn(clip(x + v[None])), -1) != label0
         return v, jnp.mean(fooled.astype(jnp.float32))
 
-    v = jnp.zeros(x.shape[1:], x.dtype)
-    history = []
-    for t in range(max_passes):
-        v, rate = one_pass(v, jax.random.fold_in(key, t))
-        history.append(float(rate))
-        if history[-1] >= 1 - delta:
-            break
-    rate = history[-1] if history else 0.0
-    return UniversalPerturbation(v, rate, np.asarray(history), rate >= 1 - delta)
+    return jax.jit(one_pass)
+
+
+def _deepfool(logits_fn, x, y, max_iter, overshoot, bounds):
+    """:func:`geomrobust.search.deepfool` (L2, all classes) without its eager argument checks,
+    which cannot run on traced bounds (they are checked once by the caller)."""
+    state = deepfool_init(logits_fn, x, y, candidates=None)
+
+    def cond(s):
+        return jnp.any(~s.done & (s.iterations < max_iter))
+
+    def body(s):
+        step = deepfool_step(
+            logits_fn, s, norm=2, overshoot=overshoot, max_iter=max_iter, bounds=bounds
+        )
+        return step[0]
+
+    return deepfool_result(jax.lax.while_loop(cond, body, state), 2)
