@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +63,19 @@ def resize_images(images, size, *, chunk_size: int = 4096) -> np.ndarray:
     if n == 0:
         return out
     lo, hi = images.min(), images.max()
-
-    def resize(batch):
-        y = jax.image.resize(batch, (batch.shape[0], h, w, c), method="linear", antialias=True)
-        return jnp.clip(y, lo, hi)
-
-    resize = jax.jit(resize)
     for start in range(0, n, chunk_size):
-        out[start : start + chunk_size] = np.asarray(resize(images[start : start + chunk_size]))
+        out[start : start + chunk_size] = np.asarray(
+            _resize(images[start : start + chunk_size], lo, hi, size=(h, w))
+        )
     return out
+
+
+@partial(jax.jit, static_argnames="size")
+def _resize(batch, lo, hi, *, size):
+    """Resize ``batch`` to ``size`` and clip to ``[lo, hi]``; compiled once per shape and size
+    (the range is an argument), so loading another data set of the same shape reuses it."""
+    h, w = size
+    y = jax.image.resize(
+        batch, (batch.shape[0], h, w, batch.shape[3]), method="linear", antialias=True
+    )
+    return jnp.clip(y, lo, hi)

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax import Array
 
+from geomrobust._programs import cached_program
 from geomrobust._validation import check_positive
 from geomrobust.data import directional_dataset, fourier_direction
 
@@ -68,7 +69,9 @@ def fourier_accuracy_map(
     frequencies : ``(i, j)`` pairs (default all ``H × W``).
     n_train, n_test, steps, batch_size, learning_rate : the tiny training run (Adam).
     epsilon, sigma : the directional dataset's separation and noise.
-    chunk_size : directions trained at once (``vmap``); the last chunk is padded.
+    chunk_size : directions trained at once (``vmap``); the last chunk is padded. The
+        program is cached per ``(init_params, apply_fn)`` objects and training settings: a
+        second call (another key, other frequencies) does not recompile.
     progress : optional callback with the number of directions done after each chunk.
 
     Returns
@@ -118,7 +121,10 @@ def fourier_accuracy_map(
     return AccuracyMap(jnp.asarray(accuracy), jnp.asarray(freqs), jnp.asarray(grid))
 
 
+@cached_program
 def _train_and_test(init_params, apply_fn, steps, batch_size, learning_rate):
+    """The jitted training and test of a chunk of directions, one per architecture and
+    training settings (the data and keys are arguments)."""
     opt = optax.adam(learning_rate)
 
     def loss(params, x, y):

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_labels
 from ..ops import batch_logit_difference_grads, map_in_chunks
 
@@ -57,13 +58,20 @@ def first_order_margins(
     """``(f_y - f_j) / ||∇_h (f_y - f_j)||`` and ``j = argmax_{k≠y} f_k`` at each row of ``h``.
 
     ``head_fn`` maps a batch of activations ``(N, *a)`` to logits ``(N, K)``; one forward
-    pass and one VJP per chunk (:func:`geomrobust.ops.batch_logit_difference_grads`).
+    pass and one VJP per chunk (:func:`geomrobust.ops.batch_logit_difference_grads`),
+    jitted once per ``head_fn`` object (cached: calling again does not recompile).
     Rows with a zero gradient get margin ``+inf`` (or ``-inf``) by the sign of ``f_y - f_j``.
     """
     h = jnp.asarray(h)
     y = jnp.asarray(y)
+    run = _margins_program(head_fn)
+    return map_in_chunks(run, h, y, chunk_size=min(int(chunk_size), h.shape[0]))
 
-    @jax.jit
+
+@cached_program
+def _margins_program(head_fn):
+    """The jitted chunk of :func:`first_order_margins`, one per head function."""
+
     def run(hc, yc):
         logits = head_fn(hc)
         masked = jnp.where(jax.nn.one_hot(yc, logits.shape[-1], dtype=bool), -jnp.inf, logits)
@@ -72,7 +80,18 @@ def first_order_margins(
         n = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
         return -F / n, j
 
-    return map_in_chunks(run, h, y, chunk_size=min(int(chunk_size), h.shape[0]))
+    return jax.jit(run)
+
+
+@cached_program
+def _features_program(features_fn):
+    """``features_fn`` jitted, one per function (a split's features are reused across calls)."""
+    return jax.jit(features_fn)
+
+
+def _identity(z):
+    """The features of the input layer."""
+    return z
 
 
 def _stats(m: np.ndarray) -> np.ndarray:
@@ -100,6 +119,9 @@ def margin_signature(
     x : ``(N, *s)``; y : ``(N,)`` true labels.
     splits : ``{name: (features_fn, head_fn)}`` with ``head_fn(features_fn(x)) = logits``
         (e.g. :func:`layer_splits`); the input layer ``"input"`` is always included.
+    chunk_size : examples per jitted call. The programs are cached per function object, so a
+        second call with the same ``logits_fn`` and the same ``splits`` (build them once:
+        :func:`layer_splits` makes new functions on every call) does not recompile.
 
     Returns
     -------
@@ -110,11 +132,12 @@ def margin_signature(
     y = jnp.asarray(y)
     k = check_classifier(logits_fn, x)
     check_labels(y, k, x.shape[0], "y")
-    layers = {"input": (lambda z: z, logits_fn)}
+    layers = {"input": (_identity, logits_fn)}
     layers.update(splits or {})
     out = {}
     for name, (features_fn, head_fn) in layers.items():
-        h = map_in_chunks(jax.jit(features_fn), x, chunk_size=min(int(chunk_size), x.shape[0]))
+        feats = _features_program(features_fn)
+        h = map_in_chunks(feats, x, chunk_size=min(int(chunk_size), x.shape[0]))
         m, j = first_order_margins(head_fn, h, y, chunk_size=chunk_size)
         hf = np.asarray(h, np.float64).reshape(h.shape[0], -1)
         nu = float(np.sqrt(np.sum(np.var(hf, axis=0))))

@@ -26,6 +26,7 @@ with ``α < g(x_r)``) or with L2 PGD (``attack="pgd"``, radius ``eps``, as in th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_labels
 from ..ops import map_in_chunks
 
@@ -96,7 +98,8 @@ def boundary_thickness(
     alpha, beta : the band ``α < p_i - p_j < β`` (defaults 0 and 0.75 as in the paper).
     num_points : grid points in ``t ∈ [0, 1]`` (``num_points - 1`` cells).
     chunk_size : examples per jitted chunk (each evaluates ``chunk_size * num_points``
-        inputs in one forward pass).
+        inputs in one forward pass); the program is cached per classifier object, so calling
+        again with other data, ``N``, ``alpha`` or ``beta`` does not recompile.
 
     Returns
     -------
@@ -119,8 +122,22 @@ def boundary_thickness(
     a = jnp.asarray(alpha, x.dtype)
     b = jnp.asarray(beta, x.dtype)
 
-    @jax.jit
-    def run(xc, xa, yc):
+    run = partial(_thickness_program(logits_fn), ts, a, b)
+    theta, dist, frac, i, j, valid = map_in_chunks(
+        run, x, x_adv, y, chunk_size=min(int(chunk_size), n)
+    )
+    theta = jnp.where(valid, theta, jnp.nan)
+    v = np.asarray(valid)
+    mean = float(np.mean(np.asarray(theta)[v])) if v.any() else float("nan")
+    return Thickness(theta, dist, frac, i, j, valid, mean)
+
+
+@cached_program
+def _thickness_program(logits_fn):
+    """The jitted chunk of :func:`boundary_thickness`, ``(ts, α, β, x, x_r, y) -> ...``: one
+    per classifier (the grid and the band are arguments, not constants)."""
+
+    def run(ts, a, b, xc, xa, yc):
         c = xc.shape[0]
         pred = jnp.argmax(logits_fn(xc), axis=-1).astype(jnp.int32)
         i = jnp.where(yc < 0, pred, yc).astype(jnp.int32)
@@ -139,13 +156,7 @@ def boundary_thickness(
         valid = (pred == i) & (j != i)
         return frac * dist, dist, frac, i, j, valid
 
-    theta, dist, frac, i, j, valid = map_in_chunks(
-        run, x, x_adv, y, chunk_size=min(int(chunk_size), n)
-    )
-    theta = jnp.where(valid, theta, jnp.nan)
-    v = np.asarray(valid)
-    mean = float(np.mean(np.asarray(theta)[v])) if v.any() else float("nan")
-    return Thickness(theta, dist, frac, i, j, valid, mean)
+    return jax.jit(run)
 
 
 def thickness(

@@ -178,8 +178,9 @@ def robustness_monitor(
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     eps_list = [float(eps)] if epsilons is None else [float(e) for e in epsilons]
 
+    # the held-out batch and the key are arguments, not constants baked into the program
     @jax.jit
-    def metrics(params):
+    def metrics(params, x, y, key):
         return robustness_metrics(
             lambda z: apply(params, z),
             x,
@@ -193,7 +194,7 @@ def robustness_monitor(
         )
 
     def hook(epoch: int, params, history: dict) -> dict:
-        m = jax.device_get(metrics(params))
+        m = jax.device_get(metrics(params, x, y, key))
         record = {
             "clean_accuracy": float(m["clean_accuracy"]),
             "fgsm_accuracy": float(m["fgsm_accuracy"]),
