@@ -15,8 +15,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from geomrobust.measures import dct_subspaces, principal_curvatures, subspace_margins
-from geomrobust.search import deepfool_dataset, margin_along
+from geomrobust.data import resize_images
+from geomrobust.measures import (
+    boundary_thickness,
+    dct_subspaces,
+    first_order_margins,
+    fourier_accuracy_map,
+    margin_signature,
+    principal_curvatures,
+    subspace_margins,
+)
+from geomrobust.search import (
+    deepfool_dataset,
+    margin_along,
+    robust_accuracy,
+    universal_perturbation,
+)
+from geomrobust.train import robustness_monitor
 
 
 class Counted:
@@ -110,3 +125,156 @@ def test_margin_along_compiles_once(per_example):
     assert f.run(lambda: run(10, 0), 10) == first
     assert f.run(lambda: run(9, 1), 9) == first
     assert f.run(lambda: run(9, 1, max_dist=2.0, tol=1e-4), 9) == first  # traced settings
+
+
+@pytest.mark.parametrize("attack", ["pgd", "fgsm"])
+def test_robust_accuracy_compiles_once(attack):
+    f = Counted(16, seed=5)
+    kw = dict(steps=2, step_size=0.05) if attack == "pgd" else {}
+
+    def run(n, seed, eps=(0.0, 0.1, 0.3), **more):
+        x = _data(n, (16,), seed)
+        y = jnp.argmax(f(x), -1)
+        key = jax.random.key(seed)
+        return robust_accuracy(
+            f, x, y, eps, key=key, attack=attack, chunk_size=4, bounds=(-2.0, 2.0), **kw, **more
+        ).success
+
+    first = f.run(lambda: run(10, 0), 10)
+    assert first >= 1
+    assert f.run(lambda: run(10, 0), 10) == first
+    assert f.run(lambda: run(10, 1, eps=(0.2, 0.05, 1.0)), 10) == first  # key, epsilons traced
+    assert f.run(lambda: run(15, 2), 15) == first  # more chunks, other data
+
+
+def test_robust_accuracy_array_settings_are_traced():
+    f = Counted(16, seed=6)
+
+    def run(n, seed, lo, step):
+        x = _data(n, (16,), seed)
+        y = jnp.argmax(f(x), -1)
+        bounds = (jnp.full((16,), lo), 3.0)
+        return robust_accuracy(
+            f, x, y, [0.1, 0.2], key=jax.random.key(seed), steps=2, chunk_size=4,
+            bounds=bounds, step_size=jnp.float32(step), target=(y + 1) % 3,
+        ).success  # fmt: skip
+
+    first = f.run(lambda: run(10, 0, -3.0, 0.05), 10)
+    assert first >= 1
+    assert f.run(lambda: run(10, 1, -2.5, 0.1), 10) == first
+    assert f.run(lambda: run(13, 2, -2.0, 0.02), 13) == first
+
+
+def test_universal_perturbation_compiles_once():
+    # not chunked (one scan over the data per pass): a new N retraces, same shapes must not
+    f = Counted(16, seed=7)
+
+    def run(seed, xi, lo):
+        x = _data(10, (16,), seed)
+        kw = dict(key=jax.random.key(seed), xi=xi, delta=0.0, max_passes=2, deepfool_iter=3)
+        return universal_perturbation(f, x, bounds=(lo, 3.0), **kw).perturbation
+
+    first = f.run(lambda: run(0, 0.5, -3.0), 10)
+    assert first >= 1
+    assert f.run(lambda: run(0, 0.5, -3.0), 10) == first
+    assert f.run(lambda: run(1, 0.3, -2.0), 10) == first  # data, key, radius, box values
+
+
+def test_boundary_thickness_compiles_once():
+    f = Counted(16, seed=8)
+
+    def run(n, seed, alpha=0.0, beta=0.75):
+        x = _data(n, (16,), seed)
+        xa = x + _data(n, (16,), seed + 50)
+        kw = dict(alpha=alpha, beta=beta, num_points=5, chunk_size=4)
+        return boundary_thickness(f, x, xa, **kw).thickness
+
+    first = f.run(lambda: run(10, 0), 10)
+    assert first >= 1
+    assert f.run(lambda: run(10, 0), 10) == first
+    assert f.run(lambda: run(13, 1, alpha=-0.5, beta=0.5), 13) == first
+
+
+class Flatten(Counted):
+    """``x -> x.reshape(N, -1)`` (a layer's features), counting traces as :class:`Counted`."""
+
+    def __call__(self, x):
+        if isinstance(x, jax.core.Tracer) and x.shape[0] != self.n:
+            self.traces += 1
+        return x.reshape(x.shape[0], -1)
+
+
+def test_margin_signature_compiles_once():
+    f, flat = Counted(16, seed=9), Flatten(16)
+    splits = {"flat": (flat, f)}
+
+    def run(n, seed):
+        flat.n = n
+        x = _data(n, (4, 4), seed)
+        y = jnp.argmax(f(x), -1)
+        sig = margin_signature(f, x, y, splits=splits, chunk_size=4)
+        return sig["flat"].margins, first_order_margins(f, x, y, chunk_size=4)[0]
+
+    first = f.run(lambda: run(10, 0), 10)
+    features = flat.traces
+    assert first >= 1 and features >= 1
+    assert f.run(lambda: run(10, 0), 10) == first
+    assert f.run(lambda: run(13, 1), 13) == first
+    assert flat.traces == features
+
+
+def test_fourier_accuracy_map_compiles_once():
+    traces = []
+
+    def init_params(k):
+        return {"w": 0.01 * jax.random.normal(k, (16, 2)), "b": jnp.zeros(2)}
+
+    def apply(p, x):
+        traces.append(x.shape)
+        return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+    def run(seed, freqs):
+        kw = dict(n_train=8, n_test=4, steps=2, batch_size=4, chunk_size=2)
+        key = jax.random.key(seed)
+        return fourier_accuracy_map(init_params, apply, (4, 4), key=key, frequencies=freqs, **kw)
+
+    jax.block_until_ready(run(0, [(0, 0), (1, 1), (2, 2)]).accuracy)
+    first = len(traces)
+    assert first >= 1
+    jax.block_until_ready(run(1, [(0, 1), (1, 2), (3, 3), (2, 0), (1, 0)]).accuracy)
+    assert len(traces) == first  # other key, more chunks
+
+
+def test_resize_images_compiles_once(monkeypatch):
+    traces = []
+    resize = jax.image.resize
+
+    def counted(image, shape, *args, **kw):
+        traces.append(shape)
+        return resize(image, shape, *args, **kw)
+
+    monkeypatch.setattr(jax.image, "resize", counted)
+    rng = np.random.default_rng(0)
+    resize_images(rng.random((10, 8, 8, 1), np.float32), (4, 4), chunk_size=4)
+    first = len(traces)
+    assert first == 2  # the full chunks and the last, shorter one
+    resize_images(2 * rng.random((10, 8, 8, 1), np.float32), (4, 4), chunk_size=4)
+    assert len(traces) == first  # other data (and range): no retrace
+
+
+def test_robustness_monitor_compiles_once_per_hook():
+    f = Counted(16, seed=10)
+    x = _data(8, (16,), 0)
+    y = jnp.argmax(f(x), -1)
+
+    def apply(scale, z):
+        return f(z) * scale
+
+    hook = robustness_monitor(apply, x, y, eps=0.1, key=jax.random.key(0), pgd_steps=2, warn=False)
+    f.n = 0  # the held-out batch is not chunked: count every trace
+    hook(0, jnp.float32(1.0), {})
+    first = f.traces
+    assert first >= 1
+    for epoch in (1, 2):
+        hook(epoch, jnp.float32(1.0 + epoch), {})
+    assert f.traces == first
