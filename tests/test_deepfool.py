@@ -161,6 +161,25 @@ def test_continuous_batching_equals_plain_driver(dtype, kw, loop):
     assert b.margin.dtype == dtype and b.perturbation.shape == x.shape
 
 
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_continuous_batching_numpy_input_stays_on_host(dtype, loop):
+    """A NumPy input is put on the device one chunk at a time; same results as a JAX input,
+    over several chunks (tail ladder of 16, 4 and 1 slots compiled up front)."""
+    key = jax.random.key(5)
+    fn = mlp(key, (6,), 4, dtype=dtype)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (45, 6), dtype)
+    kw = dict(slots=16, chunk_size=20, loop=loop, max_iter=30)  # 3 chunks, the last padded
+    a = deepfool_dataset(fn, x, **kw)
+    b = deepfool_dataset(fn, np.asarray(x), **kw)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    assert b.margin.dtype == dtype and b.perturbation.shape == x.shape
+    assert np.all(np.asarray(b.converged)) and np.all(np.isfinite(np.asarray(b.margin)))
+    plain = deepfool(fn, x, max_iter=30)  # same arithmetic, other batch composition
+    np.testing.assert_array_equal(a.iterations, plain.iterations)
+    np.testing.assert_allclose(a.margin, plain.margin, rtol=10 * rtol_for(dtype))
+
+
 def test_argument_errors():
     fn = mlp(jax.random.key(0), (4,), 3)
     x = jnp.ones((2, 4), jnp.float32)

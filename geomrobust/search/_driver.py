@@ -94,33 +94,24 @@ def _run(
         x0 = X[jnp.clip(ids, 0, m - 1)]
         logits, y, classes, grads = evaluate(logits_fn, x0, lambda lg: select_fresh(lg, ids))
         state = init_decide(logits, y, classes, grads, x0, has_y)
-
-        out = MarginResult(
-            perturbation=jnp.zeros_like(X),
-            margin=jnp.full((m,), jnp.inf, dtype),
-            converged=jnp.zeros((m,), bool),
-            adv_label=jnp.full((m,), -1, jnp.int32),
-            iterations=jnp.zeros((m,), jnp.int32),
-        )
         nxt = jnp.minimum(jnp.asarray(B, jnp.int32), n_valid)
+        carry = (state, ids, nxt)
+        if mode == "device":  # the loop writes results into (m, ...) buffers on the device
+            out = MarginResult(
+                perturbation=jnp.zeros_like(X),
+                margin=jnp.full((m,), jnp.inf, dtype),
+                converged=jnp.zeros((m,), bool),
+                adv_label=jnp.full((m,), -1, jnp.int32),
+                iterations=jnp.zeros((m,), jnp.int32),
+            )
+            carry = (*carry, out)
 
-        carry = (state, ids, nxt, out)
-
-    def cond(c):
-        ids, nxt = c[1], c[2]
-        n_active = jnp.sum(ids >= 0)
-        # stop early for the host to shrink the working set once the queue is empty
-        return (n_active > 0) & ~((nxt >= n_valid) & (n_active <= min_active))
-
-    def body(c):
-        state, ids, nxt, out = c
-        # 1. write back the finished slots and refill them with the next examples
+    def advance(state, ids, nxt):
+        """Hand out the finished slots (``where``: their example index, ``m`` elsewhere) and
+        their results, refill the free slots with the next examples, and evaluate once."""
         finished = (ids >= 0) & (state.done | (state.iterations >= max_iter))
         res = deepfool_result(state, p)
-        where = jnp.where(finished, ids, m)  # index m is dropped
-        out = MarginResult(
-            *(o.at[where].set(r, mode="drop") for o, r in zip(out, res, strict=True))
-        )
+        where = jnp.where(finished, ids, m)
         free = finished | (ids < 0)
         rank = jnp.cumsum(free, dtype=jnp.int32) - 1
         new = nxt + rank
@@ -131,7 +122,7 @@ def _run(
         x_new = X[jnp.clip(ids, 0, m - 1)]
         x_slot = jnp.where(_rows(load, X.ndim), x_new, state.x)
         state = state._replace(x=x_slot)
-        # 2. one evaluation: clean points for fresh slots, DeepFool steps for running ones
+        # one evaluation: clean points for fresh slots, DeepFool steps for running ones
         active = ~fresh & ~state.done & (state.iterations < max_iter)
         r, point, info = propose(state, q=q, overshoot=overshoot, subspace=subspace, bounds=bounds)
         point = jnp.where(_rows(fresh, X.ndim), x_slot, point)
@@ -144,19 +135,34 @@ def _run(
         st_fresh = init_decide(logits, y, classes, grads, x_slot, has_y)
         st_step = step_decide(state, r, point, logits, grads, info, active)
         state = jax.tree.map(lambda a, b: jnp.where(_rows(fresh, a.ndim), a, b), st_fresh, st_step)
-        return state, ids, nxt, out
+        return (state, ids, nxt), (where, res)
 
     if mode == "start":
         return carry
-    if mode == "step":
-        return body(carry)
+    if mode == "step":  # the host writes the finished slots' results (no (m, ...) buffers here)
+        return advance(*carry)
+
+    def cond(c):
+        ids, nxt = c[1], c[2]
+        n_active = jnp.sum(ids >= 0)
+        # stop early for the host to shrink the working set once the queue is empty
+        return (n_active > 0) & ~((nxt >= n_valid) & (n_active <= min_active))
+
+    def body(c):
+        (state, ids, nxt), (where, res) = advance(*c[:3])
+        out = MarginResult(  # index m is dropped
+            *(o.at[where].set(r, mode="drop") for o, r in zip(c[3], res, strict=True))
+        )
+        return state, ids, nxt, out
+
     return jax.lax.while_loop(cond, body, carry)
 
 
-def _stage(args, static, n_valid: int, loop: str, carry, b: int):
+def _stage(args, static, n_valid: int, loop: str, carry, b: int, sink):
     """Run the slot loop with ``b`` slots until the queue is empty and at most ``_tail(b)``
-    slots are busy (or all are idle): one ``while_loop`` ("device") or one jitted call per
-    iteration with the test on the host ("host")."""
+    slots are busy (or all are idle): one ``while_loop`` ("device", results written into the
+    carry's chunk buffers) or one jitted call per iteration with the test on the host ("host",
+    each step's finished slots handed to ``sink(where, res)``)."""
     if loop == "device":
         return _run(*args, carry, _tail(b), slots=b, mode="device", **static)
     if carry is None:
@@ -166,7 +172,15 @@ def _stage(args, static, n_valid: int, loop: str, carry, b: int):
         busy = int(np.sum(ids >= 0))
         if busy == 0 or (nxt >= n_valid and busy <= _tail(b)):
             return carry
-        carry = _run(*args, carry, 0, slots=b, mode="step", **static)
+        carry, (where, res) = _run(*args, carry, 0, slots=b, mode="step", **static)
+        sink(where, res)
+
+
+@jax.jit
+def _take(state, rows):
+    """The slot state compacted to ``rows`` (one program per pair of working-set sizes, where
+    indexing each field eagerly would compile one small program per field and size)."""
+    return jax.tree.map(lambda a: a[rows], state)
 
 
 def _tail(b: int) -> int:
@@ -179,6 +193,39 @@ def _ladder(n_active: int, b: int) -> int:
     while b >= 4 and n_active <= b // 4:
         b //= 4
     return b
+
+
+def _ladder_sizes(b: int) -> list[int]:
+    """Every working-set size the tail can use from ``b`` slots (``b, b/4, b/16, ...``)."""
+    sizes = [b]
+    while b >= 4:
+        b //= 4
+        sizes.append(b)
+    return sizes
+
+
+def _compile_ladder(args, static, loop: str, slots: int) -> None:
+    """Compile (ahead of time, nothing runs) every program a chunk can need: the first stage
+    and each tail size. Which tail sizes a chunk reaches depends on its data, so compiling
+    them lazily would put compilations, and the memory the compiler keeps afterwards, in the
+    middle of a long run at points that depend on ``N``; compiled up front, the set of
+    programs and their order are the same for any ``N``. Calls then hit the jit cache."""
+    fn, rest = args[0], args[1:]
+    first = "device" if loop == "device" else "start"
+    states = []  # the slot state of each size so far: the tail can skip sizes
+    for b in _ladder_sizes(slots):
+        tail = _tail(b) if loop == "device" else 0
+        carry = jax.eval_shape(
+            lambda *a, b=b, t=tail: _run(fn, *a, None, t, slots=b, mode=first, **static), *rest
+        )
+        if not states:  # the first stage starts from the first examples
+            _run.lower(*args, None, tail, slots=b, mode=first, **static).compile()
+        for prev in states:  # a tail stage starts from a larger stage's compacted slots
+            _take.lower(prev, jax.ShapeDtypeStruct((b,), np.int32)).compile()
+        if states or loop != "device":
+            mode = "device" if loop == "device" else "step"
+            _run.lower(*args, carry, tail, slots=b, mode=mode, **static).compile()
+        states.append(carry[0])
 
 
 def deepfool_dataset(
@@ -243,9 +290,11 @@ def deepfool_dataset(
             "deepfool_dataset is a dataset-level driver that jits internally (host loop and "
             "chunking); call it outside jit/vmap, or use geomrobust.search.deepfool there"
         )
-    # device_put aliases a NumPy array on the CPU where jnp.asarray copies it (measured: an
-    # N x 1024 float32 input at N = 10,000 cost about 100 MB more with asarray)
-    x = jax.device_put(x) if isinstance(x, np.ndarray) else jnp.asarray(x)
+    # a NumPy input stays on the host and is put on the device one chunk at a time (the
+    # device then holds one chunk of the inputs, not all N: measured at N = 10,000, D = 1024,
+    # a whole-input device_put cost 40 MiB more peak memory on the CPU, jnp.asarray ~100 MiB)
+    if not isinstance(x, np.ndarray):
+        x = jnp.asarray(x)
     if y is not None:
         y = jnp.asarray(y)
     validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
@@ -261,22 +310,34 @@ def deepfool_dataset(
     n = x.shape[0]
     m = min(chunk_size, n)
     slots = min(slots, m)
-    dtype = x.dtype
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)  # float64 NumPy -> float32 without x64
     b = _as_bounds(bounds, dtype)
     lo, hi = b if b is not None else (jnp.zeros((), dtype), jnp.zeros((), dtype))
     sub = None if subspace is None else jnp.asarray(subspace, dtype)
     yy = jnp.zeros((n,), jnp.int32) if y is None else y.astype(jnp.int32)
 
+    # results go straight into preallocated host buffers as examples finish (host loop: after
+    # each step; device loop: after each chunk), then to JAX without a copy (device_put
+    # aliases NumPy memory on the CPU). Unwritten rows would read as not converged (margin
+    # inf), never as a number. Peak memory ~ inputs + outputs + one chunk's working set.
+    bufs = MarginResult(
+        perturbation=np.zeros((n, *x.shape[1:]), dtype),
+        margin=np.full((n,), np.inf, dtype),
+        converged=np.zeros((n,), bool),
+        adv_label=np.full((n,), -1, np.int32),
+        iterations=np.zeros((n,), np.int32),
+    )
+    static = dict(p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None)
+
+    compiled = set()
+
     def one_chunk(start):
         stop = min(start + m, n)
         xc, yc = x[start:stop], yy[start:stop]
-        if stop - start < m:
-            pad = m - (stop - start)
-            xc = jnp.concatenate([xc, jnp.repeat(xc[-1:], pad, 0)])
-            yc = jnp.concatenate([yc, jnp.repeat(yc[-1:], pad, 0)])
-        static = dict(
-            p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None
-        )
+        if stop - start < m:  # pad the last chunk with copies of its last row (never computed)
+            rows = np.minimum(np.arange(m), stop - start - 1)
+            xc, yc = xc[rows], yc[rows]
+        xc = jax.device_put(xc) if isinstance(xc, np.ndarray) else xc
         args = (
             logits_fn,
             xc,
@@ -288,9 +349,22 @@ def deepfool_dataset(
             lo,
             hi,
         )
-        b = slots
 
-        carry = _stage(args, static, stop - start, loop, None, b)
+        dev = jax.config.jax_default_device  # one entry per device lane (devices=)
+        if n > m and dev not in compiled:  # several chunks: every program before the first
+            compiled.add(dev)
+            _compile_ladder(args, static, loop, slots)
+
+        def sink(where, res):  # where: example index within the chunk, m where not finished
+            where = np.asarray(where)
+            done = where < m
+            if done.any():
+                rows = start + where[done]
+                for buf, r in zip(bufs, res, strict=True):
+                    buf[rows] = np.asarray(r)[done]
+
+        b = slots
+        carry = _stage(args, static, stop - start, loop, None, b, sink)
         while True:  # shrinking tail: compact the remaining examples into fewer slots
             ids = np.asarray(carry[1])
             active = np.flatnonzero(ids >= 0)
@@ -298,31 +372,21 @@ def deepfool_dataset(
                 break
             b = _ladder(active.size, b)
             take = np.concatenate([active, np.full(b - active.size, active[0])])
-            state = jax.tree.map(lambda a, t=take: a[t], carry[0])
+            state = _take(carry[0], take.astype(np.int32))
             new_ids = jnp.asarray(np.where(np.arange(b) < active.size, ids[take], -1))
-            carry = _stage(
-                args, static, stop - start, loop, (state, new_ids, carry[2], carry[3]), b
-            )
-        res = carry[3]
+            carry = (state, new_ids, *carry[2:])
+            carry = _stage(args, static, stop - start, loop, carry, b, sink)
+        if loop == "device":  # the chunk's results are in the carry's (m, ...) buffers
+            for buf, r in zip(bufs, carry[3], strict=True):
+                buf[start:stop] = np.asarray(r[: stop - start])
         if progress is not None:
             progress(stop - start)
-        return jax.tree.map(lambda a, k=stop - start: a[:k], res)
 
     starts = range(0, n, m)
     devs = resolve_devices(devices)
     if devs is not None and len(devs) > 1:
-        outs = zip(starts, map_on_devices(one_chunk, starts, devs), strict=True)
+        map_on_devices(one_chunk, starts, devs)  # chunks write disjoint rows of bufs
     else:
-        outs = ((start, one_chunk(start)) for start in starts)  # one chunk alive at a time
-    # each chunk is copied into one preallocated host buffer per field as it finishes (no
-    # list of chunk results plus their concatenation), then handed to JAX without a copy
-    # (device_put aliases NumPy memory on the CPU): peak memory ~ inputs + outputs + 1 chunk
-    bufs = None
-    for start, res in outs:
-        parts = [np.asarray(a) for a in res]
-        if bufs is None:
-            bufs = [np.empty((n, *a.shape[1:]), a.dtype) for a in parts]
-        for buf, a in zip(bufs, parts, strict=True):
-            buf[start : start + a.shape[0]] = a
-        del res, parts
+        for start in starts:
+            one_chunk(start)
     return MarginResult(*(jax.device_put(b) for b in bufs))
