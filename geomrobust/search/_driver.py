@@ -360,8 +360,8 @@ def deepfool_dataset(
             done = where < m
             if done.any():
                 rows = start + where[done]
-                for buf, r in zip(bufs, res, strict=True):
-                    buf[rows] = np.asarray(r)[done]
+                for buf, r in zip(bufs, jax.device_get(res), strict=True):  # one transfer
+                    buf[rows] = r[done]
 
         b = slots
         carry = _stage(args, static, stop - start, loop, None, b, sink)
