@@ -397,7 +397,13 @@ def deepfool(
     if y is not None:
         y = jnp.asarray(y) if not hasattr(y, "dtype") else y
     validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
-    x = jnp.asarray(x)
+    return run_deepfool(logits_fn, jnp.asarray(x), y, norm, overshoot, max_iter, candidates,
+                        subspace, bounds)  # fmt: skip
+
+
+def run_deepfool(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
+    """The loop of :func:`deepfool` without its eager argument checks (for callers that
+    checked once up front and pass traced settings, e.g. traced ``bounds``)."""
     state = deepfool_init(logits_fn, x, y, candidates=candidates)
 
     def cond(s):

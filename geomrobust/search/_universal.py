@@ -20,7 +20,7 @@ from jax import Array
 
 from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_positive
-from ._deepfool import _as_bounds, deepfool_init, deepfool_result, deepfool_step, validate
+from ._deepfool import _as_bounds, run_deepfool, validate
 from ._norms import as_norm, project_ball
 
 __all__ = ["UniversalPerturbation", "universal_perturbation"]
@@ -115,7 +115,9 @@ def _pass_program(logits_fn, p: float, overshoot, deepfool_iter: int, has_bounds
             still = jnp.argmax(logits_fn(xv), -1)[0] == label0[i]
 
             def push(v):
-                df = _deepfool(logits_fn, xv, label0[i][None], deepfool_iter, overshoot, bounds)
+                df = run_deepfool(
+                    logits_fn, xv, label0[i][None], 2, overshoot, deepfool_iter, None, None, bounds
+                )
                 dv = jnp.where(df.converged[0], df.perturbation[0], 0)
                 return project(v + dv)
 
@@ -126,20 +128,3 @@ def _pass_program(logits_fn, p: float, overshoot, deepfool_iter: int, has_bounds
         return v, jnp.mean(fooled.astype(jnp.float32))
 
     return jax.jit(one_pass)
-
-
-def _deepfool(logits_fn, x, y, max_iter, overshoot, bounds):
-    """:func:`geomrobust.search.deepfool` (L2, all classes) without its eager argument checks,
-    which cannot run on traced bounds (they are checked once by the caller)."""
-    state = deepfool_init(logits_fn, x, y, candidates=None)
-
-    def cond(s):
-        return jnp.any(~s.done & (s.iterations < max_iter))
-
-    def body(s):
-        step = deepfool_step(
-            logits_fn, s, norm=2, overshoot=overshoot, max_iter=max_iter, bounds=bounds
-        )
-        return step[0]
-
-    return deepfool_result(jax.lax.while_loop(cond, body, state), 2)
