@@ -53,6 +53,8 @@ from .measures import shared_directions as shared_directions
 from .measures import subspace_margins as subspace_margins
 
 # models
+from .models import Classifier as Classifier
+from .models import as_classifier as as_classifier
 from .models import as_logits_fn as as_logits_fn
 from .models import create_model as create_model
 from .models import pure_apply as pure_apply

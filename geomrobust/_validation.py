@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "all_concrete",
     "check_batch",
     "check_bounds",
     "check_classifier",
@@ -30,6 +31,14 @@ def is_concrete(x) -> bool:
         return not isinstance(x, jax.core.Tracer)
     except Exception:  # pragma: no cover
         return True
+
+
+def all_concrete(*trees) -> bool:
+    """True when no leaf of ``trees`` (arrays, a classifier's weights, settings) is a tracer:
+    the caller is not inside ``jit``/``vmap``/``grad``, so a host-driven driver may run."""
+    import jax
+
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
 
 
 def check_batch(x, name: str = "x", *, input_shape=None, min_ndim: int = 2):

@@ -13,6 +13,7 @@ import geomrobust as gr
 from geomrobust.models import (
     MLP,
     ResNet,
+    as_classifier,
     as_logits_fn,
     create_model,
     model_config,
@@ -151,7 +152,7 @@ def test_adapter_forms_agree_and_differentiate(dtype):
         "linen-module": as_logits_fn(linen_model, variables),
         "plain": as_logits_fn(plain),
     }
-    assert forms["plain"] is plain
+    assert as_classifier(plain).apply.fn is plain  # a plain function is static, unchanged
     ref = plain(x)
     gref = gr.input_grad(gr.logit_difference(plain, 0, 1), x[0])
     for name, fn in forms.items():
@@ -170,8 +171,11 @@ def test_pure_apply_snapshot_and_param_grads():
     x = jax.random.normal(jax.random.key(1), (2, 5))
     before = np.asarray(fn(x))
     model.layers[0].kernel[...] = 0.0  # mutate the module in place
-    np.testing.assert_array_equal(np.asarray(fn(x)), before)  # the snapshot is unaffected
-    np.testing.assert_array_equal(np.asarray(apply(params, x)), before)
+    np.testing.assert_array_equal(np.asarray(apply(params, x)), before)  # a snapshot
+    # the classifier holds the module's own variables: it sees the update, eagerly and jitted
+    np.testing.assert_array_equal(np.asarray(fn(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda c, z: c(z))(fn, x)), model(x))
+    assert not np.array_equal(np.asarray(fn(x)), before)
     grads = jax.grad(lambda p: apply(p, x).sum())(params)
     # d/db of sum of logits of the last layer = batch size for every class
     np.testing.assert_allclose(np.asarray(grads["layers"][1]["bias"][...]), 2.0, rtol=1e-6)
@@ -192,5 +196,5 @@ def test_errors_are_clear():
         create_model("resnet", (64,), 10, key=jax.random.key(0))
     with pytest.raises(TypeError, match="does not record a configuration"):
         model_config(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
-    with pytest.raises(TypeError, match="NNX module, an apply function"):
+    with pytest.raises(TypeError, match="Flax NNX module, an Equinox module, or an apply"):
         as_logits_fn(3)

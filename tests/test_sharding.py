@@ -81,17 +81,18 @@ SCRIPT = textwrap.dedent(
     h = jax.jit(lambda v, s: jnp.tanh(v @ jnp.ones((6, 2))) * s)
     v = np.random.default_rng(0).normal(size=(13, 6))
     ref = map_in_chunks(lambda v: h(v, 2.0), v, chunk_size=3)
-    out["map_sharded"] = all(
-        same(ref, map_sharded(h, v, chunk_size=3, devices=4, replicated={"s": 2.0}, spmd=spmd))
-        for spmd in (None, True, False))  # auto (threads on CPU), shard_map, threads
-    # the shard_map form on the curvature program of the MLP (the CPU default is threaded)
-    from geomrobust.measures._curvature import _batched_curvatures
-    fn = _batched_curvatures(g, "lanczos", (3, 5, None, 1e-6, 30))
-    args = (z, yy, kk, jnp.arange(11))
-    a = map_in_chunks(lambda *c: fn(*c, key=jax.random.key(3)), *args, chunk_size=2)
-    b = map_sharded(fn, *args, chunk_size=2, devices=4, replicated={"key": jax.random.key(3)},
-                    spmd=True)
-    out["map_sharded_curvatures_spmd"] = same(a, b)
+    out["map_sharded"] = same(
+        ref, map_sharded(h, v, chunk_size=3, devices=4, replicated={"s": 2.0}))
+    # a classifier whose weights are committed to device 2 and inputs on device 3: the
+    # executor places both explicitly on each chunk's device
+    from geomrobust import Classifier
+    w = jax.device_put(jnp.ones((6, 3), dtype), jax.devices()[2])
+    clf = Classifier(lambda p, x: jnp.tanh(x @ p), w)
+    zc = jax.device_put(z, jax.devices()[3])
+    a = principal_curvatures(clf, z, yy, kk, num=3, key=jax.random.key(3), chunk_size=2)
+    b = principal_curvatures(clf, zc, yy, kk, num=3, key=jax.random.key(3), chunk_size=2,
+                             devices=4)
+    out["committed_inputs"] = same(a, b)
     print(json.dumps(out))
     """
 )
@@ -176,7 +177,7 @@ def test_four_devices_nontrivial(four_devices):
         assert four_devices[f"deepfool_conv_{dt}"] > 0.8
         assert four_devices[f"along_finite_{dt}"] > 0.3
     assert four_devices["map_sharded"] is True
-    assert four_devices["map_sharded_curvatures_spmd"] is True
+    assert four_devices["committed_inputs"] is True
 
 
 def test_resolve_devices():

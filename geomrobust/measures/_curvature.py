@@ -18,6 +18,7 @@ universal perturbations: a geometric perspective", ICLR 2018.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -26,9 +27,11 @@ import numpy as np
 from jax import Array
 
 from geomrobust._validation import check_batch, check_classifier, check_labels, is_concrete
+from geomrobust.engine import run_program
+from geomrobust.models import as_classifier
 from geomrobust.ops import logit_difference
 
-from ._driver import cached_jit, default_tol, run_batched
+from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
 from ._shape_operator import shape_operator, tangent_shape_matrix, tangent_to_ambient
 
@@ -198,7 +201,8 @@ def principal_curvatures(
     >>> [round(float(v), 6) for v in c.values[0]]
     [0.5, 0.5, 0.5]
     """
-    _validate(logits_fn, z, y, k)
+    clf = as_classifier(logits_fn)
+    _validate(clf, z, y, k)
     d = int(np.prod(z.shape[1:]))
     if not isinstance(num, int | np.integer) or not 1 <= num <= d - 1:
         raise ValueError(f"num must be an integer in [1, D-1] = [1, {d - 1}], got {num!r}")
@@ -227,32 +231,34 @@ def principal_curvatures(
                 f"{ids.dtype} {tuple(ids.shape)}"
             )
         ids = jnp.asarray(ids)
-    fn = _batched_curvatures(logits_fn, method, settings, int(nd))
-    return run_batched(
-        fn, z, y, k, ids, chunk_size=chunk_size, key=key, progress=progress, devices=devices
-    )
+    program = partial(_curvatures_program, method=method, settings=settings,
+                      num_directions=int(nd))  # fmt: skip
+    return run_program(
+        program, (clf, key), (z, y, k, ids), chunk_size=chunk_size, devices=devices,
+        progress=progress, desc="curvatures",
+    )  # fmt: skip
 
 
-@cached_jit
-def _batched_curvatures(logits_fn, method, settings, num_directions=None):
-    one = (
-        _lanczos_one(logits_fn, *settings)
-        if method == "lanczos"
-        else _dense_one(logits_fn, *settings)
-    )
-
-    def batched(zc, yc, kc, idx, key):
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-        out = jax.vmap(one)(zc, yc, kc, keys)
-        if num_directions is not None:  # only these leave the device
-            out = out._replace(directions=out.directions[:, :num_directions])
-        return out
-
-    return batched
+@partial(jax.jit, static_argnames=("method", "settings", "num_directions"))
+def _curvatures_program(clf, key, zc, yc, kc, idx, *, method, settings, num_directions):
+    """Principal curvatures of a chunk of points (compiled once per architecture, shapes and
+    solver settings; the weights, points and key are arguments)."""
+    one = _lanczos_one(clf, *settings) if method == "lanczos" else _dense_one(clf, *settings)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    out = jax.vmap(one)(zc, yc, kc, keys)
+    return out._replace(directions=out.directions[:, :num_directions])  # only these leave
 
 
 def normal_curvature(
-    logits_fn: Callable[[Array], Array], z: Array, y: Array, k: Array, u: Array
+    logits_fn: Callable[[Array], Array],
+    z: Array,
+    y: Array,
+    k: Array,
+    u: Array,
+    *,
+    chunk_size: int | None = 256,
+    devices=None,
+    progress=None,
 ) -> Array:
     """Normal curvature ``κ(u) = uᵀ H u / ||g||`` of the ``(y, k)`` boundary at each ``z``.
 
@@ -264,24 +270,36 @@ def normal_curvature(
     -------
     ``(N,)`` in the dtype of ``z``; sign as in :func:`principal_curvatures`.
     """
-    _validate(logits_fn, z, y, k)
+    clf = as_classifier(logits_fn)
+    _validate(clf, z, y, k)
     check_batch(u, "u")
     if u.shape != z.shape:
         raise ValueError(f"u must have the shape of z {tuple(z.shape)}, got {tuple(u.shape)}")
-    return normal_curvatures(logits_fn, z, y, k, u[:, None])[:, 0]
+    return normal_curvatures(clf, z, y, k, u[:, None], chunk_size=chunk_size, devices=devices,
+                             progress=progress)[:, 0]  # fmt: skip
 
 
 def normal_curvatures(
-    logits_fn: Callable[[Array], Array], z: Array, y: Array, k: Array, directions: Array
+    logits_fn: Callable[[Array], Array],
+    z: Array,
+    y: Array,
+    k: Array,
+    directions: Array,
+    *,
+    chunk_size: int | None = 256,
+    devices=None,
+    progress=None,
 ) -> Array:
     """Curvature profile: normal curvatures along ``M`` directions per point, ``(N, M)``.
 
     ``directions`` is ``(M, *s)`` (shared) or ``(N, M, *s)`` (per point); each is projected
     onto the tangent space and normalised, as in :func:`normal_curvature`. Along the principal
     directions the profile equals the principal curvatures; along random tangent directions
-    (:func:`random_tangents`) it concentrates around ``tr(S)/(D-1)``.
+    (:func:`random_tangents`) it concentrates around ``tr(S)/(D-1)``. ``chunk_size``,
+    ``devices``, ``progress``: as in :func:`principal_curvatures`.
     """
-    _validate(logits_fn, z, y, k)
+    clf = as_classifier(logits_fn)
+    _validate(clf, z, y, k)
     if directions.ndim == z.ndim:
         directions = jnp.broadcast_to(directions, (z.shape[0], *directions.shape))
     if directions.shape[0] != z.shape[0] or directions.shape[2:] != z.shape[1:]:
@@ -290,7 +308,10 @@ def normal_curvatures(
             f"N={z.shape[0]}, got {tuple(directions.shape)}"
         )
 
-    kappa, ratio = run_batched(_batched_normal_curvatures(logits_fn), z, y, k, directions)
+    kappa, ratio = run_program(
+        _normal_curvatures_program, (clf,), (z, y, k, directions), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="normal curvatures",
+    )  # fmt: skip
     if is_concrete(ratio) and np.any(~(np.asarray(ratio) > 1e-3)):
         raise ValueError(
             "directions must have a tangent part: some are (nearly) parallel to the boundary "
@@ -299,10 +320,12 @@ def normal_curvatures(
     return kappa
 
 
-@cached_jit
-def _batched_normal_curvatures(logits_fn):
+@jax.jit
+def _normal_curvatures_program(clf, z, y, k, directions):
+    """``(κ, ||P u||/||u||)`` of a chunk, ``(C, M)`` each."""
+
     def one(zi, yi, ki, dirs):
-        F = logit_difference(logits_fn, yi, ki)
+        F = logit_difference(clf, yi, ki)
         g, op = jax.linearize(jax.grad(F), zi)
         gnorm = jnp.linalg.norm(g)
         n = g / gnorm
@@ -314,7 +337,7 @@ def _batched_normal_curvatures(logits_fn):
 
         return jax.vmap(kappa)(dirs)
 
-    return jax.vmap(one)
+    return jax.vmap(one)(z, y, k, directions)
 
 
 def random_tangents(key: Array, normals: Array, num: int) -> Array:

@@ -15,6 +15,7 @@ every chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -23,9 +24,9 @@ import numpy as np
 import optax
 from jax import Array
 
-from geomrobust._programs import cached_program
 from geomrobust._validation import check_positive
 from geomrobust.data import directional_dataset, fourier_direction
+from geomrobust.models import StaticFunction
 
 __all__ = ["AccuracyMap", "fourier_accuracy_map"]
 
@@ -70,7 +71,8 @@ def fourier_accuracy_map(
     n_train, n_test, steps, batch_size, learning_rate : the tiny training run (Adam).
     epsilon, sigma : the directional dataset's separation and noise.
     chunk_size : directions trained at once (``vmap``); the last chunk is padded. The
-        program is cached per ``(init_params, apply_fn)`` objects and training settings: a
+        program is compiled once per architecture (the functions are compared by their code
+        and settings, :class:`~geomrobust.models.StaticFunction`) and training settings: a
         second call (another key, other frequencies) does not recompile.
     progress : optional callback with the number of directions done after each chunk.
 
@@ -90,7 +92,11 @@ def fourier_accuracy_map(
             raise ValueError(f"{name} must be a positive integer, got {val!r}")
     check_positive(learning_rate, "learning_rate")
     batch_size = min(int(batch_size), int(n_train))
-    train = _train_and_test(init_params, apply_fn, int(steps), batch_size, float(learning_rate))
+    train = partial(
+        _train_and_test, init_params=StaticFunction(init_params),
+        apply_fn=StaticFunction(apply_fn), steps=int(steps), batch_size=batch_size,
+        learning_rate=float(learning_rate),
+    )  # fmt: skip
 
     acc = []
     size = min(int(chunk_size), freqs.shape[0])
@@ -121,9 +127,12 @@ def fourier_accuracy_map(
     return AccuracyMap(jnp.asarray(accuracy), jnp.asarray(freqs), jnp.asarray(grid))
 
 
-@cached_program
-def _train_and_test(init_params, apply_fn, steps, batch_size, learning_rate):
-    """The jitted training and test of a chunk of directions, one per architecture and
+@partial(
+    jax.jit, static_argnames=("init_params", "apply_fn", "steps", "batch_size", "learning_rate")
+)
+def _train_and_test(keys, xs_tr, ys_tr, xs_te, ys_te, *, init_params, apply_fn, steps,
+                    batch_size, learning_rate):  # fmt: skip
+    """The training and test of a chunk of directions, compiled once per architecture and
     training settings (the data and keys are arguments)."""
     opt = optax.adam(learning_rate)
 
@@ -147,4 +156,4 @@ def _train_and_test(init_params, apply_fn, steps, batch_size, learning_rate):
         pred = jnp.argmax(apply_fn(params, x_test), axis=-1)
         return jnp.mean((pred == y_test).astype(x.dtype))
 
-    return jax.jit(jax.vmap(one))
+    return jax.vmap(one)(keys, xs_tr, ys_tr, xs_te, ys_te)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -24,7 +25,8 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_classifier, check_labels
-from ..search._norms import as_norm, project_ball
+from ..models import as_classifier
+from ..ops._norms import as_norm, project_ball
 
 __all__ = [
     "LocalLinearity",
@@ -168,9 +170,10 @@ def local_linearity(
     -------
     LocalLinearity(gamma, grad_term, perturbation, loss), dtype of ``x``.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
     y = jnp.asarray(y)
-    k = check_classifier(logits_fn, x)
+    k = check_classifier(clf, x)
     check_labels(y, k, x.shape[0], "y")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
@@ -180,7 +183,21 @@ def local_linearity(
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     x = jnp.asarray(x)
-    loss_fn = per_example_loss(logits_fn, y)
+    dtype = x.dtype
+    lo, hi = (
+        (jnp.zeros((), dtype),) * 2 if bounds is None else (jnp.asarray(b, dtype) for b in bounds)
+    )
+    step = None if step_size is None else jnp.asarray(step_size, dtype)
+    return _local_linearity_program(
+        clf, x, y, key, jnp.asarray(eps, dtype), step, lo, hi, p=p, steps=int(steps),
+        has_bounds=bounds is not None,
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("p", "steps", "has_bounds"))
+def _local_linearity_program(clf, x, y, key, eps, step_size, lo, hi, *, p, steps, has_bounds):
+    """:func:`local_linearity` on a batch, compiled once per architecture and settings."""
+    loss_fn = per_example_loss(clf, y)
     loss0, vjp = jax.vjp(loss_fn, x)
     (grad0,) = vjp(jnp.ones_like(loss0))
     delta = linearity_search(
@@ -193,7 +210,7 @@ def local_linearity(
         steps=steps,
         step_size=step_size,
         norm=p,
-        bounds=bounds,
+        bounds=(lo, hi) if has_bounds else None,
     )
     gamma, lin = linearity_gap(loss_fn, x, delta, loss0, grad0)
     return LocalLinearity(gamma, jnp.abs(lin), delta, loss0)

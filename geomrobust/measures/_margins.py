@@ -20,8 +20,9 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_key
+from ..models import as_classifier
+from ..ops._norms import as_norm
 from ..search import deepfool_dataset
-from ..search._norms import as_norm
 
 __all__ = ["RandomSubspaceMargins", "normalized_robustness", "random_subspace_margins"]
 
@@ -59,7 +60,8 @@ def random_subspace_margins(
     subspace, shared by the examples of that draw), and runs subspace DeepFool (L2); for
     ``m = 1`` this is a Newton search along the random line ``x + t s``. The minimal margin is
     unconstrained L2 DeepFool. Both use :func:`geomrobust.search.deepfool_dataset` with the
-    same ``deepfool_kw`` (same overshoot, so it cancels in the ratio).
+    same ``deepfool_kw`` (same overshoot, so it cancels in the ratio; ``chunk_size``,
+    ``devices``, ``progress`` are passed on: a progress bar per DeepFool run).
 
     Returns
     -------
@@ -73,13 +75,14 @@ def random_subspace_margins(
     if not isinstance(num_draws, int | np.integer) or num_draws < 1:
         raise ValueError(f"num_draws must be a positive integer, got {num_draws!r}")
     deepfool_kw.pop("norm", None)
+    clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
-    minimal = deepfool_dataset(logits_fn, x, y, **deepfool_kw)
+    minimal = deepfool_dataset(clf, x, y, **deepfool_kw)
     margins, conv = [], []
     for i in range(num_draws):
         g = jax.random.normal(jax.random.fold_in(key, i), (d, dim), x.dtype)
         s = jnp.linalg.qr(g)[0]
-        res = deepfool_dataset(logits_fn, x, y, subspace=s, **deepfool_kw)
+        res = deepfool_dataset(clf, x, y, subspace=s, **deepfool_kw)
         margins.append(res.margin)
         conv.append(res.converged)
     margin = jnp.stack(margins)

@@ -14,13 +14,15 @@ direction ``v`` is the architecture's "Fourier accuracy map".
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+
+from ..models import StaticFunction, as_classifier
 
 __all__ = ["NADs", "fourier_magnitude", "nads", "scalar_output"]
 
@@ -128,20 +130,22 @@ def nads(
     return NADs(vals, vecs.reshape(r, *input_shape), x0, int(num_networks))
 
 
-@lru_cache(maxsize=8)
-def _gradient_program(init_fn, output):
-    """``(keys (B,), x0) -> (B, D)`` gradients, jitted once per architecture and output."""
+@partial(jax.jit, static_argnames=("init", "output"))
+def _gradient_program(keys, x0, *, init, output):
+    """``(keys (B,), x0) -> (B, D)`` gradients of freshly initialised networks: compiled once
+    per architecture builder (a :class:`~geomrobust.models.StaticFunction`: the same code
+    over equal settings is the same program) and output."""
 
-    def one(k, x0):
-        f = init_fn(k)
+    def one(k):
+        f = as_classifier(init(k))
         return jax.grad(lambda x: scalar_output(f(x[None])[0], output))(x0).ravel()
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return jax.vmap(one)(keys)
 
 
 def _gradient_batches(init_fn, x0, output):
-    program = _gradient_program(init_fn, output)
-    return lambda keys: program(keys, x0)
+    init = StaticFunction(init_fn)
+    return lambda keys: _gradient_program(keys, x0, init=init, output=output)
 
 
 @jax.jit

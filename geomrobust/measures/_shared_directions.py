@@ -16,6 +16,7 @@ universal perturbations: a geometric perspective", ICLR 2018.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -29,8 +30,8 @@ from geomrobust._validation import (
     check_orthonormal,
     check_positive,
 )
-
-from ._driver import cached_jit, run_batched
+from geomrobust.engine import run_program
+from geomrobust.models import as_classifier
 
 __all__ = ["FoolingRates", "SharedDirections", "shared_directions", "subspace_fooling_rate"]
 
@@ -104,7 +105,9 @@ def subspace_fooling_rate(
     radius: float,
     num_samples: int = 16,
     key: Array,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 256,
+    devices=None,
+    progress=None,
 ) -> FoolingRates:
     """Fooling rates of random perturbations in ``span(basis)`` versus isotropic ones.
 
@@ -120,41 +123,42 @@ def subspace_fooling_rate(
     radius : perturbation norm (the same for both kinds).
     num_samples : draws per example and kind.
     key : PRNG key (example ``i`` uses ``fold_in(key, i)``).
+    chunk_size, devices, progress : the executor's options (see
+        :func:`geomrobust.engine.map_chunks`).
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
-    check_classifier(logits_fn, x)
+    check_classifier(clf, x)
     check_orthonormal(basis, "basis")
     check_positive(radius, "radius")
     d = int(np.prod(x.shape[1:]))
     if basis.shape[0] != d:
         raise ValueError(f"basis must have D = {d} rows (the input size), got {basis.shape}")
     basis = jnp.asarray(basis, x.dtype)
-    fn = _batched_fooling(logits_fn, int(num_samples))
-    sub, iso = run_batched(
-        fn, x, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key, basis=basis,
-        radius=jnp.asarray(radius, x.dtype),
+    program = partial(_fooling_program, num_samples=int(num_samples))
+    sub, iso = run_program(
+        program, (clf, key, basis, jnp.asarray(radius, x.dtype)), (x, jnp.arange(x.shape[0])),
+        chunk_size=chunk_size, devices=devices, progress=progress, desc="fooling rates",
     )  # fmt: skip
     return FoolingRates(sub.mean(), iso.mean(), sub, iso)
 
 
-@cached_jit
-def _batched_fooling(logits_fn, num_samples):
-    def batched(xc, idx, key, basis, radius):
-        n, shape = xc.shape[0], xc.shape[1:]
-        d, s = basis.shape
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-        ks = jax.vmap(lambda k: jax.random.split(k))(keys)
-        c = jax.vmap(lambda k: jax.random.normal(k, (num_samples, s), xc.dtype))(ks[:, 0])
-        g = jax.vmap(lambda k: jax.random.normal(k, (num_samples, d), xc.dtype))(ks[:, 1])
-        dsub = (c @ basis.T) / jnp.linalg.norm(c, axis=-1, keepdims=True)
-        diso = g / jnp.linalg.norm(g, axis=-1, keepdims=True)
-        clean = jnp.argmax(logits_fn(xc), -1)
+@partial(jax.jit, static_argnames="num_samples")
+def _fooling_program(clf, key, basis, radius, xc, idx, *, num_samples):
+    """Per-example fooling rates of a chunk, subspace and isotropic."""
+    n, shape = xc.shape[0], xc.shape[1:]
+    d, s = basis.shape
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    ks = jax.vmap(lambda k: jax.random.split(k))(keys)
+    c = jax.vmap(lambda k: jax.random.normal(k, (num_samples, s), xc.dtype))(ks[:, 0])
+    g = jax.vmap(lambda k: jax.random.normal(k, (num_samples, d), xc.dtype))(ks[:, 1])
+    dsub = (c @ basis.T) / jnp.linalg.norm(c, axis=-1, keepdims=True)
+    diso = g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+    clean = jnp.argmax(clf(xc), -1)
 
-        def rate(delta):
-            pts = xc[:, None] + radius * delta.reshape(n, num_samples, *shape)
-            pred = jnp.argmax(logits_fn(pts.reshape(n * num_samples, *shape)), -1)
-            return jnp.mean(pred.reshape(n, num_samples) != clean[:, None], axis=1)
+    def rate(delta):
+        pts = xc[:, None] + radius * delta.reshape(n, num_samples, *shape)
+        pred = jnp.argmax(clf(pts.reshape(n * num_samples, *shape)), -1)
+        return jnp.mean(pred.reshape(n, num_samples) != clean[:, None], axis=1)
 
-        return rate(dsub).astype(xc.dtype), rate(diso).astype(xc.dtype)
-
-    return batched
+    return rate(dsub).astype(xc.dtype), rate(diso).astype(xc.dtype)

@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_labels
-from ..ops import batch_logit_difference_grads, map_in_chunks
+from ..engine import run_program
+from ..models import as_classifier
+from ..models._splits import layer_splits
+from ..ops import batch_logit_difference_grads
 
 __all__ = ["MarginSignature", "first_order_margins", "layer_splits", "margin_signature"]
 
@@ -62,31 +64,28 @@ def first_order_margins(
     jitted once per ``head_fn`` object (cached: calling again does not recompile).
     Rows with a zero gradient get margin ``+inf`` (or ``-inf``) by the sign of ``f_y - f_j``.
     """
+    head = as_classifier(head_fn)
     h = jnp.asarray(h)
     y = jnp.asarray(y)
-    run = _margins_program(head_fn)
-    return map_in_chunks(run, h, y, chunk_size=min(int(chunk_size), h.shape[0]))
+    m, j = run_program(_margins_program, (head,), (h, y), chunk_size=chunk_size)
+    return m, j
 
 
-@cached_program
-def _margins_program(head_fn):
-    """The jitted chunk of :func:`first_order_margins`, one per head function."""
-
-    def run(hc, yc):
-        logits = head_fn(hc)
-        masked = jnp.where(jax.nn.one_hot(yc, logits.shape[-1], dtype=bool), -jnp.inf, logits)
-        j = jnp.argmax(masked, axis=-1).astype(jnp.int32)
-        F, g = batch_logit_difference_grads(head_fn, hc, yc, j)  # F = f_j - f_y
-        n = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
-        return -F / n, j
-
-    return jax.jit(run)
+@jax.jit
+def _margins_program(head, hc, yc):
+    """The chunk of :func:`first_order_margins` (one program per head architecture)."""
+    logits = head(hc)
+    masked = jnp.where(jax.nn.one_hot(yc, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    j = jnp.argmax(masked, axis=-1).astype(jnp.int32)
+    F, g = batch_logit_difference_grads(head, hc, yc, j)  # F = f_j - f_y
+    n = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
+    return -F / n, j
 
 
-@cached_program
-def _features_program(features_fn):
-    """``features_fn`` jitted, one per function (a split's features are reused across calls)."""
-    return jax.jit(features_fn)
+@jax.jit
+def _features_program(features, xc):
+    """A split's features of a chunk (one program per architecture and layer)."""
+    return features(xc)
 
 
 def _identity(z):
@@ -119,98 +118,30 @@ def margin_signature(
     x : ``(N, *s)``; y : ``(N,)`` true labels.
     splits : ``{name: (features_fn, head_fn)}`` with ``head_fn(features_fn(x)) = logits``
         (e.g. :func:`layer_splits`); the input layer ``"input"`` is always included.
-    chunk_size : examples per jitted call. The programs are cached per function object, so a
-        second call with the same ``logits_fn`` and the same ``splits`` (build them once:
-        :func:`layer_splits` makes new functions on every call) does not recompile.
+    chunk_size : examples per jitted call. The programs take the classifier and the splits
+        as pytree arguments (:func:`geomrobust.models.layer_splits` returns classifiers), so
+        a second call, with the same or another model of the same architecture, does not
+        recompile.
 
     Returns
     -------
     dict ``{layer name: MarginSignature}``, ``"input"`` first.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    k = check_classifier(logits_fn, x)
+    k = check_classifier(clf, x)
     check_labels(y, k, x.shape[0], "y")
-    layers = {"input": (_identity, logits_fn)}
+    layers = {"input": (_identity, clf)}
     layers.update(splits or {})
     out = {}
     for name, (features_fn, head_fn) in layers.items():
-        feats = _features_program(features_fn)
-        h = map_in_chunks(feats, x, chunk_size=min(int(chunk_size), x.shape[0]))
+        feats = as_classifier(features_fn)
+        h = run_program(_features_program, (feats,), (x,), chunk_size=chunk_size)
         m, j = first_order_margins(head_fn, h, y, chunk_size=chunk_size)
         hf = np.asarray(h, np.float64).reshape(h.shape[0], -1)
         nu = float(np.sqrt(np.sum(np.var(hf, axis=0))))
         stats = _stats(np.asarray(m, np.float64))
         out[name] = MarginSignature(m, j, stats, nu, stats / nu if nu > 0 else stats * np.nan)
     return out
-
-
-def layer_splits(model) -> dict[str, tuple[Callable, Callable]]:
-    """``{name: (features_fn, head_fn)}`` for the hidden layers of a geomrobust NNX model.
-
-    ``MLP``: ``"hidden1"``, ``"hidden2"``, ... (after each nonlinearity). ``LeNet``:
-    ``"conv1"``, ``"conv2"`` (after nonlinearity and pooling), ``"fc1"``, ``"fc2"``. The
-    functions close over a snapshot of the parameters (evaluation mode). Other models
-    (``ResNet``) raise ``TypeError``.
-    """
-    from flax import nnx
-
-    from ..models import MLP, LeNet
-    from ..models._layers import pool2d
-
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"model must be a geomrobust NNX model, got {type(model).__name__}")
-    graphdef, state = nnx.split(model)
-    m = nnx.merge(graphdef, state)
-    m.eval()
-    if isinstance(m, MLP):
-        layers = list(m.layers)
-        out = {}
-        for depth in range(1, len(layers)):
-
-            def feat(x, depth=depth):
-                h = x.reshape(x.shape[0], -1)
-                for layer in layers[:depth]:
-                    h = m.act(layer(h))
-                return h
-
-            def head(h, depth=depth):
-                for i, layer in enumerate(layers[depth:], start=depth):
-                    h = layer(h)
-                    if i < len(layers) - 1:
-                        h = m.act(h)
-                return h
-
-            out[f"hidden{depth}"] = (feat, head)
-        return out
-    if isinstance(m, LeNet):
-        stages = [
-            (
-                "conv1",
-                lambda h: pool2d(m.act(m.conv1(h.reshape(h.shape[0], *m.input_hwc))), m.pool),
-            ),
-            ("conv2", lambda h: pool2d(m.act(m.conv2(h)), m.pool)),
-            ("fc1", lambda h: m.act(m.fc1(h.reshape(h.shape[0], -1)))),
-            ("fc2", lambda h: m.act(m.fc2(h))),
-            ("out", lambda h: m.out(h)),
-        ]
-        out = {}
-        for s in range(len(stages) - 1):
-
-            def feat(x, s=s):
-                for _, f in stages[: s + 1]:
-                    x = f(x)
-                return x
-
-            def head(h, s=s):
-                for _, f in stages[s + 1 :]:
-                    h = f(h)
-                return h
-
-            out[stages[s][0]] = (feat, head)
-        return out
-    raise TypeError(
-        f"layer_splits supports the MLP and LeNet models, got {type(model).__name__}; "
-        "pass splits={name: (features_fn, head_fn)} for other models"
-    )

@@ -22,8 +22,8 @@ import numpy as np
 from jax import Array
 
 from geomrobust._validation import check_batch, check_finite, check_positive
-
-from ._driver import cached_jit, run_batched
+from geomrobust.engine import run_program
+from geomrobust.models import as_classifier
 
 __all__ = ["Slice", "boundary_slice", "orthonormal_plane", "random_orthogonal"]
 
@@ -91,6 +91,8 @@ def boundary_slice(
     classes: tuple[int, int] | None = None,
     y: int | None = None,
     chunk_size: int | None = 4096,
+    devices=None,
+    progress=None,
 ) -> Slice:
     """Evaluate the classifier on the plane ``x + a u + b v`` over an ``R × R`` grid.
 
@@ -104,11 +106,13 @@ def boundary_slice(
     classes : optional ``(y, k)``: ``logit_diff = f_k - f_y`` (else top-1 minus runner-up).
     y : label of the loss slice (default ``classes[0]`` if given, else the prediction at ``x``).
     chunk_size : grid points per forward pass (one jitted program for every chunk).
+    devices, progress : the executor's options (progress counts grid points).
 
     Returns
     -------
     Slice (arrays in the dtype of ``x``; labels int32).
     """
+    clf = as_classifier(logits_fn)
     check_batch(x[None], "x")
     check_finite(u, "u")
     check_finite(v, "v")
@@ -127,13 +131,13 @@ def boundary_slice(
         raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
     x = jnp.asarray(x)
     u, v = orthonormal_plane(jnp.asarray(u, x.dtype), jnp.asarray(v, x.dtype))
-    K = jax.eval_shape(logits_fn, x[None]).shape[-1]
+    K = jax.eval_shape(clf, x[None]).shape[-1]
     if classes is not None:
         cy, ck = (int(c) for c in classes)
         if not (0 <= cy < K and 0 <= ck < K) or cy == ck:
             raise ValueError(f"classes must be two different classes in [0, {K}), got {classes}")
     if y is None:
-        y = classes[0] if classes is not None else int(jnp.argmax(logits_fn(x[None])[0]))
+        y = classes[0] if classes is not None else int(jnp.argmax(clf(x[None])[0]))
     if not 0 <= int(y) < K:
         raise ValueError(f"y must lie in [0, {K}), got {y}")
 
@@ -142,10 +146,9 @@ def boundary_slice(
     bb, aa = jnp.meshgrid(b, a, indexing="ij")
     coef = jnp.stack([aa.ravel(), bb.ravel()], axis=1)  # row-major: [i, j] <-> (a_j, b_i)
     pair = jnp.asarray((-1, -1) if classes is None else classes, jnp.int32)
-    fn = _batched_slice(logits_fn)
-    labels, diff, loss = run_batched(
-        fn, coef, chunk_size=chunk_size, x=x, u=u, v=v, pair=pair,
-        y=jnp.asarray(int(y), jnp.int32),
+    labels, diff, loss = run_program(
+        _slice_program, (clf, x, u, v, pair, jnp.asarray(int(y), jnp.int32)), (coef,),
+        chunk_size=chunk_size, devices=devices, progress=progress, desc="slice",
     )  # fmt: skip
     shape = (resolution, resolution)
     labels, diff, loss = labels.reshape(shape), diff.reshape(shape), loss.reshape(shape)
@@ -156,20 +159,16 @@ def boundary_slice(
     return Slice(labels, diff, loss, jnp.asarray(contour, x.dtype), a, b, u, v)
 
 
-@cached_jit
-def _batched_slice(logits_fn):
-    def batched(coef, x, u, v, pair, y):
-        pts = x[None] + coef[:, :1].reshape(-1, *[1] * x.ndim) * u
-        pts = pts + coef[:, 1:].reshape(-1, *[1] * x.ndim) * v
-        logits = logits_fn(pts)
-        top2 = jax.lax.top_k(logits, 2)[0]
-        diff = jnp.where(
-            pair[0] < 0, top2[:, 0] - top2[:, 1], logits[:, pair[1]] - logits[:, pair[0]]
-        )
-        loss = -jax.nn.log_softmax(logits)[:, y]
-        return jnp.argmax(logits, -1).astype(jnp.int32), diff, loss
-
-    return batched
+@jax.jit
+def _slice_program(clf, x, u, v, pair, y, coef):
+    """Labels, logit difference and loss at the grid points ``x + a u + b v`` of a chunk."""
+    pts = x[None] + coef[:, :1].reshape(-1, *[1] * x.ndim) * u
+    pts = pts + coef[:, 1:].reshape(-1, *[1] * x.ndim) * v
+    logits = clf(pts)
+    top2 = jax.lax.top_k(logits, 2)[0]
+    diff = jnp.where(pair[0] < 0, top2[:, 0] - top2[:, 1], logits[:, pair[1]] - logits[:, pair[0]])
+    loss = -jax.nn.log_softmax(logits)[:, y]
+    return jnp.argmax(logits, -1).astype(jnp.int32), diff, loss
 
 
 def _zero_crossings(F: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ estimator of the trace of the influence matrix", 1989.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -35,10 +36,12 @@ from geomrobust._validation import (
     check_positive,
     is_concrete,
 )
+from geomrobust.engine import run_program
+from geomrobust.models import as_classifier
 from geomrobust.ops import hvp, input_hessian
 
 from ._curvature import AUTO_DENSE_MAX_DIM
-from ._driver import cached_jit, default_tol, run_batched
+from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
 
 __all__ = [
@@ -110,8 +113,9 @@ def loss_hessian_eigs(
     krylov_dim: int | None = None,
     keep: int | None = None,
     max_restarts: int = 30,
-    chunk_size: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    chunk_size: int | None = 64,
+    progress=None,
+    devices=None,
 ) -> HessianEigs:
     """Largest (algebraic) eigenvalues of ``∇²_x ℓ(x)`` for each example, descending.
 
@@ -123,14 +127,15 @@ def loss_hessian_eigs(
     key : PRNG key (Lanczos starts; example ``i`` uses ``fold_in(key, i)``).
     method : ``"dense"`` (``jax.hessian`` + ``eigh``), ``"lanczos"`` (matrix-free thick-restart
         Lanczos, largest algebraic) or ``"auto"`` (dense for ``D <= AUTO_DENSE_MAX_DIM``).
-    tol, krylov_dim, keep, max_restarts, chunk_size, progress : as in
+    tol, krylov_dim, keep, max_restarts, chunk_size, progress, devices : as in
         :func:`geomrobust.measures.principal_curvatures`.
 
     Returns
     -------
     HessianEigs, dtype of ``x``.
     """
-    _validate(logits_fn, x, y)
+    clf = as_classifier(logits_fn)
+    _validate(clf, x, y)
     d = int(np.prod(x.shape[1:]))
     if not isinstance(num, int | np.integer) or not 1 <= num <= d:
         raise ValueError(f"num must be an integer in [1, D] = [1, {d}], got {num!r}")
@@ -146,17 +151,20 @@ def loss_hessian_eigs(
         settings = (num, m, keep_, default_tol(x.dtype, tol), int(max_restarts))
     else:
         settings = (num,)
-    fn = _batched_loss_eigs(logits_fn, method, settings)
-    return run_batched(
-        fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key, progress=progress
-    )
+    program = partial(_loss_eigs_program, method=method, settings=settings)
+    return run_program(
+        program, (clf, key), (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="loss hessian",
+    )  # fmt: skip
 
 
-@cached_jit
-def _batched_loss_eigs(logits_fn, method, settings):
+@partial(jax.jit, static_argnames=("method", "settings"))
+def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
+    """Top eigenpairs of the loss Hessian for a chunk (one compilation per architecture)."""
+
     def dense(xi, yi, _key):
         (num,) = settings
-        vals, vecs = jnp.linalg.eigh(input_hessian(cross_entropy_at(logits_fn, yi), xi))
+        vals, vecs = jnp.linalg.eigh(input_hessian(cross_entropy_at(clf, yi), xi))
         vals, vecs = vals[::-1][:num], vecs[:, ::-1][:, :num].T
         ok = jnp.all(jnp.isfinite(vals))
         zeros = jnp.zeros((num,), xi.dtype)
@@ -164,7 +172,7 @@ def _batched_loss_eigs(logits_fn, method, settings):
 
     def lanczos(xi, yi, key):
         num, m, keep, tol, max_restarts = settings
-        op = hvp(cross_entropy_at(logits_fn, yi), xi)
+        op = hvp(cross_entropy_at(clf, yi), xi)
         k0, k1 = jax.random.split(key)
         res = thick_restart_lanczos(
             lambda v: op(v.reshape(xi.shape)).ravel(),
@@ -177,12 +185,8 @@ def _batched_loss_eigs(logits_fn, method, settings):
         return HessianEigs(res.values, vecs, vc.all(), vc, res.residuals)
 
     one = lanczos if method == "lanczos" else dense
-
-    def batched(xc, yc, idx, key):
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-        return jax.vmap(one)(xc, yc, keys)
-
-    return batched
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    return jax.vmap(one)(xc, yc, keys)
 
 
 # ----------------------------------------------------------- stochastic trace and density
@@ -254,25 +258,29 @@ def loss_hessian_trace(
     *,
     num_probes: int = 32,
     key: Array,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 64,
+    devices=None,
+    progress=None,
 ) -> Array:
     """Hutchinson estimates of ``tr ∇²_x ℓ(x)`` per example, ``(N,)`` (example ``i`` uses
-    ``fold_in(key, i)``)."""
-    _validate(logits_fn, x, y)
-    fn = _batched_loss_trace(logits_fn, int(num_probes))
-    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+    ``fold_in(key, i)``); ``chunk_size``, ``devices``, ``progress`` as in
+    :func:`geomrobust.measures.principal_curvatures`."""
+    clf = as_classifier(logits_fn)
+    _validate(clf, x, y)
+    program = partial(_loss_trace_program, num_probes=int(num_probes))
+    return run_program(
+        program, (clf, key), (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="hutchinson",
+    )  # fmt: skip
 
 
-@cached_jit
-def _batched_loss_trace(logits_fn, num_probes):
-    def one(xi, yi, key):
-        op = hvp(cross_entropy_at(logits_fn, yi), xi)
-        return hutchinson_trace(op, xi, num_probes=num_probes, key=key)
+@partial(jax.jit, static_argnames="num_probes")
+def _loss_trace_program(clf, key, xc, yc, idx, *, num_probes):
+    def one(xi, yi, k):
+        op = hvp(cross_entropy_at(clf, yi), xi)
+        return hutchinson_trace(op, xi, num_probes=num_probes, key=k)
 
-    def batched(xc, yc, idx, key):
-        return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
-
-    return batched
+    return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
 
 
 def loss_hessian_slq(
@@ -283,27 +291,32 @@ def loss_hessian_slq(
     num_probes: int = 8,
     num_steps: int = 30,
     key: Array,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 64,
+    devices=None,
+    progress=None,
 ) -> SpectralQuadrature:
-    """SLQ of ``∇²_x ℓ(x)`` per example: nodes and weights ``(N, P, m)`` (see :func:`slq`)."""
-    _validate(logits_fn, x, y)
+    """SLQ of ``∇²_x ℓ(x)`` per example: nodes and weights ``(N, P, m)`` (see :func:`slq`);
+    ``chunk_size``, ``devices``, ``progress`` as in
+    :func:`geomrobust.measures.principal_curvatures`."""
+    clf = as_classifier(logits_fn)
+    _validate(clf, x, y)
     d = int(np.prod(x.shape[1:]))
     if not 1 <= num_steps <= d:
         raise ValueError(f"num_steps must lie in [1, D] = [1, {d}], got {num_steps}")
-    fn = _batched_loss_slq(logits_fn, int(num_probes), int(num_steps))
-    return run_batched(fn, x, y, jnp.arange(x.shape[0]), chunk_size=chunk_size, key=key)
+    program = partial(_loss_slq_program, num_probes=int(num_probes), num_steps=int(num_steps))
+    return run_program(
+        program, (clf, key), (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="slq",
+    )  # fmt: skip
 
 
-@cached_jit
-def _batched_loss_slq(logits_fn, num_probes, num_steps):
-    def one(xi, yi, key):
-        op = hvp(cross_entropy_at(logits_fn, yi), xi)
-        return slq(op, xi, num_probes=num_probes, num_steps=num_steps, key=key)
+@partial(jax.jit, static_argnames=("num_probes", "num_steps"))
+def _loss_slq_program(clf, key, xc, yc, idx, *, num_probes, num_steps):
+    def one(xi, yi, k):
+        op = hvp(cross_entropy_at(clf, yi), xi)
+        return slq(op, xi, num_probes=num_probes, num_steps=num_steps, key=k)
 
-    def batched(xc, yc, idx, key):
-        return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
-
-    return batched
+    return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
 
 
 # --------------------------------------------------------------------------------- CURE

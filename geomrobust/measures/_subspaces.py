@@ -19,6 +19,8 @@ import numpy as np
 from jax import Array
 
 from ..data import dct_matrix
+from ..engine import track
+from ..models import as_classifier
 from ..search import deepfool_dataset
 
 __all__ = ["BandSummary", "SubspaceMargins", "dct_subspaces", "subspace_margins", "summarize_bands"]
@@ -87,7 +89,7 @@ def subspace_margins(
     y: Array | None,
     subspaces: Sequence,
     *,
-    progress: Callable[[int], None] | None = None,
+    progress=None,
     **deepfool_kw,
 ) -> SubspaceMargins:
     """Margin of every example inside every subspace: subspace-constrained L2 DeepFool.
@@ -100,9 +102,10 @@ def subspace_margins(
     ----------
     logits_fn, x, y : as for DeepFool (``y=None``: predicted labels).
     subspaces : sequence of orthonormal ``(D, s)`` bases, e.g. :func:`dct_subspaces`.
-    progress : optional callback called with 1 after each subspace.
+    progress : None, True (a bar counting subspaces) or a callable called with 1 after each
+        subspace.
     deepfool_kw : passed to ``deepfool_dataset`` (``overshoot``, ``max_iter``, ``bounds``,
-        ``candidates``, ``slots``, ``chunk_size``); the norm is 2.
+        ``candidates``, ``slots``, ``chunk_size``, ``devices``); the norm is 2.
 
     Returns
     -------
@@ -112,11 +115,13 @@ def subspace_margins(
         raise ValueError("subspaces must hold at least one (D, s) basis, got an empty list")
     if "norm" in deepfool_kw and float(deepfool_kw.pop("norm")) != 2.0:
         raise ValueError("subspace margins are L2 margins: norm must be 2")
+    clf = as_classifier(logits_fn)
     results = []
-    for s in subspaces:
-        results.append(deepfool_dataset(logits_fn, x, y, subspace=s, **deepfool_kw))
-        if progress is not None:
-            progress(1)
+    with track(progress, len(subspaces), "subspace margins") as report:
+        for s in subspaces:
+            results.append(deepfool_dataset(clf, x, y, subspace=s, **deepfool_kw))
+            if report is not None:
+                report(1)
     return SubspaceMargins(
         margin=jnp.stack([r.margin for r in results]),
         converged=jnp.stack([r.converged for r in results]),

@@ -26,7 +26,6 @@ with ``α < g(x_r)``) or with L2 PGD (``attack="pgd"``, radius ``eps``, as in th
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -34,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_labels
-from ..ops import map_in_chunks
+from ..engine import run_program
+from ..models import as_classifier
 
 __all__ = ["Thickness", "boundary_thickness", "segment_fraction", "thickness"]
 
@@ -87,6 +86,8 @@ def boundary_thickness(
     beta: float = 0.75,
     num_points: int = 256,
     chunk_size: int = 64,
+    devices=None,
+    progress=None,
 ) -> Thickness:
     """Boundary thickness ``Θ(x, x_r)`` for given endpoints (Yang et al. 2020, definition 1).
 
@@ -98,13 +99,15 @@ def boundary_thickness(
     alpha, beta : the band ``α < p_i - p_j < β`` (defaults 0 and 0.75 as in the paper).
     num_points : grid points in ``t ∈ [0, 1]`` (``num_points - 1`` cells).
     chunk_size : examples per jitted chunk (each evaluates ``chunk_size * num_points``
-        inputs in one forward pass); the program is cached per classifier object, so calling
-        again with other data, ``N``, ``alpha`` or ``beta`` does not recompile.
+        inputs in one forward pass); one compilation per architecture and shapes: calling
+        again with other weights, data, ``N``, ``alpha`` or ``beta`` does not recompile.
+    devices, progress : the executor's options.
 
     Returns
     -------
     Thickness; dtype of ``x``.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
     x = jnp.asarray(x)
     x_adv = jnp.asarray(x_adv, x.dtype)
@@ -112,7 +115,7 @@ def boundary_thickness(
         raise ValueError(f"x_adv must have the shape of x {x.shape}, got {x_adv.shape}")
     _check_range(alpha, beta, num_points)
     n = x.shape[0]
-    k = check_classifier(logits_fn, x)
+    k = check_classifier(clf, x)
     if y is None:
         y = jnp.full((n,), -1, jnp.int32)
     else:
@@ -122,41 +125,37 @@ def boundary_thickness(
     a = jnp.asarray(alpha, x.dtype)
     b = jnp.asarray(beta, x.dtype)
 
-    run = partial(_thickness_program(logits_fn), ts, a, b)
-    theta, dist, frac, i, j, valid = map_in_chunks(
-        run, x, x_adv, y, chunk_size=min(int(chunk_size), n)
-    )
+    theta, dist, frac, i, j, valid = run_program(
+        _thickness_program, (clf, ts, a, b), (x, x_adv, y), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="thickness",
+    )  # fmt: skip
     theta = jnp.where(valid, theta, jnp.nan)
     v = np.asarray(valid)
     mean = float(np.mean(np.asarray(theta)[v])) if v.any() else float("nan")
     return Thickness(theta, dist, frac, i, j, valid, mean)
 
 
-@cached_program
-def _thickness_program(logits_fn):
-    """The jitted chunk of :func:`boundary_thickness`, ``(ts, α, β, x, x_r, y) -> ...``: one
-    per classifier (the grid and the band are arguments, not constants)."""
-
-    def run(ts, a, b, xc, xa, yc):
-        c = xc.shape[0]
-        pred = jnp.argmax(logits_fn(xc), axis=-1).astype(jnp.int32)
-        i = jnp.where(yc < 0, pred, yc).astype(jnp.int32)
-        j = jnp.argmax(logits_fn(xa), axis=-1).astype(jnp.int32)
-        d = xa - xc
-        shape = (1, -1) + (1,) * (xc.ndim - 1)
-        pts = xc[:, None] + ts.reshape(shape) * d[:, None]  # (C, M, *s)
-        p = jax.nn.softmax(logits_fn(pts.reshape(c * ts.shape[0], *xc.shape[1:])), axis=-1)
-        p = p.reshape(c, ts.shape[0], -1)
-        g = (
-            jnp.take_along_axis(p, i[:, None, None], -1)[..., 0]
-            - jnp.take_along_axis(p, j[:, None, None], -1)[..., 0]
-        )
-        frac = segment_fraction(g, a, b)
-        dist = jnp.sqrt(jnp.sum(d.reshape(c, -1) ** 2, axis=1))
-        valid = (pred == i) & (j != i)
-        return frac * dist, dist, frac, i, j, valid
-
-    return jax.jit(run)
+@jax.jit
+def _thickness_program(clf, ts, a, b, xc, xa, yc):
+    """The chunk of :func:`boundary_thickness`: one program per architecture and shapes (the
+    weights, the grid and the band are arguments, not constants)."""
+    c = xc.shape[0]
+    pred = jnp.argmax(clf(xc), axis=-1).astype(jnp.int32)
+    i = jnp.where(yc < 0, pred, yc).astype(jnp.int32)
+    j = jnp.argmax(clf(xa), axis=-1).astype(jnp.int32)
+    d = xa - xc
+    shape = (1, -1) + (1,) * (xc.ndim - 1)
+    pts = xc[:, None] + ts.reshape(shape) * d[:, None]  # (C, M, *s)
+    p = jax.nn.softmax(clf(pts.reshape(c * ts.shape[0], *xc.shape[1:])), axis=-1)
+    p = p.reshape(c, ts.shape[0], -1)
+    g = (
+        jnp.take_along_axis(p, i[:, None, None], -1)[..., 0]
+        - jnp.take_along_axis(p, j[:, None, None], -1)[..., 0]
+    )
+    frac = segment_fraction(g, a, b)
+    dist = jnp.sqrt(jnp.sum(d.reshape(c, -1) ** 2, axis=1))
+    valid = (pred == i) & (j != i)
+    return frac * dist, dist, frac, i, j, valid
 
 
 def thickness(
@@ -185,24 +184,23 @@ def thickness(
     """
     from ..search import deepfool_dataset, pgd
 
+    clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     y_arr = None if y is None else jnp.asarray(y)
     if attack == "deepfool":
-        res = deepfool_dataset(logits_fn, x, y_arr, norm=2, bounds=bounds, **deepfool_kw)
+        res = deepfool_dataset(clf, x, y_arr, norm=2, bounds=bounds, **deepfool_kw)
         x_adv = x + res.perturbation
         ok = res.converged & (res.margin > 0)
     elif attack == "pgd":
         if eps is None or key is None:
             raise ValueError("attack='pgd' needs eps (the L2 radius) and key")
-        labels = y_arr if y_arr is not None else jnp.argmax(logits_fn(x), axis=-1)
-        res = pgd(logits_fn, x, labels, key=key, eps=eps, norm=2, steps=steps, bounds=bounds)
+        labels = y_arr if y_arr is not None else jnp.argmax(clf(x), axis=-1)
+        res = pgd(clf, x, labels, key=key, eps=eps, norm=2, steps=steps, bounds=bounds)
         x_adv = res.adversarial
         ok = res.success
     else:
         raise ValueError(f"attack must be 'deepfool' or 'pgd', got {attack!r}")
-    out = boundary_thickness(
-        logits_fn, x, x_adv, y_arr, alpha=alpha, beta=beta, num_points=num_points
-    )
+    out = boundary_thickness(clf, x, x_adv, y_arr, alpha=alpha, beta=beta, num_points=num_points)
     valid = out.valid & ok
     theta = jnp.where(valid, out.thickness, jnp.nan)
     v = np.asarray(valid)

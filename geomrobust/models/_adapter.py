@@ -1,8 +1,7 @@
-"""Adapters from models to the package's classifier convention ``logits_fn(x) -> logits``.
+"""Adapters from NNX modules to pure functions: ``pure_apply`` (training) and ``as_logits_fn``.
 
-Everything downstream of the model layer (operators, searches, measurements) takes a plain
-JAX callable ``(N, *input_shape) -> (N, K)``. These adapters turn a Flax NNX module, a
-Linen-style ``apply(params, x)`` or a plain function into one.
+Measurements take any classifier (see :mod:`geomrobust.models._classifier`); training takes
+``apply(params, x)`` and its ``params``, which :func:`pure_apply` splits from an NNX module.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from typing import Any
 
 import jax
 from flax import nnx
+
+from ._classifier import Classifier, as_classifier
 
 __all__ = ["as_logits_fn", "pure_apply"]
 
@@ -41,28 +42,11 @@ def pure_apply(model: nnx.Module) -> tuple[Callable, Any]:
     return apply, params
 
 
-def as_logits_fn(obj, params=None) -> Callable[[jax.Array], jax.Array]:
-    """A pure ``logits_fn(x) -> logits`` from a model in any of three forms.
+def as_logits_fn(obj, params=None) -> Classifier:
+    """The classifier of ``obj`` as a callable ``x -> logits``: :func:`as_classifier`.
 
-    * an NNX module (``params`` must be None): closes over a snapshot of its parameters, in
-      evaluation mode (see :func:`pure_apply`);
-    * a Linen-style function ``apply(params, x)`` (e.g. ``linen_module.apply``) or a Linen
-      module, together with its ``params`` (the variables dict);
-    * a plain function ``x -> logits`` (``params`` None): returned unchanged.
+    Kept for code written before :class:`Classifier` existed; it returns the same pytree
+    (a callable), so programs take the weights as arguments and compile once per
+    architecture.
     """
-    if isinstance(obj, nnx.Module):
-        if params is not None:
-            raise TypeError("params must be None for an NNX module (it holds its parameters)")
-        apply, p = pure_apply(obj)
-        return lambda x: apply(p, x)
-    if params is not None:
-        apply = getattr(obj, "apply", obj)  # a Linen module or an apply function
-        if not callable(apply):
-            raise TypeError(f"obj must be callable as apply(params, x), got {type(obj).__name__}")
-        return lambda x: apply(params, x)
-    if not callable(obj):
-        raise TypeError(
-            f"obj must be an NNX module, an apply function (with params) or a function "
-            f"x -> logits, got {type(obj).__name__}"
-        )
-    return obj
+    return as_classifier(obj, params)

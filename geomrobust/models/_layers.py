@@ -16,7 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["ACTIVATIONS", "SMOOTH_ACTIVATIONS", "get_activation", "pool2d", "resolve_dtype"]
+__all__ = [
+    "ACTIVATIONS",
+    "SMOOTH_ACTIVATIONS",
+    "freeze_config",
+    "get_activation",
+    "pool2d",
+    "resolve_dtype",
+    "thaw_config",
+]
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": jax.nn.relu,
@@ -27,6 +35,31 @@ ACTIVATIONS: dict[str, Callable] = {
     "elu": jax.nn.elu,
 }
 SMOOTH_ACTIVATIONS = frozenset({"softplus", "gelu", "tanh", "swish"})
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def freeze_config(config: dict) -> tuple:
+    """A model configuration as a hashable tuple of ``(name, value)`` pairs (lists become
+    tuples). Models store it in ``self.config``: it is part of the NNX graph definition, the
+    jit cache key of every program, so it must be hashable (a dict is not)."""
+    return tuple((str(k), _freeze(v)) for k, v in config.items())
+
+
+def thaw_config(config) -> dict:
+    """The JSON-ready dict of a configuration (frozen pairs or a mapping); tuples -> lists."""
+
+    def thaw(v):
+        return [thaw(x) for x in v] if isinstance(v, tuple | list) else v
+
+    items = config.items() if hasattr(config, "items") else config
+    return {k: thaw(v) for k, v in items}
 
 
 def get_activation(name: str) -> Callable:

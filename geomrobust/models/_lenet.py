@@ -11,6 +11,7 @@ from ._layers import (
     as_image_shape,
     as_shape,
     check_num_classes,
+    freeze_config,
     get_activation,
     int_tuple,
     pool2d,
@@ -84,17 +85,19 @@ class LeNet(nnx.Module):
         self.fc1 = nnx.Linear(flat, hidden[0], param_dtype=pdt, rngs=rngs)
         self.fc2 = nnx.Linear(hidden[0], hidden[1], param_dtype=pdt, rngs=rngs)
         self.out = nnx.Linear(hidden[1], num_classes, param_dtype=pdt, rngs=rngs)
-        self.config = {
-            "name": "lenet",
-            "input_shape": list(as_shape(input_shape)),
-            "num_classes": num_classes,
-            "channels": list(channels),
-            "hidden": list(hidden),
-            "kernel_size": kernel_size,
-            "activation": activation,
-            "pool": pool,
-            "param_dtype": param_dtype,
-        }
+        self.config = freeze_config(
+            {
+                "name": "lenet",
+                "input_shape": list(as_shape(input_shape)),
+                "num_classes": num_classes,
+                "channels": list(channels),
+                "hidden": list(hidden),
+                "kernel_size": kernel_size,
+                "activation": activation,
+                "pool": pool,
+                "param_dtype": param_dtype,
+            }
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], *self.input_hwc)

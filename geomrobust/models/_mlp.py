@@ -9,7 +9,14 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ._layers import as_shape, check_num_classes, get_activation, int_tuple, resolve_dtype
+from ._layers import (
+    as_shape,
+    check_num_classes,
+    freeze_config,
+    get_activation,
+    int_tuple,
+    resolve_dtype,
+)
 
 __all__ = ["MLP"]
 
@@ -53,14 +60,16 @@ class MLP(nnx.Module):
         self.layers = nnx.List(
             [nnx.Linear(a, b, param_dtype=pdt, rngs=rngs) for a, b in itertools.pairwise(sizes)]
         )
-        self.config = {
-            "name": "mlp",
-            "input_shape": list(shape),
-            "num_classes": num_classes,
-            "widths": list(widths),
-            "activation": activation,
-            "param_dtype": param_dtype,
-        }
+        self.config = freeze_config(
+            {
+                "name": "mlp",
+                "input_shape": list(shape),
+                "num_classes": num_classes,
+                "widths": list(widths),
+                "activation": activation,
+                "param_dtype": param_dtype,
+            }
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x.reshape(x.shape[0], -1)

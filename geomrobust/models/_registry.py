@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import jax
 from flax import nnx
 
+from ._layers import thaw_config
 from ._lenet import LeNet
 from ._mlp import MLP
 from ._resnet import ResNet
@@ -21,7 +22,9 @@ def register_model(name: str, cls: type) -> type:
 
     ``cls(input_shape, num_classes, *, rngs, **config)`` must build the model and record its
     JSON-serializable configuration (``name``, ``input_shape``, ``num_classes`` and keyword
-    arguments) in ``self.config``.
+    arguments) in ``self.config``, frozen with :func:`geomrobust.models.freeze_config` (a
+    hashable tuple of pairs: the configuration is part of the NNX graph definition, which
+    is the compilation cache key of every program; a dict there makes every call compile).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -51,7 +54,8 @@ def create_model(
     num_classes : number of logits.
     key : JAX PRNG key for the initialization (same key, same weights).
     **config : architecture options of the model class (widths, activation, ...), all
-        JSON-serializable; the full configuration is kept in ``model.config``.
+        JSON-serializable; the full configuration is kept in ``model.config`` (as hashable
+        pairs; :func:`model_config` gives the dict).
 
     Returns
     -------
@@ -70,13 +74,18 @@ def create_model(
 def model_config(model: nnx.Module) -> dict:
     """The JSON-serializable configuration that rebuilds ``model`` (a copy)."""
     config = getattr(model, "config", None)
+    if isinstance(config, tuple):
+        try:
+            config = thaw_config(config)
+        except (TypeError, ValueError):
+            config = None
     if not isinstance(config, Mapping) or "name" not in config:
         raise TypeError(
             f"model of type {type(model).__name__} does not record a configuration "
             "(self.config with 'name', 'input_shape', 'num_classes'); build it with "
             "geomrobust.models.create_model or register its class with register_model"
         )
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
+    return thaw_config(config)
 
 
 def model_from_config(config: Mapping, *, key: jax.Array | None = None) -> nnx.Module:

@@ -12,6 +12,7 @@ from ._layers import (
     as_image_shape,
     as_shape,
     check_num_classes,
+    freeze_config,
     get_activation,
     int_tuple,
     resolve_dtype,
@@ -126,17 +127,19 @@ class ResNet(nnx.Module):
                 c_in = c_out
         self.blocks = nnx.List(layers)
         self.head = nnx.Linear(c_in, num_classes, param_dtype=pdt, rngs=rngs)
-        self.config = {
-            "name": "resnet",
-            "input_shape": list(as_shape(input_shape)),
-            "num_classes": num_classes,
-            "width": width,
-            "blocks": list(blocks),
-            "activation": activation,
-            "norm": norm,
-            "norm_groups": norm_groups,
-            "param_dtype": param_dtype,
-        }
+        self.config = freeze_config(
+            {
+                "name": "resnet",
+                "input_shape": list(as_shape(input_shape)),
+                "num_classes": num_classes,
+                "width": width,
+                "blocks": list(blocks),
+                "activation": activation,
+                "norm": norm,
+                "norm_groups": norm_groups,
+                "param_dtype": param_dtype,
+            }
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], *self.input_hwc)

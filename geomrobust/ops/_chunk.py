@@ -12,7 +12,7 @@ Two levels, for the two places where batching happens:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,13 +58,13 @@ def map_in_chunks(
     *arrays,
     chunk_size: int,
     progress: Callable[[int], None] | None = None,
-    starts: Iterable[int] | None = None,
 ):
     """Apply a (jitted) batched ``fn`` to ``arrays`` in chunks of exactly ``chunk_size``.
 
-    Every call sees the same shapes (the last chunk is padded, then trimmed), so a jitted
-    ``fn`` compiles once. Outputs (any pytree of arrays with a leading batch axis) are brought
-    to the host and concatenated as NumPy arrays; device memory holds one chunk at a time.
+    Every call sees the same shapes (the last chunk is padded by repeating its last row,
+    then trimmed), so a jitted ``fn`` compiles once. Outputs (any pytree of arrays with a
+    leading batch axis) are brought to the host and joined as NumPy arrays; the device holds
+    one chunk at a time. The chunking is :func:`geomrobust.engine.map_chunks` on one device.
 
     Parameters
     ----------
@@ -72,25 +72,13 @@ def map_in_chunks(
     arrays : arrays sharing the leading axis ``N``.
     chunk_size : examples per call.
     progress : optional callback called with the number of examples done after each chunk.
-    starts : optional chunk start offsets to compute (default all); for resumable drivers.
     """
+    from ..engine import map_chunks
+
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
+        raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    n = arrays[0].shape[0]
-    for a in arrays[1:]:
-        if a.shape[0] != n:
-            raise ValueError(
-                f"all arrays must share the leading axis; got {[a.shape[0] for a in arrays]}"
-            )
-    outs = []
-    for start in range(0, n, chunk_size) if starts is None else starts:
-        stop = min(start + chunk_size, n)
-        chunk = [pad_to_multiple(a[start:stop], chunk_size) for a in arrays]
-        out = fn(*chunk)
-        out = jax.tree.map(lambda o, m=stop - start: np.asarray(o)[:m], out)
-        outs.append(out)
-        if progress is not None:
-            progress(stop - start)
-    if not outs:
+    if not arrays or np.ndim(arrays[0]) == 0 or np.shape(arrays[0])[0] < 1:
         raise ValueError("map_in_chunks needs at least one example")
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outs)
+    return map_chunks(fn, arrays, chunk_size=chunk_size, progress=progress)

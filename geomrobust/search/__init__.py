@@ -6,6 +6,7 @@ from ._attacks import RobustAccuracy as RobustAccuracy
 from ._attacks import fgsm as fgsm
 from ._attacks import pgd as pgd
 from ._attacks import robust_accuracy as robust_accuracy
+from ._boundary import BisectionInfo as BisectionInfo
 from ._boundary import BisectionState as BisectionState
 from ._boundary import BoundaryPoints as BoundaryPoints
 from ._boundary import bisection_init as bisection_init

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._programs import cached_program
 from .._validation import (
     check_batch,
     check_bounds,
@@ -27,8 +26,9 @@ from .._validation import (
     check_positive,
     is_concrete,
 )
-from ..ops import map_in_chunks
-from ._norms import as_norm, lp_norm, project_ball
+from ..engine import run_program
+from ..models import as_classifier
+from ..ops._norms import as_norm, lp_norm, project_ball
 
 __all__ = ["AttackResult", "RobustAccuracy", "fgsm", "pgd", "robust_accuracy"]
 
@@ -114,12 +114,28 @@ def fgsm(
     ``ℓ`` is the cross-entropy of ``y`` (ascended), or of ``target`` (descended) in targeted
     mode. ``x`` ``(N, *s)``, ``y`` / ``target`` ``(N,)``; dtype of ``x`` throughout.
     """
+    clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p = _check(logits_fn, x, y, eps, norm, target, bounds)
-    eps = jnp.asarray(eps, x.dtype)
-    g = _loss_grad(logits_fn, x, y, target)
+    p = _check(clf, x, y, eps, norm, target, bounds)
+    x = jnp.asarray(x)
+    lo, hi = _bounds_arrays(bounds, x.dtype)
+    return _fgsm_program(clf, x, y, jnp.asarray(eps, x.dtype), target, lo, hi, p=p,
+                         has_bounds=bounds is not None)  # fmt: skip
+
+
+def _bounds_arrays(bounds, dtype):
+    if bounds is None:
+        return jnp.zeros((), dtype), jnp.zeros((), dtype)
+    return jnp.asarray(bounds[0], dtype), jnp.asarray(bounds[1], dtype)
+
+
+@partial(jax.jit, static_argnames=("p", "has_bounds"))
+def _fgsm_program(clf, x, y, eps, target, lo, hi, *, p, has_bounds):
+    """FGSM / FGM on a batch: one compilation per architecture, shapes and norm."""
+    bounds = (lo, hi) if has_bounds else None
+    g = _loss_grad(clf, x, y, target)
     adv = _clip(x + eps * _ascent(g, p), bounds)
-    return _finish(logits_fn, x, adv, y, target)
+    return _finish(clf, x, adv, y, target)
 
 
 def check_unroll(unroll) -> None:
@@ -157,17 +173,37 @@ def pgd(
     PGD-AT training raised its throughput 1.34x on a LeNet (``benchmarks/bench_training.py``)
     at the price of a compilation that grows with ``steps``.
     """
+    clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p = _check(logits_fn, x, y, eps, norm, target, bounds)
+    p = _check(clf, x, y, eps, norm, target, bounds)
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if step_size is not None and is_concrete(step_size):
         check_positive(step_size, "step_size")
     if random_start:
         check_key(key, "key")
+    check_unroll(unroll)
+    x = jnp.asarray(x)
     dtype = x.dtype
     eps = jnp.asarray(eps, dtype)
     alpha = 2.5 * eps / max(steps, 1) if step_size is None else jnp.asarray(step_size, dtype)
+    lo, hi = _bounds_arrays(bounds, dtype)
+    # canonical unroll (True and 1 hash alike as static arguments: True means all steps)
+    unroll = max(int(steps), 1) if unroll is True else 1 if unroll is False else int(unroll)
+    return _pgd_program(
+        clf, x, y, key if random_start else None, eps, alpha, target, lo, hi, p=p,
+        steps=int(steps), random_start=bool(random_start), unroll=unroll,
+        has_bounds=bounds is not None,
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("p", "steps", "random_start", "unroll", "has_bounds"))
+def _pgd_program(clf, x, y, key, eps, alpha, target, lo, hi, *, p, steps, random_start,
+                 unroll, has_bounds):  # fmt: skip
+    """PGD on a batch: one compilation per architecture, shapes and structural settings
+    (weights, data, key, radius, step size, target and box are arguments)."""
+    bounds = (lo, hi) if has_bounds else None
+    dtype = x.dtype
     if random_start:
         if math.isinf(p):
             delta = jax.random.uniform(key, x.shape, dtype, -1.0, 1.0) * eps
@@ -183,13 +219,12 @@ def pgd(
     adv = _clip(x + delta, bounds)
 
     def body(_, adv):
-        g = _loss_grad(logits_fn, adv, y, target)
+        g = _loss_grad(clf, adv, y, target)
         delta = _project(adv + alpha * _ascent(g, p) - x, eps, p)
         return _clip(x + delta, bounds)
 
-    check_unroll(unroll)
     adv = jax.lax.fori_loop(0, steps, body, adv, unroll=unroll)
-    return _finish(logits_fn, x, adv, y, target)
+    return _finish(clf, x, adv, y, target)
 
 
 class RobustAccuracy(NamedTuple):
@@ -211,17 +246,19 @@ def robust_accuracy(
     key: Array,
     attack: str = "pgd",
     chunk_size: int = 256,
-    progress: Callable[[int], None] | None = None,
+    progress=None,
+    devices=None,
     **attack_kw,
 ) -> RobustAccuracy:
     """Accuracy under ``fgsm`` or ``pgd`` for every ``eps`` in ``epsilons``, in one call.
 
     One jitted function runs the attack for all ``E`` epsilons (``lax.map`` over ``eps``) on
-    a chunk of ``chunk_size`` examples; chunks are fed by
-    :func:`geomrobust.ops.map_in_chunks`, so it compiles once. The program is cached per
-    classifier object and attack settings, with the data, ``key``, ``epsilons`` and array
-    settings (``step_size``, per-pixel ``bounds``) as arguments: calling again with other
-    data, another key or other epsilons of the same length does not recompile. An example
+    a chunk of ``chunk_size`` examples; chunks are fed by the executor
+    (:func:`geomrobust.engine.map_chunks`; ``devices`` and ``progress`` as there), so it
+    compiles once per architecture and attack settings, with the weights, data, ``key``,
+    ``epsilons`` and array settings (``step_size``, per-pixel ``bounds``) as arguments:
+    calling again with another model of the same architecture, other data, another key or
+    other epsilons of the same length does not recompile. An example
     counts as robust at ``eps`` when it is correctly classified and the attack fails. Each
     chunk uses ``fold_in(key, chunk_start)``, so results do not depend on the device or chunk
     order. ``attack_kw`` are passed on to :func:`pgd` / :func:`fgsm` (a ``target`` ``(N,)``
@@ -229,6 +266,7 @@ def robust_accuracy(
     """
     if attack not in ("pgd", "fgsm"):
         raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
+    clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     eps = np.asarray(epsilons, np.float64).reshape(-1)
@@ -239,21 +277,22 @@ def robust_accuracy(
     if target is not None:
         target = jnp.asarray(target)
     # checked here: inside the program, traced settings (array bounds, a traced key) are not
-    _check(logits_fn, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
+    _check(clf, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
     check_key(key, "key")
     step_size = attack_kw.get("step_size")
     if attack == "pgd" and step_size is not None and is_concrete(step_size):
         check_positive(step_size, "step_size")
     static, traced = _split_settings(attack_kw)
-    program = _robust_program(logits_fn, attack, static)
-    run = partial(program, key, jnp.asarray(eps, x.dtype), traced)
-
+    program = partial(_robust_program, attack=attack, static=static)
     n = x.shape[0]
-    m = min(chunk_size, n)
     starts = jnp.arange(n, dtype=jnp.uint32)
     arrays = (x, y, starts) if target is None else (x, y, starts, target)
-    clean, success = map_in_chunks(run, *arrays, chunk_size=m, progress=progress)
-    success = np.asarray(success).T
+    clean, success = run_program(
+        program, (clf, key, jnp.asarray(eps, x.dtype), traced), arrays,
+        chunk_size=min(int(chunk_size), n), devices=devices, progress=progress,
+        desc=f"{attack} accuracy",
+    )  # fmt: skip
+    clean, success = np.asarray(clean), np.asarray(success).T
     robust = clean[None, :] & ~success
     return RobustAccuracy(eps, robust.mean(axis=1), float(clean.mean()), success)
 
@@ -290,24 +329,20 @@ def _split_settings(attack_kw: dict) -> tuple[tuple, dict]:
     return tuple(static), traced
 
 
-@cached_program
-def _robust_program(logits_fn, attack: str, static: tuple):
-    """The jitted chunk of :func:`robust_accuracy`: ``(key, eps (E,), traced settings, x, y,
-    starts[, target]) -> (clean (C,), success (C, E))``; one per classifier and settings."""
+@partial(jax.jit, static_argnames=("attack", "static"))
+def _robust_program(clf, key, eps, traced, xc, yc, start, target=None, *, attack, static):
+    """The chunk of :func:`robust_accuracy`: ``-> (clean (C,), success (C, E))``; one
+    compilation per architecture, shapes and attack settings."""
     kw = {name: v for name, _, v in static}
+    k = jax.random.fold_in(key, start[0])
+    settings = dict(kw, **traced)
+    if target is not None:
+        settings["target"] = target
 
-    def run(key, eps, traced, xc, yc, start, target=None):
-        k = jax.random.fold_in(key, start[0])
-        settings = dict(kw, **traced)
-        if target is not None:
-            settings["target"] = target
+    def one(e):
+        if attack == "pgd":
+            return pgd(clf, xc, yc, key=k, eps=e, **settings).success
+        return fgsm(clf, xc, yc, eps=e, **settings).success
 
-        def one(e):
-            if attack == "pgd":
-                return pgd(logits_fn, xc, yc, key=k, eps=e, **settings).success
-            return fgsm(logits_fn, xc, yc, eps=e, **settings).success
-
-        clean = jnp.argmax(logits_fn(xc), axis=-1) == yc
-        return clean, jax.lax.map(one, eps).T  # (C,), (C, E)
-
-    return jax.jit(run)
+    clean = jnp.argmax(clf(xc), axis=-1) == yc
+    return clean, jax.lax.map(one, eps).T  # (C,), (C, E)

@@ -10,6 +10,7 @@ bracket ``F_k(lower) < 0 < F_k(upper)``; the state follows Optimistix's ``Bisect
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -18,9 +19,12 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_classifier, check_labels
+from ..engine import run_program
+from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
 
 __all__ = [
+    "BisectionInfo",
     "BisectionState",
     "BoundaryPoints",
     "bisection_init",
@@ -90,7 +94,16 @@ def bisection_init(F_lower: Array, F_upper: Array, valid: Array) -> BisectionSta
     )
 
 
-def bisection_step(F_at: Callable[[Array], Array], state: BisectionState, *, tol) -> BisectionState:
+class BisectionInfo(NamedTuple):
+    """What one bisection step did: the midpoint ``t`` and ``F`` there, ``(N,)`` each."""
+
+    t: Array
+    F: Array
+
+
+def bisection_step(
+    F_at: Callable[[Array], Array], state: BisectionState, *, tol
+) -> tuple[BisectionState, BisectionInfo]:
     """Halve the bracket of every running example; ``F_at(t) -> F`` evaluates all ``(N,)``.
 
     Terminates an example when ``|F(t)| <= tol · scale``, when ``upper - lower <= tol``
@@ -108,7 +121,7 @@ def bisection_step(F_at: Callable[[Array], Array], state: BisectionState, *, tol
     stalled = (mid <= state.lower) | (mid >= state.upper)
     done = small | stalled | ~finite
     run = ~state.done
-    return BisectionState(
+    new = BisectionState(
         lower=jnp.where(run, lower, state.lower),
         upper=jnp.where(run, upper, state.upper),
         t=jnp.where(run, mid, state.t),
@@ -118,6 +131,7 @@ def bisection_step(F_at: Callable[[Array], Array], state: BisectionState, *, tol
         converged=state.converged | (run & done & finite),
         steps=state.steps + run.astype(jnp.int32),
     )
+    return new, BisectionInfo(mid, F)
 
 
 def refine_boundary(
@@ -128,6 +142,9 @@ def refine_boundary(
     *,
     tol: float = 1e-6,
     max_iter: int = 60,
+    chunk_size: int | None = 1024,
+    devices=None,
+    progress=None,
 ) -> BoundaryPoints:
     """Bisect the segment ``[x, x_adv]`` onto the boundary ``F_k = f_k - f_y = 0``.
 
@@ -145,6 +162,8 @@ def refine_boundary(
     y : ``(N,)`` integer labels of ``x``.
     tol : relative tolerance (on ``F_k`` and on the segment), > 0.
     max_iter : bisection steps at most (60 halvings reach float64 resolution).
+    chunk_size, devices, progress : the executor's options (one compilation per
+        architecture and chunk shape).
 
     Returns
     -------
@@ -161,31 +180,42 @@ def refine_boundary(
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     x_adv = jnp.asarray(x_adv, x.dtype)
     y = jnp.asarray(y)
-    k_classes = check_classifier(logits_fn, x)
+    k_classes = check_classifier(clf, x)
     check_labels(y, k_classes, x.shape[0], "y")
     y = y.astype(jnp.int32)
+    program = partial(_refine_program, max_iter=int(max_iter))
+    return run_program(
+        program, (clf, jnp.asarray(tol, x.dtype)), (x, x_adv, y), chunk_size=chunk_size,
+        devices=devices, progress=progress, desc="refine boundary",
+    )  # fmt: skip
 
-    logits_adv = logits_fn(x_adv)
+
+@partial(jax.jit, static_argnames="max_iter")
+def _refine_program(clf, tol, x, x_adv, y, *, max_iter):
+    """Bisection onto the boundary for a chunk (one compilation per architecture, shapes
+    and ``max_iter``; ``tol`` is traced)."""
+    logits_adv = clf(x_adv)
     k = jnp.argmax(logits_adv, axis=-1).astype(jnp.int32)
-    F_lo = _gap(logits_fn(x), y, k)
+    F_lo = _gap(clf(x), y, k)
     F_hi = _gap(logits_adv, y, k)
     d = x_adv - x
     valid = (k != y) & jnp.isfinite(F_lo) & jnp.isfinite(F_hi)
 
     def F_at(t):
-        return _gap(logits_fn(_along(x, d, t)), y, k)
+        return _gap(clf(_along(x, d, t)), y, k)
 
     state = bisection_init(F_lo, F_hi, valid)
     state = jax.lax.while_loop(
         lambda s: jnp.any(~s.done & (s.steps < max_iter)),
-        lambda s: bisection_step(F_at, s, tol=tol),
+        lambda s: bisection_step(F_at, s, tol=tol)[0],
         state,
     )
     z = _along(x, d, state.t)
-    _, g = batch_logit_difference_grads(logits_fn, z, y, k)
+    _, g = batch_logit_difference_grads(clf, z, y, k)
     gn = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
     good = (gn > 0) & jnp.isfinite(gn)
     normal = jnp.where(

@@ -29,13 +29,15 @@ import numpy as np
 from jax import Array
 
 from .._validation import (
+    all_concrete,
     check_batch,
     check_classifier,
     check_labels,
     check_orthonormal,
     check_positive,
 )
-from ._norms import as_norm, dual_exponent, dual_step, lp_norm
+from ..models import as_classifier
+from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm
 
 __all__ = [
     "DeepFoolInfo",
@@ -115,7 +117,7 @@ def _select_classes(logits: Array, y: Array, candidates: int | None) -> Array:
     return jax.lax.top_k(masked, candidates)[1].astype(jnp.int32)
 
 
-def evaluate(
+def _evaluate(
     logits_fn: Callable[[Array], Array],
     point: Array,
     select: Callable[[Array], tuple[Array, Array]],
@@ -157,7 +159,7 @@ def _clip(v: Array, bounds) -> Array:
     return v if bounds is None else jnp.clip(v, bounds[0], bounds[1])
 
 
-def init_decide(logits, y, classes, grads, x, has_y: bool):
+def _init_decide(logits, y, classes, grads, x, has_y: bool):
     """The decision at the clean point: misclassified (given ``y``) -> done with margin 0;
     non-finite logits or gradients -> done, not converged."""
     finite = _finite_rows(logits, grads)
@@ -196,11 +198,11 @@ def deepfool_init(
         yy = jnp.asarray(y, jnp.int32) if has_y else jnp.argmax(logits, -1).astype(jnp.int32)
         return yy, _select_classes(logits, yy, candidates)
 
-    logits, yy, classes, grads = evaluate(logits_fn, x, select)
-    return init_decide(logits, yy, classes, grads, x, has_y)
+    logits, yy, classes, grads = _evaluate(logits_fn, x, select)
+    return _init_decide(logits, yy, classes, grads, x, has_y)
 
 
-def propose(
+def _propose(
     state: DeepFoolState, *, q: float, overshoot, subspace, bounds
 ) -> tuple[Array, Array, DeepFoolInfo]:
     """The next accumulated step ``r`` and iterate, from the cached logits and gradients."""
@@ -231,7 +233,7 @@ def propose(
     return r, point, info
 
 
-def step_decide(state: DeepFoolState, r, point, logits, grads, info: DeepFoolInfo, active):
+def _step_decide(state: DeepFoolState, r, point, logits, grads, info: DeepFoolInfo, active):
     """Update the running examples after evaluating the new iterate."""
     finite = _finite_rows(logits, grads)
     flipped = (jnp.argmax(logits, axis=-1) != state.y) & finite
@@ -274,13 +276,13 @@ def deepfool_step(
     bounds = _as_bounds(bounds, dtype)
     subspace = None if subspace is None else jnp.asarray(subspace, dtype)
     active = ~state.done & (state.iterations < max_iter)
-    r, point, info = propose(state, q=q, overshoot=overshoot, subspace=subspace, bounds=bounds)
+    r, point, info = _propose(state, q=q, overshoot=overshoot, subspace=subspace, bounds=bounds)
 
     def select(_):
         return state.y, state.classes
 
-    logits, _, _, grads = evaluate(logits_fn, point, select)
-    return step_decide(state, r, point, logits, grads, info, active), info
+    logits, _, _, grads = _evaluate(logits_fn, point, select)
+    return _step_decide(state, r, point, logits, grads, info, active), info
 
 
 def deepfool_result(state: DeepFoolState, norm=2) -> MarginResult:
@@ -295,7 +297,7 @@ def deepfool_result(state: DeepFoolState, norm=2) -> MarginResult:
     return MarginResult(pert, margin, conv, adv, state.iterations)
 
 
-def validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
+def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
     """Eager argument checks shared by the DeepFool drivers (no-ops on tracers)."""
     check_batch(x, "x")
     p = as_norm(norm)
@@ -338,8 +340,11 @@ def deepfool(
     candidates: int | None = None,
     subspace: Array | None = None,
     bounds: tuple | None = None,
+    chunk_size: int = 1024,
+    devices=None,
+    progress=None,
 ) -> MarginResult:
-    """Minimal Lp perturbations of a batch by DeepFool (plain batched driver).
+    """Minimal Lp perturbations of a batch by DeepFool.
 
     From ``x_0 = x`` with ``r = 0``: at the iterate ``x_i``, for the candidate classes
     ``k != y`` take ``F_k = f_k - f_y`` and ``w_k = ∇F_k(x_i)`` (projected, ``w_k ← S Sᵀ w_k``,
@@ -353,10 +358,11 @@ def deepfool(
     ``y``.
 
     **Overshoot** (the reference implementations differ): applied to the *accumulated*
-    perturbation, as in the authors' PyTorch code: the label is tested at, and the gradients
-    re-linearized at, ``x + (1 + η) r``, and the returned perturbation is ``(1 + η) r``, so
-    ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact: ``margin =
-    (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to ``|F_l|``.
+    perturbation, as in the authors' PyTorch DeepFool code: the label is tested at, and the
+    gradients re-linearized at, ``x + (1 + η) r``, and the returned perturbation is
+    ``(1 + η) r``, so ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact:
+    ``margin = (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to
+    ``|F_l|``.
 
     **Box** ``bounds = (lo, hi)``: coordinates of the iterate that sit on a face of the box
     and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
@@ -365,9 +371,19 @@ def deepfool(
     so state and iterate agree. The returned perturbation is always feasible; when no feasible
     step flips the label the example is not converged.
 
+    **Execution.** On concrete inputs (a call from Python) this runs the continuous-batching
+    driver :func:`geomrobust.search.deepfool_dataset` with its defaults (fixed working slots
+    refilled as examples finish; one compilation per architecture and shape, reused by every
+    call and every model of the same architecture). Under ``jit``/``vmap``/``grad`` (traced
+    inputs or classifier) it is one transformable ``lax.while_loop`` over the batch. Both
+    follow the same per-example arithmetic; they agree up to the rounding of batched forward
+    passes (a different batch composition).
+
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``; rows must not interact.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, a
+        :class:`geomrobust.Classifier`, a Flax NNX module or an Equinox module (see
+        :func:`geomrobust.as_classifier`); rows must not interact.
     x : ``(N, *s)`` floating; its dtype is the dtype of every output.
     y : ``(N,)`` integer reference labels, or None for the predicted labels.
     norm : ``p`` in ``(1, inf]`` (2 and ``jnp.inf`` the usual ones).
@@ -379,6 +395,8 @@ def deepfool(
     subspace : ``(D, s)`` orthonormal basis (``D = prod(s)``, flattened in ``x``'s order),
         restricting the search to ``x + span(S)`` (Hold me tight!); norm 2 only.
     bounds : ``(lo, hi)`` scalars or arrays broadcastable to ``x``, or None.
+    chunk_size, devices, progress : the executor's options (concrete inputs only), see
+        :func:`geomrobust.search.deepfool_dataset`.
 
     Returns
     -------
@@ -388,22 +406,27 @@ def deepfool(
         An example already misclassified (``argmax f(x) != y``) has margin 0 and converged
         True; zero gradients (no reachable boundary) or non-finite logits give converged
         False without affecting the other examples.
-
-    Notes
-    -----
-    Jit-compatible and differentiable-free (the loop is ``lax.while_loop``). All examples
-    run until the slowest is done; for datasets prefer :func:`deepfool_dataset`.
     """
+    from ._driver import deepfool_dataset
+
+    clf = as_classifier(logits_fn)
+    if all_concrete(clf, x, y, subspace, bounds, overshoot):
+        return deepfool_dataset(
+            clf, x, y, norm=norm, overshoot=overshoot, max_iter=max_iter,
+            candidates=candidates, subspace=subspace, bounds=bounds, chunk_size=chunk_size,
+            devices=devices, progress=progress,
+        )  # fmt: skip
     if y is not None:
         y = jnp.asarray(y) if not hasattr(y, "dtype") else y
-    validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
-    return run_deepfool(logits_fn, jnp.asarray(x), y, norm, overshoot, max_iter, candidates,
-                        subspace, bounds)  # fmt: skip
+    _validate(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
+    return _deepfool_loop(clf, jnp.asarray(x), y, norm, overshoot, max_iter, candidates,
+                          subspace, bounds)  # fmt: skip
 
 
-def run_deepfool(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
-    """The loop of :func:`deepfool` without its eager argument checks (for callers that
-    checked once up front and pass traced settings, e.g. traced ``bounds``)."""
+def _deepfool_loop(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
+    """The transformable driver of :func:`deepfool`: ``init``, then ``step`` under one
+    ``lax.while_loop`` until every example is done, then ``result``; no eager checks (for
+    callers that checked once up front and pass traced settings, e.g. traced ``bounds``)."""
     state = deepfool_init(logits_fn, x, y, candidates=candidates)
 
     def cond(s):

@@ -10,7 +10,7 @@ noise", NeurIPS 2016.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -19,8 +19,8 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_classifier, check_positive, is_concrete
-from ..ops import map_in_chunks
-from ..parallel import map_sharded, resolve_devices
+from ..engine import run_program
+from ..models import as_classifier
 
 __all__ = ["DirectionalMargins", "margin_along"]
 
@@ -68,6 +68,7 @@ def margin_along(
     max_bisect: int = 64,
     chunk_size: int = 256,
     devices=None,
+    progress=None,
 ) -> DirectionalMargins:
     """Smallest ``t > 0`` with ``argmax f(x + t d) != argmax f(x)``, per example and direction.
 
@@ -92,16 +93,18 @@ def margin_along(
         the same shapes; ``max_dist`` and ``tol`` are traced (changing them does not
         recompile). Results do not depend on ``chunk_size`` beyond the rounding of batched
         forward passes.
-    devices : None (default device), ``"all"``, an int or a list of devices: chunks are
-        spread over them (:func:`geomrobust.parallel.map_sharded`), results bit-for-bit
+    devices : None (one device), ``"all"``, an int or a list of devices: chunks are
+        spread over them (:func:`geomrobust.engine.map_chunks`), results bit-for-bit
         identical to one device.
+    progress : None, True (a bar counting examples) or a callable ``progress(n)``.
 
     Returns
     -------
     DirectionalMargins with ``margin``, ``adv_label``, ``converged`` of shape ``(N, M)``.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
-    check_classifier(logits_fn, x)
+    check_classifier(clf, x)
     x = jnp.asarray(x)
     directions = jnp.asarray(directions)
     n, shape = x.shape[0], x.shape[1:]
@@ -127,31 +130,28 @@ def margin_along(
     directions = directions.astype(dtype)
     if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    program = _program(logits_fn, per_example, int(num_steps), int(max_bisect))
-    static = dict(step=jnp.asarray(max_dist / num_steps, dtype), tol=jnp.asarray(tol, dtype))
-    arrays = (x, directions) if per_example else (x,)
-    if not per_example:
-        static["shared"] = directions
-    if not all(is_concrete(a) for a in (*arrays, *static.values())):
-        return program(*arrays, **static)  # inside jit / vmap: stay transformable
-    size = min(int(chunk_size), n)
-    devs = resolve_devices(devices)
-    if devs is not None and len(devs) > 1:
-        out = map_sharded(program, *arrays, chunk_size=size, devices=devs, replicated=static)
+    program = partial(_along_program, per_example=per_example, num_steps=int(num_steps),
+                      max_bisect=int(max_bisect))  # fmt: skip
+    step = jnp.asarray(max_dist / num_steps, dtype)
+    tol = jnp.asarray(tol, dtype)
+    if per_example:
+        shared, batched = (clf, step, tol, None), (x, directions)
     else:
-        out = map_in_chunks(partial(program, **static), *arrays, chunk_size=size)
-    return DirectionalMargins(*(jnp.asarray(o) for o in out))
+        shared, batched = (clf, step, tol, directions), (x,)
+    out = run_program(
+        program, shared, batched, chunk_size=int(chunk_size), devices=devices,
+        progress=progress, desc="margins along directions",
+    )  # fmt: skip
+    return DirectionalMargins(*out)
 
 
-@lru_cache(maxsize=8)
-def _program(logits_fn, per_example: bool, num_steps: int, max_bisect: int):
-    """The jitted batched search for a chunk (cached: one compilation per classifier)."""
-
-    def batched(x, directions=None, *, step, tol, shared=None):
-        return _search(logits_fn, x, directions if per_example else shared, per_example,
-                       step, tol, num_steps, max_bisect)  # fmt: skip
-
-    return jax.jit(batched)
+@partial(jax.jit, static_argnames=("per_example", "num_steps", "max_bisect"))
+def _along_program(clf, step, tol, shared, x, directions=None, *, per_example, num_steps,
+                   max_bisect):  # fmt: skip
+    """The batched search of a chunk: one compilation per architecture and shapes (weights,
+    data, directions, ``max_dist`` and ``tol`` are arguments)."""
+    d = directions if per_example else shared
+    return _search(clf, x, d, per_example, step, tol, num_steps, max_bisect)
 
 
 def _search(logits_fn, x, directions, per_example, h, tol, num_steps, max_bisect):

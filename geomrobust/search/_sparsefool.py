@@ -16,6 +16,7 @@ Then ``x_{i+1} = clip(x_0 + (1 + η)(x_LS - x_0))`` and repeat until the label c
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -24,8 +25,9 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_bounds, check_classifier, check_labels, check_positive
+from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
-from ._deepfool import deepfool
+from ._deepfool import _deepfool_loop
 
 __all__ = ["SparseFoolResult", "linear_solver", "sparsefool"]
 
@@ -101,8 +103,9 @@ def sparsefool(
     -------
     SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
-    n_classes = check_classifier(logits_fn, x)
+    n_classes = check_classifier(clf, x)
     if y is not None:
         y = y if hasattr(y, "dtype") else np.asarray(y)
         check_labels(y, n_classes, x.shape[0], "y")
@@ -113,14 +116,26 @@ def sparsefool(
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     x = jnp.asarray(x)
     dtype = x.dtype
-    n = x.shape[0]
-    logits0 = logits_fn(x)
-    y = jnp.argmax(logits0, -1).astype(jnp.int32) if y is None else jnp.asarray(y, jnp.int32)
     if bounds is None:
         lo = jnp.asarray(-jnp.inf, dtype)
         hi = jnp.asarray(jnp.inf, dtype)
     else:
         lo, hi = (jnp.asarray(b, dtype) for b in bounds)
+    y = None if y is None else jnp.asarray(y, jnp.int32)
+    return _sparsefool_program(
+        clf, x, y, lo, hi, lam=float(lam), overshoot=float(overshoot), max_iter=int(max_iter),
+        deepfool_iter=int(deepfool_iter),
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("lam", "overshoot", "max_iter", "deepfool_iter"))
+def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, max_iter, deepfool_iter):
+    """SparseFool on a batch: one compilation per architecture, shapes and settings
+    (weights, data and box are arguments)."""
+    dtype = x.dtype
+    n = x.shape[0]
+    logits0 = clf(x)
+    y = jnp.argmax(logits0, -1).astype(jnp.int32) if y is None else y
     flat0 = x.reshape(n, -1)
     lo_f = jnp.broadcast_to(lo, x.shape).reshape(n, -1)
     hi_f = jnp.broadcast_to(hi, x.shape).reshape(n, -1)
@@ -134,16 +149,16 @@ def sparsefool(
     def body(c):
         xi, done, conv, it, bad = c
         run = ~done & (it < max_iter)
-        df = deepfool(logits_fn, xi, y, max_iter=deepfool_iter, overshoot=overshoot)
+        df = _deepfool_loop(clf, xi, y, 2, overshoot, deepfool_iter, None, None, None)
         xb = xi + df.perturbation
         k = jnp.where(df.converged, df.adv_label, 0)
         k = jnp.where(k == y, (y + 1) % logits0.shape[-1], k)
-        _, w = batch_logit_difference_grads(logits_fn, xb, y, k)
+        _, w = batch_logit_difference_grads(clf, xb, y, k)
         w = w.reshape(n, -1)
         xb_l = flat0 + lam * (xb.reshape(n, -1) - flat0)
         xs = linear_solver(xi.reshape(n, -1), w, xb_l, lo_f, hi_f)
         xs = jnp.clip(flat0 + (1 + overshoot) * (xs - flat0), lo_f, hi_f).reshape(x.shape)
-        lg = logits_fn(xs)
+        lg = clf(xs)
         fin = jnp.all(jnp.isfinite(lg), -1) & jnp.all(jnp.isfinite(w), -1)
         ok = df.converged & fin  # DeepFool found a boundary to project on
         flipped = (jnp.argmax(lg, -1) != y) & ok
@@ -163,5 +178,5 @@ def sparsefool(
     pert = xi - x
     changed = jnp.mean((pert.reshape(n, -1) != 0).astype(dtype), axis=1)
     l1 = jnp.where(conv, jnp.sum(jnp.abs(pert.reshape(n, -1)), 1), jnp.asarray(jnp.inf, dtype))
-    adv = jnp.where(conv, jnp.argmax(logits_fn(xi), -1), -1).astype(jnp.int32)
+    adv = jnp.where(conv, jnp.argmax(clf(xi), -1), -1).astype(jnp.int32)
     return SparseFoolResult(pert, conv, adv, it, changed, l1)

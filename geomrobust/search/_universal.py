@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -18,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._programs import cached_program
 from .._validation import check_batch, check_classifier, check_positive
-from ._deepfool import _as_bounds, run_deepfool, validate
-from ._norms import as_norm, project_ball
+from ..models import as_classifier
+from ..ops._norms import as_norm, project_ball
+from ._deepfool import _as_bounds, _deepfool_loop, _validate
 
 __all__ = ["UniversalPerturbation", "universal_perturbation"]
 
@@ -67,8 +68,9 @@ def universal_perturbation(
     xi : radius of the Lp ball; norm : 2 or inf.
     delta : stop when the fooling rate reaches ``1 - delta``.
     """
+    clf = as_classifier(logits_fn)
     check_batch(x, "x")
-    check_classifier(logits_fn, x)
+    check_classifier(clf, x)
     xi = check_positive(xi, "xi")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
@@ -76,18 +78,19 @@ def universal_perturbation(
     if not 0 <= delta < 1:
         raise ValueError(f"delta must lie in [0, 1), got {delta!r}")
     x = jnp.asarray(x)
-    label0 = jnp.argmax(logits_fn(x), -1)
+    label0 = jnp.argmax(clf(x), -1)
     # the DeepFool settings, checked here once (inside the program the bounds are traced)
-    validate(logits_fn, x, label0, 2, overshoot, deepfool_iter, None, None, bounds)
+    _validate(clf, x, label0, 2, overshoot, deepfool_iter, None, None, bounds)
     has_bounds = bounds is not None
     lo, hi = _as_bounds(bounds if has_bounds else (0, 0), x.dtype)
-    one_pass = _pass_program(logits_fn, p, overshoot, deepfool_iter, has_bounds)
+    one_pass = partial(_one_pass, p=p, overshoot=float(overshoot),
+                       deepfool_iter=int(deepfool_iter), has_bounds=has_bounds)  # fmt: skip
     xi_arr = jnp.asarray(xi, x.dtype)
 
     v = jnp.zeros(x.shape[1:], x.dtype)
     history = []
     for t in range(max_passes):
-        v, rate = one_pass(x, label0, v, jax.random.fold_in(key, t), xi_arr, lo, hi)
+        v, rate = one_pass(clf, x, label0, v, jax.random.fold_in(key, t), xi_arr, lo, hi)
         history.append(float(rate))
         if history[-1] >= 1 - delta:
             break
@@ -95,36 +98,32 @@ def universal_perturbation(
     return UniversalPerturbation(v, rate, np.asarray(history), rate >= 1 - delta)
 
 
-@cached_program
-def _pass_program(logits_fn, p: float, overshoot, deepfool_iter: int, has_bounds: bool):
-    """One pass of Algorithm 1, ``(x, label0, v, key, xi, lo, hi) -> (v, fooling rate)``,
-    jitted once per classifier and settings (data, key, radius and box are arguments)."""
+@partial(jax.jit, static_argnames=("p", "overshoot", "deepfool_iter", "has_bounds"))
+def _one_pass(clf, x, label0, v, k, xi, lo, hi, *, p, overshoot, deepfool_iter, has_bounds):
+    """One pass of Algorithm 1, ``-> (v, fooling rate)``: compiled once per architecture and
+    settings (weights, data, key, radius and box are arguments)."""
+    bounds = (lo, hi) if has_bounds else None
+    order = jax.random.permutation(k, x.shape[0])
 
-    def one_pass(x, label0, v, k, xi, lo, hi):
-        bounds = (lo, hi) if has_bounds else None
-        order = jax.random.permutation(k, x.shape[0])
+    def clip(z):
+        return z if bounds is None else jnp.clip(z, lo, hi)
 
-        def clip(z):
-            return z if bounds is None else jnp.clip(z, lo, hi)
+    def project(v):
+        return project_ball(v.reshape(1, -1), xi, p).reshape(v.shape)
 
-        def project(v):
-            return project_ball(v.reshape(1, -1), xi, p).reshape(v.shape)
+    def visit(v, i):
+        xv = clip(x[i] + v)[None]
+        still = jnp.argmax(clf(xv), -1)[0] == label0[i]
 
-        def visit(v, i):
-            xv = clip(x[i] + v)[None]
-            still = jnp.argmax(logits_fn(xv), -1)[0] == label0[i]
+        def push(v):
+            df = _deepfool_loop(
+                clf, xv, label0[i][None], 2, overshoot, deepfool_iter, None, None, bounds
+            )
+            dv = jnp.where(df.converged[0], df.perturbation[0], 0)
+            return project(v + dv)
 
-            def push(v):
-                df = run_deepfool(
-                    logits_fn, xv, label0[i][None], 2, overshoot, deepfool_iter, None, None, bounds
-                )
-                dv = jnp.where(df.converged[0], df.perturbation[0], 0)
-                return project(v + dv)
+        return jax.lax.cond(still, push, lambda v: v, v), None
 
-            return jax.lax.cond(still, push, lambda v: v, v), None
-
-        v, _ = jax.lax.scan(visit, v, order)
-        fooled = jnp.argmax(logits_fn(clip(x + v[None])), -1) != label0
-        return v, jnp.mean(fooled.astype(jnp.float32))
-
-    return jax.jit(one_pass)
+    v, _ = jax.lax.scan(visit, v, order)
+    fooled = jnp.argmax(clf(clip(x + v[None])), -1) != label0
+    return v, jnp.mean(fooled.astype(jnp.float32))

@@ -27,8 +27,8 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch
+from ..ops._norms import as_norm
 from ..search import fgsm, pgd
-from ..search._norms import as_norm
 from ._robust import gradient_cosine, input_loss_grad
 
 __all__ = [

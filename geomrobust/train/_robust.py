@@ -34,9 +34,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from ..measures._linearity import linearity_gap, linearity_search, per_example_loss
+from ..ops._norms import as_norm
 from ..search import fgsm, pgd
 from ..search._attacks import check_unroll
-from ..search._norms import as_norm
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
 
 __all__ = [

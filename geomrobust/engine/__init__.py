@@ -1,0 +1,17 @@
+"""The execution engine: chunking, devices, progress and resume for dataset-level programs.
+
+Every dataset-level entry point is a module-level ``jax.jit`` program of the classifier (a
+pytree argument, see :class:`geomrobust.Classifier`) and one chunk of examples, run over the
+data by :func:`map_chunks`; the options ``chunk_size=``, ``devices=`` and ``progress=`` mean
+the same everywhere.
+"""
+
+from ._devices import resolve_devices as resolve_devices
+from ._executor import Chunk as Chunk
+from ._executor import chunk_bounds as chunk_bounds
+from ._executor import home_device as home_device
+from ._executor import map_chunks as map_chunks
+from ._executor import put_rows as put_rows
+from ._executor import run_program as run_program
+from ._progress import progress_bar as progress_bar
+from ._progress import track as track
