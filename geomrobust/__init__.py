@@ -1,8 +1,9 @@
 """geomrobust: geometric analysis of neural-network decision boundaries in JAX.
 
 The public API of DESIGN.md section 2 is re-exported here explicitly; the subpackages
-(``geomrobust.data``, ``.models``, ``.ops``, ``.search``, ``.measures``, ``.train``, ``.plot``)
-hold the rest, one layer each, in the order of the data flow.
+(``geomrobust.data``, ``.models``, ``.ops``, ``.engine``, ``.search``, ``.measures``,
+``.train``, ``.plot``) hold the rest, one layer each, in the order of the data flow;
+``gr.plot`` is imported on first use.
 """
 
 from importlib.metadata import PackageNotFoundError
@@ -14,6 +15,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+local"
 
 from . import data as data
+from . import engine as engine
 from . import io as io
 from . import measures as measures
 from . import models as models
@@ -83,3 +85,13 @@ from .search import universal_perturbation as universal_perturbation
 from .train import load_checkpoint as load_checkpoint
 from .train import make_loss as make_loss
 from .train import save_checkpoint as save_checkpoint
+
+
+def __getattr__(name: str):
+    """``gr.plot`` (and ``gr.report``) load on first use: matplotlib is not imported with
+    the package."""
+    if name in ("plot", "report"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -278,3 +278,81 @@ def test_robustness_monitor_compiles_once_per_hook():
     for epoch in (1, 2):
         hook(epoch, jnp.float32(1.0 + epoch), {})
     assert f.traces == first
+
+
+# ---------------------------------------------------------------------------------------
+# Weights are arguments: a second model of the same architecture, or a fresh adapter of the
+# same model, compiles NOTHING (counted with jax.log_compiles, eager operations included).
+
+
+def _entry_points():
+    import geomrobust as gr
+    from geomrobust.measures import nads
+
+    x = jnp.clip(0.5 + 0.25 * jax.random.normal(jax.random.key(1), (10, 8, 8, 1)), 0, 1)
+    x = x.astype(jnp.float32)
+    d = jax.random.normal(jax.random.key(2), (3, 8, 8, 1), jnp.float32)
+    d = d / jnp.linalg.norm(d.reshape(3, -1), axis=1).reshape(3, 1, 1, 1)
+    key = jax.random.key(0)
+    bands = gr.dct_subspaces((8, 8, 1), 4, 4, dtype=np.float32)
+
+    def boundary(f):
+        df = gr.deepfool_dataset(f, x, chunk_size=4, slots=2)
+        y = jnp.argmax(gr.as_classifier(f)(x), -1)
+        return (
+            x + 0.999 * df.perturbation,
+            y,
+            jnp.where(df.adv_label == y, (y + 1) % 10, jnp.maximum(df.adv_label, 0)),
+        )
+
+    def nads_init(k):  # a fresh closure each time: the same code over the same settings
+        shape = (8, 8, 1)
+        return gr.as_classifier(gr.create_model("lenet", shape, 2, key=k, activation="tanh"))
+
+    return {
+        "deepfool": lambda f: gr.deepfool(f, x).margin,
+        "deepfool_dataset": lambda f: gr.deepfool_dataset(f, x, chunk_size=4, slots=4).margin,
+        "subspace_margins": lambda f: gr.subspace_margins(f, x, None, bands, chunk_size=4).margin,
+        "margin_along": lambda f: gr.margin_along(f, x, d, max_dist=4.0, chunk_size=4).margin,
+        "refine_boundary": lambda f: (
+            gr.refine_boundary(f, x, boundary(f)[0] * 1.001, boundary(f)[1], chunk_size=4).z
+        ),
+        "principal_curvatures": lambda f: (
+            gr.principal_curvatures(
+                f, *boundary(f), num=3, key=key, method="lanczos", krylov_dim=12, chunk_size=4
+            ).values
+        ),
+        "loss_hessian_eigs": lambda f: (
+            gr.loss_hessian_eigs(
+                f, x, jnp.zeros(10, jnp.int32), num=2, key=key, method="lanczos", chunk_size=4
+            ).values
+        ),
+        "pgd": lambda f: gr.pgd(f, x, jnp.zeros(10, jnp.int32), key=key, eps=0.1, steps=2),
+        "robust_accuracy": lambda f: (
+            gr.robust_accuracy(
+                f, x, jnp.zeros(10, jnp.int32), [0.05, 0.1], key=key, steps=2, chunk_size=4
+            ).success
+        ),
+        "nads": lambda f: (
+            nads(lambda k: nads_init(k), (8, 8, 1), num_networks=4, key=key, batch=2).eigenvalues
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_entry_points()))
+def test_second_model_and_fresh_adapter_compile_nothing(name):
+    from _compiles import compilations
+
+    import geomrobust as gr
+
+    run = _entry_points()[name]
+    models = [
+        gr.create_model("lenet", (8, 8, 1), 10, key=jax.random.key(s), activation="tanh")
+        for s in (0, 1)
+    ]
+    jax.block_until_ready(run(models[0]))  # compiles
+    with compilations() as c:
+        jax.block_until_ready(run(models[1]))  # another model of the same architecture
+        jax.block_until_ready(run(gr.as_classifier(models[0])))  # a fresh adapter
+        jax.block_until_ready(run(gr.as_logits_fn(models[1])))  # the older adapter name
+    assert c.names == [], f"{name} compiled {c.names}"

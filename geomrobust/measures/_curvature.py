@@ -158,7 +158,8 @@ def principal_curvatures(
 
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
+        NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     z : ``(N, *s)`` boundary points (e.g. from :func:`geomrobust.search.refine_boundary`).
     y, k : ``(N,)`` integer classes on either side (``F_k = f_k - f_y``).
     num : number of principal curvatures per point, ``num <= D - 1``.
@@ -175,9 +176,10 @@ def principal_curvatures(
     max_restarts : Lanczos restarts after the first cycle.
     chunk_size : points per jitted call (default 64, None: all at once), so peak memory does
         not grow with ``N``; memory of the dense path grows as ``chunk_size · D²``.
-    progress : optional callback with the number of points done after each chunk.
-    devices : None (default device), ``"all"``, an int or a list of devices: chunks are
-        spread over the devices (:func:`geomrobust.parallel.map_sharded`), results
+    progress : None, True (a progress bar counting points) or a callable ``progress(n)``
+        with the number of points done after each chunk.
+    devices : None (one device), ``"all"``, an int or a list of devices: chunks are
+        spread over the devices (:func:`geomrobust.engine.map_chunks`), results
         bit-for-bit identical to one device; set ``chunk_size <= N / n_devices``.
     ids : ``(N,)`` integer ids of the points for the PRNG (default ``0 .. N-1``). Pass the
         points' global indices when measuring part of a dataset (a chunk, a host's shard),
@@ -300,6 +302,7 @@ def normal_curvatures(
     """
     clf = as_classifier(logits_fn)
     _validate(clf, z, y, k)
+    directions = jnp.asarray(directions, z.dtype)  # the tangents live in z's precision
     if directions.ndim == z.ndim:
         directions = jnp.broadcast_to(directions, (z.shape[0], *directions.shape))
     if directions.shape[0] != z.shape[0] or directions.shape[2:] != z.shape[1:]:

@@ -159,7 +159,8 @@ def local_linearity(
 
     Parameters
     ----------
-    logits_fn : ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)`` (any form :func:`geomrobust.as_classifier`
+        accepts).
     x : ``(N, *s)`` floating; y : ``(N,)`` integer labels.
     eps : radius of the ball; norm : 2 or inf.
     key : PRNG key of the random start.

@@ -118,7 +118,8 @@ def subspace_fooling_rate(
 
     Parameters
     ----------
-    logits_fn : batched classifier; x : ``(N, *s)``.
+    logits_fn : the classifier (any form :func:`geomrobust.as_classifier` accepts);
+    x : ``(N, *s)``.
     basis : ``(D, s)`` orthonormal columns (e.g. ``SharedDirections.basis``).
     radius : perturbation norm (the same for both kinds).
     num_samples : draws per example and kind.

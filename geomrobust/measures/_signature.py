@@ -61,7 +61,7 @@ def first_order_margins(
 
     ``head_fn`` maps a batch of activations ``(N, *a)`` to logits ``(N, K)``; one forward
     pass and one VJP per chunk (:func:`geomrobust.ops.batch_logit_difference_grads`),
-    jitted once per ``head_fn`` object (cached: calling again does not recompile).
+    compiled once per head architecture (a classifier pytree, or a plain function: static).
     Rows with a zero gradient get margin ``+inf`` (or ``-inf``) by the sign of ``f_y - f_j``.
     """
     head = as_classifier(head_fn)
@@ -114,7 +114,8 @@ def margin_signature(
 
     Parameters
     ----------
-    logits_fn : ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)`` (any form :func:`geomrobust.as_classifier`
+        accepts).
     x : ``(N, *s)``; y : ``(N,)`` true labels.
     splits : ``{name: (features_fn, head_fn)}`` with ``head_fn(features_fn(x)) = logits``
         (e.g. :func:`layer_splits`); the input layer ``"input"`` is always included.

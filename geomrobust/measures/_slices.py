@@ -98,7 +98,8 @@ def boundary_slice(
 
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
+        NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     x : ``(*s)`` one point (a data point or a boundary point).
     u, v : ``(*s)`` plane directions, made orthonormal by :func:`orthonormal_plane`.
     extent : ``e`` for ``a, b ∈ [-e, e]``, or ``(a_min, a_max, b_min, b_max)``.

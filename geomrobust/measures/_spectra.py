@@ -121,7 +121,8 @@ def loss_hessian_eigs(
 
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
+        NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     x : ``(N, *s)``; y : ``(N,)`` labels of the cross-entropy.
     num : eigenvalues per example, ``num <= D``.
     key : PRNG key (Lanczos starts; example ``i`` uses ``fold_in(key, i)``).

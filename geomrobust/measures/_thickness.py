@@ -93,7 +93,8 @@ def boundary_thickness(
 
     Parameters
     ----------
-    logits_fn : ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)`` (any form :func:`geomrobust.as_classifier`
+        accepts).
     x, x_adv : ``(N, *s)`` the examples and their adversarial points ``x_r``.
     y : ``(N,)`` class ``i`` of each example, or None for the predicted class at ``x``.
     alpha, beta : the band ``α < p_i - p_j < β`` (defaults 0 and 0.75 as in the paper).

@@ -157,7 +157,8 @@ def refine_boundary(
 
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
+        NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     x : ``(N, *s)`` clean points (label ``y`` side); x_adv : ``(N, *s)`` adversarial points.
     y : ``(N,)`` integer labels of ``x``.
     tol : relative tolerance (on ``F_k`` and on the segment), > 0.

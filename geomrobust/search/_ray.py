@@ -79,7 +79,8 @@ def margin_along(
 
     Parameters
     ----------
-    logits_fn : batched classifier ``(N, *s) -> (N, K)``.
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
+        NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     x : ``(N, *s)``.
     directions : unit vectors, ``(M, *s)`` shared by all examples or ``(N, M, *s)`` per
         example. Directions are VALIDATED (not normalized): a norm off 1 by more than 1e-4

@@ -91,7 +91,8 @@ def sparsefool(
 
     Parameters
     ----------
-    logits_fn : batched classifier; x : ``(N, *s)`` inside ``bounds``; y : labels or None.
+    logits_fn : the classifier (any form :func:`geomrobust.as_classifier` accepts);
+    x : ``(N, *s)`` inside ``bounds``; y : labels or None.
     lambda_ : ``λ >= 1``, how far beyond the DeepFool boundary point the hyperplane is put.
     overshoot : ``η``, applied to ``x_LS - x_0`` after each linear solve.
     max_iter : outer iterations (each one runs a DeepFool to convergence).

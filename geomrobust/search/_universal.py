@@ -54,10 +54,11 @@ def universal_perturbation(
 
     Each pass is one jitted ``lax.scan`` over the shuffled data (one DeepFool of one example
     per scan step, compiled once for all passes); the fooling rate is then measured on the
-    whole set in one batched forward pass. The pass is cached per classifier object and
-    ``norm``, ``overshoot``, ``deepfool_iter`` and whether there are ``bounds``, with the data,
-    key, ``xi`` and the bounds' values as arguments: calling again with other data of the
-    same shape, another key or another radius does not recompile. ``Δv`` is L2 DeepFool's
+    whole set in one batched forward pass. The pass compiles once per architecture,
+    ``norm``, ``overshoot``, ``deepfool_iter`` and whether there are ``bounds``, with the
+    weights, data, key, ``xi`` and the bounds' values as arguments: calling again with
+    another model of the same architecture, other data of the same shape, another key or
+    another radius does not recompile. ``Δv`` is L2 DeepFool's
     minimal perturbation of ``x + v`` (with the clean prediction as reference label), ignored
     where DeepFool does not converge. ``bounds`` clips ``x + v`` when measuring the fooling
     rate and in DeepFool.
