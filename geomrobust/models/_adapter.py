@@ -12,7 +12,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from ._classifier import Classifier, as_classifier
+from ._classifier import Classifier, _Identity, _Key, as_classifier
 
 __all__ = ["as_logits_fn", "pure_apply"]
 
@@ -35,11 +35,28 @@ def pure_apply(model: nnx.Module) -> tuple[Callable, Any]:
     graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
     # New containers: later in-place updates of ``model`` do not reach this snapshot.
     params = jax.tree.map(lambda a: a, params)
+    return _ParamsApply(graphdef, jax.tree.map(lambda a: a, rest)), params
 
-    def apply(params, x):
-        return nnx.merge(graphdef, params, rest)(x)
 
-    return apply, params
+class _ParamsApply:
+    """``apply(params, x) = nnx.merge(graphdef, params, rest)(x)``, hashable: equal for modules
+    of the same architecture (and the same non-parameter state object), so a jitted program
+    with ``apply`` static compiles once per architecture."""
+
+    __slots__ = ("__weakref__", "graphdef", "key", "rest")
+
+    def __init__(self, graphdef, rest):
+        self.graphdef, self.rest = graphdef, rest
+        self.key = (_Key(graphdef), _Identity(rest) if jax.tree.leaves(rest) else None)
+
+    def __call__(self, params, x):
+        return nnx.merge(self.graphdef, params, self.rest)(x)
+
+    def __eq__(self, other):
+        return type(other) is _ParamsApply and self.key == other.key
+
+    def __hash__(self):
+        return hash(("params-apply", self.key))
 
 
 def as_logits_fn(obj, params=None) -> Classifier:

@@ -107,7 +107,7 @@ class _Closed:
     """``apply(params, x) = fn(x)`` for a plain function (static, compared by identity or
     ``==``; ``params`` is empty)."""
 
-    __slots__ = ("fn", "key")
+    __slots__ = ("__weakref__", "fn", "key")
 
     def __init__(self, fn):
         self.fn = fn
@@ -131,7 +131,10 @@ class _Closed:
 
 
 class _Identity:
-    __slots__ = ("obj",)
+    __slots__ = (
+        "__weakref__",
+        "obj",
+    )
 
     def __init__(self, obj):
         self.obj = obj
@@ -147,7 +150,7 @@ class _Key:
     """A hashable stand-in for a static value: the value itself when hashable, else its
     ``repr`` (a structural description), else its identity."""
 
-    __slots__ = ("_hash", "value")
+    __slots__ = ("__weakref__", "_hash", "value")
 
     def __init__(self, value):
         try:
@@ -213,7 +216,7 @@ class StaticFunction:
     (``nads``' ``init_fn``, the Fourier accuracy map's ``init_params`` / ``apply_fn``);
     classifiers are pytrees instead."""
 
-    __slots__ = ("_hash", "fn", "key")
+    __slots__ = ("__weakref__", "_hash", "fn", "key")
 
     def __init__(self, fn):
         if isinstance(fn, StaticFunction):
@@ -240,7 +243,7 @@ class StaticFunction:
 class _NNXApply:
     """``apply(state, x) = nnx.merge(graphdef, state)(x)`` for a Flax NNX module."""
 
-    __slots__ = ("graphdef", "key")
+    __slots__ = ("__weakref__", "graphdef", "key")
 
     def __init__(self, graphdef):
         self.graphdef = graphdef
@@ -264,7 +267,7 @@ class _NNXApply:
 class _TwoArg:
     """``apply(params, x)`` given by the user (Linen module, Haiku, a function)."""
 
-    __slots__ = ("fn", "key", "rng", "static")
+    __slots__ = ("__weakref__", "fn", "key", "rng", "static")
 
     def __init__(self, fn, *, rng: bool = False, static=None):
         self.fn = fn
@@ -291,7 +294,7 @@ class _Linen:
     """``apply(params, x) = module.apply(params, x)`` for a Linen module (compared by value:
     Linen modules are dataclasses of their hyperparameters)."""
 
-    __slots__ = ("key", "module")
+    __slots__ = ("__weakref__", "key", "module")
 
     def __init__(self, module):
         self.module = module
@@ -315,7 +318,7 @@ class _Pytree:
     module, a registered dataclass, ``jax.tree_util.Partial``): array leaves are the
     weights, the tree structure and the other leaves (activation functions, ...) static."""
 
-    __slots__ = ("key", "static")
+    __slots__ = ("__weakref__", "key", "static")
 
     def __init__(self, static):
         self.static = static
@@ -337,7 +340,7 @@ class _Pytree:
 class _Partial:
     """``apply(arrays, x) = func(*args, x, **keywords)`` for ``functools.partial``."""
 
-    __slots__ = ("func", "key", "static")
+    __slots__ = ("__weakref__", "func", "key", "static")
 
     def __init__(self, func, static):
         self.func = func

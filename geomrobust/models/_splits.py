@@ -61,7 +61,7 @@ class _Cut:
     """``apply(state, x)``: the stages ``[lo, hi)`` of the merged model (hashable: the graph
     definition and the cut)."""
 
-    __slots__ = ("graphdef", "hi", "key", "lo")
+    __slots__ = ("__weakref__", "graphdef", "hi", "key", "lo")
 
     def __init__(self, graphdef, lo: int, hi: int | None):
         self.graphdef, self.lo, self.hi = graphdef, lo, hi
