@@ -17,6 +17,7 @@ universal perturbations: a geometric perspective", ICLR 2018.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -26,18 +27,26 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from geomrobust._validation import check_batch, check_classifier, check_labels, is_concrete
+from geomrobust._validation import (
+    check_batch,
+    check_classifier,
+    check_labels,
+    check_positive,
+    is_concrete,
+)
 from geomrobust.engine import run_program
 from geomrobust.models import as_classifier
-from geomrobust.ops import logit_difference
+from geomrobust.ops import batch_logit_difference_grads, logit_difference
 
 from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
 from ._shape_operator import shape_operator, tangent_shape_matrix, tangent_to_ambient
+from ._smoothed import cross_fitted, gradient_samples, smoothed_quadratic_form
 
 __all__ = [
     "AUTO_DENSE_MAX_DIM",
     "Curvatures",
+    "PiecewiseLinearWarning",
     "normal_curvature",
     "normal_curvatures",
     "principal_curvatures",
@@ -62,8 +71,15 @@ class Curvatures(NamedTuple):
     normal : ``(N, *s)`` unit normal ``n = ∇F_k/||∇F_k||``.
     grad_norm : ``(N,)`` ``||∇F_k(z)||``.
     restarts : ``(N,)`` Lanczos restarts used (0 for the dense method).
+    stderr : ``(N, num)`` standard errors of the values (Monte Carlo, ``scale=σ``; 0 exact).
+    piecewise_linear : ``(N,)`` bool, the exact Hessian of ``F_k`` is exactly zero on every
+        probe at the point (a ReLU / max-pool network, or an affine classifier): its exact
+        curvatures (zeros) are reported NOT converged, since at almost every point of a
+        piecewise-linear network they describe one flat piece, not the boundary; measure
+        the curvature at a scale instead (``scale=σ``).
 
-    Values flagged unconverged are the solver's last Ritz values, not valid curvatures.
+    Values flagged unconverged are the solver's last Ritz values, not valid curvatures. With
+    ``scale=σ`` the normal and gradient are those of the smoothed function.
     """
 
     values: Array
@@ -74,6 +90,28 @@ class Curvatures(NamedTuple):
     normal: Array
     grad_norm: Array
     restarts: Array
+    stderr: Array
+    piecewise_linear: Array
+
+
+class PiecewiseLinearWarning(UserWarning):
+    """The classifier's exact Hessian vanished at some boundary points (piecewise linear)."""
+
+
+def _warn_piecewise_linear(flags, what: str) -> None:
+    if not is_concrete(flags):
+        return
+    n = int(np.sum(np.asarray(flags)))
+    if n:
+        warnings.warn(
+            f"{n} of {np.size(flags)} points: the exact Hessian of F_k = f_k - f_y is exactly "
+            f"zero there (a piecewise-linear network: ReLU, max pooling). Their exact {what} "
+            "(zeros) describe one flat linear piece, not the boundary, and are marked "
+            "piecewise_linear and not converged; measure the curvature at a scale instead, "
+            "e.g. scale=0.05 (the Gaussian-smoothed boundary; see docs/curvature.md)",
+            PiecewiseLinearWarning,
+            stacklevel=3,
+        )
 
 
 def _validate(logits_fn, z, y, k, name="z"):
@@ -94,11 +132,12 @@ def _dense_one(logits_fn, num):
         idx = jnp.argsort(-jnp.abs(vals), stable=True)[:num]
         dirs = tangent_to_ambient(U[:, idx], w, c).T.reshape(num, *z.shape)
         gnorm = jnp.linalg.norm(g)
-        ok = jnp.isfinite(gnorm) & (gnorm > 0) & jnp.all(jnp.isfinite(vals))
+        flat = jnp.all(s_t == 0)  # the exact Hessian vanishes on n⊥: piecewise linear
+        ok = jnp.isfinite(gnorm) & (gnorm > 0) & jnp.all(jnp.isfinite(vals)) & ~flat
         zeros = jnp.zeros((num,), z.dtype)
         return Curvatures(
             vals[idx], dirs, ok, jnp.broadcast_to(ok, (num,)), zeros, g / gnorm, gnorm,
-            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32), zeros, flat,
         )  # fmt: skip
 
     return one
@@ -122,11 +161,41 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
             matvec, v0, num=num, krylov_dim=krylov_dim, keep=keep, which="LM", tol=tol,
             max_restarts=max_restarts, key=k1, project=project, guard=max(2, num // 4),
         )  # fmt: skip
-        ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
+        # two probes of the exact operator: both exactly zero means a piecewise-linear F_k
+        v1 = jax.random.normal(jax.random.fold_in(k0, 1), (z.size,), z.dtype)
+        flat = jnp.all(matvec(v0) == 0) & jnp.all(matvec(v1) == 0)
+        ok_n = jnp.isfinite(gnorm) & (gnorm > 0) & ~flat
         vc = res.converged & ok_n & jnp.isfinite(res.values)
+        zeros = jnp.zeros((num,), z.dtype)
         return Curvatures(
             res.values, res.vectors.reshape(num, *z.shape), vc.all(), vc, res.residuals,
-            g / gnorm, gnorm, res.restarts,
+            g / gnorm, gnorm, res.restarts, zeros, flat,
+        )  # fmt: skip
+
+    return one
+
+
+def _smoothed_one(clf, num, num_samples, sigma):
+    """Curvature at scale ``sigma`` of ONE point (see :mod:`geomrobust.measures._smoothed`)."""
+
+    def one(z, y, k, key):
+        def grad_batch(pts):
+            b = pts.shape[0]
+            return batch_logit_difference_grads(
+                clf, pts, jnp.full((b,), y, jnp.int32), jnp.full((b,), k, jnp.int32)
+            )[1]
+
+        gbar, d, e = gradient_samples(grad_batch, z, key, sigma, num_samples)
+        gnorm = jnp.linalg.norm(gbar)
+        n = gbar / jnp.where(gnorm > 0, gnorm, 1)
+        vals, se, vecs = cross_fitted(d, e, n, num, "LM")
+        ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
+        vc = ok_n & jnp.isfinite(vals) & jnp.isfinite(se)
+        zeros = jnp.zeros((num,), z.dtype)
+        return Curvatures(
+            vals / gnorm, vecs.reshape(num, *z.shape), vc.all(), vc, zeros,
+            n.reshape(z.shape), gnorm, jnp.zeros((), jnp.int32), se / gnorm,
+            jnp.zeros((), bool),
         )  # fmt: skip
 
     return one
@@ -150,11 +219,26 @@ def principal_curvatures(
     devices=None,
     ids=None,
     num_directions: int | None = None,
+    scale: float | None = None,
+    num_samples: int = 256,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
     Eigenvalues of the shape operator ``S = P H P / ||g||`` restricted to the tangent space
     ``n⊥`` (DESIGN.md 3.4), the ``num`` of largest magnitude, both signs, sorted by ``|κ|``.
+
+    **Piecewise-linear networks** (ReLU, max pooling): the exact Hessian is zero almost
+    everywhere. Points where it is exactly zero on every probe are flagged
+    ``piecewise_linear``, reported not converged, and a :class:`PiecewiseLinearWarning` says
+    so; use ``scale=σ`` there.
+
+    **Curvature at a scale** ``scale=σ``: the principal curvatures of the level set through
+    ``z`` of the Gaussian-smoothed ``F_σ = E[F_k(· + σ ε)]``, from ``num_samples`` antithetic
+    gradient samples (Stein's identity; a linear, symmetric, unbiased Hessian estimate; the
+    directions from one half of the samples, the values along them from the other half with
+    their standard errors in ``stderr``). Exact for a quadratic boundary at every ``σ``, the
+    exact curvature as ``σ -> 0`` on a C² network, and finite on a ReLU network. Definition,
+    estimator and its errors: :mod:`geomrobust.measures._smoothed` and docs/curvature.md.
 
     Parameters
     ----------
@@ -184,6 +268,11 @@ def principal_curvatures(
     ids : ``(N,)`` integer ids of the points for the PRNG (default ``0 .. N-1``). Pass the
         points' global indices when measuring part of a dataset (a chunk, a host's shard),
         so that every point gets the same starting vector however the dataset is split.
+    scale : ``σ > 0`` for the curvature at that scale (input units), or None (exact).
+    num_samples : ``m`` gradient samples per point at a scale (even, >= 4; each costs two
+        gradients, evaluated in one batch of ``2m``); ``num <= m``; the standard error
+        falls as ``1/sqrt(m)``. ``method``, ``tol``, ``krylov_dim``, ``keep`` and
+        ``max_restarts`` do not apply at a scale.
     num_directions : how many principal directions to return per point, the first
         ``num_directions`` by ``|κ|`` (default None: all ``num``; 0: none). The directions are
         the largest output, ``N · num · D`` numbers: over a whole dataset, ask for the few
@@ -208,6 +297,8 @@ def principal_curvatures(
     d = int(np.prod(z.shape[1:]))
     if not isinstance(num, int | np.integer) or not 1 <= num <= d - 1:
         raise ValueError(f"num must be an integer in [1, D-1] = [1, {d - 1}], got {num!r}")
+    if scale is not None:
+        sigma, m_samples = _check_scale(scale, num_samples, num)
     if method not in ("auto", "dense", "lanczos"):
         raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
     m = min(d - 1, max(2 * num + 20, 3 * num)) if krylov_dim is None else int(krylov_dim)
@@ -233,12 +324,44 @@ def principal_curvatures(
                 f"{ids.dtype} {tuple(ids.shape)}"
             )
         ids = jnp.asarray(ids)
-    program = partial(_curvatures_program, method=method, settings=settings,
-                      num_directions=int(nd))  # fmt: skip
-    return run_program(
-        program, (clf, key), (z, y, k, ids), chunk_size=chunk_size, devices=devices,
-        progress=progress, desc="curvatures",
+    if scale is not None:
+        program = partial(_smoothed_curvatures_program, num=int(num), num_samples=m_samples,
+                          num_directions=int(nd))  # fmt: skip
+        shared = (clf, key, jnp.asarray(sigma, z.dtype))
+    else:
+        program = partial(_curvatures_program, method=method, settings=settings,
+                          num_directions=int(nd))  # fmt: skip
+        shared = (clf, key)
+    out = run_program(
+        program, shared, (z, y, k, ids), chunk_size=chunk_size, devices=devices,
+        progress=progress, desc="curvatures" if scale is None else f"curvatures at σ={scale:g}",
     )  # fmt: skip
+    _warn_piecewise_linear(out.piecewise_linear, "principal curvatures")
+    return out
+
+
+def _check_scale(scale, num_samples, num: int | None = None) -> tuple[float, int]:
+    sigma = check_positive(scale, "scale")
+    m = num_samples
+    if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 4 or m % 2:
+        raise ValueError(f"num_samples must be an even integer >= 4, got {num_samples!r}")
+    if num is not None and num > m:
+        raise ValueError(
+            f"num={num} principal curvatures at a scale need num_samples >= num (the rank of "
+            f"the estimate), got num_samples={m}"
+        )
+    return sigma, int(m)
+
+
+@partial(jax.jit, static_argnames=("num", "num_samples", "num_directions"))
+def _smoothed_curvatures_program(clf, key, sigma, zc, yc, kc, idx, *, num, num_samples,
+                                 num_directions):  # fmt: skip
+    """Curvatures at scale ``sigma`` of a chunk: one point at a time (``lax.map``), each a
+    batch of ``2 num_samples`` gradients, so memory is ``O(num_samples · D)``."""
+    one = _smoothed_one(clf, num, num_samples, sigma)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    out = jax.lax.map(lambda a: one(*a), (zc, yc, kc, keys))
+    return out._replace(directions=out.directions[:, :num_directions])
 
 
 @partial(jax.jit, static_argnames=("method", "settings", "num_directions"))
@@ -261,24 +384,36 @@ def normal_curvature(
     chunk_size: int | None = 256,
     devices=None,
     progress=None,
+    scale: float | None = None,
+    key: Array | None = None,
+    num_samples: int = 256,
+    return_stderr: bool = False,
 ) -> Array:
     """Normal curvature ``κ(u) = uᵀ H u / ||g||`` of the ``(y, k)`` boundary at each ``z``.
 
     ``u`` (``(N, *s)``) is made an explicit unit tangent first: ``u <- P u / ||P u||`` (a no-op
     for a unit tangent), so the result is the curvature of the normal section along ``u``.
     ``u`` (nearly) parallel to the normal has no tangent part and raises ``ValueError``.
+    ``scale=σ`` (with ``key`` and ``num_samples``): the normal curvature of the level set of
+    the Gaussian-smoothed ``F_σ`` (see :func:`principal_curvatures`), ``u`` projected on the
+    smoothed gradient's tangent space; ``return_stderr`` also returns its standard error.
 
     Returns
     -------
-    ``(N,)`` in the dtype of ``z``; sign as in :func:`principal_curvatures`.
+    ``(N,)`` in the dtype of ``z`` (and the ``(N,)`` standard errors with
+    ``return_stderr``: zeros for the exact curvature); sign as in
+    :func:`principal_curvatures`.
     """
     clf = as_classifier(logits_fn)
     _validate(clf, z, y, k)
     check_batch(u, "u")
     if u.shape != z.shape:
         raise ValueError(f"u must have the shape of z {tuple(z.shape)}, got {tuple(u.shape)}")
-    return normal_curvatures(clf, z, y, k, u[:, None], chunk_size=chunk_size, devices=devices,
-                             progress=progress)[:, 0]  # fmt: skip
+    out = normal_curvatures(
+        clf, z, y, k, u[:, None], chunk_size=chunk_size, devices=devices, progress=progress,
+        scale=scale, key=key, num_samples=num_samples, return_stderr=return_stderr,
+    )  # fmt: skip
+    return (out[0][:, 0], out[1][:, 0]) if return_stderr else out[:, 0]
 
 
 def normal_curvatures(
@@ -291,6 +426,10 @@ def normal_curvatures(
     chunk_size: int | None = 256,
     devices=None,
     progress=None,
+    scale: float | None = None,
+    key: Array | None = None,
+    num_samples: int = 256,
+    return_stderr: bool = False,
 ) -> Array:
     """Curvature profile: normal curvatures along ``M`` directions per point, ``(N, M)``.
 
@@ -298,7 +437,9 @@ def normal_curvatures(
     onto the tangent space and normalised, as in :func:`normal_curvature`. Along the principal
     directions the profile equals the principal curvatures; along random tangent directions
     (:func:`random_tangents`) it concentrates around ``tr(S)/(D-1)``. ``chunk_size``,
-    ``devices``, ``progress``: as in :func:`principal_curvatures`.
+    ``devices``, ``progress``, ``scale``, ``key``, ``num_samples``: as in
+    :func:`principal_curvatures` (point ``i`` draws its samples from ``fold_in(key, i)``);
+    ``return_stderr``: also the ``(N, M)`` standard errors.
     """
     clf = as_classifier(logits_fn)
     _validate(clf, z, y, k)
@@ -311,16 +452,52 @@ def normal_curvatures(
             f"N={z.shape[0]}, got {tuple(directions.shape)}"
         )
 
-    kappa, ratio = run_program(
-        _normal_curvatures_program, (clf,), (z, y, k, directions), chunk_size=chunk_size,
-        devices=devices, progress=progress, desc="normal curvatures",
+    if scale is None:
+        program, shared, batched = _normal_curvatures_program, (clf,), (z, y, k, directions)
+    else:
+        sigma, m = _check_scale(scale, num_samples)
+        if key is None:
+            raise TypeError("normal curvatures at a scale need key= (the gradient samples)")
+        program = partial(_smoothed_normal_program, num_samples=m)
+        shared = (clf, key, jnp.asarray(sigma, z.dtype))
+        batched = (z, y, k, directions, jnp.arange(z.shape[0]))
+    kappa, se, ratio = run_program(
+        program, shared, batched, chunk_size=chunk_size, devices=devices, progress=progress,
+        desc="normal curvatures",
     )  # fmt: skip
     if is_concrete(ratio) and np.any(~(np.asarray(ratio) > 1e-3)):
         raise ValueError(
             "directions must have a tangent part: some are (nearly) parallel to the boundary "
             f"normal (||P u||/||u|| = {float(np.nanmin(np.asarray(ratio))):.1e})"
         )
-    return kappa
+    return (kappa, se) if return_stderr else kappa
+
+
+@partial(jax.jit, static_argnames="num_samples")
+def _smoothed_normal_program(clf, key, sigma, z, y, k, directions, idx, *, num_samples):
+    """``(κ_σ, stderr, ||P u||/||u||)`` of a chunk at scale ``sigma``, ``(C, M)`` each."""
+
+    def one(a):
+        zi, yi, ki, dirs, i = a
+
+        def grad_batch(pts):
+            b = pts.shape[0]
+            return batch_logit_difference_grads(
+                clf, pts, jnp.full((b,), yi, jnp.int32), jnp.full((b,), ki, jnp.int32)
+            )[1]
+
+        gbar, d, e = gradient_samples(grad_batch, zi, jax.random.fold_in(key, i), sigma,
+                                      num_samples)  # fmt: skip
+        gnorm = jnp.linalg.norm(gbar)
+        n = gbar / gnorm
+        u = dirs.reshape(dirs.shape[0], -1)
+        pu = u - (u @ n)[:, None] * n[None, :]
+        norms = jnp.linalg.norm(pu, axis=1)
+        t = pu / norms[:, None]
+        val, se = smoothed_quadratic_form(d, e, t)
+        return val / gnorm, se / gnorm, norms / jnp.linalg.norm(u, axis=1)
+
+    return jax.lax.map(one, (z, y, k, directions, idx))
 
 
 @jax.jit
@@ -336,7 +513,8 @@ def _normal_curvatures_program(clf, z, y, k, directions):
         def kappa(u):
             pu = u - n * jnp.vdot(n, u)
             t = pu / jnp.linalg.norm(pu)
-            return jnp.vdot(t, op(t)) / gnorm, jnp.linalg.norm(pu) / jnp.linalg.norm(u)
+            kap = jnp.vdot(t, op(t)) / gnorm
+            return kap, jnp.zeros_like(kap), jnp.linalg.norm(pu) / jnp.linalg.norm(u)
 
         return jax.vmap(kappa)(dirs)
 

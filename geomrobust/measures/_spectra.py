@@ -43,6 +43,7 @@ from geomrobust.ops import hvp, input_hessian
 from ._curvature import AUTO_DENSE_MAX_DIM
 from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
+from ._smoothed import cross_fitted, gradient_samples
 
 __all__ = [
     "HessianEigs",
@@ -60,14 +61,16 @@ __all__ = [
 
 class HessianEigs(NamedTuple):
     """values ``(N, num)`` descending; vectors ``(N, num, *s)`` unit eigenvectors;
-    converged ``(N,)``; value_converged and residuals ``(N, num)`` (residuals 0 when dense).
-    Values flagged unconverged are the solver's last Ritz values, not valid eigenvalues."""
+    converged ``(N,)``; value_converged and residuals ``(N, num)`` (residuals 0 when dense);
+    stderr ``(N, num)`` standard errors at a scale (0 when exact). Values flagged
+    unconverged are the solver's last Ritz values, not valid eigenvalues."""
 
     values: Array
     vectors: Array
     converged: Array
     value_converged: Array
     residuals: Array
+    stderr: Array
 
 
 class SpectralQuadrature(NamedTuple):
@@ -116,6 +119,8 @@ def loss_hessian_eigs(
     chunk_size: int | None = 64,
     progress=None,
     devices=None,
+    scale: float | None = None,
+    num_samples: int = 256,
 ) -> HessianEigs:
     """Largest (algebraic) eigenvalues of ``∇²_x ℓ(x)`` for each example, descending.
 
@@ -130,6 +135,11 @@ def loss_hessian_eigs(
         Lanczos, largest algebraic) or ``"auto"`` (dense for ``D <= AUTO_DENSE_MAX_DIM``).
     tol, krylov_dim, keep, max_restarts, chunk_size, progress, devices : as in
         :func:`geomrobust.measures.principal_curvatures`.
+    scale, num_samples : ``scale=σ``: the top eigenvalues of the Hessian of the
+        Gaussian-smoothed loss ``E[ℓ(x + σ ε)]`` from ``num_samples`` antithetic gradient
+        samples (Stein's identity; directions from one half of the samples, values along
+        them from the other, with standard errors), as in
+        :func:`geomrobust.measures.principal_curvatures`; ``num <= num_samples``.
 
     Returns
     -------
@@ -152,11 +162,39 @@ def loss_hessian_eigs(
         settings = (num, m, keep_, default_tol(x.dtype, tol), int(max_restarts))
     else:
         settings = (num,)
-    program = partial(_loss_eigs_program, method=method, settings=settings)
+    if scale is not None:
+        from ._curvature import _check_scale
+
+        sigma, m_samples = _check_scale(scale, num_samples, num)
+        program = partial(_smoothed_loss_eigs_program, num=int(num), num_samples=m_samples)
+        shared = (clf, key, jnp.asarray(sigma, x.dtype))
+    else:
+        program = partial(_loss_eigs_program, method=method, settings=settings)
+        shared = (clf, key)
     return run_program(
-        program, (clf, key), (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
+        program, shared, (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
         devices=devices, progress=progress, desc="loss hessian",
     )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("num", "num_samples"))
+def _smoothed_loss_eigs_program(clf, key, sigma, xc, yc, idx, *, num, num_samples):
+    """Top eigenpairs of the smoothed loss Hessian for a chunk, one example at a time."""
+
+    def one(a):
+        xi, yi, i = a
+
+        def grad_batch(pts):
+            return jax.grad(lambda p: -jnp.sum(jax.nn.log_softmax(clf(p))[:, yi]))(pts)
+
+        _, d, e = gradient_samples(grad_batch, xi, jax.random.fold_in(key, i), sigma,
+                                   num_samples)  # fmt: skip
+        vals, se, vecs = cross_fitted(d, e, None, num, "LA")
+        ok = jnp.isfinite(vals) & jnp.isfinite(se)
+        zeros = jnp.zeros((num,), xi.dtype)
+        return HessianEigs(vals, vecs.reshape(num, *xi.shape), ok.all(), ok, zeros, se)
+
+    return jax.lax.map(one, (xc, yc, idx))
 
 
 @partial(jax.jit, static_argnames=("method", "settings"))
@@ -169,7 +207,9 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
         vals, vecs = vals[::-1][:num], vecs[:, ::-1][:, :num].T
         ok = jnp.all(jnp.isfinite(vals))
         zeros = jnp.zeros((num,), xi.dtype)
-        return HessianEigs(vals, vecs.reshape(num, *xi.shape), ok, jnp.full((num,), ok), zeros)
+        return HessianEigs(
+            vals, vecs.reshape(num, *xi.shape), ok, jnp.full((num,), ok), zeros, zeros
+        )
 
     def lanczos(xi, yi, key):
         num, m, keep, tol, max_restarts = settings
@@ -183,7 +223,9 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
         )  # fmt: skip
         vc = res.converged & jnp.isfinite(res.values)
         vecs = res.vectors.reshape(num, *xi.shape)
-        return HessianEigs(res.values, vecs, vc.all(), vc, res.residuals)
+        return HessianEigs(
+            res.values, vecs, vc.all(), vc, res.residuals, jnp.zeros_like(res.values)
+        )
 
     one = lanczos if method == "lanczos" else dense
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
