@@ -11,6 +11,7 @@ from ._layers import freeze_config as freeze_config
 from ._layers import thaw_config as thaw_config
 from ._lenet import LeNet as LeNet
 from ._mlp import MLP as MLP
+from ._normalized import Normalized as Normalized
 from ._registry import MODELS as MODELS
 from ._registry import create_model as create_model
 from ._registry import model_config as model_config
@@ -18,3 +19,5 @@ from ._registry import model_from_config as model_from_config
 from ._registry import register_model as register_model
 from ._resnet import ResNet as ResNet
 from ._splits import layer_splits as layer_splits
+from ._torch_import import from_torch as from_torch
+from ._torch_import import torch_state_dict_keys as torch_state_dict_keys

@@ -11,10 +11,29 @@ from ._layers import thaw_config
 from ._lenet import LeNet
 from ._mlp import MLP
 from ._resnet import ResNet
+from ._torch_archs import ARCHITECTURES, build
 
 __all__ = ["MODELS", "create_model", "model_config", "model_from_config", "register_model"]
 
-MODELS: dict[str, type] = {"mlp": MLP, "lenet": LeNet, "resnet": ResNet}
+def _torch_architecture(name: str):
+    """The registry's constructor for a PyTorch-layout architecture (the weights usually come
+    from :func:`geomrobust.models.from_torch`)."""
+
+    def make(input_shape, num_classes, *, rngs, **config):
+        shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        return build(name, num_classes, rngs=rngs, input_shape=shape, **config)
+
+    make.__name__ = name
+    return make
+
+
+MODELS: dict[str, type] = {
+    "mlp": MLP,
+    "lenet": LeNet,
+    "resnet": ResNet,
+    # PyTorch layouts (RobustBench, torchvision) for imported weights
+    **{name: _torch_architecture(name) for name in ARCHITECTURES},
+}
 
 
 def register_model(name: str, cls: type) -> type:
