@@ -21,8 +21,9 @@ It writes, for each fixture ``<name>``:
 
 * ``<name>.safetensors``: the model's state dict (float32, with ``num_batches_tracked``);
 * ``<name>_io.npz``: ``images`` (NCHW, uniform in [0, 1], float32), ``logits`` (the float32
-  model's eval-mode logits) and ``logits64`` (the same weights in float64), plus the
-  architecture and configuration as JSON in ``spec``;
+  model's eval-mode logits), ``logits64`` (the same weights in float64) and ``grad64`` (the
+  float64 input gradient of ``logit_1 - logit_0``, NCHW), plus the architecture and
+  configuration as JSON in ``spec``;
 
 and ``wrn_10_1_dataparallel.pt`` (a ``{"state_dict": {"module." + key: tensor}}`` checkpoint,
 as ``torch.save`` of a DataParallel model gives, for the ``.pt`` paths) with
@@ -373,7 +374,9 @@ def randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
 
 
 def reference(architecture, config, num_classes, hw, seed):
-    """Model with seeded weights, images and its float32 and float64 eval-mode logits."""
+    """Model with seeded weights, images, its float32 and float64 eval-mode logits, and the
+    float64 input gradient of ``logit_1 - logit_0`` (the quantity DeepFool and curvature
+    differentiate; max pooling and ReLU give their subgradients as PyTorch defines them)."""
     torch.manual_seed(seed)
     model = build(architecture, num_classes, **config)
     randomise_batchnorm(model, torch.Generator().manual_seed(seed + 1))
@@ -386,16 +389,21 @@ def reference(architecture, config, num_classes, hw, seed):
         model64.load_state_dict(model.state_dict())
         model64.eval()
         logits64 = model64(torch.from_numpy(images).double()).numpy()
-    return model, images, logits, logits64
+    x64 = torch.from_numpy(images).double().requires_grad_(True)
+    out = model64(x64)
+    (out[:, 1] - out[:, 0]).sum().backward()
+    return model, images, logits, (logits64, x64.grad.numpy())
 
 
 def write_io(out: Path, name, architecture, config, num_classes, images, logits, logits64):
     spec = json.dumps({"architecture": architecture, "num_classes": num_classes, "config": config})
+    logits64, grad64 = logits64
     np.savez(
         out / f"{name}_io.npz",
         images=images,
         logits=logits.astype(np.float32),
         logits64=logits64.astype(np.float64),
+        grad64=grad64.astype(np.float64),
         spec=np.array(spec),
     )
 

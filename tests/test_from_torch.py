@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import geomrobust as gr
 from geomrobust.io import CorruptFileError
 from geomrobust.models import _torch_archs as archs
 from geomrobust.models._torch_import import from_torch, read_state_dict, torch_state_dict_keys
+from geomrobust.ops import batch_logit_difference_grads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 NUMERIC = sorted(p.name[: -len("_io.npz")] for p in FIXTURES.glob("*_io.npz"))
@@ -96,6 +98,23 @@ def test_logits_equal_pytorch(name, dtype):
     ref = logits32 if dtype == "float32" else logits64
     assert out.shape == ref.shape
     assert _rel(out, ref) <= TOL[dtype], f"{name} {dtype}: {_rel(out, ref):.3g}"
+
+
+@pytest.mark.parametrize("name", SAFETENSORS)
+def test_input_gradients_equal_pytorch(name):
+    """The geometry differentiates the classifier: the float64 input gradient of
+    ``logit_1 - logit_0`` equals PyTorch's autograd (ReLU and max-pooling subgradients
+    included), through the package's batched gradient operator."""
+    spec, images, _, _ = _io(name)
+    with np.load(FIXTURES / f"{name}_io.npz", allow_pickle=False) as z:
+        ref = np.transpose(z["grad64"], (0, 2, 3, 1))
+    model = _load(FIXTURES / f"{name}.safetensors", spec, dtype="float64", **spec["config"])
+    x = jnp.asarray(np.transpose(images, (0, 2, 3, 1)), jnp.float64)
+    n = x.shape[0]
+    _, g = jax.jit(batch_logit_difference_grads)(
+        gr.as_classifier(model), x, jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)
+    )
+    assert _rel(np.asarray(g), ref) <= 1e-9, f"{name}: {_rel(np.asarray(g), ref):.3g}"
 
 
 def test_fixtures_cover_every_architecture():

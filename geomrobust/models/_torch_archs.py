@@ -315,19 +315,21 @@ class BatchNorm2d(nnx.Module):
 
 
 def _max_pool(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
-    """``torch.nn.MaxPool2d(window, stride, padding)`` on NHWC (pads with -inf, floor sizes)."""
-    init = jnp.array(-jnp.inf, x.dtype)
+    """``torch.nn.MaxPool2d(window, stride, padding)`` on NHWC (pads with -inf, floor sizes).
+
+    The initial value is a Python scalar, so JAX recognises the max monoid and the pooling is
+    differentiable (an array created under a trace would make it a generic, non-differentiable
+    reduction)."""
     pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     return jax.lax.reduce_window(
-        x, init, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pad
+        x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pad
     )
 
 
 def _avg_pool(x: jax.Array, window: int) -> jax.Array:
     """``F.avg_pool2d(x, window)`` on NHWC: stride ``window``, no padding, floor sizes."""
-    zero = jnp.array(0, x.dtype)
-    sums = jax.lax.reduce_window(
-        x, zero, jax.lax.add, (1, window, window, 1), (1, window, window, 1), "VALID"
+    sums = jax.lax.reduce_window(  # a Python-scalar initial value: differentiable (see above)
+        x, 0.0, jax.lax.add, (1, window, window, 1), (1, window, window, 1), "VALID"
     )
     return sums / jnp.asarray(window * window, x.dtype)
 
