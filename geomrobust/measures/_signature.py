@@ -55,7 +55,13 @@ STAT_NAMES = ("lower_fence", "q1", "median", "q3", "upper_fence", "mean", "std")
 
 
 def first_order_margins(
-    head_fn: Callable[[Array], Array], h: Array, y: Array, *, chunk_size: int = 256
+    head_fn: Callable[[Array], Array],
+    h: Array,
+    y: Array,
+    *,
+    chunk_size: int = 256,
+    devices=None,
+    progress=None,
 ) -> tuple[Array, Array]:
     """``(f_y - f_j) / ||∇_h (f_y - f_j)||`` and ``j = argmax_{k≠y} f_k`` at each row of ``h``.
 
@@ -67,7 +73,10 @@ def first_order_margins(
     head = as_classifier(head_fn)
     h = jnp.asarray(h)
     y = jnp.asarray(y)
-    m, j = run_program(_margins_program, (head,), (h, y), chunk_size=chunk_size)
+    m, j = run_program(
+        _margins_program, (head,), (h, y), chunk_size=chunk_size, devices=devices,
+        progress=progress, desc="first-order margins",
+    )  # fmt: skip
     return m, j
 
 
@@ -109,6 +118,7 @@ def margin_signature(
     *,
     splits: Mapping[str, tuple[Callable, Callable]] | None = None,
     chunk_size: int = 256,
+    devices=None,
 ) -> dict[str, MarginSignature]:
     """The margin signature at the input and at each split layer (Jiang et al. 2019).
 
@@ -123,6 +133,7 @@ def margin_signature(
         as pytree arguments (:func:`geomrobust.models.layer_splits` returns classifiers), so
         a second call, with the same or another model of the same architecture, does not
         recompile.
+    devices : the executor's devices (see :func:`geomrobust.engine.map_chunks`).
 
     Returns
     -------
@@ -139,8 +150,9 @@ def margin_signature(
     out = {}
     for name, (features_fn, head_fn) in layers.items():
         feats = as_classifier(features_fn)
-        h = run_program(_features_program, (feats,), (x,), chunk_size=chunk_size)
-        m, j = first_order_margins(head_fn, h, y, chunk_size=chunk_size)
+        h = run_program(_features_program, (feats,), (x,), chunk_size=chunk_size,
+                        devices=devices)  # fmt: skip
+        m, j = first_order_margins(head_fn, h, y, chunk_size=chunk_size, devices=devices)
         hf = np.asarray(h, np.float64).reshape(h.shape[0], -1)
         nu = float(np.sqrt(np.sum(np.var(hf, axis=0))))
         stats = _stats(np.asarray(m, np.float64))

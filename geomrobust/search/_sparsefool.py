@@ -25,6 +25,7 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_bounds, check_classifier, check_labels, check_positive
+from ..engine import run_program
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
 from ._deepfool import _deepfool_loop
@@ -86,6 +87,9 @@ def sparsefool(
     max_iter: int = 20,
     bounds: tuple | None = (0.0, 1.0),
     deepfool_iter: int = 50,
+    chunk_size: int | None = 256,
+    devices=None,
+    progress=None,
 ) -> SparseFoolResult:
     """Sparse adversarial perturbations by SparseFool (Modas et al. 2019), batched.
 
@@ -99,6 +103,8 @@ def sparsefool(
     bounds : the box ``(lo, hi)`` (image range); None for no box (each linear solve then
         moves the single coordinate with the largest ``|w_j|``).
     deepfool_iter : ``max_iter`` of the inner DeepFool.
+    chunk_size, devices, progress : the executor's options (one compilation per
+        architecture and chunk shape; inside ``jit`` the whole batch is one program).
 
     Returns
     -------
@@ -122,10 +128,19 @@ def sparsefool(
         hi = jnp.asarray(jnp.inf, dtype)
     else:
         lo, hi = (jnp.asarray(b, dtype) for b in bounds)
-    y = None if y is None else jnp.asarray(y, jnp.int32)
-    return _sparsefool_program(
-        clf, x, y, lo, hi, lam=float(lam), overshoot=float(overshoot), max_iter=int(max_iter),
+    program = partial(
+        _sparsefool_program, lam=float(lam), overshoot=float(overshoot), max_iter=int(max_iter),
         deepfool_iter=int(deepfool_iter),
+    )  # fmt: skip
+    if y is None:
+        return run_program(
+            lambda c, a, b, xc: program(c, xc, None, a, b), (clf, lo, hi), (x,),
+            chunk_size=chunk_size, devices=devices, progress=progress, desc="sparsefool",
+        )  # fmt: skip
+    y = jnp.asarray(y, jnp.int32)
+    return run_program(
+        lambda c, a, b, xc, yc: program(c, xc, yc, a, b), (clf, lo, hi), (x, y),
+        chunk_size=chunk_size, devices=devices, progress=progress, desc="sparsefool",
     )  # fmt: skip
 
 
