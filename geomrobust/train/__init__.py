@@ -36,3 +36,4 @@ from ._robust import make_loss as make_loss
 from ._robust import nfgsm_loss as nfgsm_loss
 from ._robust import pgd_at_loss as pgd_at_loss
 from ._robust import standard_loss as standard_loss
+from ._settings import train_from_settings as train_from_settings
