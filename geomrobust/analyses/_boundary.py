@@ -1,0 +1,106 @@
+"""Boundary points near the data: DeepFool, then bisection onto the boundary, then validity.
+
+The pipeline behind every second-order measurement of the decision boundary (principal
+curvatures, shared directions, slices through a boundary point; Fawzi, Moosavi-Dezfooli,
+Frossard, Soatto, "Empirical study of the topology and geometry of deep networks", CVPR
+2018): DeepFool (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016) finds a point just across the
+nearest boundary, :func:`geomrobust.search.refine_boundary` bisects the segment from the
+example onto ``F_k = f_k - f_y = 0``, and a point is valid when both converged and the
+example was not already on the wrong side (margin > 0). README.md ("Library") shows the same
+steps written out.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["BoundarySet", "boundary_points"]
+
+
+class BoundarySet(NamedTuple):
+    """Boundary points of a batch, one per example, with what found them.
+
+    z : ``(N, *s)`` points with ``F_k(z) ≈ 0`` (``x_adv`` where the bisection failed).
+    y, k : ``(N,)`` int32, the example's reference class and the class across the boundary.
+    normal : ``(N, *s)`` unit normals ``∇F_k(z) / ||∇F_k(z)||``.
+    margin : ``(N,)`` the DeepFool L2 margin (``inf`` where DeepFool did not converge).
+    perturbation : ``(N, *s)`` the DeepFool perturbation.
+    deepfool_converged, refined : ``(N,)`` bool, DeepFool and the bisection converged.
+    valid : ``(N,)`` bool, ``deepfool_converged & refined & (margin > 0)``: the points to
+        measure at; the others are counted as excluded, never measured.
+    """
+
+    z: jax.Array
+    y: jax.Array
+    k: jax.Array
+    normal: jax.Array
+    margin: jax.Array
+    perturbation: jax.Array
+    deepfool_converged: jax.Array
+    refined: jax.Array
+    valid: jax.Array
+
+
+def boundary_points(
+    classifier,
+    x,
+    y=None,
+    *,
+    overshoot: float = 0.02,
+    max_iter: int = 50,
+    deepfool=None,
+    chunk_size: int = 1024,
+    devices=None,
+    progress=None,
+) -> BoundarySet:
+    """DeepFool -> bisection onto the boundary -> validity mask, for every example of ``x``.
+
+    Parameters
+    ----------
+    classifier : anything :func:`geomrobust.as_classifier` accepts.
+    x : ``(N, *s)`` examples.
+    y : ``(N,)`` reference labels, or None for the predicted labels (the usual choice for
+        geometry: the boundary around the class the model gives the example).
+    overshoot, max_iter : of the L2 DeepFool search (:func:`geomrobust.deepfool`).
+    deepfool : an L2 DeepFool result of ``x`` already computed with these labels (any
+        object with ``perturbation``, ``margin`` and ``converged``, e.g. a
+        :class:`geomrobust.MarginResult`), reused instead of searching again.
+    chunk_size, devices, progress : the executor's options of the DeepFool search and the
+        bisection (:func:`geomrobust.engine.map_chunks`).
+
+    Returns
+    -------
+    BoundarySet
+    """
+    from geomrobust.models import as_classifier
+    from geomrobust.search import deepfool_dataset, refine_boundary
+
+    from ._common import predict
+
+    clf = as_classifier(classifier)
+    x = jnp.asarray(x)
+    size = min(int(chunk_size), x.shape[0])
+    if y is None:
+        y = predict(clf, x, chunk_size=size, devices=devices)
+    y = jnp.asarray(y, jnp.int32)
+    if deepfool is None:
+        deepfool = deepfool_dataset(
+            clf,
+            x,
+            y,
+            norm=2,
+            overshoot=overshoot,
+            max_iter=max_iter,
+            chunk_size=size,
+            devices=devices,
+            progress=progress,
+        )
+    pert = jnp.asarray(deepfool.perturbation, x.dtype)
+    margin = jnp.asarray(deepfool.margin)
+    df_ok = jnp.asarray(deepfool.converged, bool)
+    bp = refine_boundary(clf, x, x + pert, y, chunk_size=size, devices=devices)
+    valid = bp.converged & df_ok & (margin > 0)
+    return BoundarySet(bp.z, bp.y, bp.k, bp.normal, margin, pert, df_ok, bp.converged, valid)

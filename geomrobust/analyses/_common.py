@@ -1,0 +1,144 @@
+"""What every analysis shares: inputs, keys, settings records, the chunked run, statistics.
+
+* :func:`inputs` turns an ``ArrayDataset``, an ``(x, y)`` pair or bare images into arrays;
+* :func:`resolve_key` gives the run's PRNG key (``settings.key`` or an explicit key);
+* :func:`settings_record` is the JSON form of a settings dataclass (what a chunk store
+  records and hashes, :func:`geomrobust.io.settings_hash`);
+* :func:`chunked` runs a per-chunk function over the examples with
+  :func:`geomrobust.engine.map_chunks` (progress through :func:`geomrobust.engine.track`,
+  resume through the optional :class:`geomrobust.io.ChunkStore`);
+* :func:`predict` is the predicted label of every example (one jitted program per
+  architecture);
+* :func:`summarize` is the one statistics record of the summaries: counts of valid and
+  excluded examples, median, quartiles, mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geomrobust.engine import map_chunks, track
+
+__all__ = ["chunked", "inputs", "predict", "resolve_key", "settings_record", "summarize"]
+
+
+def inputs(data) -> tuple[jax.Array, jax.Array | None]:
+    """``(x, y)`` of ``data``: an ``ArrayDataset`` (``images``, ``labels``), a pair ``(x, y)``
+    (``y`` may be None: predicted labels) or the images alone (``y`` None)."""
+    if hasattr(data, "images"):
+        x, y = data.images, getattr(data, "labels", None)
+    elif isinstance(data, tuple | list):
+        if len(data) != 2:
+            raise ValueError(f"data must be (x, y), got a sequence of {len(data)} items")
+        x, y = data
+    else:
+        x, y = data, None
+    x = jnp.asarray(x)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batch (N, *input_shape) with N >= 1, got {x.shape}")
+    if y is not None:
+        y = jnp.asarray(y, jnp.int32)
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"labels must have shape ({x.shape[0]},), got {y.shape}")
+    return x, y
+
+
+def resolve_key(settings, key=None, store=None) -> jax.Array:
+    """``key`` if given, else ``jax.random.key(settings.key)``.
+
+    A run with a chunk store must take its key from the settings: the store records the
+    settings, not a key object, so a resumed run would otherwise mix results of two keys.
+    """
+    if key is None:
+        return jax.random.key(int(settings.key))
+    if store is not None:
+        raise ValueError("a run with a chunk store takes its PRNG key from settings.key")
+    return key
+
+
+def settings_record(settings) -> dict:
+    """A settings dataclass as a JSON-ready dict (tuples become lists)."""
+    return json_ready(dataclasses.asdict(settings))
+
+
+def json_ready(o):
+    if isinstance(o, dict):
+        return {str(k): json_ready(v) for k, v in o.items()}
+    if isinstance(o, tuple | list):
+        return [json_ready(v) for v in o]
+    return o
+
+
+def chunked(
+    fn: Callable,
+    batched: Sequence,
+    shared: Sequence = (),
+    *,
+    chunk_size: int,
+    desc: str,
+    progress=None,
+    devices=None,
+    store=None,
+):
+    """``fn(*shared, *rows, chunk=Chunk)`` over fixed-size chunks of ``batched``.
+
+    The one way the analyses run per-chunk work: :func:`geomrobust.engine.map_chunks` cuts
+    ``chunk_size`` rows per chunk (the last one padded by repeating its last row, so every
+    program sees one shape and compiles once), places the rows and ``shared`` on the
+    chunk's device, and with a ``store`` reads back finished chunks and writes new ones
+    (``fn`` then returns a flat dict of arrays). ``progress`` as accepted by
+    :func:`geomrobust.engine.track`, counting examples.
+    """
+    n = int(np.shape(batched[0])[0])
+    with track(progress, n, desc) as report:
+        return map_chunks(
+            fn,
+            batched,
+            shared,
+            chunk_size=chunk_size,
+            devices=devices,
+            progress=report,
+            store=store,
+            with_chunk=True,
+        )
+
+
+@jax.jit
+def _argmax_program(clf, x):
+    return jnp.argmax(clf(x), axis=-1).astype(jnp.int32)
+
+
+def predict(classifier, x, *, chunk_size: int = 512, devices=None) -> np.ndarray:
+    """The predicted label ``argmax f(x)`` of every example, ``(N,)`` int32."""
+    from geomrobust.models import as_classifier
+
+    out = map_chunks(
+        _argmax_program,
+        (x,),
+        (as_classifier(classifier),),
+        chunk_size=chunk_size,
+        devices=devices,
+    )
+    return np.asarray(out)
+
+
+def summarize(values, valid=None) -> dict:
+    """Median, quartiles and mean over the valid finite entries, with the counts.
+
+    ``n_valid`` entries are summarized and ``n_excluded`` are not (not converged, not
+    valid, or not finite), so every example is accounted for.
+    """
+    v = np.asarray(values, np.float64).ravel()
+    ok = np.isfinite(v)
+    if valid is not None:
+        ok &= np.asarray(valid, bool).ravel()
+    out = {"n_valid": int(ok.sum()), "n_excluded": int((~ok).sum())}
+    if ok.any():
+        q25, med, q75 = np.percentile(v[ok], [25, 50, 75])
+        out.update(median=float(med), q25=float(q25), q75=float(q75), mean=float(v[ok].mean()))
+    return out

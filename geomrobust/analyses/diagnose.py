@@ -1,0 +1,208 @@
+"""Robustness diagnostics of a classifier: boundary thickness, margin signature, local
+linearity, normalized robustness.
+
+``compute(classifier, data, settings)`` is ``geomrobust diagnose`` (README.md, "Command
+line"):
+
+* ``thickness``: the length of the segment from ``x`` to its DeepFool point (or an L2 PGD
+  point of radius ``eps``) over which ``alpha < p_y - p_k < beta`` (Yang, Khanna, Yu,
+  Gholami, Keutzer, Gonzalez, Ramchandran, Mahoney, "Boundary thickness and robustness in
+  learning models", NeurIPS 2020);
+* ``signature``: quartiles of the first-order margins at the input and, given ``splits``,
+  at hidden layers, normalized by the layer's total feature spread (Jiang, Krishnan,
+  Mobahi, Bengio, "Predicting the generalization gap in deep networks with margin
+  distributions", ICLR 2019);
+* ``linearity``: local linearity ``γ(ε, x)`` (Qin et al., "Adversarial robustness through
+  local linearization", NeurIPS 2019);
+* ``rho``: ``mean ||r(x)|| / ||x||`` of L2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016).
+
+The per-example diagnostics (thickness, linearity, rho) run over chunks, resumable with a
+store; chunk ``c`` draws its random starts from ``fold_in(key_what, first example of c)``.
+The signature normalizes by a statistic of the whole dataset, so it runs on all examples at
+once after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._common import chunked, inputs, predict, resolve_key, summarize
+
+__all__ = ["WHAT", "DiagnoseSettings", "compute"]
+
+WHAT = ("thickness", "signature", "linearity", "rho")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnoseSettings:
+    """The options that change the numbers (defaults: those of ``geomrobust diagnose``).
+
+    what : diagnostics among :data:`WHAT`; alpha, beta : the thickness band; attack :
+    ``deepfool`` or ``pgd`` (thickness endpoint); eps : L2 PGD radius (thickness) and Linf
+    radius (linearity); steps : PGD steps of both; grid : thickness integration points;
+    chunk_size : examples per chunk; key : PRNG seed.
+    """
+
+    what: tuple[str, ...] = WHAT
+    alpha: float = 0.0
+    beta: float = 0.75
+    attack: str = "deepfool"
+    eps: float | None = None
+    steps: int = 10
+    grid: int = 256
+    chunk_size: int = 128
+    key: int = 0
+
+    def validate(self) -> DiagnoseSettings:
+        """Raise ValueError for settings that cannot run (the defaults need ``eps`` for the
+        linearity); returns the settings."""
+        unknown = [w for w in self.what if w not in WHAT]
+        if unknown:
+            raise ValueError(f"what must be among {WHAT}, got {unknown}")
+        if self.attack not in ("deepfool", "pgd"):
+            raise ValueError(f"attack must be 'deepfool' or 'pgd', got {self.attack!r}")
+        if ("linearity" in self.what or self.attack == "pgd") and not (self.eps and self.eps > 0):
+            raise ValueError("--what linearity and --attack pgd need --eps > 0")
+        return self
+
+
+def compute(
+    classifier,
+    data,
+    settings: DiagnoseSettings = DiagnoseSettings(),
+    *,
+    store=None,
+    progress=None,
+    devices=None,
+    key=None,
+    splits=None,
+) -> tuple[dict, dict]:
+    """The diagnostics ``settings.what`` of ``classifier`` on ``data``.
+
+    Parameters
+    ----------
+    classifier : anything :func:`geomrobust.as_classifier` accepts.
+    data : an ``ArrayDataset``, ``(x, y)`` or ``x`` (predicted labels where absent).
+    settings : :class:`DiagnoseSettings`.
+    store, progress, devices : the executor's resume store (cut with
+        ``settings.chunk_size``), progress and devices, for the per-example diagnostics.
+    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    splits : hidden layers of the signature, ``{name: (features_fn, head_fn)}``
+        (:func:`geomrobust.measures.layer_splits`); None: the input layer only.
+
+    Returns
+    -------
+    (arrays, summary)
+        ``thickness``, ``thickness_valid``, ``thickness_distance``, ``signature_<layer>``,
+        ``linearity_gamma``, ``deepfool_margin``, ``deepfool_converged`` for the diagnostics
+        asked for; the summary holds their statistics and counts of valid / excluded
+        examples.
+    """
+    from geomrobust.models import as_classifier
+
+    clf = as_classifier(classifier)
+    x, y = inputs(data)
+    s = settings.validate()
+    k = resolve_key(s, key, store)
+    per_example = [w for w in ("thickness", "linearity", "rho") if w in s.what]
+    arrays, summary = {}, {"n": int(x.shape[0])}
+    if per_example:
+        batched = (x,) if y is None else (x, y)
+
+        def chunk(clf, xc, yc=None, *, chunk):
+            return _per_example(clf, xc, yc, s, k, chunk, per_example)
+
+        arrays.update(
+            chunked(
+                chunk,
+                batched,
+                (clf,),
+                chunk_size=s.chunk_size,
+                desc="diagnose",
+                store=store,
+                progress=progress,
+                devices=devices,
+            )
+        )
+    if "thickness" in s.what:
+        summary["thickness"] = {
+            **summarize(arrays["thickness"], arrays["thickness_valid"]),
+            "attack": s.attack,
+            "alpha": s.alpha,
+            "beta": s.beta,
+        }
+    if "linearity" in s.what:
+        gamma = arrays["linearity_gamma"]
+        summary["linearity"] = {
+            "eps": s.eps,
+            "mean_gamma": float(np.mean(gamma)),
+            **summarize(gamma),
+        }
+    if "rho" in s.what:
+        from geomrobust.measures import normalized_robustness
+
+        conv = arrays["deepfool_converged"]
+        rho = normalized_robustness(arrays["deepfool_margin"], x, conv)
+        summary["rho"] = {
+            "rho": rho,
+            "converged": int(conv.sum()),
+            "n_unconverged": int((~conv).sum()),
+        }
+    if "signature" in s.what:
+        from geomrobust.measures import margin_signature
+
+        labels = y if y is not None else jnp.asarray(predict(clf, x, devices=devices))
+        sig = margin_signature(clf, x, labels, splits=splits or {})
+        summary["signature"] = {
+            name: {
+                "stats": g.stats.tolist(),
+                "normalized_stats": g.normalized_stats.tolist(),
+                "normalizer": g.normalizer,
+            }
+            for name, g in sig.items()
+        }
+        arrays.update({f"signature_{name}": np.asarray(g.margins) for name, g in sig.items()})
+    return arrays, summary
+
+
+def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
+    """Thickness, local linearity and DeepFool margins of one chunk."""
+    from geomrobust.measures import local_linearity, thickness
+    from geomrobust.search import deepfool_dataset
+
+    out = {}
+    if "thickness" in what:
+        t = thickness(
+            clf,
+            xc,
+            yc,
+            attack=s.attack,
+            eps=s.eps,
+            key=jax.random.fold_in(jax.random.fold_in(key, 1), chunk.start),
+            steps=s.steps,
+            alpha=s.alpha,
+            beta=s.beta,
+            num_points=s.grid,
+            chunk_size=chunk.size,
+        )
+        out.update(thickness=t.thickness, thickness_valid=t.valid, thickness_distance=t.distance)
+    if "linearity" in what:
+        labels = yc if yc is not None else jnp.argmax(clf(xc), -1)
+        ll = local_linearity(
+            clf,
+            xc,
+            labels,
+            eps=s.eps,
+            key=jax.random.fold_in(jax.random.fold_in(key, 2), chunk.start),
+            steps=s.steps,
+            bounds=(0.0, 1.0),
+        )
+        out["linearity_gamma"] = ll.gamma
+    if "rho" in what:
+        r = deepfool_dataset(clf, xc, yc, norm=2, chunk_size=chunk.size)
+        out.update(deepfool_margin=r.margin, deepfool_converged=r.converged)
+    return out

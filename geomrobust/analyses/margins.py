@@ -1,0 +1,296 @@
+"""Margins of a classifier on a dataset: DeepFool, DCT bands, random subspaces, PGD, SparseFool.
+
+``compute(classifier, data, settings)`` runs one of the searches of ``geomrobust margins``
+(README.md, "Command line") over fixed-size chunks of the data, so a run with a chunk store
+resumes where it stopped:
+
+* ``method="deepfool"``: minimal Lp perturbations (Moosavi-Dezfooli, Fawzi, Frossard,
+  "DeepFool", CVPR 2016) with ``ρ = mean ||r|| / ||x||``;
+* ``subspaces="dct"``: L2 DeepFool inside diagonal blocks of 2-D DCT frequencies
+  (Ortiz-Jimenez, Modas, Moosavi-Dezfooli, Frossard, "Hold me tight!", NeurIPS 2020);
+* ``subspaces="random"``: margins inside random m-dimensional subspaces over the minimal
+  margin, against ``sqrt(D/m)`` (Fawzi, Moosavi-Dezfooli, Frossard, NeurIPS 2016);
+* ``method="pgd"``: robust accuracy under PGD at several radii (Madry et al., ICLR 2018);
+  chunk ``c`` draws its random starts from ``fold_in(key, first example of c)``, as
+  :func:`geomrobust.robust_accuracy` does;
+* ``method="sparsefool"``: sparse perturbations (Modas, Moosavi-Dezfooli, Frossard, CVPR 2019).
+
+Statistics exclude, and count, examples whose search did not converge and (when labels are
+given) examples the model misclassifies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._common import chunked, inputs, predict, resolve_key, summarize
+
+__all__ = ["MarginSettings", "compute", "dct_layout", "default_epsilons"]
+
+METHODS = ("deepfool", "pgd", "sparsefool")
+SUBSPACES = ("none", "dct", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginSettings:
+    """The options that change the numbers (defaults: those of ``geomrobust margins``).
+
+    method : ``deepfool``, ``pgd`` or ``sparsefool``; norm : ``"2"`` or ``"inf"``
+    (DeepFool, PGD); subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
+    overshoot, max_iter, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
+    (None: :func:`default_epsilons`); steps : PGD steps; bounds : PGD box ``(lo, hi)`` or
+    None; lambda_ : SparseFool's λ; block, stride : DCT blocks (None: :func:`dct_layout`);
+    subspace_dim : random-subspace dimension (None: ``D // 16``); draws : random subspaces;
+    chunk_size : examples per chunk (and per resumable chunk file); key : PRNG seed.
+    """
+
+    method: str = "deepfool"
+    norm: str = "2"
+    subspaces: str = "none"
+    overshoot: float = 0.02
+    max_iter: int = 50
+    slots: int = 32
+    eps: tuple[float, ...] | None = None
+    steps: int = 10
+    bounds: tuple[float, float] | None = None
+    lambda_: float = 3.0
+    block: int | None = None
+    stride: int | None = None
+    subspace_dim: int | None = None
+    draws: int = 3
+    chunk_size: int = 128
+    key: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.norm not in ("2", "inf"):
+            raise ValueError(f"norm must be '2' or 'inf', got {self.norm!r}")
+        if self.subspaces not in SUBSPACES:
+            raise ValueError(f"subspaces must be one of {SUBSPACES}, got {self.subspaces!r}")
+        if self.subspaces != "none" and (self.method != "deepfool" or self.norm != "2"):
+            raise ValueError(
+                "--subspaces needs --method deepfool --norm 2 (subspace margins are L2)"
+            )
+
+    @property
+    def p(self) -> float:
+        return math.inf if self.norm == "inf" else 2.0
+
+
+def default_epsilons(norm: str) -> list[float]:
+    """PGD radii when none are given: ``1, 2, 4, 8 / 255`` in Linf, ``0.1 ... 1`` in L2."""
+    if norm == "inf":
+        return [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+    return [0.1, 0.25, 0.5, 1.0]
+
+
+def dct_layout(input_shape, block: int | None, stride: int | None) -> tuple[int, int]:
+    """DCT block side and stride: ``min(8, H // 4)`` and 1 up to 28 pixels, else 2."""
+    h = int(input_shape[0])
+    return block or min(8, max(1, h // 4)), stride or (1 if h <= 28 else 2)
+
+
+def compute(
+    classifier,
+    data,
+    settings: MarginSettings = MarginSettings(),
+    *,
+    store=None,
+    progress=None,
+    devices=None,
+    key=None,
+) -> tuple[dict, dict]:
+    """Run the margin search of ``settings`` over ``data``.
+
+    Parameters
+    ----------
+    classifier : anything :func:`geomrobust.as_classifier` accepts.
+    data : an ``ArrayDataset``, ``(x, y)`` or ``x``; without labels the searches start from
+        the predicted labels (every example then counts as correctly classified).
+    settings : :class:`MarginSettings`.
+    store : optional :class:`geomrobust.io.ChunkStore` cut with ``settings.chunk_size``.
+    progress : None, True (a bar) or a callable ``progress(n_examples)``.
+    devices : None, ``"all"``, an int or a list of devices (chunks dealt round-robin;
+        results identical to one device).
+    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+
+    Returns
+    -------
+    (arrays, summary)
+        ``arrays``: ``labels`` and the method's per-example arrays; ``summary``: JSON-ready,
+        with ``n``, ``clean_accuracy`` (labels given) and the method's statistics and counts.
+    """
+    from geomrobust.models import as_classifier
+
+    clf = as_classifier(classifier)
+    x, y = inputs(data)
+    n = int(x.shape[0])
+    pred = predict(clf, x, chunk_size=min(512, n), devices=devices)
+    clean = np.ones(n, bool) if y is None else pred == np.asarray(y)
+    run = dict(store=store, progress=progress, devices=devices)
+    k = resolve_key(settings, key, store)
+    if settings.subspaces == "dct":
+        arrays, summary = _dct(clf, x, y, clean, settings, run)
+    elif settings.subspaces == "random":
+        arrays, summary = _random(clf, x, y, settings, run, k)
+    else:
+        method = {"deepfool": _deepfool, "pgd": _pgd, "sparsefool": _sparsefool}
+        arrays, summary = method[settings.method](clf, x, y, pred, clean, settings, run, k)
+    labels = pred if y is None else np.asarray(y)
+    head = {
+        "method": settings.method,
+        "norm": settings.norm,
+        "subspaces": settings.subspaces,
+        "n": n,
+    }
+    if y is not None:
+        head["clean_accuracy"] = float(clean.mean())
+    return {"labels": labels, **arrays}, {**head, **summary}
+
+
+def _batched(x, y):
+    return (x,) if y is None else (x, y)
+
+
+def _deepfool_kw(s: MarginSettings) -> dict:
+    return {"overshoot": s.overshoot, "max_iter": s.max_iter, "slots": s.slots}
+
+
+def _deepfool(clf, x, y, pred, clean, s, run, key):
+    from geomrobust.measures import normalized_robustness
+    from geomrobust.search import deepfool_dataset
+
+    def chunk(clf, xc, yc=None, *, chunk):
+        r = deepfool_dataset(
+            clf, xc, yc, norm=s.p, chunk_size=chunk.size, progress=chunk.report, **_deepfool_kw(s)
+        )
+        return r._asdict()
+
+    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="deepfool", **run)
+    ok = r["converged"] & clean
+    summary = {
+        "margin": summarize(r["margin"], ok),
+        "n_unconverged": int((~r["converged"]).sum()),
+        "converged_fraction": float(r["converged"].mean()),
+        "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
+    }
+    keys = ("margin", "converged", "adv_label", "iterations", "perturbation")
+    return {f: r[f] for f in keys}, summary
+
+
+def _dct(clf, x, y, clean, s, run):
+    from geomrobust.measures import dct_subspaces, subspace_margins, summarize_bands
+
+    block, stride = dct_layout(x.shape[1:], s.block, s.stride)
+    bases = dct_subspaces(x.shape[1:], block, stride, dtype=x.dtype)
+
+    def chunk(clf, xc, yc=None, *, chunk):  # (S, C) -> (C, S): chunks stack along examples
+        r = subspace_margins(clf, xc, yc, bases, chunk_size=chunk.size, **_deepfool_kw(s))
+        return {f: np.asarray(getattr(r, f)).T for f in ("margin", "converged", "iterations")}
+
+    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="DCT bands", **run)
+    r = {f: v.T for f, v in r.items()}
+    bands = summarize_bands(r["margin"], r["converged"] & clean[None])
+    summary = {"block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict()}
+    return r, summary
+
+
+def _random(clf, x, y, s, run, key):
+    from geomrobust.measures import random_subspace_margins
+
+    d = math.prod(x.shape[1:])
+    m = s.subspace_dim or max(1, d // 16)
+
+    def chunk(clf, xc, yc=None, *, chunk):  # the draws depend on the key only: shared
+        r = random_subspace_margins(
+            clf, xc, yc, dim=m, key=key, num_draws=s.draws, chunk_size=chunk.size, **_deepfool_kw(s)
+        )
+        return {
+            "margin": np.asarray(r.margin).T,
+            "converged": np.asarray(r.converged).T,
+            "minimal_margin": r.minimal_margin,
+            "minimal_converged": r.minimal_converged,
+            "ratio": np.asarray(r.ratio).T,
+        }
+
+    r = chunked(
+        chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="random subspaces", **run
+    )
+    for f in ("margin", "converged", "ratio"):
+        r[f] = r[f].T  # (draws, N)
+    ratio = r["ratio"]
+    finite = ratio[np.isfinite(ratio)]
+    summary = {
+        "dim": m,
+        "median_ratio": float(np.median(finite)) if finite.size else float("nan"),
+        "predicted_ratio": math.sqrt(d / m),
+        "ratio_n_valid": int(finite.size),
+        "ratio_n_excluded": int(ratio.size - finite.size),
+    }
+    return r, summary
+
+
+@partial(jax.jit, static_argnames=("norm", "steps", "bounds"))
+def _pgd_success(clf, key, eps, x, y, *, norm, steps, bounds):
+    """PGD success ``(C, E)`` of a chunk at every radius (one compilation per architecture,
+    shapes and attack settings)."""
+    from geomrobust.search import pgd
+
+    def one(e):
+        return pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds).success
+
+    return jax.lax.map(one, eps).T
+
+
+def _pgd(clf, x, y, pred, clean, s, run, key):
+    eps = list(s.eps) if s.eps else default_epsilons(s.norm)
+    eps_arr = jnp.asarray(eps, x.dtype)
+    labels = jnp.asarray(pred) if y is None else y
+    bounds = None if s.bounds is None else tuple(float(b) for b in s.bounds)
+
+    def chunk(clf, eps_arr, xc, yc, *, chunk):  # the chunk's own random starts
+        k = jax.random.fold_in(key, chunk.start)
+        success = _pgd_success(clf, k, eps_arr, xc, yc, norm=s.p, steps=s.steps, bounds=bounds)
+        return {"success": success}
+
+    success = chunked(
+        chunk, (x, labels), (clf, eps_arr), chunk_size=s.chunk_size, desc="pgd", **run
+    )["success"].T  # fmt: skip  (E, N)
+    accuracy = (clean[None, :] & ~success).mean(axis=1)
+    epsilons = np.asarray(eps, np.float64)
+    summary = {"robust_accuracy": dict(zip(map(str, epsilons), map(float, accuracy), strict=True))}
+    return {"epsilons": epsilons, "accuracy": accuracy, "success": success}, summary
+
+
+@partial(jax.jit, static_argnames=("lambda_", "overshoot"))
+def _sparsefool_program(clf, x, y, *, lambda_, overshoot):
+    from geomrobust.search import sparsefool
+
+    return sparsefool(clf, x, y, lambda_=lambda_, overshoot=overshoot)._asdict()
+
+
+def _sparsefool(clf, x, y, pred, clean, s, run, key):
+    labels = jnp.asarray(pred) if y is None else y
+
+    def chunk(clf, xc, yc, *, chunk):
+        return _sparsefool_program(
+            clf, xc, yc, lambda_=float(s.lambda_), overshoot=float(s.overshoot)
+        )
+
+    r = chunked(chunk, (x, labels), (clf,), chunk_size=s.chunk_size, desc="sparsefool", **run)
+    ok = r["converged"] & clean
+    summary = {
+        "l1": summarize(r["l1"], ok),
+        "sparsity": summarize(r["sparsity"], ok),
+        "n_unconverged": int((~r["converged"]).sum()),
+        "converged_fraction": float(r["converged"].mean()),
+    }
+    keys = ("l1", "sparsity", "converged", "adv_label", "perturbation")
+    return {f: r[f] for f in keys}, summary
