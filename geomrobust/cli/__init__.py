@@ -2,6 +2,10 @@
 
 Each subcommand module exposes ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+A subcommand reports an error by raising :class:`CLIError` anywhere below :func:`main`, which
+prints it as one line ``geomrobust <command>: error: ...`` on stderr and returns its exit
+code (2: bad arguments or inputs, 1: failures at run time); argparse's own errors are one
+line with exit code 2 too.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main"]
+from ._common import CLIError
+
+__all__ = ["CLIError", "build_parser", "main"]
 
 # Subcommand modules, in the order they appear in ``geomrobust --help``.
 _COMMANDS = ("_report", "_train", "_margins", "_curvature", "_slice", "_nads", "_diagnose")
@@ -50,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"geomrobust {args.command}: error: {e.message}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,23 +1,34 @@
 """Helpers shared by the ``geomrobust`` subcommands.
 
+A subcommand parses its options, turns them into the settings of its analysis
+(:mod:`geomrobust.analyses`), calls the analysis once and writes what it returns:
+
+* :class:`CLIError` is the one error type below :func:`geomrobust.cli.main`, which prints it
+  as ONE line ``geomrobust <command>: error: ...`` and exits with its code (2: bad arguments
+  or inputs, 1: failures at run time); :func:`user_errors` turns library errors into it;
 * :func:`add_model_data_args` adds the options every analysis command takes (checkpoint,
   dataset, split, number of examples, output directory, chunk size, PRNG key);
-* :func:`load_model_and_data` turns them into ``(logits_fn, ArrayDataset, metadata)``;
-* :func:`progress_bar` is the one progress bar style of the CLI (tqdm on stderr);
-* :func:`write_results` writes ``results.npz`` + ``summary.json`` atomically;
+* :func:`load_model_and_data` turns them into ``(classifier, ArrayDataset, metadata)``;
+* :func:`settings_from_args` builds an analysis' settings from the parsed options;
+* :func:`show_progress` says whether to draw the progress bars
+  (:func:`geomrobust.engine.progress_bar`, through the analyses' ``progress=True``);
+* :func:`write_results` writes ``results.npz`` + ``summary.json`` atomically
+  (:mod:`geomrobust.io`), :func:`save_figure` a PNG;
 * :func:`add_resume_args` / :func:`open_run_store` make a long run resumable: its results are
-  written per chunk (``OUT/chunks``, see :mod:`geomrobust.io`) and the same command resumes
-  after an interruption; other settings refuse unless ``--restart``.
+  written per chunk (``OUT/chunks``, :class:`geomrobust.io.ChunkStore`) and the same command
+  resumes after an interruption; other settings refuse unless ``--restart``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +36,7 @@ import numpy as np
 from geomrobust.io import save_json, save_npz
 
 __all__ = [
+    "CLIError",
     "add_model_data_args",
     "add_resume_args",
     "load_model_and_data",
@@ -32,15 +44,63 @@ __all__ = [
     "nonnegative_int",
     "one_line",
     "open_run_store",
+    "options_record",
     "parse_resize",
     "positive_float",
     "positive_int",
-    "progress_bar",
+    "save_figure",
     "settings_from_args",
+    "show_progress",
+    "user_errors",
+    "warnings_as_lines",
     "write_results",
 ]
 
 DEFAULT_DATASET = "digits"
+
+
+class CLIError(Exception):
+    """An error of a subcommand: ``message`` is printed as one line, ``exit_code`` returned
+    (2: bad arguments or inputs, 1: failures at run time)."""
+
+    def __init__(self, message, exit_code: int = 1):
+        super().__init__(one_line(message))
+        self.message = one_line(message)
+        self.exit_code = int(exit_code)
+
+
+#: Library errors a user's input can cause: reported as one line, never a traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError)
+
+
+@contextlib.contextmanager
+def user_errors(exit_code: int, prefix: str = "") -> Iterator[None]:
+    """Turn the library errors of a block (:data:`USER_ERRORS`) into a :class:`CLIError`
+    with ``exit_code``, the message prefixed by ``prefix`` (e.g. ``"--devices: "``)."""
+    try:
+        yield
+    except CLIError:
+        raise
+    except USER_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise CLIError(f"{prefix}{message}", exit_code) from e
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str) -> Iterator[None]:
+    """Print the warnings of a block once each, as one line ``geomrobust <command>:
+    warning: ...`` on stderr (a chunked analysis can warn once per chunk)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        text = f"{w.category.__name__}: {one_line(w.message)}"
+        if text not in seen:
+            seen.add(text)
+            print(f"geomrobust {command}: warning: {text}", file=sys.stderr)
 
 
 def one_line(message) -> str:
@@ -163,6 +223,17 @@ def parse_devices(text: str) -> str | int:
         ) from None
 
 
+def add_deepfool_args(group) -> None:
+    """``--overshoot --max-iter``: the L2 DeepFool search (margins, boundary points)."""
+    group.add_argument(
+        "--overshoot",
+        type=nonnegative_float,
+        default=0.02,
+        help="DeepFool overshoot η (the step is (1 + η) r)",
+    )
+    group.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
+
+
 def add_devices_arg(group) -> None:
     """``--devices all|N``: spread the chunks over local devices (results unchanged)."""
     group.add_argument(
@@ -190,8 +261,8 @@ def load_model_and_data(args: argparse.Namespace):
 
     Returns
     -------
-    (logits_fn, data, metadata)
-        ``logits_fn`` a pure ``(N, *input_shape) -> (N, K)`` function;
+    (classifier, data, metadata)
+        ``classifier`` the checkpoint's :class:`geomrobust.Classifier`;
         ``data`` an ``ArrayDataset`` (the first ``n`` examples, in dataset order);
         ``metadata`` the checkpoint's metadata plus ``checkpoint_path`` and
         ``checkpoint_sha256``, and the resolved ``eval_dataset`` / ``eval_resize`` /
@@ -247,23 +318,27 @@ def load_model_and_data(args: argparse.Namespace):
     return as_logits_fn(ckpt.model), data, meta
 
 
-def progress_bar(total: int | None, desc: str = "", *, force: bool | None = None, **kwargs):
-    """A tqdm progress bar on stderr.
-
-    Shown when stderr is a terminal, or when ``force`` is True (or ``$GEOMROBUST_PROGRESS``
-    is ``1``); ``force=False`` hides it. Use ``bar.update(n)`` and ``bar.close()`` (or
-    ``with``).
-    """
-    from tqdm.auto import tqdm
-
-    if force is None:
-        env = os.environ.get("GEOMROBUST_PROGRESS", "").strip().lower()
-        force = True if env in ("1", "true", "yes") else None
-    disable = not force if force is not None else not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, leave=False, **kwargs)
+def show_progress() -> bool | None:
+    """True when the progress bars should show: stderr is a terminal, or
+    ``$GEOMROBUST_PROGRESS`` is ``1`` (the rule of :func:`geomrobust.engine.progress_bar`);
+    None otherwise (no bars)."""
+    env = os.environ.get("GEOMROBUST_PROGRESS", "").strip().lower()
+    if env in ("1", "true", "yes"):
+        return True
+    if env in ("0", "false", "no"):
+        return None
+    return True if sys.stderr.isatty() else None
 
 
-def settings_from_args(args: argparse.Namespace) -> dict:
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> None:
+    """Write a matplotlib figure to ``path`` (PNG, tight bounding box) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def options_record(args: argparse.Namespace) -> dict:
     """The parsed options as a JSON-serializable dict (callables dropped)."""
     out = {}
     for k, v in vars(args).items():
@@ -271,6 +346,19 @@ def settings_from_args(args: argparse.Namespace) -> dict:
             continue
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def settings_from_args(cls, args: argparse.Namespace, **overrides):
+    """The settings dataclass ``cls`` of an analysis from the options of the same names
+    (lists become tuples), ``overrides`` taking precedence."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif hasattr(args, f.name):
+            v = getattr(args, f.name)
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**values)
 
 
 def add_resume_args(parser: argparse.ArgumentParser) -> None:
@@ -285,30 +373,23 @@ def add_resume_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# Options that do not change the numbers: a resumed run may change them freely.
-_NOT_RESULTS = {
-    "out",
-    "restart",
-    "no_plots",
-    "func",
-    "command",
-    "data_dir",
-    "checkpoint",
-    "devices",
-}
-
-
-def open_run_store(out: Path, args: argparse.Namespace, meta: Mapping, n: int):
+def open_run_store(out: Path, settings, args: argparse.Namespace, meta: Mapping, n: int):
     """The resumable chunk store ``out/chunks`` of this run.
 
-    Its settings are the options that change the numbers, the number of examples ``n`` and
-    the checkpoint's SHA-256 (so results of another model are never mixed in).
+    Its settings are the analysis' ``settings`` (what changes the numbers), the data
+    selection (``--dataset --resize --split --n``), the number of examples ``n`` and the
+    checkpoint's SHA-256 (so results of another model are never mixed in).
     """
+    from geomrobust.analyses import settings_record
     from geomrobust.io import open_chunk_store
 
-    settings = {k: v for k, v in settings_from_args(args).items() if k not in _NOT_RESULTS}
-    settings.update(num_examples=int(n), checkpoint_sha256=meta.get("checkpoint_sha256"))
-    return open_chunk_store(Path(out) / "chunks", settings, overwrite=bool(args.restart))
+    record = settings_record(settings)
+    for k in ("dataset", "resize", "split", "n"):
+        if hasattr(args, k):
+            record[k] = options_record(args)[k]
+    record.update(num_examples=int(n), checkpoint_sha256=meta.get("checkpoint_sha256"))
+    with user_errors(1):
+        return open_chunk_store(Path(out) / "chunks", record, overwrite=bool(args.restart))
 
 
 def write_results(
@@ -331,7 +412,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     record = dict(summary)
     if args is not None:
-        record.setdefault("settings", settings_from_args(args))
+        record.setdefault("settings", options_record(args))
     record.setdefault("geomrobust_version", __version__)
     record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     save_npz(out / "results.npz", arrays)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ._common import parse_resize, positive_int
+from . import _common as common
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--n",
         metavar="N",
-        type=positive_int,
+        type=common.positive_int,
         default=None,
         help="held-out examples to analyse; None means 100 (32 with --quick)",
     )
@@ -53,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--resize",
         metavar="S|HxW",
-        type=parse_resize,
+        type=common.parse_resize,
         default=None,
         help="resize images; None means 16 for digits (8 with --quick), or the "
         "checkpoint's setting",
@@ -84,7 +83,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geomrobust.data import DatasetNotFoundError
     from geomrobust.report import run_report
 
     try:
@@ -101,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
             stages=args.stages,
             progress=args.progress,
         )
-    except (ValueError, FileNotFoundError, DatasetNotFoundError) as e:
-        print(f"geomrobust report: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError) as e:  # a missing dataset too
+        raise common.CLIError(str(e), 2) from e
     print(f"report: {args.out}/index.html")
     return 0

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import numpy as np
-
-from ._common import add_model_data_args, load_model_and_data, one_line, positive_int, write_results
+from . import _common as common
 
 __all__ = ["add_parser", "run"]
 
-PLANES = ("adversarial", "principal", "tangent")
+PLANES = ("adversarial", "principal", "tangent")  # the planes of geomrobust.analyses.slices
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_data_args(p)
+    common.add_model_data_args(p)
     g = p.add_argument_group("slices")
     g.add_argument(
         "--index",
@@ -41,105 +38,60 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument(
         "--planes", nargs="+", choices=PLANES, default=list(PLANES), help="which planes to slice"
     )
-    g.add_argument("--resolution", type=positive_int, default=101, help="grid points per axis")
+    g.add_argument(
+        "--resolution", type=common.positive_int, default=101, help="grid points per axis"
+    )
     g.add_argument(
         "--extent",
         type=float,
         default=None,
         help="half-width of the grid; None means 3 x the DeepFool margin",
     )
+    common.add_deepfool_args(g)
     g.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax
-    import jax.numpy as jnp
+    from geomrobust.analyses import SliceSettings, slices
 
-    from geomrobust.measures import boundary_slice, principal_curvatures, random_orthogonal
-    from geomrobust.search import deepfool, refine_boundary
-
-    try:
-        logits_fn, data, meta = load_model_and_data(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"geomrobust slice: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    n = data.images.shape[0]
-    bad = [i for i in args.index if not 0 <= i < n]
-    if bad:
-        print(f"geomrobust slice: error: --index {bad} outside [0, {n})", file=sys.stderr)
-        return 2
+    with common.user_errors(2):
+        clf, data, meta = common.load_model_and_data(args)
+        settings = common.settings_from_args(SliceSettings, args).check(data.images.shape[0])
     out = Path(args.out or "slice_results")
-    key = jax.random.key(args.key)
-    x = jnp.asarray(data.images[np.asarray(args.index)])
-    pred = jnp.argmax(logits_fn(x), -1)
-    df = deepfool(logits_fn, x, pred)
-    bp = refine_boundary(logits_fn, x, x + df.perturbation, pred)
-    arrays, summary, figures = {}, {"command": "slice", "metadata": meta, "slices": []}, []
-    for j, i in enumerate(args.index):
-        if not (bool(df.converged[j]) and float(df.margin[j]) > 0 and bool(bp.converged[j])):
-            summary["slices"].append({"index": int(i), "status": "no boundary point found"})
-            continue
-        kj = jax.random.fold_in(key, int(i))
-        margin = float(df.margin[j])
-        extent = args.extent or 3.0 * margin
-        yj, kk = int(bp.y[j]), int(bp.k[j])
-        planes = {}
-        if "adversarial" in args.planes:
-            u = df.perturbation[j] / jnp.linalg.norm(df.perturbation[j])
-            planes["adversarial"] = (x[j], u, random_orthogonal(kj, u))
-        if {"principal", "tangent"} & set(args.planes):
-            curv = principal_curvatures(
-                logits_fn, bp.z[j : j + 1], bp.y[j : j + 1], bp.k[j : j + 1], num=1, key=kj
-            )
-            nrm = curv.normal[0]
-            if "principal" in args.planes:
-                planes["principal"] = (bp.z[j], nrm, curv.directions[0, 0])
-            if "tangent" in args.planes:
-                planes["tangent"] = (
-                    bp.z[j],
-                    nrm,
-                    random_orthogonal(jax.random.fold_in(kj, 1), nrm),
-                )
-        for name, (c, u, v) in planes.items():
-            s = boundary_slice(logits_fn, c, u, v, extent, args.resolution, classes=(yj, kk))
-            tag = f"{i}_{name}"
-            for field in ("labels", "logit_diff", "loss", "contour", "a", "b"):
-                arrays[f"{field}_{tag}"] = np.asarray(getattr(s, field))
-            summary["slices"].append(dict(
-                index=int(i), plane=name, y=yj, k=kk, margin=margin, extent=float(extent),
-                boundary_points=int(s.contour.shape[0]),
-            ))  # fmt: skip
-            figures.append((tag, name, s))
-    write_results(out, arrays, summary, args=args)
+    with common.user_errors(1), common.warnings_as_lines("slice"):
+        arrays, summary = slices.compute(clf, data, settings, progress=common.show_progress())
+    summary = {"command": "slice", "metadata": meta, **summary}
+    common.write_results(out, arrays, summary, args=args)
+    done = [r for r in summary["slices"] if "plane" in r]
     if not args.no_plots:
-        _plots(out, figures)
-    print(f"slice: {len(figures)} slices of {len(args.index)} example(s); results in {out}")
+        _plots(out, arrays, done)
+    print(f"slice: {len(done)} slices of {len(args.index)} example(s); results in {out}")
     return 0
 
 
-AXES = {
-    "adversarial": ("adversarial direction", "random direction"),
-    "principal": ("normal n", "top principal direction"),
-    "tangent": ("normal n", "random tangent direction"),
-}
-
-
-def _plots(out, figures):
+def _plots(out, arrays, records):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from geomrobust.analyses.slices import PLANES
+    from geomrobust.plot import plot_loss_surface, plot_slice
 
-    from geomrobust.plot._slices import plot_loss_surface, plot_slice
-
-    for tag, name, s in figures:
-        xl, yl = AXES[name]
-        fig, _ = plot_slice(s.labels, s.a, s.b, s.contour, xlabel=xl, ylabel=yl,
-                            title=f"Decision regions ({name} plane)")  # fmt: skip
-        fig.savefig(out / f"slice_{tag}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        fig, _ = plot_loss_surface(s.loss, s.a, s.b, xlabel=xl, ylabel=yl)
-        fig.savefig(out / f"loss_{tag}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+    for r in records:
+        name = r["plane"]
+        tag = f"{r['index']}_{name}"
+        a, b = arrays[f"a_{tag}"], arrays[f"b_{tag}"]
+        xl, yl = PLANES[name].xlabel, PLANES[name].ylabel
+        fig, _ = plot_slice(
+            arrays[f"labels_{tag}"],
+            a,
+            b,
+            arrays[f"contour_{tag}"],
+            xlabel=xl,
+            ylabel=yl,
+            title=f"Decision regions ({name} plane)",
+        )
+        common.save_figure(fig, out / f"slice_{tag}.png", dpi=110)
+        fig, _ = plot_loss_surface(arrays[f"loss_{tag}"], a, b, xlabel=xl, ylabel=yl)
+        common.save_figure(fig, out / f"loss_{tag}.png", dpi=110)

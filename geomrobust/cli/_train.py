@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from ._common import one_line, parse_resize, positive_int
+from geomrobust.train._settings import DEFAULT_LR
 
-__all__ = ["add_parser", "run"]
+from . import _common as common
+
+__all__ = ["add_parser", "run", "train_settings"]
 
 MODELS = ("mlp", "lenet", "resnet")
 METHODS = ("standard", "pgd", "fgsm", "fgsm_rs", "nfgsm", "gradalign", "cure", "llr")
-DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,13 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="dataset name (digits is embedded)")
     p.add_argument("--data-dir", metavar="DIR", default=None, help="TFDS data directory")
     p.add_argument(
-        "--resize", metavar="S|HxW", type=parse_resize, default=None, help="resize images"
+        "--resize", metavar="S|HxW", type=common.parse_resize, default=None, help="resize images"
     )
     p.add_argument("--model", choices=MODELS, default="lenet", help="architecture")
     p.add_argument(
         "--width",
         metavar="W",
-        type=positive_int,
+        type=common.positive_int,
         nargs="+",
         default=None,
         help="architecture widths: mlp hidden widths (any number), lenet the two conv "
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--blocks",
         metavar="B",
-        type=positive_int,
+        type=common.positive_int,
         nargs="+",
         default=None,
         help="resnet basic blocks per stage (e.g. 2 2 2 2 for ResNet-18)",
@@ -56,8 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="relu",
         help="nonlinearity; curvature measurements need a smooth one (softplus, gelu, ...)",
     )
-    p.add_argument("--epochs", type=positive_int, default=30, help="training epochs")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per step")
+    p.add_argument("--epochs", type=common.positive_int, default=30, help="training epochs")
+    p.add_argument("--batch-size", type=common.positive_int, default=64, help="examples per step")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer")
     p.add_argument(
         "--lr",
@@ -94,7 +94,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     r.add_argument("--norm", choices=("2", "inf"), default="inf", help="attack norm (pgd, llr)")
     r.add_argument(
-        "--steps", type=positive_int, default=None, help="attack steps (pgd: 7, llr: 5 when None)"
+        "--steps",
+        type=common.positive_int,
+        default=None,
+        help="attack steps (pgd: 7, llr: 5 when None)",
     )
     r.add_argument(
         "--step-size",
@@ -217,11 +220,6 @@ def method_settings(args) -> dict:
     return {k: v for k, v in table[m].items() if v is not None}
 
 
-def _fail(message: str) -> int:
-    print(f"geomrobust train: error: {one_line(message)}", file=sys.stderr)
-    return 1
-
-
 def default_out(args: argparse.Namespace, root: str | Path = "runs") -> Path:
     """``root/MODEL-DATASET``, or ``...-2``, ``...-3``, ... : the first that does not exist."""
     base = Path(root) / f"{args.model}-{args.dataset}"
@@ -232,181 +230,80 @@ def default_out(args: argparse.Namespace, root: str | Path = "runs") -> Path:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out).expanduser() if args.out is not None else default_out(args)
-    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
-        return _fail(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+def train_settings(args: argparse.Namespace) -> dict:
+    """The settings record of :func:`geomrobust.train.train_from_settings` from the options."""
     if args.lr is not None and not args.lr > 0:
-        return _fail(f"--lr must be positive, got {args.lr}")
-    try:
-        config = _model_config(args)
-        loss_settings = method_settings(args)
-    except ValueError as e:
-        return _fail(str(e))
+        raise ValueError(f"--lr must be positive, got {args.lr}")
     eval_eps = list(args.eval_eps) if args.eval_eps else ([args.eps] if args.eps else [])
     if any(not e > 0 for e in eval_eps):
-        return _fail(f"--eval-eps values must be > 0, got {eval_eps}")
-
-    import jax
-    from flax import nnx
-
-    from geomrobust.data import load_dataset
-    from geomrobust.models import create_model, pure_apply
-    from geomrobust.train import (
-        evaluate,
-        fit,
-        make_loss,
-        make_optimizer,
-        robustness_monitor,
-        save_checkpoint,
-    )
-
-    t0 = time.perf_counter()
-    try:
-        train = load_dataset(args.dataset, "train", data_dir=args.data_dir, resize=args.resize)
-        test = load_dataset(args.dataset, "test", data_dir=args.data_dir, resize=args.resize)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        return _fail(str(e))
-    n = train.images.shape[0]
-    if args.batch_size > n:
-        return _fail(f"--batch-size {args.batch_size} exceeds the {n} training examples")
-
-    init_key, train_key = jax.random.split(jax.random.key(args.key))
-    input_shape = train.images.shape[1:]
-    try:
-        model = create_model(args.model, input_shape, train.num_classes, key=init_key, **config)
-    except (TypeError, ValueError) as e:
-        return _fail(str(e))
-    apply, params = pure_apply(model)
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    steps = n // args.batch_size
-    try:
-        optimizer = make_optimizer(
-            args.optimizer,
-            lr,
-            epochs=args.epochs,
-            steps_per_epoch=steps,
-            schedule=args.schedule,
-            weight_decay=args.weight_decay,
-            momentum=args.momentum,
-        )
-    except ValueError as e:
-        return _fail(str(e))
-
-    loss_fn = make_loss(args.method, **loss_settings)
-    bounds = None if args.no_box else (0.0, 1.0)
-    norm = float("inf") if args.norm == "inf" else 2.0
-    hook = None
-    if eval_eps and args.monitor > 0:
-        m = min(args.monitor, int(test.images.shape[0]))
-        hook = robustness_monitor(
-            apply,
-            test.images[:m],
-            test.labels[:m],
-            eps=args.eps or eval_eps[0],
-            epsilons=eval_eps,
-            key=jax.random.fold_in(train_key, 10**6),
-            norm=norm,
-            bounds=bounds,
-        )
-    flagged: list[int] = []
-
-    def report(epoch, record):
-        if record.get("catastrophic_overfitting"):
-            flagged.append(epoch)
-            print(
-                f"WARNING: epoch {epoch}: catastrophic overfitting: PGD accuracy "
-                f"{record['pgd_accuracy']:.3f}, FGSM accuracy {record['fgsm_accuracy']:.3f}, "
-                f"gradient cosine {record['grad_cosine']:.3f}",
-                file=sys.stderr,
-            )
-
-    result = fit(
-        apply,
-        params,
-        optimizer,
-        train.images,
-        train.labels,
-        key=train_key,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        loss_fn=loss_fn,
-        eval_data=(test.images, test.labels),
-        progress=args.progress,
-        eval_hook=hook,
-        callback=report,
-    )
-    final = evaluate(apply, result.state.params, test.images, test.labels)
-    robust = {}
-    if eval_eps:
-        from geomrobust.search import robust_accuracy
-
-        p = result.state.params
-        for attack in ("fgsm", "pgd"):
-            ra = robust_accuracy(
-                lambda z: apply(p, z),
-                test.images,
-                test.labels,
-                eval_eps,
-                key=jax.random.fold_in(train_key, 2 * 10**6),
-                attack=attack,
-                norm=norm,
-                bounds=bounds,
-            )
-            robust[attack] = [float(a) for a in ra.accuracy]
-    seconds = time.perf_counter() - t0
-    nnx.update(model, result.state.params)
-    settings = {
+        raise ValueError(f"--eval-eps values must be > 0, got {eval_eps}")
+    return {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "resize": args.resize,
+        "model": args.model,
+        "model_config": _model_config(args),
+        "method": args.method,
+        "method_settings": method_settings(args),
         "optimizer": args.optimizer,
-        "lr": lr,
+        "lr": args.lr,
         "schedule": args.schedule,
-        "batch_size": args.batch_size,
         "weight_decay": args.weight_decay,
         "momentum": args.momentum,
         "epochs": args.epochs,
+        "batch_size": args.batch_size,
         "key": args.key,
+        "eval_eps": eval_eps,
+        "eval_norm": args.norm,
+        "eval_bounds": None if args.no_box else [0.0, 1.0],
+        "monitor": args.monitor,
+        "monitor_eps": args.eps,
     }
-    metadata = {
-        "dataset": args.dataset,
-        "resize": list(args.resize) if isinstance(args.resize, tuple) else args.resize,
-        "epochs": args.epochs,
-        "accuracy": final.accuracy,
-        "test_loss": final.loss,
-        "test_examples": int(test.images.shape[0]),
-        "train_accuracy": result.history["train_accuracy"][-1],
-        "method": args.method,
-        "method_settings": loss_settings,
-        "robust_accuracy": {"epsilons": eval_eps, "norm": args.norm, **robust},
-        "catastrophic_overfitting_epochs": flagged,
-        "train_settings": settings,
-        "history": result.history,
-        "train_time_s": seconds,
-    }
-    try:
-        path = save_checkpoint(out, model, metadata, overwrite=args.overwrite)
-    except (FileExistsError, OSError) as e:
-        return _fail(str(e))
-    try:
-        import json
 
-        metrics = {
-            "method": args.method,
-            "method_settings": loss_settings,
-            "history": result.history,
-            "robust_accuracy": metadata["robust_accuracy"],
-            "catastrophic_overfitting_epochs": flagged,
-        }
-        (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    except OSError as e:
-        return _fail(f"cannot write metrics.json: {e}")
-    for attack, accs in robust.items():
-        line = ", ".join(f"eps {e:g}: {a:.4f}" for e, a in zip(eval_eps, accs, strict=True))
-        print(f"{attack.upper()} robust accuracy ({args.norm}) {line}")
+
+def run(args: argparse.Namespace) -> int:
+    from geomrobust.io import save_json
+    from geomrobust.train import save_checkpoint, train_from_settings
+
+    out = Path(args.out).expanduser() if args.out is not None else default_out(args)
+    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise common.CLIError(
+            f"--out {out} exists and is not empty; pass --overwrite to replace it"
+        )
+    with common.user_errors(1):
+        settings = train_settings(args)
+        model, meta = train_from_settings(settings, progress=args.progress, callback=_warn)
+        path = save_checkpoint(out, model, meta, overwrite=args.overwrite)
+        keys = (
+            "method",
+            "method_settings",
+            "history",
+            "robust_accuracy",
+            "catastrophic_overfitting_epochs",
+        )
+        save_json(Path(path) / "metrics.json", {k: meta[k] for k in keys})
+    eval_eps = meta["robust_accuracy"]["epsilons"]
+    for attack in ("fgsm", "pgd"):
+        if attack in meta["robust_accuracy"]:
+            accs = meta["robust_accuracy"][attack]
+            line = ", ".join(f"eps {e:g}: {a:.4f}" for e, a in zip(eval_eps, accs, strict=True))
+            print(f"{attack.upper()} robust accuracy ({args.norm}) {line}")
+    flagged = meta["catastrophic_overfitting_epochs"]
     if flagged:
         print(f"WARNING: catastrophic overfitting detected at epochs {flagged}")
     print(
-        f"test accuracy {final.accuracy:.4f} (loss {final.loss:.4f}, "
-        f"{test.images.shape[0]} examples) after {args.epochs} epochs in {seconds:.1f} s; "
-        f"checkpoint: {path}"
+        f"test accuracy {meta['accuracy']:.4f} (loss {meta['test_loss']:.4f}, "
+        f"{meta['test_examples']} examples) after {args.epochs} epochs in "
+        f"{meta['train_time_s']:.1f} s; checkpoint: {path}"
     )
     return 0
+
+
+def _warn(epoch: int, record: dict) -> None:
+    if record.get("catastrophic_overfitting"):
+        print(
+            f"WARNING: epoch {epoch}: catastrophic overfitting: PGD accuracy "
+            f"{record['pgd_accuracy']:.3f}, FGSM accuracy {record['fgsm_accuracy']:.3f}, "
+            f"gradient cosine {record['grad_cosine']:.3f}",
+            file=sys.stderr,
+        )
