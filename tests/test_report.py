@@ -1,6 +1,7 @@
 """``geomrobust report --quick``: every figure referenced in index.html exists, results.json
-holds finite numbers for every section (non-finite values only as null next to explicit
-unconverged counts), and a second run reuses the cached models and the finished stages."""
+holds finite numbers for every section (non-finite values only as the strings "nan" / "inf"
+of geomrobust.io.to_json_text, next to explicit unconverged counts), and a second run reuses
+the cached models and the finished stages."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from geomrobust.cli import main
-from geomrobust.report import STAGES, model_cache_key, model_settings
-from geomrobust.report._driver import SIZES, jsonable
+from geomrobust.report import SIZES, STAGES, model_cache_key, model_settings
+from geomrobust.report._driver import canonical
 
 
 def _numbers(o, path=""):
@@ -88,8 +90,10 @@ def test_cache_key_tracks_settings():
     assert p["init_from"] == model_cache_key(a)
 
 
-def test_jsonable_replaces_non_finite():
-    assert jsonable({"a": [float("inf"), 1.5, float("nan")]}) == {"a": [None, 1.5, None]}
+def test_records_write_non_finite_as_strings():
+    # one JSON encoding for the CLI and the report: geomrobust.io.to_json_text
+    record = canonical({"a": [float("inf"), 1.5, float("nan")], "b": np.float32(-np.inf)})
+    assert record == {"a": ["inf", 1.5, "nan"], "b": "-inf"}
 
 
 def test_bad_checkpoint_is_one_line_error(tmp_path, capsys):

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from geomrobust.io import (
+    CorruptFileError,
+    load_json,
+    load_npz,
+    save_json,
+    save_npz,
+    settings_hash,
+    to_json_text,
+)
 
 __all__ = ["SIZES", "model_settings", "run_report"]
 
@@ -115,78 +118,28 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _progress_factory(show: bool | None):
-    from tqdm.auto import tqdm
-
-    disable = (not show) if show is not None else not sys.stderr.isatty()
-
-    @contextmanager
-    def bar(desc: str, total: int):
-        b = tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, leave=False)
-        try:
-            yield b
-        finally:
-            b.close()
-
-    return bar
-
-
-def _atomic_bytes(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def jsonable(o):
-    """Recursively convert to JSON types; non-finite floats become ``None`` (null)."""
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, np.bool_ | bool):
-        return bool(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, float | np.floating):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, os.PathLike):
-        return os.fspath(o)
-    return o
-
-
-def _stage_hash(name: str, common: dict) -> str:
-    text = json.dumps({"stage": name, **common}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def canonical(obj):
+    """``obj`` as it reads back from JSON (:func:`geomrobust.io.to_json_text`: NumPy values
+    converted, non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``), so a
+    freshly computed stage and one reused from disk are the same record."""
+    return json.loads(to_json_text(obj))
 
 
 def _load_stage(folder: Path, name: str, digest: str):
-    meta, npz = folder / f"{name}.json", folder / f"{name}.npz"
-    if not (meta.is_file() and npz.is_file()):
-        return None
+    """The finished stage ``name`` from ``folder`` if its settings hash is ``digest``."""
     try:
-        record = json.loads(meta.read_text())
+        record = load_json(folder / f"{name}.json")
         if record.get("hash") != digest:
             return None
-        with np.load(npz, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        arrays = load_npz(folder / f"{name}.npz")
         return arrays, record["summary"], record.get("seconds")
-    except (OSError, ValueError, KeyError):
+    except (OSError, CorruptFileError, KeyError):
         return None
 
 
 def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    _atomic_bytes(folder / f"{name}.npz", buf.getvalue())
-    record = {"hash": digest, "seconds": seconds, "summary": jsonable(summary)}
-    _atomic_bytes(folder / f"{name}.json", json.dumps(record, indent=1).encode())
+    save_npz(folder / f"{name}.npz", arrays)  # the arrays first: the JSON marks it finished
+    save_json(folder / f"{name}.json", {"hash": digest, "seconds": seconds, "summary": summary})
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
@@ -287,7 +240,7 @@ def run_report(
     if unknown:
         raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
     if checkpoints:
-        first = json.loads((Path(checkpoints[0]) / "metadata.json").read_text())
+        first = load_json(Path(checkpoints[0]) / "metadata.json")
         dataset = dataset or first.get("dataset") or "digits"
         if resize is None:
             resize = first.get("resize")
@@ -299,7 +252,7 @@ def run_report(
         resize = tuple(resize)
     out = Path(out).expanduser()
     (out / "stages").mkdir(parents=True, exist_ok=True)
-    bar = _progress_factory(progress)
+    bars = True if progress or (progress is None and sys.stderr.isatty()) else None
 
     models, train_timings = _load_models(
         checkpoints,
@@ -342,7 +295,7 @@ def run_report(
         if name not in selected:
             continue
         title, fn = STAGES[name]
-        digest = _stage_hash(name, common)
+        digest = settings_hash({"stage": name, **common})
         _log(f"[{selected.index(name) + 1}/{len(selected)}] {title} ...")
         loaded = _load_stage(out / "stages", name, digest)
         if loaded is not None:
@@ -351,11 +304,11 @@ def run_report(
             _log(f"    reused the finished stage from {out / 'stages'}")
         else:
             t0 = time.perf_counter()
-            ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bar)
+            ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bars)
             arrays, summary = fn(ctx)
+            summary = canonical(summary)
             seconds = time.perf_counter() - t0
             _save_stage(out / "stages", name, digest, arrays, summary, seconds)
-            summary = jsonable(summary)
             timings[name] = {"seconds": seconds, "reused": False}
             _log(f"    done in {seconds:.1f} s")
         previous[name] = (arrays, summary)
@@ -406,8 +359,8 @@ def run_report(
             k: [{"file": f["file"], "caption": f["caption"]} for f in v] for k, v in figures.items()
         },
     }
-    record = jsonable(record)
-    _atomic_bytes(out / "results.json", (json.dumps(record, indent=1) + "\n").encode())
+    record = canonical(record)
+    save_json(out / "results.json", record)
     write_html(out, record, figures, models)
     _log(f"report written to {out / 'index.html'} in {total:.1f} s")
     return record

@@ -30,6 +30,12 @@ def _color(i: int) -> str:
     return f"C{i}"
 
 
+def _floats(values) -> np.ndarray:
+    """Summary numbers as floats: the JSON record holds non-finite ones as ``"nan"``,
+    ``"inf"`` (:func:`geomrobust.io.to_json_text`) and missing ones as None."""
+    return np.array([np.nan if v is None else float(v) for v in values], float)
+
+
 def _margins(arrays, summary, models, out):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, tag, name in zip(axes, ("l2", "linf"), ("L2", "L∞"), strict=True):
@@ -66,9 +72,7 @@ def _dct(arrays, summary, models, out):
     band = np.arange(nb)
     for i, m in enumerate(models):
         s = summary[m.name]
-        med = np.array([np.nan if v is None else v for v in s["median"]], float)
-        q1 = np.array([np.nan if v is None else v for v in s["q25"]], float)
-        q3 = np.array([np.nan if v is None else v for v in s["q75"]], float)
+        med, q1, q3 = (_floats(s[k]) for k in ("median", "q25", "q75"))
         ax.fill_between(band, q1, q3, color=_color(i), alpha=0.2)
         ax.plot(band, med, marker="o", color=_color(i), label=f"{m.label} (median, 25–75%)")
         for j, bad in enumerate(s["n_unconverged"]):
@@ -105,7 +109,7 @@ def _random(arrays, summary, models, out):
     dims = np.asarray(summary["dims"], float)
     ax.plot(dims, summary["predicted_ratio"], "k--", label="√(D/m): flat boundary")
     for i, m in enumerate(models):
-        med = np.array([np.nan if v is None else v for v in summary[m.name]["median_ratio"]])
+        med = _floats(summary[m.name]["median_ratio"])
         ax.plot(dims, med, marker="o", color=_color(i), label=m.label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -131,7 +135,7 @@ def _random(arrays, summary, models, out):
 
 
 def _curvature(arrays, summary, models, out):
-    from geomrobust.plot._curvature import plot_curvature_spectrum, plot_singular_values
+    from geomrobust.plot import plot_curvature_spectrum, plot_singular_values
 
     have = [m for m in models if f"{m.name}__values" in arrays]
     if not have:
@@ -204,7 +208,7 @@ def _loss_hessian(arrays, summary, models, out):
 
 
 def _slices(arrays, summary, models, out):
-    from geomrobust.plot._slices import plot_slice
+    from geomrobust.plot import plot_slice
 
     have = [m for m in models if f"{m.name}__curved_labels" in arrays]
     if not have:
@@ -243,7 +247,7 @@ def _slices(arrays, summary, models, out):
 
 
 def _nads(arrays, summary, models, out):
-    from geomrobust.plot._nads import plot_nads
+    from geomrobust.plot import plot_nads
 
     fig, _ = plot_nads(arrays["eigenvectors"], arrays["eigenvalues"])
     cap = (

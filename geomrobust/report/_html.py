@@ -6,7 +6,12 @@ import html
 import json
 from pathlib import Path
 
+from geomrobust.io import atomic_write
+
 __all__ = ["write_html"]
+
+#: How the JSON record writes non-finite numbers (:func:`geomrobust.io.to_json_text`).
+_NON_FINITE = ("nan", "inf", "-inf")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -46,7 +51,7 @@ INTRO = {
 
 
 def _f(v, digits=4) -> str:
-    if v is None:
+    if v is None or v in _NON_FINITE:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -289,11 +294,7 @@ def write_html(out, record: dict, figures: dict, models) -> Path:
     if "thickness" not in record["sections"]:
         parts.append("<p class='note'>Boundary thickness was not computed.</p>")
     parts.append("</body></html>\n")
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(out / "index.html", "\n".join(parts))
 
 
 def _title(name: str) -> str:

@@ -14,11 +14,8 @@ random start (:func:`geomrobust.train.pgd_at_loss`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +30,12 @@ def default_cache_dir() -> Path:
 
 
 def model_cache_key(settings: dict[str, Any]) -> str:
-    """First 16 hex digits of the sha256 of ``settings`` (sorted JSON) and the package version."""
+    """First 16 hex digits of :func:`geomrobust.io.settings_hash` of ``settings`` and the
+    package version."""
     from geomrobust import __version__
+    from geomrobust.io import settings_hash
 
-    text = json.dumps({"settings": settings, "version": __version__}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return settings_hash({"settings": settings, "version": __version__})[:16]
 
 
 def train_model(
@@ -49,95 +47,19 @@ def train_model(
 ):
     """Train the model described by ``settings`` and save a checkpoint at ``out``.
 
-    ``settings`` keys: ``dataset``, ``data_dir``, ``resize``, ``model``, ``model_config``,
-    ``method`` (``"standard"`` or ``"pgd"``), ``method_settings`` (keyword arguments of
-    :func:`geomrobust.train.make_loss`), ``optimizer``, ``lr``, ``epochs``, ``batch_size``,
-    ``weight_decay``, ``key``. The metadata follows ``geomrobust train`` (dataset, resize,
-    accuracy, method, ...), so every analysis command can read the checkpoint.
-    ``init`` : a checkpoint of the same architecture to start from (fine-tuning, e.g. PGD-AT
-    from the standard model, which converges in a few epochs where PGD-AT from scratch sits on
-    a long chance-level plateau on small data); None starts from a fresh initialization.
-    Returns the checkpoint path.
+    ``settings``: a record of :func:`geomrobust.train.train_from_settings` (the training
+    path of ``geomrobust train`` too), e.g. :func:`geomrobust.report.model_settings`; the
+    checkpoint's metadata is that of ``geomrobust train`` plus ``trained_by``, so every
+    analysis command can read it. ``init`` : a checkpoint of the same architecture to start
+    from (fine-tuning, e.g. PGD-AT from the standard model, which converges in a few epochs
+    where PGD-AT from scratch sits on a long chance-level plateau on small data); None starts
+    from a fresh initialization. Returns the checkpoint path.
     """
-    import jax
-    from flax import nnx
+    from geomrobust.train import save_checkpoint, train_from_settings
 
-    from geomrobust.data import load_dataset
-    from geomrobust.models import create_model, pure_apply
-    from geomrobust.train import (
-        evaluate,
-        fit,
-        load_checkpoint,
-        make_loss,
-        make_optimizer,
-        save_checkpoint,
-    )
-
-    t0 = time.perf_counter()
-    s = settings
-    train = load_dataset(s["dataset"], "train", data_dir=s.get("data_dir"), resize=s["resize"])
-    test = load_dataset(s["dataset"], "test", data_dir=s.get("data_dir"), resize=s["resize"])
-    init_key, train_key = jax.random.split(jax.random.key(s["key"]))
-    model = create_model(
-        s["model"], train.images.shape[1:], train.num_classes, key=init_key, **s["model_config"]
-    )
-    if init is not None:
-        model = load_checkpoint(init).model
-    apply, params = pure_apply(model)
-    steps = max(1, train.images.shape[0] // s["batch_size"])
-    optimizer = make_optimizer(
-        s["optimizer"],
-        s["lr"],
-        epochs=s["epochs"],
-        steps_per_epoch=steps,
-        schedule="cosine",
-        weight_decay=s["weight_decay"],
-    )
-    loss_fn = make_loss(s["method"], **_loss_kwargs(s["method_settings"]))
-    result = fit(
-        apply,
-        params,
-        optimizer,
-        train.images,
-        train.labels,
-        key=train_key,
-        epochs=s["epochs"],
-        batch_size=s["batch_size"],
-        loss_fn=loss_fn,
-        progress=progress,
-    )
-    final = evaluate(apply, result.state.params, test.images, test.labels)
-    nnx.update(model, result.state.params)
-    metadata = {
-        "dataset": s["dataset"],
-        "resize": s["resize"],
-        "epochs": s["epochs"],
-        "accuracy": final.accuracy,
-        "test_loss": final.loss,
-        "test_examples": int(test.images.shape[0]),
-        "train_accuracy": result.history["train_accuracy"][-1],
-        "method": s["method"],
-        "method_settings": s["method_settings"],
-        "train_settings": {
-            k: s[k] for k in ("optimizer", "lr", "batch_size", "weight_decay", "epochs", "key")
-        },
-        "train_time_s": time.perf_counter() - t0,
-        "trained_by": "geomrobust report",
-        "initialized_from": None if init is None else os.fspath(init),
-    }
+    model, metadata = train_from_settings(settings, init=init, progress=progress)
+    metadata["trained_by"] = "geomrobust report"
     return save_checkpoint(out, model, metadata, overwrite=True)
-
-
-def _loss_kwargs(method_settings: dict) -> dict:
-    """JSON settings -> loss-builder arguments (``"inf"`` -> ``inf``, lists -> tuples)."""
-    out = {}
-    for k, v in method_settings.items():
-        if v == "inf":
-            v = float("inf")
-        elif isinstance(v, list):
-            v = tuple(v)
-        out[k] = v
-    return out
 
 
 def cached_model(
