@@ -23,7 +23,7 @@ import numpy as np
 
 from geomrobust.data import load_dataset
 from geomrobust.measures import boundary_slice, random_orthogonal
-from geomrobust.plot._slices import plot_slice
+from geomrobust.plot import plot_slice
 from geomrobust.search import deepfool
 
 # %% [markdown]

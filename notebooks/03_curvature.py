@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+from geomrobust.analyses import boundary_points
 from geomrobust.data import load_dataset
 from geomrobust.measures import (
     boundary_slice,
@@ -31,10 +32,9 @@ from geomrobust.measures import (
     shared_directions,
 )
 from geomrobust.models import as_logits_fn
-from geomrobust.plot._curvature import plot_curvature_spectrum, plot_singular_values
-from geomrobust.plot._slices import plot_slice
+from geomrobust.plot import plot_curvature_spectrum, plot_singular_values, plot_slice
 from geomrobust.report import SIZES, cached_model, model_settings
-from geomrobust.search import deepfool_dataset, refine_boundary, universal_perturbation
+from geomrobust.search import universal_perturbation
 from geomrobust.train import load_checkpoint
 
 settings = model_settings(
@@ -45,12 +45,12 @@ x = jnp.asarray(load_dataset("digits", "test").images[:16])
 
 # %% [markdown]
 # ## Boundary points: DeepFool, then bisection onto F_k = 0
+# `boundary_points` is the pipeline of `geomrobust curvature`: DeepFool around the predicted
+# labels, bisection of the segment onto the boundary, and a validity mask (both converged).
 
 # %%
-pred = jnp.argmax(logits_fn(x), -1)
-df = deepfool_dataset(logits_fn, x)
-bp = refine_boundary(logits_fn, x, x + df.perturbation, pred)
-ok = np.asarray(bp.converged & df.converged)
+bp = boundary_points(logits_fn, x)
+ok = np.asarray(bp.valid)
 print("boundary points found:", ok.sum(), "/", len(x))
 z, y, k = bp.z[ok], bp.y[ok], bp.k[ok]
 
@@ -66,7 +66,7 @@ fig, ax = plot_curvature_spectrum(np.asarray(curv.values)[np.asarray(curv.conver
 i = 0
 n = curv.normal[i]
 t_rand = random_tangents(jax.random.key(1), n[None], 1)[0, 0]
-e = 3 * float(df.margin[np.flatnonzero(ok)[i]])
+e = 3 * float(bp.margin[ok][i])
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 for ax, u, name in [
     (axes[0], curv.directions[i, 0], "top principal direction"),

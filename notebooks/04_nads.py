@@ -24,7 +24,7 @@ import numpy as np
 
 from geomrobust.measures import fourier_accuracy_map, fourier_magnitude, nads
 from geomrobust.models import as_logits_fn, create_model, pure_apply
-from geomrobust.plot._nads import plot_accuracy_map, plot_nads
+from geomrobust.plot import plot_accuracy_map, plot_nads
 
 shape = (8, 8, 1)
 

@@ -16,7 +16,6 @@ Writes ``<out>/catastrophic_overfitting.json`` (per-epoch histories, flags, sett
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -206,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
     p.add_argument("--methods", nargs="+", default=DEFAULTS["methods"], help="training methods")
     args = p.parse_args(argv)
+    from geomrobust.io import save_json
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = run_experiment(
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
         lr=args.lr,
         methods=tuple(args.methods),
     )
-    (out / "catastrophic_overfitting.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(out / "catastrophic_overfitting.json", result)
     plot(result, out / "catastrophic_overfitting.png")
     print(f"wrote {out / 'catastrophic_overfitting.json'} and .png")
     return 0

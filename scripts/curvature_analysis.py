@@ -2,8 +2,9 @@
 
 For each example: L2 DeepFool, bisection onto the boundary F_k = 0, principal curvatures
 (Fawzi et al., CVPR 2018), shared directions (SVD of the stacked normals / top curved
-directions) and the top eigenvalues of the input-space loss Hessian (CURE, CVPR 2019).
-Writes OUT/results.npz, OUT/summary.json and OUT/*.png.
+directions) and the top eigenvalues of the input-space loss Hessian (CURE, CVPR 2019): the
+curvature analysis of `geomrobust curvature` (geomrobust.analyses.curvature). Writes
+OUT/results.npz, OUT/summary.json and OUT/*.png.
 
     python scripts/curvature_analysis.py --checkpoint runs/lenet --n 64 --out curv
     python scripts/curvature_analysis.py --quick-model --n 16 --out curv   # report's model
@@ -40,18 +41,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import jax
-    import jax.numpy as jnp
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from geomrobust.analyses import CurvatureSettings, curvature
     from geomrobust.data import load_dataset
-    from geomrobust.measures import loss_hessian_eigs, principal_curvatures, shared_directions
-    from geomrobust.models import as_logits_fn
-    from geomrobust.plot._curvature import plot_curvature_spectrum, plot_singular_values
-    from geomrobust.search import deepfool_dataset, refine_boundary
+    from geomrobust.io import save_json, save_npz
+    from geomrobust.plot import plot_curvature_spectrum, plot_singular_values
     from geomrobust.train import checkpoint_hash, load_checkpoint
 
     path = args.checkpoint
@@ -64,73 +62,43 @@ def main(argv=None) -> int:
         path = cached_model("standard", s)[0]
     ckpt = load_checkpoint(path)
     meta = ckpt.metadata
-    f = as_logits_fn(ckpt.model)
     data = load_dataset(meta.get("dataset", "digits"), "test", resize=meta.get("resize"))
-    x = jnp.asarray(data.images[: args.n])
-    key = jax.random.key(args.key)
-    pred = jnp.argmax(f(x), -1)
-    df = deepfool_dataset(f, x)
-    bp = refine_boundary(f, x, x + df.perturbation, pred)
-    ok = np.asarray(bp.converged & df.converged & (df.margin > 0))
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
+    data = data._replace(images=data.images[: args.n], labels=data.labels[: args.n])
+    d = int(np.prod(data.images.shape[1:]))
+    settings = CurvatureSettings(
+        num=min(args.num, d - 1),
+        loss_eigs=min(args.loss_eigs, d),
+        fooling_samples=0,
+        chunk_size=args.n,
+        key=args.key,
+    )
+    # DeepFool -> bisection -> curvature at the valid boundary points, shared directions
+    # and the loss-Hessian spectrum: the analysis behind `geomrobust curvature`
+    arrays, summary = curvature.compute(ckpt.model, data, settings)
+    if summary["num_boundary_points"] == 0:
         print("no boundary point found", file=sys.stderr)
         return 1
-    num = min(args.num, int(np.prod(x.shape[1:])) - 1)
-    c = principal_curvatures(f, bp.z[idx], bp.y[idx], bp.k[idx], num=num, key=key)
-    conv = np.asarray(c.converged)
-    vals = np.asarray(c.values)
-    normals = shared_directions(c.normal)
-    tops = shared_directions(c.directions[:, :1], input_shape=x.shape[1:])
-    le = loss_hessian_eigs(
-        f,
-        x,
-        jnp.asarray(data.labels[: args.n]),
-        num=min(args.loss_eigs, int(np.prod(x.shape[1:]))),
-        key=jax.random.fold_in(key, 1),
-    )
-    lv, lc = np.asarray(le.values), np.asarray(le.converged)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        out / "results.npz",
-        index=idx,
-        curvatures=vals,
-        converged=conv,
-        margin=np.asarray(df.margin),
-        loss_eigs=lv,
-        loss_eigs_converged=lc,
-        normals_sv=np.asarray(normals.normalized),
-        top_sv=np.asarray(tops.normalized),
-    )
-    good = vals[conv]
     summary = {
         "checkpoint": str(path),
         "checkpoint_sha256": checkpoint_hash(path),
         "key": args.key,
-        "n": int(x.shape[0]),
-        "boundary_points": int(idx.size),
-        "curvatures_converged": int(conv.sum()),
-        "curvatures_unconverged": int((~conv).sum()),
-        "median_abs_curvature_by_rank": np.median(np.abs(good), 0).tolist() if len(good) else None,
-        "median_margin": float(np.median(np.asarray(df.margin)[idx])),
-        "normals_singular_values": np.asarray(normals.normalized[:10]).tolist(),
-        "top_directions_singular_values": np.asarray(tops.normalized[:10]).tolist(),
-        "loss_eigs_converged": int(lc.sum()),
-        "median_top_loss_eig": float(np.median(lv[lc, 0])) if lc.any() else None,
+        "n": int(data.images.shape[0]),
+        **summary,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    fig, _ = plot_curvature_spectrum(good if len(good) else vals)
+    out = Path(args.out)
+    save_npz(out / "results.npz", arrays)
+    save_json(out / "summary.json", summary)
+    values, conv = arrays["values"], arrays["converged"]
+    fig, _ = plot_curvature_spectrum(values[conv] if conv.any() else values)
     fig.savefig(out / "curvature_spectrum.png", dpi=100, bbox_inches="tight")
-    fig, ax = plot_singular_values(normals.normalized, label="normals")
-    plot_singular_values(tops.normalized, ax=ax, label="top curved directions")
+    fig, ax = plot_singular_values(arrays["normals_singular_values"], label="normals")
+    plot_singular_values(
+        arrays["top_directions_singular_values"], ax=ax, label="top curved directions"
+    )
     fig.savefig(out / "shared_directions.png", dpi=100, bbox_inches="tight")
     plt.close("all")
-    print(
-        json.dumps(
-            {k: summary[k] for k in ("boundary_points", "curvatures_converged", "median_margin")}
-        )
-    )
+    keys = ("num_boundary_points", "num_converged", "median_margin")
+    print(json.dumps({k: summary[k] for k in keys}))
     return 0
 
 

@@ -12,7 +12,6 @@ OUT/summary.json, OUT/nads.png, OUT/nads_fourier.png, OUT/accuracy_map.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,73 +36,40 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import jax
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geomrobust.measures import fourier_accuracy_map, fourier_magnitude, nads
-    from geomrobust.models import as_logits_fn, create_model, pure_apply
-    from geomrobust.plot._nads import plot_accuracy_map, plot_nads
+    from geomrobust.analyses import Architecture, NADSettings, nads
+    from geomrobust.io import save_json, save_npz
+    from geomrobust.plot import plot_accuracy_map, plot_nads
 
     shape = (args.size, args.size, 1)
-    key = jax.random.key(args.key)
-    res = nads(
-        lambda k: as_logits_fn(create_model(args.model, shape, 2, key=k)),
-        shape,
+    settings = NADSettings(
         num_networks=args.networks,
-        key=key,
-        num=min(args.num, args.networks),
-        output="difference",
+        num=args.num,
+        accuracy_map=args.map_stride > 0,
+        map_stride=max(args.map_stride, 1),
+        map_steps=args.map_steps,
+        map_train=args.map_train,
+        key=args.key,
     )
-    vecs = np.asarray(res.eigenvectors)
-    arrays = {
-        "eigenvalues": np.asarray(res.eigenvalues),
-        "eigenvectors": vecs,
-        "fourier_magnitude": np.asarray(fourier_magnitude(vecs)),
-    }
-    summary = {
-        "model": args.model,
-        "input_shape": list(shape),
-        "networks": args.networks,
-        "key": args.key,
-        "eigenvalues": arrays["eigenvalues"].tolist(),
-    }
+    arrays, summary = nads.compute(Architecture(args.model, {}, shape), None, settings)
+    summary = {**summary, "model": args.model, "networks": args.networks, "key": args.key}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fig, _ = plot_nads(vecs, arrays["eigenvalues"])
+    fig, _ = plot_nads(arrays["eigenvectors"], arrays["eigenvalues"])
     fig.savefig(out / "nads.png", dpi=100, bbox_inches="tight")
     fig, _ = plot_nads(arrays["fourier_magnitude"], arrays["eigenvalues"], fourier=True)
     fig.savefig(out / "nads_fourier.png", dpi=100, bbox_inches="tight")
-    if args.map_stride > 0:
-        apply, _ = pure_apply(create_model(args.model, shape, 2, key=key))
-        freqs = [
-            (i, j)
-            for i in range(0, args.size, args.map_stride)
-            for j in range(0, args.size, args.map_stride)
-        ]
-        amap = fourier_accuracy_map(
-            lambda k: pure_apply(create_model(args.model, shape, 2, key=k))[1],
-            apply,
-            shape,
-            key=jax.random.fold_in(key, 1),
-            frequencies=freqs,
-            n_train=args.map_train,
-            steps=args.map_steps,
-        )
-        arrays.update(
-            map_grid=np.asarray(amap.grid),
-            map_accuracy=np.asarray(amap.accuracy),
-            map_frequencies=np.asarray(amap.frequencies),
-        )
-        summary["map_mean_accuracy"] = float(np.mean(arrays["map_accuracy"]))
+    if settings.accuracy_map:
         fig, _ = plot_accuracy_map(arrays["map_grid"], title=f"{args.model} Fourier map")
         fig.savefig(out / "accuracy_map.png", dpi=100, bbox_inches="tight")
         print(f"Fourier accuracy map: mean {summary['map_mean_accuracy']:.3f}")
     plt.close("all")
-    np.savez(out / "results.npz", **arrays)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    save_npz(out / "results.npz", arrays)
+    save_json(out / "summary.json", summary)
     print(f"NADs: eigenvalues {np.round(arrays['eigenvalues'][:4], 4)}; results in {out}")
     return 0
 

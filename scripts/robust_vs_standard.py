@@ -19,7 +19,6 @@ Writes ``<out>/robust_vs_standard.json`` and ``<out>/robust_vs_standard.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -51,6 +50,7 @@ def run_experiment(
     import jax
     import jax.numpy as jnp
 
+    from geomrobust.analyses import boundary_points
     from geomrobust.data import load_dataset
     from geomrobust.measures import (
         dct_subspaces,
@@ -62,7 +62,7 @@ def run_experiment(
         thickness,
     )
     from geomrobust.models import create_model, pure_apply
-    from geomrobust.search import deepfool_dataset, refine_boundary, robust_accuracy
+    from geomrobust.search import deepfool_dataset, robust_accuracy
     from geomrobust.train import fit, make_loss, make_optimizer
 
     tr = load_dataset("digits", "train", resize=resize)
@@ -145,12 +145,10 @@ def run_experiment(
         r["dct_profile"] = {
             k: np.asarray(getattr(bs, k)).tolist() for k in ("median", "q25", "q75")
         }
-        # boundary points: refine DeepFool's points of the first n_geom examples
-        sel = np.flatnonzero(ok[:n_geom])
-        x0 = xg[sel]
-        adv = x0 + df.perturbation[:n_geom][sel]
-        bp = refine_boundary(fn, x0, adv, yg[sel])
-        good = np.asarray(bp.converged)
+        # boundary points: DeepFool's points of the first n_geom examples, bisected onto
+        # the boundary (the pipeline of `geomrobust curvature`)
+        bp = boundary_points(fn, xg, yg, deepfool=jax.tree.map(lambda a: a[:n_geom], df))
+        good = np.asarray(bp.valid)
         cv = principal_curvatures(
             fn, bp.z[good], bp.y[good], bp.k[good], num=6, key=jax.random.fold_in(root, 3)
         )
@@ -221,12 +219,14 @@ def main(argv=None) -> int:
     p.add_argument("--eps", type=float, default=0.1, help="PGD-AT Linf radius")
     p.add_argument("--resize", type=int, default=16, help="image side")
     args = p.parse_args(argv)
+    from geomrobust.io import save_json
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = run_experiment(key=args.key, epochs=args.epochs, eps=args.eps, resize=args.resize)
     result["total_time_s"] = time.perf_counter() - t0
-    (out / "robust_vs_standard.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    save_json(out / "robust_vs_standard.json", result)
     plot(result, out / "robust_vs_standard.png")
     print(f"wrote {out}/robust_vs_standard.json and .png in {result['total_time_s']:.0f} s")
     return 0

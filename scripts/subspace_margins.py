@@ -13,7 +13,6 @@ Writes OUT/results.npz, OUT/summary.json and OUT/subspace_margins.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,6 +51,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     from geomrobust.data import dct_flip, load_dataset, low_pass
+    from geomrobust.io import save_json, save_npz
     from geomrobust.measures import dct_subspaces, subspace_margins, summarize_bands
     from geomrobust.models import create_model, pure_apply
     from geomrobust.train import evaluate, fit, make_optimizer
@@ -118,8 +118,8 @@ def main(argv=None) -> int:
     ax.legend(fontsize=8)
     fig.savefig(out / "subspace_margins.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    np.savez(out / "results.npz", **arrays)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    save_npz(out / "results.npz", arrays)
+    save_json(out / "summary.json", summary)
     return 0
 
 
