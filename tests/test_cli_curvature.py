@@ -1,7 +1,8 @@
-"""`geomrobust curvature`, `slice` and `nads` end to end (in-process, tiny settings), and the
-plot functions they use."""
+"""`geomrobust curvature`, `slice` and `nads` end to end (in-process, tiny settings), the
+plot functions they use, and `geomrobust curvature` compiling once per run, not per chunk."""
 
 import json
+import logging
 
 import jax
 import matplotlib
@@ -45,6 +46,52 @@ def test_curvature_command(checkpoint, tmp_path, capsys):
     assert summary["num_boundary_points"] == m and summary["settings"]["num"] == 3
     assert 0 <= summary["fooling_rate_isotropic"] <= 1
     assert (out / "curvature_spectrum.png").stat().st_size > 0
+
+
+class _Compiles(logging.Handler):
+    """The "Compiling ..." records of ``jax_log_compiles`` (jitted programs and eager ops)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names = []
+
+    def emit(self, record):
+        if record.getMessage().startswith("Compiling"):
+            self.names.append(record.getMessage().split(" with ")[0])
+
+
+def test_curvature_command_compiles_once_per_run(tmp_path, monkeypatch, capsys):
+    """10 examples in chunks of 3 (the last one padded): every program compiles while the
+    first chunk runs, nothing while the next three run."""
+    from geomrobust.io import ChunkStore
+
+    path = tmp_path / "ckpt"  # an architecture of its own: nothing compiled for it yet
+    model = create_model("lenet", (8, 8, 1), 10, key=jax.random.key(0), channels=[3, 5],
+                         activation="softplus")  # fmt: skip
+    save_checkpoint(path, model, {"dataset": "digits", "resize": None})
+    counter, marks, save = _Compiles(), [], ChunkStore.save
+
+    def saving(self, index, arrays):  # chunk `index` is computed: how much has compiled
+        marks.append(len(counter.names))
+        return save(self, index, arrays)
+
+    monkeypatch.setattr(ChunkStore, "save", saving)
+    logger = logging.getLogger("jax")
+    level = logger.level
+    logger.addHandler(counter)
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        code = main(["curvature", "--checkpoint", str(path), "--n", "10", "--chunk-size", "3",
+                     "--num", "2", "--fooling-samples", "0", "--no-plots",
+                     "--out", str(tmp_path / "out")])  # fmt: skip
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(counter)
+        logger.setLevel(level)
+    assert code == 0, capsys.readouterr().err
+    assert len(marks) == 4 and marks[0] > 0, marks  # the first chunk compiled the programs
+    assert marks[-1] == marks[0], f"compiled after the first chunk: {counter.names[marks[0] :]}"
 
 
 def test_slice_and_nads_commands(checkpoint, tmp_path, capsys):

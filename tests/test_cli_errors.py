@@ -159,3 +159,38 @@ def test_help_documents_every_option_with_its_default(capsys):
         assert info.value.code == 0
         assert "--" in capsys.readouterr().out
     assert not missing, missing
+
+
+def test_cli_error_is_one_line_with_its_exit_code(monkeypatch, checkpoint, capsys):
+    import geomrobust.cli._margins as margins_cli
+    from geomrobust.cli import CLIError
+    from geomrobust.cli._common import user_errors
+
+    def fails(args):
+        raise CLIError("first line\n   second line", 7)
+
+    monkeypatch.setattr(margins_cli, "run", fails)
+    code, err = _run(["margins", "--checkpoint", str(checkpoint)], capsys)
+    assert code == 7 and err == ["geomrobust margins: error: first line second line"]
+    # library errors below a command become the CLI error with the command's exit code
+    with pytest.raises(CLIError) as info, user_errors(2, "--devices: "):
+        raise ValueError("no such\ndevice")
+    assert info.value.exit_code == 2 and info.value.message == "--devices: no such device"
+    with pytest.raises(RuntimeError), user_errors(1):  # a bug is not a user's mistake
+        raise RuntimeError("internal")
+
+
+@pytest.mark.parametrize(
+    "argv,code,text",
+    [
+        (["curvature", "--num", "64"], 2, "--num must be <= D-1 = 63"),
+        (["margins", "--method", "pgd", "--subspaces", "dct"], 2, "--subspaces needs"),
+        (["slice", "--n", "2", "--index", "3"], 2, "--index [3] outside [0, 2)"),
+        (["diagnose", "--what", "linearity"], 1, "need --eps > 0"),
+    ],
+)
+def test_documented_exit_codes(argv, code, text, checkpoint, tmp_path, capsys):
+    argv = [*argv, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    got, err = _run(argv, capsys)
+    assert got == code and len(err) == 1, err
+    assert err[0].startswith(f"geomrobust {argv[0]}: error: ") and text in err[0], err

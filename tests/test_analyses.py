@@ -1,0 +1,239 @@
+"""geomrobust.analyses: every ``compute`` gives what the library functions give when called
+directly, its summary accounts for every example (valid + excluded = N), and a chunk store
+resumes with the same results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _nets import mlp
+
+import geomrobust as gr
+from geomrobust import analyses
+from geomrobust.analyses import (
+    CurvatureSettings,
+    DiagnoseSettings,
+    MarginSettings,
+    NADSettings,
+    SliceSettings,
+)
+from geomrobust.io import open_chunk_store
+
+N, SHAPE, K = 7, (4, 4, 1), 3
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A smooth (tanh) MLP on 4x4 images in [0, 1], float32, with labels that the model
+    gets partly wrong (so the clean mask matters)."""
+    f = mlp(jax.random.key(0), SHAPE, K, width=8)
+    x = jax.random.uniform(jax.random.key(1), (N, *SHAPE), jnp.float32)
+    pred = np.asarray(jnp.argmax(f(x), -1))
+    y = pred.copy()
+    y[:2] = (pred[:2] + 1) % K  # two misclassified examples
+    return f, x, jnp.asarray(y, jnp.int32)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_deepfool_equals_the_library_and_counts_every_example(setup):
+    f, x, y = setup
+    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=N))
+    ref = gr.deepfool_dataset(f, x, y, chunk_size=N)
+    for k in ("margin", "converged", "adv_label", "iterations", "perturbation"):
+        _same(arrays[k], getattr(ref, k))
+    clean = np.asarray(y) == np.asarray(jnp.argmax(f(x), -1))
+    assert s["clean_accuracy"] == pytest.approx(clean.mean()) and s["n"] == N
+    ok = np.asarray(ref.converged) & clean
+    assert (
+        s["margin"]["n_valid"] == ok.sum()
+        and s["margin"]["n_valid"] + s["margin"]["n_excluded"] == N
+    )
+    assert s["margin"]["median"] == pytest.approx(np.median(np.asarray(ref.margin)[ok]))
+    # unconverged examples (one DeepFool step is not enough for all) are counted, not averaged
+    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(max_iter=1, chunk_size=3))
+    assert s["n_unconverged"] == int((~arrays["converged"]).sum()) > 0
+    assert s["margin"]["n_excluded"] >= s["n_unconverged"]
+
+
+def test_chunked_deepfool_matches_one_chunk(setup):
+    f, x, y = setup
+    one, _ = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=N))
+    three, _ = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=3))
+    _same(three["converged"], one["converged"])
+    np.testing.assert_allclose(three["margin"], one["margin"], rtol=1e-6)
+
+
+def test_dct_random_pgd_sparsefool_equal_the_library(setup):
+    f, x, y = setup
+    arrays, s = analyses.margins.compute(
+        f, (x, y), MarginSettings(subspaces="dct", block=2, stride=2, chunk_size=N)
+    )
+    ref = gr.subspace_margins(f, x, y, gr.dct_subspaces(SHAPE, 2, 2, dtype=np.float32))
+    _same(arrays["margin"], ref.margin)
+    bands = s["bands"]
+    assert s["n_bands"] == 2 and np.all(bands["n_converged"] + bands["n_unconverged"] == N)
+
+    arrays, s = analyses.margins.compute(
+        f, (x, y), MarginSettings(subspaces="random", subspace_dim=4, draws=2, chunk_size=N)
+    )
+    ref = gr.random_subspace_margins(f, x, y, dim=4, key=jax.random.key(0), num_draws=2)
+    _same(arrays["ratio"], ref.ratio)
+    assert s["dim"] == 4 and s["ratio_n_valid"] + s["ratio_n_excluded"] == 2 * N
+
+    eps = (0.05, 0.2)
+    arrays, s = analyses.margins.compute(
+        f, (x, y), MarginSettings(method="pgd", eps=eps, steps=3, chunk_size=3)
+    )
+    ref = gr.robust_accuracy(f, x, y, eps, key=jax.random.key(0), norm=2.0, steps=3, chunk_size=3)
+    _same(arrays["success"], ref.success)
+    np.testing.assert_allclose(arrays["accuracy"], ref.accuracy)
+    assert list(s["robust_accuracy"]) == ["0.05", "0.2"]
+
+    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(method="sparsefool"))
+    ref = gr.sparsefool(f, x, y)
+    _same(arrays["converged"], ref.converged)
+    np.testing.assert_allclose(arrays["l1"], ref.l1, rtol=1e-5)
+    assert s["l1"]["n_valid"] + s["l1"]["n_excluded"] == N
+
+
+def test_boundary_points_is_deepfool_then_bisection(setup):
+    f, x, _ = setup
+    bs = analyses.boundary_points(f, x)
+    pred = jnp.argmax(f(x), -1)
+    df = gr.deepfool_dataset(f, x, pred)
+    bp = gr.refine_boundary(f, x, x + df.perturbation, pred)
+    _same(bs.z, bp.z)
+    _same(bs.margin, df.margin)
+    _same(bs.valid, bp.converged & df.converged & (df.margin > 0))
+    # a DeepFool result already at hand is reused, not searched again
+    again = analyses.boundary_points(f, x, pred, deepfool=df)
+    _same(again.z, bs.z)
+
+
+def test_curvature_equals_the_library_and_counts(setup, tmp_path):
+    f, x, y = setup
+    settings = CurvatureSettings(num=3, fooling_samples=4, shared_dim=2, loss_eigs=2, chunk_size=3)
+    arrays, s = analyses.curvature.compute(f, (x, y), settings)
+    bs = analyses.boundary_points(f, x)
+    idx = np.flatnonzero(np.asarray(bs.valid))
+    _same(arrays["index"], idx)
+    ref = gr.principal_curvatures(
+        f, bs.z[idx], bs.y[idx], bs.k[idx], num=3, key=jax.random.key(0), ids=idx
+    )
+    np.testing.assert_allclose(arrays["values"], ref.values, rtol=1e-5, atol=1e-6)
+    assert s["num_boundary_points"] + s["num_no_boundary_point"] == N
+    assert s["num_converged"] + s["num_unconverged"] == s["num_boundary_points"] == idx.size
+    assert 0 <= s["fooling_rate_isotropic"] <= 1 and s["fooling_subspace_dim"] == 2
+    le = gr.loss_hessian_eigs(f, x, y, num=2, key=jax.random.fold_in(jax.random.key(0), 2))
+    np.testing.assert_allclose(arrays["loss_eigs"], le.values, rtol=1e-5, atol=1e-6)
+    assert s["loss_eigs_n_converged"] + s["loss_eigs_n_unconverged"] == N
+    # through a chunk store: the second run reads every chunk back, with the same results
+    store = open_chunk_store(tmp_path / "chunks", {"test": 1})
+    first, _ = analyses.curvature.compute(f, (x, y), settings, store=store)
+    assert store.completed() == [0, 1, 2]
+    again, _ = analyses.curvature.compute(f, (x, y), settings, store=store)
+    for k in first:
+        _same(again[k], first[k])
+    with pytest.raises(ValueError, match=r"settings\.key"):
+        analyses.curvature.compute(f, x, settings, store=store, key=jax.random.key(1))
+
+
+def test_slices_equal_the_library(setup):
+    f, x, _ = setup
+    settings = SliceSettings(index=(1,), planes=("adversarial", "tangent"), resolution=5)
+    arrays, s = analyses.slices.compute(f, x, settings)
+    bs = analyses.boundary_points(f, x[1:2])
+    u = bs.perturbation[0] / jnp.linalg.norm(bs.perturbation[0])
+    kj = jax.random.fold_in(jax.random.key(0), 1)
+    extent = 3.0 * max(float(bs.margin[0]), 1e-3)
+    cls = (int(bs.y[0]), int(bs.k[0]))
+    ref = gr.boundary_slice(
+        f, x[1], u, gr.measures.random_orthogonal(kj, u), extent, 5, classes=cls
+    )
+    _same(arrays["labels_1_adversarial"], ref.labels)
+    _same(arrays["logit_diff_1_adversarial"], ref.logit_diff)
+    assert s["n_slices"] == 2 and s["n_no_boundary_point"] == 0
+    assert [r["plane"] for r in s["slices"]] == ["adversarial", "tangent"]
+    with pytest.raises(ValueError, match="outside"):
+        SliceSettings(index=(N,)).check(N)
+
+
+def test_diagnose_equals_the_library(setup):
+    f, x, y = setup
+    settings = DiagnoseSettings(what=("thickness", "signature", "rho"), grid=32)
+    arrays, s = analyses.diagnose.compute(f, (x, y), settings)
+    t = gr.measures.thickness(f, x, y, num_points=32)
+    _same(arrays["thickness_valid"], t.valid)
+    np.testing.assert_array_equal(arrays["thickness"], np.asarray(t.thickness))
+    assert s["thickness"]["n_valid"] + s["thickness"]["n_excluded"] == N
+    assert s["thickness"]["mean"] == pytest.approx(t.mean)
+    r = gr.deepfool_dataset(f, x, y, norm=2)
+    assert s["rho"]["rho"] == pytest.approx(gr.normalized_robustness(r.margin, x, r.converged))
+    sig = gr.margin_signature(f, x, y)
+    np.testing.assert_allclose(s["signature"]["input"]["stats"], sig["input"].stats)
+    with pytest.raises(ValueError, match="need --eps"):
+        analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
+
+
+def test_nads_and_accuracy_map_equal_the_library(tmp_path):
+    arch = analyses.Architecture("mlp", {"widths": [4]}, SHAPE)
+    settings = NADSettings(
+        num_networks=6,
+        batch=3,
+        num=3,
+        accuracy_map=True,
+        map_stride=2,
+        map_train=16,
+        map_test=16,
+        map_steps=2,
+        map_chunk=3,
+    )
+    store = open_chunk_store(tmp_path / "chunks", {"test": 1})
+    arrays, s = analyses.nads.compute(arch, None, settings, store=store)
+    ref = gr.nads(
+        lambda k: gr.as_classifier(arch.create(k)),
+        SHAPE,
+        num_networks=6,
+        key=jax.random.key(0),
+        batch=3,
+        num=3,
+        output="difference",
+    )
+    _same(arrays["eigenvalues"], ref.eigenvalues)
+    from geomrobust.measures import fourier_accuracy_map
+
+    key = jax.random.fold_in(jax.random.key(0), 1)
+    amap = fourier_accuracy_map(
+        lambda k: gr.pure_apply(arch.create(k))[1],
+        gr.pure_apply(arch.create(key))[0],
+        SHAPE,
+        key=key,
+        frequencies=[(0, 0), (0, 2), (2, 0), (2, 2)],
+        n_train=16,
+        n_test=16,
+        steps=2,
+        chunk_size=3,
+    )
+    _same(arrays["map_accuracy"], amap.accuracy)
+    np.testing.assert_array_equal(arrays["map_grid"], np.asarray(amap.grid))
+    assert s["map_directions"] == 4 and store.completed() == [0, 1]
+    assert s["architecture"] == "mlp" and len(s["eigenvalues"]) == 3
+
+
+def test_summarize_and_predict():
+    s = analyses.summarize([1.0, 2.0, np.inf, np.nan, 4.0], [True, True, True, True, False])
+    assert s == {
+        "n_valid": 2,
+        "n_excluded": 3,
+        "median": 1.5,
+        "q25": 1.25,
+        "q75": 1.75,
+        "mean": 1.5,
+    }
+    assert analyses.summarize([np.nan]) == {"n_valid": 0, "n_excluded": 1}
+    f = mlp(jax.random.key(0), SHAPE, K)
+    x = jax.random.uniform(jax.random.key(2), (5, *SHAPE))
+    _same(analyses.predict(f, x, chunk_size=2), jnp.argmax(f(x), -1))
