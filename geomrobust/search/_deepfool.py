@@ -297,6 +297,51 @@ def deepfool_result(state: DeepFoolState, norm=2) -> MarginResult:
     return MarginResult(pert, margin, conv, adv, state.iterations)
 
 
+def _top_gap(logits: Array, y: Array) -> Array:
+    """``max_{k != y} f_k - f_y`` per row (> 0: adversarial)."""
+    masked = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    idx = jnp.arange(logits.shape[0])
+    return jnp.max(masked, axis=-1) - logits[idx, y]
+
+
+def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> MarginResult:
+    """Make every converged point of a box-constrained run cross with room to spare.
+
+    Inside the box the overshoot acts on the last step only (the iterate is clipped and
+    ``r`` reset), so a point can sit within rounding of the boundary and flip back when
+    evaluated in another batch or precision. Each converged point is re-evaluated (one
+    forward pass, in a batch composition of its own); where its adversarial logit gap
+    ``max_{k != y} f_k - f_y`` is below ``sqrt(eps) (1 + max |f|)`` (float32: 3.5e-4 of the
+    logit scale, far above rounding) the total perturbation is extended,
+    ``r' = clip(x + (1 + η) r) - x``, and re-tested: ``r'`` is returned where it crosses
+    with room, and the example is reported not converged where no such crossing was found.
+    Points that already cross with room, and examples misclassified at the start (margin 0),
+    are returned unchanged. ``y`` None: the labels predicted at ``x``.
+    """
+    eta = jnp.asarray(overshoot, x.dtype)
+    ext = _clip(x + (1 + eta) * res.perturbation, bounds) - x
+    if y is None:
+        y = jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
+    y = y.astype(jnp.int32)
+    lo, le = logits_fn(x + res.perturbation), logits_fn(x + ext)
+    room = jnp.sqrt(jnp.finfo(x.dtype).eps)
+    thr_o = room * (1 + jnp.max(jnp.abs(lo), axis=-1))
+    thr_e = room * (1 + jnp.max(jnp.abs(le), axis=-1))
+    moved = res.converged & (res.margin > 0)
+    ok_o = moved & (_top_gap(lo, y) > thr_o)
+    ok_e = moved & ~ok_o & (_top_gap(le, y) > thr_e)
+    rows = ok_e.reshape(ok_e.shape + (1,) * (x.ndim - 1))
+    pert = jnp.where(rows, ext, res.perturbation)
+    conv = jnp.where(moved, ok_o | ok_e, res.converged)
+    flat = pert.reshape(pert.shape[0], -1)
+    margin = jnp.where(ok_e, lp_norm(flat, p), res.margin)
+    margin = jnp.where(conv, margin, jnp.inf)
+    lab_o = jnp.argmax(lo, -1).astype(jnp.int32)
+    lab_e = jnp.argmax(le, -1).astype(jnp.int32)
+    adv = jnp.where(ok_e, lab_e, jnp.where(ok_o, lab_o, jnp.where(moved, -1, res.adv_label)))
+    return MarginResult(pert, margin.astype(x.dtype), conv, adv.astype(jnp.int32), res.iterations)
+
+
 def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
     """Eager argument checks shared by the DeepFool drivers (no-ops on tracers)."""
     check_batch(x, "x")
@@ -368,8 +413,14 @@ def deepfool(
     and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
     active set, so the step moves along the free coordinates instead of stalling against the
     box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
-    so state and iterate agree. The returned perturbation is always feasible; when no feasible
-    step flips the label the example is not converged.
+    so state and iterate agree. The overshoot then acts on the last step only, so at the end
+    every converged point is re-tested, and where it crosses by less than
+    ``sqrt(eps) (1 + max |f|)`` in logits the total perturbation is extended,
+    ``r' = clip(x + (1 + η) r) - x`` (not converged if that does not cross either): every
+    returned point crosses by a margin that survives rounding (another batch size, another
+    precision). The returned
+    perturbation is always feasible; when no feasible step flips the label the example is
+    not converged.
 
     **Execution.** On concrete inputs (a call from Python) this runs the continuous-batching
     driver :func:`geomrobust.search.deepfool_dataset` with its defaults (fixed working slots
@@ -444,4 +495,8 @@ def _deepfool_loop(logits_fn, x, y, norm, overshoot, max_iter, candidates, subsp
         )[0]
 
     state = jax.lax.while_loop(cond, body, state)
-    return deepfool_result(state, norm)
+    res = deepfool_result(state, norm)
+    if bounds is not None:
+        b = _as_bounds(bounds, x.dtype)
+        res = _box_finalize(logits_fn, x, y, res, overshoot, b, as_norm(norm))
+    return res

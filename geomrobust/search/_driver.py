@@ -40,6 +40,7 @@ from ..ops._norms import as_norm, dual_exponent
 from ._deepfool import (
     MarginResult,
     _as_bounds,
+    _box_finalize,
     _evaluate,
     _init_decide,
     _propose,
@@ -404,4 +405,16 @@ def deepfool_dataset(
             run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,
             with_chunk=True,
         )  # fmt: skip
+    if bounds is not None:  # every converged point crosses with room (see _box_finalize)
+        fin = partial(_finalize_program, p=p, has_y=y is not None)
+        out = map_chunks(
+            fin, (x, yy, *out), (clf, np.asarray(overshoot, dtype), lo, hi), chunk_size=m,
+            devices=devices,
+        )  # fmt: skip
     return MarginResult(*(jax.device_put(o) for o in out))
+
+
+@partial(jax.jit, static_argnames=("p", "has_y"))
+def _finalize_program(clf, overshoot, lo, hi, x, y, *res, p, has_y):
+    """The box finalization of a chunk of results (one forward pass per candidate point)."""
+    return _box_finalize(clf, x, y if has_y else None, MarginResult(*res), overshoot, (lo, hi), p)
