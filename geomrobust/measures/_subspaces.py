@@ -94,7 +94,9 @@ def subspace_margins(
 ) -> SubspaceMargins:
     """Margin of every example inside every subspace: subspace-constrained L2 DeepFool.
 
-    For an affine classifier the margin inside ``S`` is ``(1 + η) |F| / ||S Sᵀ w||``. Runs
+    For an affine classifier the margin inside ``S`` is ``(1 + η) |F| / ||S Sᵀ w||``. The
+    linearization point differs from the hold-me-tight code (``x + (1 + η) r`` here, ``x + r``
+    there; per-band medians agree within 1 %): docs/conventions.md. Runs
     :func:`geomrobust.search.deepfool_dataset` (continuous batching) once per subspace; bases
     of one shape share one compilation.
 

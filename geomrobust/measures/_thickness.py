@@ -26,6 +26,7 @@ with ``α < g(x_r)``) or with L2 PGD (``attack="pgd"``, radius ``eps``, as in th
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -88,6 +89,8 @@ def boundary_thickness(
     chunk_size: int = 64,
     devices=None,
     progress=None,
+    target: Array | None = None,
+    estimator: str = "interpolant",
 ) -> Thickness:
     """Boundary thickness ``Θ(x, x_r)`` for given endpoints (Yang et al. 2020, definition 1).
 
@@ -103,11 +106,20 @@ def boundary_thickness(
         inputs in one forward pass); one compilation per architecture and shapes: calling
         again with other weights, data, ``N``, ``alpha`` or ``beta`` does not recompile.
     devices, progress : the executor's options.
+    target : ``(N,)`` the class ``j`` of each pair (default None: the class predicted at
+        ``x_r``). The authors' code attacks towards a random wrong class and measures
+        ``p_i - p_target`` whether or not the attack reached it: pass that target.
+    estimator : ``"interpolant"`` (default): the exact measure of ``{α < ĝ < β}`` for the
+        piecewise-linear interpolant of ``g`` on the grid; ``"points"``: the fraction of the
+        ``num_points`` grid points inside the band, the authors' estimator (128 points).
+        See docs/conventions.md for the full recipe of the published numbers.
 
     Returns
     -------
     Thickness; dtype of ``x``.
     """
+    if estimator not in ("interpolant", "points"):
+        raise ValueError(f"estimator must be 'interpolant' or 'points', got {estimator!r}")
     clf = as_classifier(logits_fn)
     check_batch(x, "x")
     x = jnp.asarray(x)
@@ -122,13 +134,19 @@ def boundary_thickness(
     else:
         y = jnp.asarray(y)
         check_labels(y, k, n, "y")
+    if target is None:
+        target = jnp.full((n,), -1, jnp.int32)
+    else:
+        target = jnp.asarray(target)
+        check_labels(target, k, n, "target")
     ts = jnp.linspace(0.0, 1.0, int(num_points), dtype=x.dtype)
     a = jnp.asarray(alpha, x.dtype)
     b = jnp.asarray(beta, x.dtype)
 
     theta, dist, frac, i, j, valid = run_program(
-        _thickness_program, (clf, ts, a, b), (x, x_adv, y), chunk_size=chunk_size,
-        devices=devices, progress=progress, desc="thickness",
+        partial(_thickness_program, points=estimator == "points"), (clf, ts, a, b),
+        (x, x_adv, y, target), chunk_size=chunk_size, devices=devices, progress=progress,
+        desc="thickness",
     )  # fmt: skip
     theta = jnp.where(valid, theta, jnp.nan)
     v = np.asarray(valid)
@@ -136,14 +154,14 @@ def boundary_thickness(
     return Thickness(theta, dist, frac, i, j, valid, mean)
 
 
-@jax.jit
-def _thickness_program(clf, ts, a, b, xc, xa, yc):
+@partial(jax.jit, static_argnames="points")
+def _thickness_program(clf, ts, a, b, xc, xa, yc, tc, *, points):
     """The chunk of :func:`boundary_thickness`: one program per architecture and shapes (the
     weights, the grid and the band are arguments, not constants)."""
     c = xc.shape[0]
     pred = jnp.argmax(clf(xc), axis=-1).astype(jnp.int32)
     i = jnp.where(yc < 0, pred, yc).astype(jnp.int32)
-    j = jnp.argmax(clf(xa), axis=-1).astype(jnp.int32)
+    j = jnp.where(tc < 0, jnp.argmax(clf(xa), axis=-1), tc).astype(jnp.int32)
     d = xa - xc
     shape = (1, -1) + (1,) * (xc.ndim - 1)
     pts = xc[:, None] + ts.reshape(shape) * d[:, None]  # (C, M, *s)
@@ -153,7 +171,11 @@ def _thickness_program(clf, ts, a, b, xc, xa, yc):
         jnp.take_along_axis(p, i[:, None, None], -1)[..., 0]
         - jnp.take_along_axis(p, j[:, None, None], -1)[..., 0]
     )
-    frac = segment_fraction(g, a, b)
+    frac = (
+        jnp.mean((g > a) & (g < b), axis=-1).astype(g.dtype)
+        if points
+        else (segment_fraction(g, a, b))
+    )
     dist = jnp.sqrt(jnp.sum(d.reshape(c, -1) ** 2, axis=1))
     valid = (pred == i) & (j != i)
     return frac * dist, dist, frac, i, j, valid

@@ -407,7 +407,9 @@ def deepfool(
     gradients re-linearized at, ``x + (1 + η) r``, and the returned perturbation is
     ``(1 + η) r``, so ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact:
     ``margin = (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to
-    ``|F_l|``.
+    ``|F_l|``. The subspace code of "Hold me tight!" linearizes at ``x + r`` instead (and
+    tests at ``x + (1 + η) r``); every difference from each reference implementation, and how
+    to reproduce it: docs/conventions.md.
 
     **Box** ``bounds = (lo, hi)``: coordinates of the iterate that sit on a face of the box
     and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
