@@ -41,7 +41,8 @@ def _same(a, b):
 def test_deepfool_equals_the_library_and_counts_every_example(setup):
     f, x, y = setup
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=N))
-    ref = gr.deepfool_dataset(f, x, y, chunk_size=N)
+    ref = gr.deepfool_dataset(f, x, y, chunk_size=N, bounds=(0.0, 1.0))  # images: the box
+    assert s["box"] == [0.0, 1.0]
     for k in ("margin", "converged", "adv_label", "iterations", "perturbation"):
         _same(arrays[k], getattr(ref, k))
     clean = np.asarray(y) == np.asarray(jnp.argmax(f(x), -1))
@@ -71,15 +72,26 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
     arrays, s = analyses.margins.compute(
         f, (x, y), MarginSettings(subspaces="dct", block=2, stride=2, chunk_size=N)
     )
-    ref = gr.subspace_margins(f, x, y, gr.dct_subspaces(SHAPE, 2, 2, dtype=np.float32))
+    ref = gr.subspace_margins(
+        f, x, y, gr.dct_subspaces(SHAPE, 2, 2, dtype=np.float32), bounds=(0.0, 1.0)
+    )
     _same(arrays["margin"], ref.margin)
     bands = s["bands"]
     assert s["n_bands"] == 2 and np.all(bands["n_converged"] + bands["n_unconverged"] == N)
+    # unconverged inside the box: no boundary inside it, counted as such
+    assert (
+        s["n_no_boundary_in_box"]
+        == (~arrays["converged"] & (np.asarray(y) == np.asarray(jnp.argmax(f(x), -1)))[None])
+        .sum(1)
+        .tolist()
+    )
 
     arrays, s = analyses.margins.compute(
         f, (x, y), MarginSettings(subspaces="random", subspace_dim=4, draws=2, chunk_size=N)
     )
-    ref = gr.random_subspace_margins(f, x, y, dim=4, key=jax.random.key(0), num_draws=2)
+    ref = gr.random_subspace_margins(
+        f, x, y, dim=4, key=jax.random.key(0), num_draws=2, bounds=(0.0, 1.0)
+    )
     _same(arrays["ratio"], ref.ratio)
     assert s["dim"] == 4 and s["ratio_n_valid"] + s["ratio_n_excluded"] == 2 * N
 
@@ -87,13 +99,17 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
     arrays, s = analyses.margins.compute(
         f, (x, y), MarginSettings(method="pgd", eps=eps, steps=3, chunk_size=3)
     )
-    ref = gr.robust_accuracy(f, x, y, eps, key=jax.random.key(0), norm=2.0, steps=3, chunk_size=3)
+    ref = gr.robust_accuracy(
+        f, x, y, eps, key=jax.random.key(0), norm=2.0, steps=3, chunk_size=3, bounds=(0.0, 1.0)
+    )
     _same(arrays["success"], ref.success)
     np.testing.assert_allclose(arrays["accuracy"], ref.accuracy)
     assert list(s["robust_accuracy"]) == ["0.05", "0.2"]
 
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(method="sparsefool"))
-    ref = gr.sparsefool(f, x, y)
+    ref = gr.sparsefool(f, x, y, bounds=(0.0, 1.0))
+    _, s0 = analyses.margins.compute(f, (x, y), MarginSettings(bounds=None))
+    assert s0["box"] is None
     _same(arrays["converged"], ref.converged)
     np.testing.assert_allclose(arrays["l1"], ref.l1, rtol=1e-5)
     assert s["l1"]["n_valid"] + s["l1"]["n_excluded"] == N
@@ -117,7 +133,7 @@ def test_curvature_equals_the_library_and_counts(setup, tmp_path):
     f, x, y = setup
     settings = CurvatureSettings(num=3, fooling_samples=4, shared_dim=2, loss_eigs=2, chunk_size=3)
     arrays, s = analyses.curvature.compute(f, (x, y), settings)
-    bs = analyses.boundary_points(f, x)
+    bs = analyses.boundary_points(f, x, bounds=(0.0, 1.0))
     idx = np.flatnonzero(np.asarray(bs.valid))
     _same(arrays["index"], idx)
     ref = gr.principal_curvatures(

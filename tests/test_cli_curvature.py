@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory):
 def test_curvature_command(checkpoint, tmp_path, capsys):
     out = tmp_path / "curv"
     code = main(["curvature", "--checkpoint", str(checkpoint), "--n", "4", "--num", "3",
-                 "--out", str(out), "--fooling-samples", "4"])  # fmt: skip
+                 "--box", "none", "--out", str(out), "--fooling-samples", "4"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     res = np.load(out / "results.npz")
     summary = json.loads((out / "summary.json").read_text())
@@ -83,7 +83,7 @@ def test_curvature_command_compiles_once_per_run(tmp_path, monkeypatch, capsys):
     jax.config.update("jax_log_compiles", True)
     try:
         code = main(["curvature", "--checkpoint", str(path), "--n", "10", "--chunk-size", "3",
-                     "--num", "2", "--fooling-samples", "0", "--no-plots",
+                     "--num", "2", "--fooling-samples", "0", "--no-plots", "--box", "none",
                      "--out", str(tmp_path / "out")])  # fmt: skip
     finally:
         jax.config.update("jax_log_compiles", False)

@@ -275,3 +275,25 @@ def test_iterate_batches_errors():
         iterate_batches(jax.random.key(0), x, x, 0)
     with pytest.raises(TypeError, match="key must be a PRNG key"):
         iterate_batches(None, x, x, 2)
+
+
+def test_npz_dataset_file(tmp_path):
+    """A dataset exported from another framework as a .npz of NHWC arrays (offline, no TFDS)."""
+    from geomrobust.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "exported.npz"
+    np.savez(path, test_images=(rng.random((5, 6, 6, 3)) * 255).astype(np.uint8),
+             test_labels=np.array([0, 1, 2, 1, 0]), num_classes=10)  # fmt: skip
+    d = load_dataset(str(path), "test")
+    assert d.images.dtype == np.float32 and d.images.shape == (5, 6, 6, 3)
+    assert 0 <= d.images.min() and d.images.max() <= 1 and d.num_classes == 10
+    assert load_dataset(str(path), "test", resize=4).images.shape == (5, 4, 4, 3)
+    np.savez(tmp_path / "nchw.npz", images=rng.random((5, 3, 6, 6)), labels=np.zeros(5, int))
+    with pytest.raises(ValueError, match="NCHW"):
+        load_dataset(str(tmp_path / "nchw.npz"))
+    np.savez(tmp_path / "range.npz", images=2 * rng.random((5, 6, 6, 1)), labels=np.zeros(5, int))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        load_dataset(str(tmp_path / "range.npz"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(str(tmp_path / "missing.npz"))

@@ -99,3 +99,30 @@ def test_records_write_non_finite_as_strings():
 def test_bad_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["report", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "geomrobust report: error" in capsys.readouterr().err
+
+
+def test_report_on_any_classifiers_and_arrays(tmp_path):
+    """``geomrobust.report.run``: the report from classifiers and arrays (no checkpoint, no
+    dataset name); a ReLU model is found piecewise linear and its curvature measured at a
+    scale; stages resume on a second call."""
+    import jax
+
+    import geomrobust as gr
+    from geomrobust.report import run
+
+    d = gr.load_dataset("digits", "test")
+    x, y = d.images[:8], d.labels[:8]
+    smooth = gr.create_model("lenet", (8, 8, 1), 10, key=jax.random.key(0), activation="tanh",
+                             pool="avg")  # fmt: skip
+    relu = gr.create_model("mlp", (8, 8, 1), 10, key=jax.random.key(1), widths=[32])
+    kw = dict(out=tmp_path / "r", quick=True, stages=["accuracy", "curvature"])
+    rec = run({"tanh": smooth, "relu": gr.as_classifier(relu)}, x, y, **kw)
+    curv = rec["sections"]["curvature"]
+    assert curv["tanh"]["smooth_network"] and curv["tanh"]["scale"] is None
+    assert not curv["relu"]["smooth_network"] and curv["relu"]["scale"] > 0
+    assert (tmp_path / "r" / "index.html").stat().st_size > 0
+    assert "piecewise linear" in (tmp_path / "r" / "index.html").read_text()
+    again = run({"tanh": smooth, "relu": gr.as_classifier(relu)}, x, y, **kw)
+    assert all(t["reused"] for t in again["timings"]["stages"].values())
+    with pytest.raises(ValueError, match=r"images in \[0, 1\]"):
+        run({"tanh": smooth}, 2 * x + 1, y, out=tmp_path / "bad")

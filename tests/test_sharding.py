@@ -118,7 +118,8 @@ SCRIPT_CLI = textwrap.dedent(
     model = create_model("lenet", (8, 8, 1), 10, key=jax.random.key(0), channels=[4, 8],
                          activation="softplus")
     save_checkpoint(tmp / "ckpt", model, {"dataset": "digits", "resize": None})
-    common = ["--checkpoint", str(tmp / "ckpt"), "--n", "10", "--chunk-size", "3", "--no-plots"]
+    common = ["--checkpoint", str(tmp / "ckpt"), "--n", "10", "--chunk-size", "3", "--no-plots",
+              "--box", "none"]  # an untrained model: its boundary lies outside the box
     runs = {"margins": ["margins"], "dct": ["margins", "--subspaces", "dct"],
             "curvature": ["curvature", "--num", "3", "--fooling-samples", "0"]}
     for name, argv in runs.items():

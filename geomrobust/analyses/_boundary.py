@@ -52,6 +52,7 @@ def boundary_points(
     overshoot: float = 0.02,
     max_iter: int = 50,
     deepfool=None,
+    bounds=None,
     chunk_size: int = 1024,
     devices=None,
     progress=None,
@@ -68,6 +69,8 @@ def boundary_points(
     deepfool : an L2 DeepFool result of ``x`` already computed with these labels (any
         object with ``perturbation``, ``margin`` and ``converged``, e.g. a
         :class:`geomrobust.MarginResult`), reused instead of searching again.
+    bounds : the box ``(lo, hi)`` of the DeepFool search (None: none), e.g. ``(0, 1)`` for
+        images: the boundary points then lie inside it.
     chunk_size, devices, progress : the executor's options of the DeepFool search and the
         bisection (:func:`geomrobust.engine.map_chunks`).
 
@@ -94,6 +97,7 @@ def boundary_points(
             norm=2,
             overshoot=overshoot,
             max_iter=max_iter,
+            bounds=bounds,
             chunk_size=size,
             devices=devices,
             progress=progress,

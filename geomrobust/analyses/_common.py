@@ -24,7 +24,15 @@ import numpy as np
 
 from geomrobust.engine import map_chunks, track
 
-__all__ = ["chunked", "inputs", "predict", "resolve_key", "settings_record", "summarize"]
+__all__ = [
+    "chunked",
+    "inputs",
+    "predict",
+    "resolve_bounds",
+    "resolve_key",
+    "settings_record",
+    "summarize",
+]
 
 
 def inputs(data) -> tuple[jax.Array, jax.Array | None]:
@@ -46,6 +54,26 @@ def inputs(data) -> tuple[jax.Array, jax.Array | None]:
         if y.shape != (x.shape[0],):
             raise ValueError(f"labels must have shape ({x.shape[0]},), got {y.shape}")
     return x, y
+
+
+def resolve_bounds(bounds, x) -> tuple[float, float] | None:
+    """The box of a search: ``"auto"`` is ``(0, 1)`` when every input lies in ``[0, 1]``
+    (images: a perturbed image must stay an image) and no box otherwise; ``None`` or
+    ``"none"``: no box; a pair ``(lo, hi)``: that box (the inputs must lie inside)."""
+    if bounds is None or bounds == "none":
+        return None
+    lo_x, hi_x = float(np.min(x)), float(np.max(x))
+    if bounds == "auto":
+        return (0.0, 1.0) if lo_x >= 0.0 and hi_x <= 1.0 else None
+    lo, hi = (float(b) for b in bounds)
+    if not lo < hi:
+        raise ValueError(f"the box must satisfy lo < hi, got {bounds!r}")
+    if lo_x < lo or hi_x > hi:
+        raise ValueError(
+            f"the inputs lie in [{lo_x:.4g}, {hi_x:.4g}], outside the box ({lo:g}, {hi:g}); "
+            "pass the box the data live in, or none"
+        )
+    return (lo, hi)
 
 
 def resolve_key(settings, key=None, store=None) -> jax.Array:

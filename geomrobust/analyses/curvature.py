@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._boundary import boundary_points
-from ._common import chunked, inputs, predict, resolve_key
+from ._common import chunked, inputs, predict, resolve_bounds, resolve_key
 
 __all__ = ["CurvatureSettings", "compute", "loss_spectrum"]
 
@@ -38,7 +38,11 @@ class CurvatureSettings:
     :func:`geomrobust.principal_curvatures`; overshoot, max_iter : DeepFool's; loss_eigs :
     top loss-Hessian eigenvalues per example (0: skip); shared_dim : dimension of the
     shared subspace of the fooling-rate test; fooling_samples : random draws per example
-    and kind (0: skip the test); chunk_size : examples per chunk; key : PRNG seed.
+    and kind (0: skip the test); chunk_size : examples per chunk; key : PRNG seed;
+    scale, samples : the curvature at scale ``σ`` (the Gaussian-smoothed boundary, from
+    ``samples`` gradient samples per point, for the principal curvatures and the loss
+    Hessian; None: exact; use it for ReLU networks, docs/curvature.md); bounds : the box of
+    the DeepFool search (``"auto"``: ``(0, 1)`` for images in ``[0, 1]``).
     """
 
     num: int = 20
@@ -52,12 +56,23 @@ class CurvatureSettings:
     fooling_samples: int = 16
     chunk_size: int = 128
     key: int = 0
+    scale: float | None = None
+    samples: int = 256
+    bounds: tuple[float, float] | str | None = "auto"
 
     def check(self, input_shape) -> CurvatureSettings:
-        """Raise ValueError unless ``1 <= num <= D - 1`` for inputs of ``input_shape``."""
+        """Raise ValueError unless ``1 <= num <= D - 1`` for inputs of ``input_shape`` (and,
+        at a scale, ``num <= samples`` with ``samples`` even)."""
         d = math.prod(input_shape)
         if not 1 <= self.num <= d - 1:
             raise ValueError(f"--num must be <= D-1 = {d - 1}")
+        if self.scale is not None:
+            if not self.scale > 0:
+                raise ValueError(f"--scale must be > 0, got {self.scale}")
+            if self.samples < 4 or self.samples % 2 or self.samples < self.num:
+                raise ValueError(
+                    f"--samples must be even, >= 4 and >= --num={self.num}, got {self.samples}"
+                )
         return self
 
 
@@ -107,6 +122,7 @@ def compute(
     n, shape = int(x.shape[0]), tuple(x.shape[1:])
     d = math.prod(shape)
     s = settings.check(shape)
+    box = resolve_bounds(s.bounds, x)
     k = resolve_key(s, key, store)
     batched = [x]
     if deepfool is not None:
@@ -124,6 +140,7 @@ def compute(
             overshoot=s.overshoot,
             max_iter=s.max_iter,
             deepfool=given,
+            bounds=box,
             chunk_size=chunk.size,
         )
         return _curvatures(clf, bs, k, s, chunk)
@@ -143,6 +160,8 @@ def compute(
         "num_examples": n,
         "num_boundary_points": int(idx.size),
         "num_no_boundary_point": int(n - idx.size),
+        "scale": s.scale,
+        "box": None if box is None else list(box),
     }
     if idx.size == 0:
         return {"index": idx}, summary
@@ -161,15 +180,24 @@ def compute(
         "k": a["k"][idx],
         "margin": a["margin"][idx],
         "piecewise_linear": a["piecewise_linear"][idx],
+        "stderr": a["stderr"][idx],
         "normals_singular_values": np.asarray(normals.normalized),
         "top_directions_singular_values": np.asarray(tops.normalized),
     }
     good = values[conv]
     radius = float(np.median(a["margin"][idx]))
+    if s.scale is None and a["piecewise_linear"][idx].any():
+        summary["note"] = (
+            f"{int(a['piecewise_linear'][idx].sum())} of {idx.size} boundary points lie on a "
+            "piecewise-linear network (ReLU, max pooling) whose exact Hessian is zero there: "
+            "their exact curvatures are not measurements and are counted unconverged; measure "
+            "the curvature at a scale instead (--scale 0.02, docs/curvature.md)"
+        )
     summary.update(
         num_converged=int(conv.sum()),
         num_unconverged=int((~conv).sum()),
         num_piecewise_linear=int(a["piecewise_linear"][idx].sum()),
+        median_top_stderr=float(np.median(a["stderr"][idx][:, 0])) if s.scale else 0.0,
         median_abs_curvature_by_rank=np.median(np.abs(good), 0).tolist() if len(good) else [],
         median_curvature_by_rank=np.median(good, 0).tolist() if len(good) else [],
         median_margin=radius,
@@ -206,6 +234,8 @@ def compute(
             chunk_size=s.chunk_size,
             devices=devices,
             progress=progress,
+            scale=s.scale,
+            samples=s.samples,
         )
         arrays.update(loss_eigs=le["values"], loss_eigs_converged=le["converged"])
         summary.update(
@@ -244,6 +274,7 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
         "normal": np.zeros(shape, dtype),
         "top_direction": np.zeros(shape, dtype),
         "piecewise_linear": np.zeros(size, bool),
+        "stderr": np.full((size, s.num), np.nan, dtype),
     }
     sel = np.nonzero(ok)[0]
     if sel.size == 0:
@@ -262,6 +293,8 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
         chunk_size=size,
         ids=chunk.start + pad,
         num_directions=1,
+        scale=s.scale,
+        num_samples=s.samples,
     )
     rows = slice(0, sel.size)
     out["values"][sel] = np.asarray(curv.values)[rows]
@@ -270,11 +303,22 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
     out["normal"][sel] = np.asarray(curv.normal)[rows]
     out["top_direction"][sel] = np.asarray(curv.directions[:, 0])[rows]
     out["piecewise_linear"][sel] = np.asarray(curv.piecewise_linear)[rows]
+    out["stderr"][sel] = np.asarray(curv.stderr)[rows]
     return out
 
 
 def loss_spectrum(
-    classifier, x, y, *, num: int, key, chunk_size: int = 64, devices=None, progress=None
+    classifier,
+    x,
+    y,
+    *,
+    num: int,
+    key,
+    chunk_size: int = 64,
+    devices=None,
+    progress=None,
+    scale: float | None = None,
+    samples: int = 256,
 ) -> tuple[dict, dict]:
     """Top ``num`` eigenvalues of the input-space Hessian of the cross-entropy at ``(x, y)``.
 
@@ -293,6 +337,8 @@ def loss_spectrum(
         chunk_size=min(int(chunk_size), int(x.shape[0])),
         devices=devices,
         progress=progress,
+        scale=scale,
+        num_samples=samples,
     )
     values, conv = np.asarray(r.values), np.asarray(r.converged)
     good = values[conv]

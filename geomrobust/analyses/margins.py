@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import chunked, inputs, predict, resolve_key, summarize
+from ._common import chunked, inputs, predict, resolve_bounds, resolve_key, summarize
 
 __all__ = ["MarginSettings", "compute", "dct_layout", "default_epsilons"]
 
@@ -44,8 +44,10 @@ class MarginSettings:
     method : ``deepfool``, ``pgd`` or ``sparsefool``; norm : ``"2"`` or ``"inf"``
     (DeepFool, PGD); subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
     overshoot, max_iter, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
-    (None: :func:`default_epsilons`); steps : PGD steps; bounds : PGD box ``(lo, hi)`` or
-    None; lambda_ : SparseFool's λ; block, stride : DCT blocks (None: :func:`dct_layout`);
+    (None: :func:`default_epsilons`); steps : PGD steps; bounds : the box of every search,
+    ``"auto"`` (default: ``(0, 1)`` when the inputs are images in ``[0, 1]``, else none),
+    ``(lo, hi)`` or None; lambda_ : SparseFool's λ; block, stride : DCT blocks (None:
+    :func:`dct_layout`);
     subspace_dim : random-subspace dimension (None: ``D // 16``); draws : random subspaces;
     chunk_size : examples per chunk (and per resumable chunk file); key : PRNG seed.
     """
@@ -58,7 +60,7 @@ class MarginSettings:
     slots: int = 32
     eps: tuple[float, ...] | None = None
     steps: int = 10
-    bounds: tuple[float, float] | None = None
+    bounds: tuple[float, float] | str | None = "auto"
     lambda_: float = 3.0
     block: int | None = None
     stride: int | None = None
@@ -132,6 +134,8 @@ def compute(
     clf = as_classifier(classifier)
     x, y = inputs(data)
     n = int(x.shape[0])
+    box = resolve_bounds(settings.bounds, x)
+    settings = dataclasses.replace(settings, bounds=box)
     pred = predict(clf, x, chunk_size=min(512, n), devices=devices)
     clean = np.ones(n, bool) if y is None else pred == np.asarray(y)
     run = dict(store=store, progress=progress, devices=devices)
@@ -149,6 +153,7 @@ def compute(
         "norm": settings.norm,
         "subspaces": settings.subspaces,
         "n": n,
+        "box": None if box is None else list(box),
     }
     if y is not None:
         head["clean_accuracy"] = float(clean.mean())
@@ -160,7 +165,7 @@ def _batched(x, y):
 
 
 def _deepfool_kw(s: MarginSettings) -> dict:
-    return {"overshoot": s.overshoot, "max_iter": s.max_iter, "slots": s.slots}
+    return {"overshoot": s.overshoot, "max_iter": s.max_iter, "slots": s.slots, "bounds": s.bounds}
 
 
 def _deepfool(clf, x, y, pred, clean, s, run, key):
@@ -199,6 +204,9 @@ def _dct(clf, x, y, clean, s, run):
     r = {f: v.T for f, v in r.items()}
     bands = summarize_bands(r["margin"], r["converged"] & clean[None])
     summary = {"block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict()}
+    if s.bounds is not None:  # a band whose search leaves the box has no boundary inside it:
+        # its margin is a lower bound (larger than any feasible perturbation), not a number
+        summary["n_no_boundary_in_box"] = (~r["converged"] & clean[None]).sum(axis=1).tolist()
     return r, summary
 
 
@@ -253,7 +261,7 @@ def _pgd(clf, x, y, pred, clean, s, run, key):
     eps = list(s.eps) if s.eps else default_epsilons(s.norm)
     eps_arr = jnp.asarray(eps, x.dtype)
     labels = jnp.asarray(pred) if y is None else y
-    bounds = None if s.bounds is None else tuple(float(b) for b in s.bounds)
+    bounds = s.bounds
 
     def chunk(clf, eps_arr, xc, yc, *, chunk):  # the chunk's own random starts
         k = jax.random.fold_in(key, chunk.start)
@@ -269,11 +277,11 @@ def _pgd(clf, x, y, pred, clean, s, run, key):
     return {"epsilons": epsilons, "accuracy": accuracy, "success": success}, summary
 
 
-@partial(jax.jit, static_argnames=("lambda_", "overshoot"))
-def _sparsefool_program(clf, x, y, *, lambda_, overshoot):
+@partial(jax.jit, static_argnames=("lambda_", "overshoot", "bounds"))
+def _sparsefool_program(clf, x, y, *, lambda_, overshoot, bounds):
     from geomrobust.search import sparsefool
 
-    return sparsefool(clf, x, y, lambda_=lambda_, overshoot=overshoot)._asdict()
+    return sparsefool(clf, x, y, lambda_=lambda_, overshoot=overshoot, bounds=bounds)._asdict()
 
 
 def _sparsefool(clf, x, y, pred, clean, s, run, key):
@@ -281,7 +289,7 @@ def _sparsefool(clf, x, y, pred, clean, s, run, key):
 
     def chunk(clf, xc, yc, *, chunk):
         return _sparsefool_program(
-            clf, xc, yc, lambda_=float(s.lambda_), overshoot=float(s.overshoot)
+            clf, xc, yc, lambda_=float(s.lambda_), overshoot=float(s.overshoot), bounds=s.bounds
         )
 
     r = chunked(chunk, (x, labels), (clf,), chunk_size=s.chunk_size, desc="sparsefool", **run)

@@ -19,7 +19,16 @@ from ._common import CLIError
 __all__ = ["CLIError", "build_parser", "main"]
 
 # Subcommand modules, in the order they appear in ``geomrobust --help``.
-_COMMANDS = ("_report", "_train", "_margins", "_curvature", "_slice", "_nads", "_diagnose")
+_COMMANDS = (
+    "_report",
+    "_train",
+    "_import_torch",
+    "_margins",
+    "_curvature",
+    "_slice",
+    "_nads",
+    "_diagnose",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -223,6 +223,34 @@ def parse_devices(text: str) -> str | int:
         ) from None
 
 
+def parse_box(text: str):
+    """argparse type: ``auto``, ``none`` or ``LO,HI`` (the box of the searches)."""
+    t = text.strip().lower()
+    if t in ("auto", "none"):
+        return t
+    try:
+        lo, hi = (float(v) for v in t.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or LO,HI, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise argparse.ArgumentTypeError(f"expected LO < HI, finite, got {text!r}")
+    return (lo, hi)
+
+
+def add_box_arg(group) -> None:
+    """``--box auto|none|LO,HI``: the box every perturbed input must stay in."""
+    group.add_argument(
+        "--box",
+        dest="bounds",
+        metavar="auto|none|LO,HI",
+        type=parse_box,
+        default="auto",
+        help="box of the searches: auto = [0, 1] when the images lie in [0, 1] (a perturbed "
+        "image stays an image; a band with no boundary inside it is reported as such), none, "
+        "or LO,HI",
+    )
+
+
 def add_deepfool_args(group) -> None:
     """``--overshoot --max-iter``: the L2 DeepFool search (margins, boundary points)."""
     group.add_argument(

@@ -47,7 +47,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
     )
     g.add_argument("--max-restarts", type=common.positive_int, default=30, help="Lanczos restarts")
+    g.add_argument(
+        "--scale",
+        type=common.positive_float,
+        default=None,
+        help="curvature at this scale σ (the Gaussian-smoothed boundary; needed for ReLU "
+        "networks, whose exact Hessian is zero; also applies to --loss-eigs); None: exact",
+    )
+    g.add_argument(
+        "--samples", type=common.positive_int, default=256,
+        help="gradient samples per point at a scale (even; standard error ~ 1/sqrt)",
+    )  # fmt: skip
     common.add_deepfool_args(g)
+    common.add_box_arg(g)
     g.add_argument(
         "--loss-eigs",
         type=common.nonnegative_int,
@@ -94,10 +106,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         _plots(out, values[conv] if conv.any() else values, arrays)
     kappa1 = f"{np.median(np.abs(values[conv, 0])):.4g}" if conv.any() else "n/a"
+    at = "" if settings.scale is None else f" at scale {settings.scale:g}"
     print(
-        f"curvature: {int(conv.sum())}/{values.shape[0]} boundary points converged (unconverged "
-        f"excluded); median |κ_1| over converged = {kappa1}; results in {out}"
+        f"curvature{at}: {int(conv.sum())}/{values.shape[0]} boundary points converged "
+        f"(unconverged excluded); median |κ_1| over converged = {kappa1}; results in {out}"
     )
+    if "note" in summary:
+        print(f"curvature: note: {summary['note']}")
     return 0
 
 

@@ -55,6 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="PGD radii; None means 8/255-scaled defaults for the norm",
     )
     g.add_argument("--steps", type=common.positive_int, default=10, help="PGD steps")
+    common.add_box_arg(g)
     g.add_argument(
         "--lambda", dest="lambda_", type=common.positive_float, default=3.0, help="SparseFool λ"
     )
@@ -161,6 +162,13 @@ def _headline(summary: dict) -> str:
     if "bands" in summary:
         med = summary["bands"]["median"]
         s += f", median margin per DCT band: lowest {med[0]:.4g}, highest {med[-1]:.4g}"
+        none_in_box = summary.get("n_no_boundary_in_box")
+        if none_in_box and any(none_in_box):
+            s += (
+                f" (bands with no boundary inside the box for some examples: "
+                f"{sum(1 for v in none_in_box if v)} of {len(none_in_box)}; their margins are "
+                "lower bounds, counted as such)"
+            )
     if "median_ratio" in summary:
         s += (
             f", random/minimal margin ratio {summary['median_ratio']:.3g} "

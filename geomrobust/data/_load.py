@@ -244,6 +244,51 @@ def _read_split(name: str, builder, split: str) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(data["image"]), np.asarray(data["label"])
 
 
+def _load_npz(path: Path, split: str, resize) -> ArrayDataset:
+    """A dataset from a ``.npz`` of arrays (see :func:`load_dataset`), checked."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            pre = f"{split}_" if f"{split}_images" in keys else ""
+            if f"{pre}images" not in keys or f"{pre}labels" not in keys:
+                raise ValueError(
+                    f"{path} must hold 'images' and 'labels' (or '{split}_images' and "
+                    f"'{split}_labels'), found {sorted(keys)}"
+                )
+            images, labels = z[f"{pre}images"], z[f"{pre}labels"]
+            k = int(z["num_classes"]) if "num_classes" in keys else None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or labels.shape != (images.shape[0],) or images.shape[0] == 0:
+        raise ValueError(
+            f"{path}: images must be (N, H, W, C) and labels (N,), got {images.shape} and "
+            f"{labels.shape}"
+        )
+    if images.shape[-1] > 4 and images.shape[1] <= 4:
+        raise ValueError(
+            f"{path}: images look NCHW {images.shape}; transpose them to NHWC "
+            "(np.transpose(images, (0, 2, 3, 1)))"
+        )
+    if np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32) / np.float32(np.iinfo(images.dtype).max)
+    images = np.asarray(images, np.float32)
+    if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+        raise ValueError(f"{path}: images must be finite and in [0, 1]")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"{path}: labels must be non-negative integers")
+    size = None if resize is None else as_size(resize)
+    if size is not None and images.shape[1:3] != size:
+        images = resize_images(images, size)
+    k = int(labels.max()) + 1 if k is None else k
+    if labels.max() >= k:
+        raise ValueError(f"{path}: labels must lie in [0, num_classes={k})")
+    return ArrayDataset(images, labels.astype(np.int32), k, path.stem)
+
+
 def load_dataset(
     name: str,
     split: str = "test",
@@ -258,7 +303,12 @@ def load_dataset(
     ----------
     name
         ``"digits"`` (embedded, 8x8x1, built locally from scikit-learn), ``"mnist"``,
-        ``"fashion_mnist"`` (28x28x1), ``"cifar10"``, ``"svhn_cropped"`` (32x32x3).
+        ``"fashion_mnist"`` (28x28x1), ``"cifar10"``, ``"svhn_cropped"`` (32x32x3), or the
+        path of a ``.npz`` file holding ``images`` (``(N, H, W, C)`` or ``(N, H, W)``,
+        floats in ``[0, 1]`` or ``uint8``) and integer ``labels`` (or ``<split>_images`` /
+        ``<split>_labels`` per split) and optionally ``num_classes`` (default: the largest
+        label + 1), e.g. a test set exported from another framework (NCHW arrays must be
+        transposed to NHWC first).
     split
         A TFDS split: ``"train"`` or ``"test"`` (TFDS slicing such as ``"train[:1000]"``
         works for array_record data).
@@ -288,8 +338,13 @@ def load_dataset(
     ValueError, TypeError
         Unknown ``name`` or ``split``, bad ``resize``.
     """
+    if isinstance(name, str | os.PathLike) and str(name).endswith(".npz"):
+        return _load_npz(Path(name).expanduser(), split, resize)
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}, got {name!r}")
+        raise ValueError(
+            f"name must be one of {', '.join(map(repr, DATASETS))} or a .npz file of arrays, "
+            f"got {name!r}"
+        )
     if not isinstance(split, str) or not split:
         raise TypeError(f"split must be a TFDS split name such as 'test', got {split!r}")
     size = None if resize is None else as_size(resize)

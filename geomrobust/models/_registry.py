@@ -15,6 +15,7 @@ from ._torch_archs import ARCHITECTURES, build
 
 __all__ = ["MODELS", "create_model", "model_config", "model_from_config", "register_model"]
 
+
 def _torch_architecture(name: str):
     """The registry's constructor for a PyTorch-layout architecture (the weights usually come
     from :func:`geomrobust.models.from_torch`)."""

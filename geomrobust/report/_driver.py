@@ -222,15 +222,11 @@ def run_report(
     -------
     The ``results.json`` record (dict).
     """
-    import jax
     import jax.numpy as jnp
 
-    from geomrobust import __version__
     from geomrobust.data import load_dataset
 
-    from ._figures import draw_stage
-    from ._html import write_html
-    from ._stages import REQUIRES, STAGES, Context
+    from ._stages import STAGES
 
     t_start = time.perf_counter()
     sizes = dict(SIZES["quick" if quick else "full"])
@@ -275,6 +271,124 @@ def run_report(
                 f"model {m.name} expects inputs {expected}, the data have "
                 f"{tuple(x.shape[1:])}; pass resize to match"
             )
+    source = {"dataset": dataset, "data_dir": data_dir, "resize": resize, "quick": quick}
+    return _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timings,
+                       t_start)  # fmt: skip
+
+
+def _weights_digest(classifier) -> str:
+    """SHA-256 of a classifier's structure and weights (the stage cache key of a model that
+    comes without a checkpoint)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    from geomrobust.models import as_classifier
+
+    clf = as_classifier(classifier)
+    leaves, treedef = jax.tree.flatten(clf)
+    h = hashlib.sha256(repr(treedef).encode())
+    for a in leaves:
+        a = np.asarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def run(
+    classifiers,
+    x,
+    y=None,
+    *,
+    out: str | os.PathLike,
+    labels: dict | None = None,
+    quick: bool = False,
+    sizes: dict | None = None,
+    key: int = 0,
+    stages: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """The report on ANY classifiers and arrays: the same stages, figures and HTML as
+    ``geomrobust report``, for models that come from elsewhere (imported PyTorch weights,
+    Equinox, Flax, functions).
+
+    Parameters
+    ----------
+    classifiers : ``{name: classifier}`` (anything :func:`geomrobust.as_classifier` accepts;
+        wrap pretrained networks in :class:`geomrobust.models.Normalized` so that they take
+        images in ``[0, 1]``), compared side by side, in order.
+    x : ``(N, H, W, C)`` images in ``[0, 1]`` (every search stays in this box); y : ``(N,)``
+        labels (None: the first classifier's predictions, so "clean accuracy" is then
+        agreement with it).
+    out : output folder (``index.html``, ``results.json``, PNGs, ``stages/`` for resuming:
+        a stage is reused when the weights, data and sizes are unchanged).
+    labels : optional ``{name: legend text}``.
+    quick, sizes, key, stages, progress : as :func:`run_report` (``sizes`` overrides entries
+        of :data:`SIZES`; ``n`` defaults to all of ``x``).
+
+    Returns
+    -------
+    The ``results.json`` record (dict).
+
+    Piecewise-linear models (ReLU) are detected at the boundary points and their curvature is
+    measured at a scale (docs/curvature.md).
+    """
+    import jax.numpy as jnp
+
+    from ._stages import ReportModel
+
+    t_start = time.perf_counter()
+    if not classifiers:
+        raise ValueError("classifiers must hold at least one {name: classifier}")
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be images (N, H, W, C), got shape {tuple(x.shape)}")
+    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"x must be images in [0, 1] (the box of every search), got values in "
+            f"[{lo:.4g}, {hi:.4g}]; put the normalization in the classifier "
+            "(geomrobust.models.Normalized)"
+        )
+    first = next(iter(classifiers.values()))
+    from geomrobust.analyses import predict
+
+    y = jnp.asarray(predict(first, x) if y is None else y)
+    all_sizes = dict(SIZES["quick" if quick else "full"])
+    all_sizes["n"] = int(x.shape[0])
+    all_sizes.update(sizes or {})
+    models = []
+    for name, clf in classifiers.items():
+        meta = {"checkpoint_sha256": _weights_digest(clf), "input_shape": list(x.shape[1:]),
+                "method": "given"}  # fmt: skip
+        models.append(ReportModel(name, (labels or {}).get(name, name), clf, meta, None))
+    num = min(all_sizes["n"], x.shape[0])
+    bars = True if progress or (progress is None and sys.stderr.isatty()) else None
+    source = {"dataset": "arrays", "data_dir": None, "resize": None, "quick": quick}
+    out = Path(out).expanduser()
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    return _run_stages(models, x[:num], y[:num], out, all_sizes, key, stages, bars, source, {},
+                       t_start)  # fmt: skip
+
+
+def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timings, t_start):
+    """Every selected stage on ``models`` and ``(x, y)``, resuming finished stages, then
+    ``results.json`` and ``index.html`` (shared by :func:`run_report` and :func:`run`)."""
+    import jax
+
+    from geomrobust import __version__
+
+    from ._figures import draw_stage
+    from ._html import write_html
+    from ._stages import REQUIRES, STAGES, Context
+
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
+    num = int(x.shape[0])
+    dataset, data_dir, resize, quick = (source[k] for k in ("dataset", "data_dir", "resize",
+                                                             "quick"))  # fmt: skip
     common = {
         "version": __version__,
         "sizes": sizes,
@@ -328,7 +442,12 @@ def run_report(
             "key": key,
             "stage_keys": {s: f"fold_in(key({key}), {i})" for i, s in enumerate(STAGES)},
             "sizes": sizes,
-            "deepfool": {"overshoot": 0.02, "max_iter": 50, "labels": "predicted", "bounds": None},
+            "deepfool": {
+                "overshoot": 0.02,
+                "max_iter": 50,
+                "labels": "predicted",
+                "bounds": [0.0, 1.0],
+            },
         },
         "models": {
             m.name: {

@@ -146,9 +146,11 @@ def _section_table(name: str, s: dict, models) -> str:
                 ]
             )
         note = "".join(
-            f"<p class='note'>{html.escape(m.label)} is not a smooth (C²) network (ReLU or max "
-            "pooling): its boundary is piecewise flat and second-order numbers are not "
-            "meaningful.</p>"
+            f"<p class='note'>{html.escape(m.label)} is piecewise linear (ReLU or max pooling): "
+            "its exact Hessian is zero at the boundary points, so the exact curvature says "
+            "nothing; shown instead: the curvature at scale σ = "
+            f"{s[m.name].get('scale')} (the Gaussian-smoothed boundary, docs/curvature.md), "
+            f"median standard error of κ₁ {s[m.name].get('median_top_stderr', 0):.3g}.</p>"
             for m in ms
             if not s[m.name].get("smooth_network", True)
         )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -47,6 +48,7 @@ from geomrobust.analyses import (
     NADSettings,
     SliceSettings,
 )
+from geomrobust.measures import PiecewiseLinearWarning
 
 __all__ = ["REQUIRES", "STAGES", "Context", "ReportModel"]
 
@@ -59,14 +61,15 @@ class ReportModel(NamedTuple):
     """name : short id (``standard``, ``pgd``, or the checkpoint's folder name); label : the
     legend text; logits_fn : the classifier (a :class:`geomrobust.Classifier`); metadata : the
     checkpoint metadata plus ``checkpoint_path`` and ``checkpoint_sha256``; smooth : whether
-    the network is C² (smooth activation, no max pooling), required for meaningful
+    the network is C² (smooth activation, no max pooling; None: unknown, decided by the
+    exact Hessian at the boundary points), required for meaningful
     curvature."""
 
     name: str
     label: str
     logits_fn: Callable
     metadata: dict
-    smooth: bool
+    smooth: bool | None
 
 
 class Context(NamedTuple):
@@ -209,7 +212,13 @@ _CURVATURE_KEYS = {
     "fooling_subspace_dim": "fooling_subspace_dim",
     "fooling_rate_shared_subspace": "fooling_rate_shared",
     "fooling_rate_isotropic": "fooling_rate_isotropic",
+    "num_piecewise_linear": "n_piecewise_linear",
+    "scale": "scale",
+    "median_top_stderr": "median_top_stderr",
 }
+#: the scale of the curvature of piecewise-linear (ReLU) models, in pixel units of images in
+#: [0, 1] (docs/curvature.md: perturbations of norm about σ sqrt(D))
+CURVATURE_SCALE = 0.02
 _CURVATURE_ARRAYS = {
     f: f
     for f in ("index", "values", "converged", "z", "y", "k", "normal", "top_direction", "margin")
@@ -240,11 +249,19 @@ def stage_curvature(ctx: Context):
             margin=margins[f"{m.name}__l2_margin"][:n],
             converged=margins[f"{m.name}__l2_converged"][:n],
         )
-        a, s = analyses.curvature.compute(
-            m.logits_fn, x, settings, key=ctx.key, deepfool=found, progress=ctx.progress
-        )
+        run = dict(key=ctx.key, deepfool=found, progress=ctx.progress)
+        smooth = m.smooth
+        if smooth is not False:  # a C² network, or unknown: the exact curvature first
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PiecewiseLinearWarning)  # counted below
+                a, s = analyses.curvature.compute(m.logits_fn, x, settings, **run)
+            if smooth is None:  # unknown architecture: the Hessian tells
+                smooth = not s.get("num_piecewise_linear", 0)
+        if not smooth:  # piecewise linear: the curvature at a scale
+            scaled = dataclasses.replace(settings, scale=CURVATURE_SCALE, samples=64)
+            a, s = analyses.curvature.compute(m.logits_fn, x, scaled, **run)
         summary[m.name] = {new: s[old] for old, new in _CURVATURE_KEYS.items() if old in s}
-        summary[m.name]["smooth_network"] = m.smooth
+        summary[m.name]["smooth_network"] = bool(smooth)
         for k in ("median_abs_curvature_by_rank", "median_curvature_by_rank"):
             if k in summary[m.name]:
                 summary[m.name][k] = summary[m.name][k] or None

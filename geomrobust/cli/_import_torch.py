@@ -1,0 +1,120 @@
+"""``geomrobust import-torch``: a PyTorch checkpoint as a geomrobust checkpoint.
+
+The weights are read without pickle (``.safetensors``) or with ``torch.load(weights_only=True)``
+(``.pt``/``.pth``, if PyTorch is installed), into the package's NNX version of the
+architecture (:func:`geomrobust.models.from_torch`); the input normalization (``--mean``,
+``--std``, or RobustBench's ``mu``/``sigma`` buffers) becomes part of the model, so every
+other command measures in pixel units. The checkpoint records the source file and its
+SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ._common import CLIError, one_line, positive_int
+
+__all__ = ["add_parser", "run"]
+
+ARCHS = ("wide_resnet", "preact_resnet18", "resnet18", "resnet50")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}")
+    return values
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "import-torch",
+        help="import PyTorch weights (RobustBench / torchvision layouts) as a checkpoint",
+        description=(
+            "Read a PyTorch state dict (.safetensors without torch, or .pt/.pth with "
+            "torch.load(weights_only=True)) into geomrobust's NNX version of the architecture "
+            "(NHWC input, BatchNorm in evaluation mode), with the input normalization inside "
+            "the model, and write a checkpoint that every other command reads "
+            "(--checkpoint OUT)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("weights", metavar="WEIGHTS", help="the .safetensors / .pt / .pth file")
+    p.add_argument("--arch", required=True, choices=ARCHS, help="architecture (key layout)")
+    p.add_argument("--depth", type=positive_int, default=None, help="WideResNet depth (6n+4)")
+    p.add_argument("--widen-factor", type=positive_int, default=None, help="WideResNet width")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="number of logits")
+    p.add_argument(
+        "--input-shape", type=positive_int, nargs=3, default=(32, 32, 3), metavar=("H", "W", "C"),
+        help="image shape the model is measured on (NHWC)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mean", type=_floats, default=None,
+        help="per-channel input mean, e.g. '0.4914 0.4822 0.4465' (None: none, or the "
+        "checkpoint's mu buffer)",
+    )  # fmt: skip
+    p.add_argument("--std", type=_floats, default=None, help="per-channel input std")
+    p.add_argument("--config", default="{}", help="more architecture options as JSON, e.g. "
+                   "'{\"bn_before_fc\": true}'")  # fmt: skip
+    p.add_argument("--dataset", default="cifar10", help="the dataset the model classifies "
+                   "(the default of the other commands' --dataset)")  # fmt: skip
+    p.add_argument("--out", metavar="DIR", required=True, help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=run)
+    return p
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    from geomrobust.models import from_torch
+    from geomrobust.train import save_checkpoint
+
+    source = Path(args.weights).expanduser()
+    if not source.is_file():
+        raise CLIError(f"{source}: no such file", 2)
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as e:
+        raise CLIError(f"--config is not valid JSON: {e}", 2) from None
+    if not isinstance(config, dict):
+        raise CLIError(f"--config must be a JSON object, got {args.config!r}", 2)
+    if args.arch == "wide_resnet":
+        config.setdefault("depth", args.depth or 28)
+        config.setdefault("widen_factor", args.widen_factor or 10)
+    elif args.depth is not None or args.widen_factor is not None:
+        raise CLIError("--depth/--widen-factor apply to --arch wide_resnet only", 2)
+    if (args.mean is None) != (args.std is None):
+        raise CLIError("give both --mean and --std, or neither", 2)
+    if args.mean is not None:
+        config.update(mean=list(args.mean), std=list(args.std))
+    config["input_shape"] = list(args.input_shape)
+    try:
+        model = from_torch(source, args.arch, num_classes=args.num_classes, **config)
+    except (ValueError, TypeError, ImportError, OSError) as e:
+        raise CLIError(one_line(e), 2 if isinstance(e, ValueError | TypeError) else 1) from None
+    meta = {
+        "dataset": args.dataset,
+        "method": "imported",
+        "source": {"path": os.fspath(source.absolute()), "sha256": _sha256(source),
+                   "architecture": args.arch, "format": source.suffix.lstrip(".")},
+    }  # fmt: skip
+    try:
+        out = save_checkpoint(args.out, model, meta, overwrite=args.overwrite)
+    except (FileExistsError, OSError, ValueError) as e:
+        raise CLIError(one_line(e), 1) from None
+    print(f"import-torch: {args.arch} from {source.name} -> {out}")
+    return 0
