@@ -88,9 +88,9 @@ from .train import save_checkpoint as save_checkpoint
 
 
 def __getattr__(name: str):
-    """``gr.plot`` (and ``gr.report``) load on first use: matplotlib is not imported with
-    the package."""
-    if name in ("plot", "report"):
+    """``gr.plot``, ``gr.report``, ``gr.analyses`` and ``gr.cli`` load on first use
+    (matplotlib and the front ends are not imported with the package)."""
+    if name in ("plot", "report", "analyses", "cli"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

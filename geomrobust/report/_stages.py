@@ -339,26 +339,28 @@ def stage_nads(ctx: Context):
 
 def stage_thickness(ctx: Context):
     """Boundary thickness (alpha = 0, beta = 0.75) on the segment from x to its L2 DeepFool
-    point around the predicted label; examples whose DeepFool did not converge are
-    excluded."""
+    point around the predicted label (the margins stage's search, not run again); examples
+    whose DeepFool did not converge are excluded."""
+    from geomrobust.measures import boundary_thickness
+
     settings = DiagnoseSettings(what=("thickness",), chunk_size=CHUNK)
     arrays, summary = {}, {"alpha": settings.alpha, "beta": settings.beta}
+    margins, _ = ctx.previous["margins"]
     for m in ctx.models:
-        a, s = analyses.diagnose.compute(m.logits_fn, ctx.x, settings, progress=ctx.progress)
-        arrays.update(
-            _prefixed(
-                m.name,
-                a,
-                {
-                    "thickness": "thickness",
-                    "thickness_valid": "valid",
-                    "thickness_distance": "distance",
-                },
-            )
-        )
-        summary[m.name] = {
-            k: v for k, v in s["thickness"].items() if k not in ("attack", "alpha", "beta")
-        }
+        pert = margins[f"{m.name}__l2_perturbation"]
+        ok = margins[f"{m.name}__l2_converged"] & (margins[f"{m.name}__l2_margin"] > 0)
+        t = boundary_thickness(
+            m.logits_fn, ctx.x, ctx.x + pert, alpha=settings.alpha, beta=settings.beta,
+            num_points=settings.grid, progress=ctx.progress,
+        )  # fmt: skip
+        valid = np.asarray(t.valid) & ok
+        theta = np.where(valid, np.asarray(t.thickness), np.nan)
+        arrays.update({
+            f"{m.name}__thickness": theta,
+            f"{m.name}__valid": valid,
+            f"{m.name}__distance": np.asarray(t.distance),
+        })  # fmt: skip
+        summary[m.name] = analyses.summarize(theta, valid)
     return arrays, summary
 
 
@@ -378,5 +380,6 @@ STAGES: dict[str, tuple[str, Any]] = {
 #: Stages whose results a stage reads (run first, or reused from disk).
 REQUIRES: dict[str, tuple[str, ...]] = {
     "curvature": ("margins",),
+    "thickness": ("margins",),
     "slices": ("margins", "curvature"),
 }
