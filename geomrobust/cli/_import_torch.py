@@ -11,7 +11,6 @@ SHA-256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -71,15 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
+    from geomrobust.io import file_sha256
     from geomrobust.models import from_torch
     from geomrobust.train import save_checkpoint
 
@@ -109,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "dataset": args.dataset,
         "method": "imported",
-        "source": {"path": os.fspath(source.absolute()), "sha256": _sha256(source),
+        "source": {"path": os.fspath(source.absolute()), "sha256": file_sha256(source),
                    "architecture": args.arch, "format": source.suffix.lstrip(".")},
     }  # fmt: skip
     try:

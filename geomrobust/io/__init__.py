@@ -6,6 +6,7 @@ from ._chunks import open_chunk_store as open_chunk_store
 from ._chunks import settings_hash as settings_hash
 from ._files import CorruptFileError as CorruptFileError
 from ._files import atomic_write as atomic_write
+from ._files import file_sha256 as file_sha256
 from ._files import load_json as load_json
 from ._files import load_npz as load_npz
 from ._files import remove_stale_temps as remove_stale_temps
@@ -18,6 +19,7 @@ __all__ = [
     "CorruptFileError",
     "SettingsMismatchError",
     "atomic_write",
+    "file_sha256",
     "load_json",
     "load_npz",
     "open_chunk_store",

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "CorruptFileError",
     "atomic_write",
+    "file_sha256",
     "load_json",
     "load_npz",
     "save_json",
@@ -35,6 +36,17 @@ __all__ = [
 
 class CorruptFileError(ValueError):
     """A results or metadata file that is truncated, corrupted, or not what it claims to be."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

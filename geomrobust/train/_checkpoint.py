@@ -115,11 +115,9 @@ def _json_default(o):
 
 
 def _file_sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from geomrobust.io import file_sha256
+
+    return file_sha256(file)
 
 
 def _file_manifest(root: Path, sub: str) -> dict[str, dict]:
