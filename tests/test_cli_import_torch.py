@@ -100,3 +100,19 @@ def test_import_errors_are_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "y")]) == 2  # fmt: skip
     assert main(["import-torch", str(FIXTURES / "wrn_16_1.safetensors"), "--arch",
                  "wide_resnet", "--mean", "0.5", "--out", str(tmp_path / "z")]) == 2  # fmt: skip
+
+
+def test_report_on_the_imported_checkpoint(imported, tmp_path):
+    """``geomrobust report --checkpoint`` on an imported ReLU WideResNet: its curvature is
+    measured at a scale and the page says why."""
+    ckpt, data = imported
+    out = tmp_path / "rep"
+    assert main(["report", "--checkpoint", str(ckpt), "--dataset", str(data), "--quick",
+                 "--n", "6", "--stages", "accuracy", "margins", "curvature",
+                 "--out", str(out)]) == 0  # fmt: skip
+    rec = json.loads((out / "results.json").read_text())
+    (name,) = rec["models"]
+    curv = rec["sections"]["curvature"][name]
+    assert not curv["smooth_network"] and curv["scale"] > 0
+    assert rec["settings"]["deepfool"]["bounds"] == [0.0, 1.0]
+    assert "piecewise linear" in (out / "index.html").read_text()
