@@ -1,6 +1,6 @@
 """geomrobust: geometric analysis of neural-network decision boundaries in JAX.
 
-The public API of DESIGN.md section 2 is re-exported here explicitly; the subpackages
+The public API (README "Library", docs/methods.md) is re-exported here explicitly; the subpackages
 (``geomrobust.data``, ``.models``, ``.ops``, ``.engine``, ``.search``, ``.measures``,
 ``.train``, ``.plot``) hold the rest, one layer each, in the order of the data flow;
 ``gr.plot`` is imported on first use.

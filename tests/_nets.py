@@ -1,7 +1,7 @@
 """Small smooth classifiers written by hand in plain JAX, independent of geomrobust.models.
 
 Used by the operator and geometry tests, so that they check the operators on "any JAX
-callable" (DESIGN.md section 1), not only on this package's models.
+callable" (docs/methods.md), not only on this package's models.
 """
 
 import jax

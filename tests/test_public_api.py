@@ -1,4 +1,4 @@
-"""The public names of DESIGN.md section 2 exist at the top level, with the documented fields."""
+"""The public names of the package exist at the top level, with the documented fields."""
 
 import inspect
 

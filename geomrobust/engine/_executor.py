@@ -1,6 +1,6 @@
 """The executor: every dataset-level measurement runs its per-chunk program through here.
 
-One mechanism for all of them (DESIGN.md section 1, "one executor"):
+One mechanism for all of them (docs/methods.md, "one executor"):
 
 * **chunks**: the ``N`` examples are cut into chunks of ``chunk_size`` rows, the last one
   padded by repeating its last row (padding rows are computed and dropped, never returned),

@@ -2,7 +2,7 @@
 
 At a boundary point ``z`` between classes ``y`` and ``k`` (``F_k = f_k - f_y``, ``F_k(z) ≈ 0``,
 ``F_k > 0`` the adversarial side), with ``g = ∇F_k(z)``, ``n = g/||g||``, ``P = I - n nᵀ`` and
-``H = ∇²F_k(z)`` (DESIGN.md 3.4):
+``H = ∇²F_k(z)`` (docs/methods.md):
 
 * normal curvature along a unit tangent ``u``: ``κ(u) = uᵀ H u / ||g||``;
 * principal curvatures: eigenvalues of the shape operator ``S = P H P / ||g||`` on ``n⊥``.
@@ -225,7 +225,7 @@ def principal_curvatures(
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
     Eigenvalues of the shape operator ``S = P H P / ||g||`` restricted to the tangent space
-    ``n⊥`` (DESIGN.md 3.4), the ``num`` of largest magnitude, both signs, sorted by ``|κ|``.
+    ``n⊥`` (docs/methods.md), the ``num`` of largest magnitude, both signs, sorted by ``|κ|``.
 
     **Piecewise-linear networks** (ReLU, max pooling): the exact Hessian is zero almost
     everywhere. Points where it is exactly zero on every probe are flagged

@@ -1,7 +1,7 @@
 """Neural anisotropy directions (NADs) and the Fourier accuracy map of an architecture.
 
 NADs of an architecture (Ortiz-Jimenez, Modas, Moosavi-Dezfooli, Frossard, "Neural Anisotropy
-Directions", NeurIPS 2020, DESIGN.md 3.6) are the eigenvectors of the gradient covariance over
+Directions", NeurIPS 2020, docs/methods.md) are the eigenvectors of the gradient covariance over
 random initialisations ``θ`` at a fixed input ``x_0 ~ N(0, I)``:
 
     Σ = E_θ[∇_x f_θ(x_0) ∇_x f_θ(x_0)ᵀ],

@@ -1,7 +1,7 @@
 """The shape operator of a decision boundary at one point, matrix-free and (for tests) dense.
 
 At a point ``z`` of the boundary ``{F_k = 0}`` between classes ``y`` and ``k``
-(``F_k = f_k - f_y``, DESIGN.md 3.4): ``g = ∇F_k(z)``, unit normal ``n = g/||g||`` (pointing to
+(``F_k = f_k - f_y``, docs/methods.md): ``g = ∇F_k(z)``, unit normal ``n = g/||g||`` (pointing to
 the adversarial side ``F_k > 0``), tangent projector ``P = I - n nᵀ``, ``H = ∇²F_k(z)``, and the
 shape operator
 

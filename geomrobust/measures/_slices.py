@@ -3,7 +3,7 @@
 The classifier is evaluated on the plane ``{x + a u + b v}`` through a point ``x`` on an
 ``R × R`` grid of ``(a, b)``: predicted labels, a logit difference whose zero level set is the
 boundary, and the cross-entropy loss (the loss surface in the same plane). Typical planes
-(DESIGN.md 3.4): through a data point, its adversarial direction and a random one; at a
+(docs/methods.md): through a data point, its adversarial direction and a random one; at a
 boundary point, its normal and the top principal direction, or the normal and a random tangent
 direction (the boundary looks flat in the second and curved in the first).
 

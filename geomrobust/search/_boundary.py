@@ -2,7 +2,7 @@
 
 DeepFool (or any attack) returns ``x_adv`` just past the boundary. For curvature work the point
 must lie ON the boundary ``{F_k = 0}``, ``F_k = f_k - f_y``, with ``k`` the label at ``x_adv``
-(DESIGN.md section 3.3). Bisection on ``t`` in ``[0, 1]`` along ``x + t (x_adv - x)`` keeps the
+(docs/methods.md). Bisection on ``t`` in ``[0, 1]`` along ``x + t (x_adv - x)`` keeps the
 bracket ``F_k(lower) < 0 < F_k(upper)``; the state follows Optimistix's ``Bisection``
 (``init`` / ``step`` / ``terminate``, a status instead of an exception under ``jit``).
 """
@@ -150,7 +150,7 @@ def refine_boundary(
 
     ``k = argmax f(x_adv)``. With ``F_k(x) < 0 < F_k(x_adv)`` (a valid bracket), bisection on
     ``t`` in ``[0, 1]`` stops at ``|F_k(z)| <= tol · max(|F_k(x)|, |F_k(x_adv)|)`` or at a
-    bracket shorter than ``tol · ||x_adv - x||`` (DESIGN.md 3.3); one forward pass per step,
+    bracket shorter than ``tol · ||x_adv - x||`` (docs/methods.md); one forward pass per step,
     then one forward + batched VJP for the normals at ``z``. Along the segment ``F_k`` may
     vanish inside the region of a third class; ``z`` is then still on ``{F_k = 0}`` but not
     on the decision boundary of ``argmax``.

@@ -1,6 +1,6 @@
 """Margins along directions: the first label change on the rays ``x + t d``, ``t > 0``.
 
-DESIGN.md section 3.2. For each example and each unit direction, bracket the first label change
+docs/methods.md section 3. For each example and each unit direction, bracket the first label change
 by stepping ``t = h, 2h, ...`` (``h = max_dist / num_steps``), then bisect the bracket to a
 tolerance relative to ``t``. Random directions uniform on the sphere give the "random margins"
 of Fawzi, Moosavi-Dezfooli, Frossard, "Robustness of classifiers: from adversarial to random

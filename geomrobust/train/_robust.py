@@ -319,7 +319,7 @@ def cure_loss(h: float, lam: float) -> LossFn:
     regularization, and vice versa", CVPR 2019): clean cross-entropy plus
     ``λ · mean_i ||∇ℓ(x_i + h z_i) - ∇ℓ(x_i)||²`` (:func:`cure_regularizer`).
 
-    The paper uses the squared norm (DESIGN.md 3.5); the authors' code uses the unsquared
+    The paper uses the squared norm (docs/methods.md); the authors' code uses the unsquared
     norm. ``x + h z`` is not clipped to the box (as in the paper). ``aux["reg"]`` is the mean
     penalty (without ``λ``).
     """
