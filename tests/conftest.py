@@ -39,3 +39,13 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Programs are cached per
+    architecture for the whole process (by design: a second call compiles nothing); over the
+    ~1,000 tests of a worker the caches held several GB, and one CI run saw XLA abort while
+    compiling late in a worker. Tests that count compilations run within one module."""
+    yield
+    jax.clear_caches()
