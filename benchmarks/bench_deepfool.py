@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomrobust.search import deepfool, deepfool_dataset
-from geomrobust.search._deepfool import evaluate
+from geomrobust.search._deepfool import _evaluate as evaluate
 
 from ._common import Rows, pool, robust_cnn, timed, trained_cnn
 

@@ -26,7 +26,7 @@ import numpy as np
 from geomrobust.data import load_dataset
 from geomrobust.models import create_model, pure_apply
 from geomrobust.search import deepfool, deepfool_dataset
-from geomrobust.search._deepfool import evaluate
+from geomrobust.search._deepfool import _evaluate as evaluate
 from geomrobust.train import fit, make_optimizer
 
 
