@@ -13,8 +13,12 @@
 #
 # We compare the standard LeNet with one fine-tuned by PGD adversarial training (Madry et
 # al., 2018; L∞, ε = 0.1) on the 8×8 digits — the quick models of `geomrobust report`, trained
-# once and cached. Expected: larger margins (in every DCT band), a flatter loss in input
-# space (smaller Hessian eigenvalues, as in CURE, Moosavi-Dezfooli et al. 2019).
+# once and cached. The literature reports larger margins (Madry et al. 2018) and a flatter
+# loss in input space (smaller loss-Hessian eigenvalues; CURE, Moosavi-Dezfooli et al. 2019).
+# This notebook measures both and prints whether this run agrees: on these small digits
+# models it need not (the README's measurements find larger margins, but larger top
+# loss-Hessian eigenvalues for the robust model, and a DCT profile that changes only in some
+# bands).
 
 # %%
 import jax
@@ -48,21 +52,41 @@ x, y = jnp.asarray(test.images[:32]), jnp.asarray(test.labels[:32])
 
 # %%
 margins = {m: deepfool_dataset(f, x) for m, f in models.items()}
-for m, r in margins.items():
-    print(m, "median L2 margin", float(jnp.median(r.margin[r.converged])))
-assert jnp.median(margins["pgd"].margin) > jnp.median(margins["standard"].margin)
+median_margin = {m: float(jnp.median(r.margin[r.converged])) for m, r in margins.items()}
+for m, v in median_margin.items():
+    print(m, "median L2 margin", round(v, 4))
+
+
+def verdict(quantity, standard, robust, robust_higher):
+    agrees = robust > standard if robust_higher else robust < standard
+    word = "agrees" if agrees else "DISAGREES"
+    return f"{quantity}: PGD-AT / standard = {robust / standard:.2f} -> {word} with the literature"
+
+
+print(verdict("median margin", median_margin["standard"], median_margin["pgd"], True))
 
 # %%
 bases = dct_subspaces((8, 8, 1), block=2, stride=1)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+band_medians, top_eig = {}, {}
 for m, f in models.items():
     r = subspace_margins(f, x, None, bases)
-    axes[0].plot(summarize_bands(r.margin, r.converged).median, marker="o", label=m)
+    band_medians[m] = np.asarray(summarize_bands(r.margin, r.converged).median)
+    axes[0].plot(band_medians[m], marker="o", label=m)
     e = loss_hessian_eigs(f, x[:8], y[:8], num=6, key=jax.random.key(0))
     v = np.asarray(e.values)[np.asarray(e.converged)]
     axes[1].plot(np.arange(1, 7), np.median(v, 0), marker="o", label=m)
-    print(m, "median top loss-Hessian eigenvalue", float(np.median(v[:, 0])))
+    top_eig[m] = float(np.median(v[:, 0]))
+    print(m, "median top loss-Hessian eigenvalue", round(top_eig[m], 4))
 axes[0].set(yscale="log", xlabel="DCT band (low -> high)", ylabel="median margin")
 axes[1].set(yscale="symlog", xlabel="rank", ylabel="loss-Hessian eigenvalue")
 for ax in axes:
     ax.legend()
+
+# %% [markdown]
+# What this run shows, band by band and for the loss spectrum (computed, not assumed):
+
+# %%
+larger = band_medians["pgd"] > band_medians["standard"]
+print(f"PGD-AT has the larger median margin in {int(larger.sum())} of {larger.size} DCT bands")
+print(verdict("median top loss-Hessian eigenvalue", top_eig["standard"], top_eig["pgd"], False))

@@ -36,6 +36,61 @@ def _floats(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], float)
 
 
+def _method(m) -> str | None:
+    """The training method recorded in the model's checkpoint (``standard``, ``pgd``, ...),
+    None for models that come from elsewhere."""
+    meta = m.metadata if isinstance(m.metadata, dict) else {}
+    method = meta.get("method")
+    return method if isinstance(method, str) else None
+
+
+def versus_literature(models, medians: dict, *, quantity: str, claim: str, robust_higher: bool):
+    """One or two sentences: what the literature reports (``claim``), then what this run
+    shows (the median ``quantity`` per model) and whether the two agree.
+
+    ``medians``: model name -> the median of the quantity (NaN when no example was valid).
+    The comparison is made between the model trained with ``method == "standard"`` and each
+    robustly trained one (any other recorded method); models without a recorded method are
+    listed but not compared. Returns the text, never raises.
+    """
+    shown = [f"{m.label} {medians[m.name]:.3g}" for m in models if m.name in medians]
+    text = f"The literature reports that {claim}."
+    if not shown:
+        return text
+    text += f" In this run the median {quantity} is " + ", ".join(shown) + "."
+    standard = [m for m in models if _method(m) == "standard" and m.name in medians]
+    robust = [m for m in models if _method(m) not in (None, "standard") and m.name in medians]
+    if not standard or not robust:
+        return text
+    s = medians[standard[0].name]
+    verdicts = []
+    for m in robust:
+        r = medians[m.name]
+        if not (np.isfinite(s) and np.isfinite(r)):
+            verdicts.append(f"{m.label}: not comparable (no valid example)")
+            continue
+        agrees = (r > s) if robust_higher else (r < s)
+        verdicts.append(
+            f"{m.label} vs {standard[0].label}: {r / s:.2f}× — "
+            + ("agrees with the literature" if agrees else "DISAGREES with the literature")
+        )
+    return text + " " + "; ".join(verdicts) + "."
+
+
+def _median_of(arrays, models, values: str, valid: str, column=None) -> dict:
+    out = {}
+    for m in models:
+        if f"{m.name}__{values}" not in arrays:
+            continue
+        v = np.asarray(arrays[f"{m.name}__{values}"], float)[
+            np.asarray(arrays[f"{m.name}__{valid}"])
+        ]
+        if column is not None:
+            v = np.abs(v[:, column]) if v.ndim == 2 else v[:0]
+        out[m.name] = float(np.median(v)) if v.size else float("nan")
+    return out
+
+
 def _margins(arrays, summary, models, out):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, tag, name in zip(axes, ("l2", "linf"), ("L2", "L∞"), strict=True):
@@ -61,7 +116,14 @@ def _margins(arrays, summary, models, out):
         "decision boundary, estimated by DeepFool (left: Euclidean L2 distance; right: "
         "largest per-pixel change L∞). A curve further to the right means examples sit "
         "further from the boundary, i.e. the model is more robust. Examples on which "
-        "DeepFool did not converge are left out and counted in the table."
+        "DeepFool did not converge are left out and counted in the table. "
+    ) + versus_literature(
+        models,
+        _median_of(arrays, models, "l2_margin", "l2_converged"),
+        quantity="L2 margin",
+        claim="adversarial training moves examples further from the boundary (larger "
+        "margins; Madry et al. 2018)",
+        robust_higher=True,
     )
     return [_save(fig, out, "margins.png", "Margin distributions", cap)]
 
@@ -159,7 +221,14 @@ def _curvature(arrays, summary, models, out):
         "band). Zero means a flat boundary in that direction; positive means it bends "
         "towards the example's class. A few large values followed by values near zero "
         "mean the boundary is flat in most directions and curved in a few; both panels "
-        "share the y axis."
+        "share the y axis. "
+    ) + versus_literature(
+        models,
+        _median_of(arrays, models, "values", "converged", column=0),
+        quantity="|κ₁| (largest principal curvature in magnitude)",
+        claim="robust training flattens the decision boundary near the data (smaller "
+        "curvature; Fawzi et al. 2018, Moosavi-Dezfooli et al. 2019)",
+        robust_higher=False,
     )
     figs = [_save(fig, out, "curvature_spectrum.png", "Boundary curvature spectra", cap)]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -201,8 +270,15 @@ def _loss_hessian(arrays, summary, models, out):
     cap = (
         "The largest eigenvalues of the Hessian of the cross-entropy loss with respect to "
         "the input, at held-out examples (median and 25–75% band; symmetric log scale). "
-        "Large eigenvalues mean the loss bends sharply in a few input directions; robust "
-        "training is expected to lower them (a flatter loss in input space, as in CURE)."
+        "Large eigenvalues mean the loss bends sharply in a few input directions. "
+    ) + versus_literature(
+        models,
+        _median_of(arrays, models, "values", "converged", column=0),
+        quantity="top eigenvalue",
+        claim="robust training lowers them, i.e. a flatter loss in input space "
+        "(Moosavi-Dezfooli et al. 2019, CURE); on a very confident standard model the loss "
+        "and its Hessian can also be near zero at most test points",
+        robust_higher=False,
     )
     return [_save(fig, out, "loss_hessian.png", "Loss-Hessian spectra", cap)]
 
@@ -291,8 +367,13 @@ def _thickness(arrays, summary, models, out):
     cap = (
         "Boundary thickness: along the straight segment from each example to its DeepFool "
         "point, the length over which the model is uncertain (probability gap between the "
-        "example's class and the adversarial class between 0 and 0.75). Thicker boundaries "
-        "(further right) go with more robust models."
+        "example's class and the adversarial class between 0 and 0.75). "
+    ) + versus_literature(
+        models,
+        _median_of(arrays, models, "thickness", "valid"),
+        quantity="thickness",
+        claim="robust training gives thicker boundaries (Yang et al. 2020)",
+        robust_higher=True,
     )
     return [_save(fig, out, "thickness.png", "Boundary thickness", cap)]
 
