@@ -58,8 +58,11 @@ class NADSettings:
     num_networks : initialisations averaged; batch : networks per jitted batch; num : NADs
     kept; accuracy_map : also train on the Fourier directions; map_stride : every S-th
     frequency along each axis; map_train, map_test : examples per direction; map_steps,
-    map_lr : Adam steps and learning rate per direction; map_chunk : directions trained at
-    once (and per resumable chunk); key : PRNG seed.
+    map_lr : steps and (peak) learning rate per direction; map_batch : minibatch size;
+    map_optimizer, map_schedule : ``"adam"``/``"sgd"`` and ``"constant"``/``"onecycle"``
+    (:func:`geomrobust.measures.fourier_accuracy_map`; the authors' recipe is SGD with a
+    one-cycle rate peaking at 0.5); map_chunk : directions trained at once (and per resumable
+    chunk); key : PRNG seed.
     """
 
     num_networks: int = 256
@@ -71,6 +74,9 @@ class NADSettings:
     map_test: int = 500
     map_steps: int = 300
     map_lr: float = 1e-2
+    map_batch: int = 64
+    map_optimizer: str = "adam"
+    map_schedule: str = "constant"
     map_chunk: int = 16
     key: int = 0
 
@@ -178,6 +184,9 @@ def _accuracy_map(arch: Architecture, s: NADSettings, key, store, progress) -> d
             n_test=s.map_test,
             steps=s.map_steps,
             learning_rate=s.map_lr,
+            batch_size=s.map_batch,
+            optimizer=s.map_optimizer,
+            schedule=s.map_schedule,
             chunk_size=chunk.size,
         )
         return {"accuracy": amap.accuracy}
