@@ -13,9 +13,9 @@ the architecture from scratch on ``D(v)``: ``x = y (ε/2) v + (I - v vᵀ) n``, 
   ``geomrobust nads --accuracy-map``.
 
 Writes OUT/<model>/results.npz and summary.json (the settings, mean / min / max accuracy, the
-fraction of frequencies above 60 %), OUT/accuracy_maps.png, and OUT/summary.json with both
-models. Progress is shown per chunk of directions; an interrupted run resumes from its finished
-chunks (``--restart`` starts over).
+fraction of frequencies above 60 %), OUT/accuracy_maps.png, and OUT/results.npz (arrays
+``<model>__<name>``) and OUT/summary.json with every model. Progress is shown per chunk of
+directions; an interrupted run resumes from its finished chunks (``--restart`` starts over).
 
     python scripts/fourier_map.py --out fourier_map            # fast recipe, every 2nd freq.
     python scripts/fourier_map.py --recipe authors --stride 4  # the authors' training
@@ -111,7 +111,11 @@ def main(argv=None) -> int:
         plot_accuracy_map(grid, ax=ax, title=f"{name}, {args.recipe} recipe")
     fig.savefig(out / "accuracy_maps.png", dpi=100, bbox_inches="tight")
     plt.close("all")
-    save_json(out / "summary.json", {name: s for name, (_, s) in every.items()})
+    models = {name: s for name, (_, s) in every.items()}
+    save_npz(
+        out / "results.npz", {f"{n}__{k}": v for n, (a, _) in every.items() for k, v in a.items()}
+    )
+    save_json(out / "summary.json", {"key": args.key, "recipe": args.recipe, "models": models})
     print(f"results in {out}")
     return 0
 

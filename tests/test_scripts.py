@@ -26,7 +26,7 @@ def _run(args, tmp_path, timeout=300):
     )
 
 
-@pytest.mark.parametrize("name", ["curvature_analysis", "subspace_margins", "nads"])
+@pytest.mark.parametrize("name", ["curvature_analysis", "subspace_margins", "nads", "fourier_map"])
 def test_help(name, tmp_path):
     r = _run([str(SCRIPTS / f"{name}.py"), "--help"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -47,6 +47,10 @@ RUNS = {
         ["--networks", "16", "--num", "4", "--map-stride", "0"],
         ["nads.png", "nads_fourier.png"],
     ),
+    "fourier_map": (
+        ["--models", "logreg", "--size", "8", "--stride", "4", "--test", "100"],
+        ["accuracy_maps.png"],
+    ),
 }
 
 
@@ -61,3 +65,5 @@ def test_tiny_run(name, tmp_path):
     assert (out / "results.npz").is_file()
     for p in pngs:
         assert (out / p).stat().st_size > 1000, p
+    if name == "fourier_map":  # a linear model learns every direction (published: 100 %)
+        assert summary["models"]["logreg"]["map_mean_accuracy"] > 0.97
