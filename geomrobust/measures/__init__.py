@@ -8,6 +8,10 @@ from ._curvature import principal_curvatures as principal_curvatures
 from ._curvature import random_tangents as random_tangents
 from ._fourier_map import AccuracyMap as AccuracyMap
 from ._fourier_map import fourier_accuracy_map as fourier_accuracy_map
+from ._frequency import FourierHeatMap as FourierHeatMap
+from ._frequency import fourier_basis as fourier_basis
+from ._frequency import fourier_heat_map as fourier_heat_map
+from ._frequency import perturbation_spectrum as perturbation_spectrum
 from ._linearity import LocalLinearity as LocalLinearity
 from ._linearity import linearity_gap as linearity_gap
 from ._linearity import linearity_search as linearity_search
