@@ -22,6 +22,12 @@ from ._margins import random_subspace_margins as random_subspace_margins
 from ._nads import NADs as NADs
 from ._nads import fourier_magnitude as fourier_magnitude
 from ._nads import nads as nads
+from ._noise import NoiseErrors as NoiseErrors
+from ._noise import NoiseMargin as NoiseMargin
+from ._noise import gaussian_noise_errors as gaussian_noise_errors
+from ._noise import halfspace_noise_error as halfspace_noise_error
+from ._noise import noise_vs_margin as noise_vs_margin
+from ._noise import sigma_at_error as sigma_at_error
 from ._shape_operator import shape_operator as shape_operator
 from ._shared_directions import FoolingRates as FoolingRates
 from ._shared_directions import SharedDirections as SharedDirections
