@@ -28,6 +28,11 @@ from ._noise import gaussian_noise_errors as gaussian_noise_errors
 from ._noise import halfspace_noise_error as halfspace_noise_error
 from ._noise import noise_vs_margin as noise_vs_margin
 from ._noise import sigma_at_error as sigma_at_error
+from ._saliency import Alignment as Alignment
+from ._saliency import Synthesis as Synthesis
+from ._saliency import class_synthesis as class_synthesis
+from ._saliency import gradient_alignment as gradient_alignment
+from ._saliency import saliency_maps as saliency_maps
 from ._shape_operator import shape_operator as shape_operator
 from ._shared_directions import FoolingRates as FoolingRates
 from ._shared_directions import SharedDirections as SharedDirections
