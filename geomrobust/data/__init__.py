@@ -1,6 +1,10 @@
 """Datasets (embedded digits, synthetic sets, standard TFDS sets) and DCT transforms."""
 
 from ._batches import iterate_batches as iterate_batches
+from ._corruptions import CORRUPTIONS as CORRUPTIONS
+from ._corruptions import SEVERITIES as SEVERITIES
+from ._corruptions import corrupt as corrupt
+from ._corruptions import jpeg_table as jpeg_table
 from ._dct import dct2 as dct2
 from ._dct import dct_flip as dct_flip
 from ._dct import dct_matrix as dct_matrix
