@@ -207,7 +207,13 @@ class _Lock:
 
 
 @contextlib.contextmanager
-def lock_folder(folder: str | os.PathLike, *, what: str = "--out", entry: str | None = None):
+def lock_folder(
+    folder: str | os.PathLike,
+    *,
+    what: str = "--out",
+    entry: str | None = None,
+    wait: bool = False,
+):
     """Hold an exclusive lock on ``folder`` (created if missing) for the duration of a block.
 
     The lock is ``fcntl.flock`` on ``<folder>/.geomrobust.lock``: the OS releases it when the
@@ -215,7 +221,8 @@ def lock_folder(folder: str | os.PathLike, *, what: str = "--out", entry: str | 
     missing (Windows) the block runs unlocked.
 
     ``entry`` locks one entry of ``folder`` instead (``<folder>/.<entry>.geomrobust.lock``),
-    for an output that is replaced as a whole, such as a checkpoint directory.
+    for an output that is replaced as a whole, such as a checkpoint directory. ``wait=True``
+    waits for the other holder instead of failing (a shared cache).
 
     Raises
     ------
@@ -245,7 +252,7 @@ def lock_folder(folder: str | os.PathLike, *, what: str = "--out", entry: str | 
     except OSError as e:
         raise type(e)(e.errno, f"cannot create the lock file {path}: {_cause(e)}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):

@@ -291,7 +291,10 @@ def save_checkpoint(
                 raise OSError(e.errno, f"cannot write the checkpoint {path}: {e}") from None
             raise OSError(f"cannot write the checkpoint {path}: {_first_line(e)}") from None
         record["params_files"] = _file_manifest(tmp, PARAMS_DIR)
-        atomic_write(tmp / METADATA_FILE, to_json_text(record))
+        try:
+            atomic_write(tmp / METADATA_FILE, to_json_text(record))
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write the checkpoint {path}: {e}") from None
         if path.exists():
             trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, trash)
