@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from ._common import CLIError, held_outputs, one_line
+from ._common import CLIError, held_outputs, os_message
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # an environment fault no subcommand turned into a CLIError
-        text = one_line(e if e.filename is None else f"{e.filename}: {e.strerror or e}")
-        print(f"geomrobust {args.command}: error: {text}", file=sys.stderr)
+        print(f"geomrobust {args.command}: error: {os_message(e)}", file=sys.stderr)
         return 1
     except MemoryError:
         print(f"geomrobust {args.command}: error: out of memory", file=sys.stderr)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import sys
@@ -51,6 +52,7 @@ __all__ = [
     "one_line",
     "open_run_store",
     "options_record",
+    "os_message",
     "parse_resize",
     "positive_float",
     "positive_int",
@@ -90,7 +92,17 @@ def user_errors(exit_code: int, prefix: str = "") -> Iterator[None]:
         raise
     except USER_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError):
+            message = os_message(e)
         raise CLIError(f"{prefix}{message}", exit_code) from e
+
+
+def os_message(e: OSError) -> str:
+    """An ``OSError`` as one readable line: ``path: cause`` (no ``[Errno N]`` prefix)."""
+    if not e.strerror:
+        return one_line(e)
+    names = [n for n in (e.filename, e.filename2) if n is not None]
+    return one_line(" -> ".join(map(os.fspath, names)) + f": {e.strerror}" if names else e.strerror)
 
 
 @contextlib.contextmanager
@@ -518,9 +530,9 @@ def write_results(
         record.setdefault("settings", options_record(args))
     record.setdefault("geomrobust_version", __version__)
     record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    with user_errors(1):
+    try:  # a failed write (disk full, a folder in the way, ...) is one line, exit code 1
         if out.exists() and not out.is_dir():
-            raise NotADirectoryError(f"--out {out} exists and is not a folder")
+            raise NotADirectoryError(errno.ENOTDIR, f"--out {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
         save_npz(out / "results.npz", arrays)
         try:
@@ -530,4 +542,6 @@ def write_results(
             with contextlib.suppress(OSError):
                 (out / "results.npz").unlink()
             raise
+    except OSError as e:
+        raise CLIError(os_message(e), 1) from e
     return out

@@ -253,7 +253,9 @@ def run_report(
     if unknown:
         raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
     if checkpoints:
-        first = load_json(Path(checkpoints[0]) / "metadata.json")
+        from geomrobust.train import load_metadata
+
+        first = load_metadata(checkpoints[0])  # type-checked (untrusted input)
         dataset = dataset or first.get("dataset") or "digits"
         if resize is None:
             resize = first.get("resize")
