@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = ["DEFAULTS", "DEFAULT_LR", "check_settings", "train_from_settings"]
 
 #: Peak learning rate per optimizer when ``lr`` is None.
@@ -80,8 +82,9 @@ def check_settings(s: Mapping[str, Any]) -> dict:
     s["epochs"] = check_int(s["epochs"], "epochs")
     s["batch_size"] = check_int(s["batch_size"], "batch_size")
     s["monitor"] = check_int(s["monitor"], "monitor", minimum=0)
-    if isinstance(s["key"], bool) or not isinstance(s["key"], int):
+    if isinstance(s["key"], bool) or not isinstance(s["key"], int | np.integer):
         raise TypeError(f"key must be an integer seed, got {s['key']!r}")
+    s["key"] = int(s["key"])
     eps = s["eval_eps"] or []
     if not isinstance(eps, list | tuple):
         raise TypeError(f"eval_eps must be a list of numbers, got {eps!r}")
