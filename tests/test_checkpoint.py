@@ -161,16 +161,25 @@ def _truncate_manifest(p):
     os.truncate(p / "params" / "manifest.ocdbt", 10)
 
 
+def _rehashed(meta):
+    """A crafted metadata.json whose config_sha256 was recomputed after the edit (the
+    deeper checks: arrays against the configuration, the model rebuild)."""
+    from geomrobust.train._checkpoint import _config_hash
+
+    meta["config_sha256"] = _config_hash(meta)
+    return meta
+
+
 def _config_mismatch(p):
     meta = json.loads((p / "metadata.json").read_text())
     meta["model_config"]["hidden"] = [13, 8]  # arrays were saved for hidden=[12, 8]
-    (p / "metadata.json").write_text(json.dumps(meta))
+    (p / "metadata.json").write_text(json.dumps(_rehashed(meta)))
 
 
 def _bad_config(p):
     meta = json.loads((p / "metadata.json").read_text())
-    meta["model_config"]["name"] = "transformer"
-    (p / "metadata.json").write_text(json.dumps(meta))
+    meta["model_config"]["name"] = meta["model"] = "transformer"
+    (p / "metadata.json").write_text(json.dumps(_rehashed(meta)))
 
 
 def _hash_mismatch(p):

@@ -69,7 +69,7 @@ BAD_ARGS = {
     "--num 0": (["curvature", "--checkpoint", CK, "--num", "0"], "expected a positive integer"),
     "--resize 0": (["margins", "--checkpoint", CK, "--resize", "0"], "expected a size S or HxW"),
     "--resize 3x4x5": (["slice", "--checkpoint", CK, "--resize", "3x4x5"], "size S or HxW"),
-    "--key abc": (["margins", "--checkpoint", CK, "--key", "abc"], "invalid int value"),
+    "--key abc": (["margins", "--checkpoint", CK, "--key", "abc"], "expected an integer seed"),
     "missing --checkpoint": (["margins"], "required: --checkpoint"),
     "--devices gpu": (["margins", "--checkpoint", CK, "--devices", "gpu"], "'all' or a positive"),
     "--devices 0": (["curvature", "--checkpoint", CK, "--devices", "0"], "'all' or a positive"),

@@ -69,8 +69,10 @@ def test_train_refuses_to_overwrite_and_rejects_bad_values(trained, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["train", "--model", "lenet", "--width", "3", "--out", str(out.parent / "x")]) == 1
     assert "two conv widths" in capsys.readouterr().err
-    assert main(["train", "--lr", "-1", "--out", str(out.parent / "y")]) == 1
-    assert "--lr must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a bad argument: exit code 2 (issue 17; it was 1)
+        main(["train", "--lr", "-1", "--out", str(out.parent / "y")])
+    assert e.value.code == 2
+    assert "--lr: expected a positive finite number" in capsys.readouterr().err
     assert not (out.parent / "x").exists() and not (out.parent / "y").exists()
 
 

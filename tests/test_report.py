@@ -80,6 +80,22 @@ def test_second_run_reuses_models_and_stages(report, capsys):
     assert all(t["reused"] for t in record["timings"]["stages"].values())
 
 
+def test_a_damaged_stage_is_recomputed_not_reused(report, capsys):
+    """A stage file replaced by another valid archive (or edited) is recomputed, with one log
+    line, instead of being reused (it used to end in a KeyError traceback while drawing)."""
+    from geomrobust.io import save_npz
+
+    out, _, argv = report
+    save_npz(out / "stages" / "accuracy.npz", {"unrelated": np.zeros(3)})
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "stage files in" in err and "are damaged" in err and "recomputing" in err
+    assert err.count("reused the finished stage") == len(STAGES) - 1
+    record = json.loads((out / "results.json").read_text())
+    assert record["timings"]["stages"]["accuracy"]["reused"] is False
+
+
 def test_cache_key_tracks_settings():
     a = model_settings("standard", SIZES["quick"], dataset="digits", data_dir=None,
                        resize=None, key=0)  # fmt: skip

@@ -5,7 +5,10 @@ Each subcommand module exposes ``add_parser(subparsers)``, which registers its p
 A subcommand reports an error by raising :class:`CLIError` anywhere below :func:`main`, which
 prints it as one line ``geomrobust <command>: error: ...`` on stderr and returns its exit
 code (2: bad arguments or inputs, 1: failures at run time); argparse's own errors are one
-line with exit code 2 too.
+line with exit code 2 too. An environment fault that escapes a subcommand (an ``OSError``:
+disk full, a file-size limit, no permission; or ``MemoryError``) is one line with exit code 1
+as well, never a Python traceback; a file-size limit (``ulimit -f``) is reported as such
+because ``SIGXFSZ`` is ignored (the write fails with ``EFBIG`` instead of killing the process).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from ._common import CLIError
+from ._common import CLIError, held_outputs, os_message
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -60,17 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ignore_sigxfsz() -> None:
+    """Exceeding ``ulimit -f`` then fails the write (``EFBIG``) instead of killing us."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _ignore_sigxfsz()
     try:
-        return int(args.func(args) or 0)
+        with held_outputs():  # the locks of --out (hold_out), released when it returns
+            return int(args.func(args) or 0)
     except CLIError as e:
         print(f"geomrobust {args.command}: error: {e.message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # an environment fault no subcommand turned into a CLIError
+        print(f"geomrobust {args.command}: error: {os_message(e)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"geomrobust {args.command}: error: out of memory", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,9 @@ A subcommand parses its options, turns them into the settings of its analysis
   (:mod:`geomrobust.io`), :func:`save_figure` a PNG;
 * :func:`add_resume_args` / :func:`open_run_store` make a long run resumable: its results are
   written per chunk (``OUT/chunks``, :class:`geomrobust.io.ChunkStore`) and the same command
-  resumes after an interruption; other settings refuse unless ``--restart``.
+  resumes after an interruption; other settings refuse unless ``--restart``;
+* :func:`locked_out` holds the lock of ``--out`` for the whole run, so a second run into the
+  same folder stops at once with "another run holds OUT" (exit code 1).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import sys
@@ -33,22 +36,28 @@ from pathlib import Path
 
 import numpy as np
 
-from geomrobust.io import save_json, save_npz
+from geomrobust.io import atomic_write, lock_folder, save_json, save_npz
 
 __all__ = [
     "CLIError",
     "add_model_data_args",
     "add_resume_args",
+    "finite_float",
+    "held_outputs",
+    "hold_out",
     "load_model_and_data",
+    "locked_out",
     "nonnegative_float",
     "nonnegative_int",
     "one_line",
     "open_run_store",
     "options_record",
+    "os_message",
     "parse_resize",
     "positive_float",
     "positive_int",
     "save_figure",
+    "seed",
     "settings_from_args",
     "show_progress",
     "user_errors",
@@ -83,7 +92,17 @@ def user_errors(exit_code: int, prefix: str = "") -> Iterator[None]:
         raise
     except USER_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError):
+            message = os_message(e)
         raise CLIError(f"{prefix}{message}", exit_code) from e
+
+
+def os_message(e: OSError) -> str:
+    """An ``OSError`` as one readable line: ``path: cause`` (no ``[Errno N]`` prefix)."""
+    if not e.strerror:
+        return one_line(e)
+    names = [n for n in (e.filename, e.filename2) if n is not None]
+    return one_line(" -> ".join(map(os.fspath, names)) + f": {e.strerror}" if names else e.strerror)
 
 
 @contextlib.contextmanager
@@ -139,9 +158,19 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0, "a positive finite number")
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` refused)."""
+    return _number(text, float, lambda v: True, "a finite number")
+
+
 def nonnegative_float(text: str) -> float:
     """argparse type: a finite number ``>= 0``."""
     return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
+
+
+def seed(text: str) -> int:
+    """argparse type: a PRNG seed, an integer in ``[-2**63, 2**63)``."""
+    return _number(text, int, lambda v: -(2**63) <= v < 2**63, "an integer seed in [-2**63, 2**63)")
 
 
 def parse_resize(text: str) -> int | tuple[int, int]:
@@ -207,7 +236,7 @@ def add_model_data_args(parser: argparse.ArgumentParser, *, checkpoint_required:
         default=128,
         help="examples per jitted chunk (bounds peak memory)",
     )
-    g.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
+    g.add_argument("--key", metavar="INT", type=seed, default=0, help="PRNG seed")
     return g
 
 
@@ -359,11 +388,70 @@ def show_progress() -> bool | None:
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> None:
-    """Write a matplotlib figure to ``path`` (PNG, tight bounding box) and close it."""
+    """Write a matplotlib figure to ``path`` (PNG, tight bounding box) atomically and close
+    it; a failed write is a :class:`CLIError` (exit code 1) naming the file and the cause."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    with user_errors(1):
+        atomic_write(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def locked_out(out: str | os.PathLike, *, entry: bool = False) -> Iterator[Path]:
+    """Hold the lock of the output folder ``out`` for a block (:func:`geomrobust.io.lock_folder`).
+
+    A second run into the same ``out`` fails at once with a :class:`CLIError` (exit code 1)
+    "another run holds OUT", without touching the first run's files. ``entry=True`` locks
+    ``out`` as an entry of its parent (an output replaced as a whole: a checkpoint).
+    """
+    out = Path(out).expanduser()
+    with contextlib.ExitStack() as stack:
+        with user_errors(1):
+            if entry:
+                stack.enter_context(lock_folder(out.parent, what="--out", entry=out.name))
+            else:
+                stack.enter_context(lock_folder(out, what="--out"))
+        yield out
+
+
+_HELD: list = []  # [ExitStack, set of held paths] while main() runs a subcommand
+
+
+@contextlib.contextmanager
+def held_outputs() -> Iterator[None]:
+    """The scope of :func:`hold_out`: the locks taken inside are released at its end
+    (:func:`geomrobust.cli.main` runs every subcommand inside it)."""
+    with contextlib.ExitStack() as stack:
+        _HELD.append((stack, set()))
+        try:
+            yield
+        finally:
+            _HELD.pop()
+
+
+def hold_out(out: str | os.PathLike, *, entry: bool = False) -> Path:
+    """Take the lock of ``out`` (:func:`locked_out`) until the subcommand ends; returns ``out``.
+
+    Call it as soon as the output path is known, before anything is read from or written to
+    it. A second call for the same path is a no-op. Outside :func:`held_outputs` the lock is
+    held until the process exits.
+    """
+    out = Path(out).expanduser()
+    if not _HELD:
+        _HELD.append((contextlib.ExitStack(), set()))
+    stack, held = _HELD[-1]
+    key = (os.fspath(out.absolute()), entry)
+    if key not in held:
+        stack.enter_context(locked_out(out, entry=entry))
+        held.add(key)
+    return out
 
 
 def options_record(args: argparse.Namespace) -> dict:
@@ -437,12 +525,23 @@ def write_results(
     from geomrobust import __version__
 
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     record = dict(summary)
     if args is not None:
         record.setdefault("settings", options_record(args))
     record.setdefault("geomrobust_version", __version__)
     record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    save_npz(out / "results.npz", arrays)
-    save_json(out / "summary.json", record)
+    try:  # a failed write (disk full, a folder in the way, ...) is one line, exit code 1
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"--out {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        save_npz(out / "results.npz", arrays)
+        try:
+            save_json(out / "summary.json", record)
+        except OSError:
+            # summary.json marks a complete result: no results.npz without its summary
+            with contextlib.suppress(OSError):
+                (out / "results.npz").unlink()
+            raise
+    except OSError as e:
+        raise CLIError(os_message(e), 1) from e
     return out

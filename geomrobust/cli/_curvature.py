@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(CurvatureSettings, args).check(data.images.shape[1:])
     out = Path(args.out or "curvature_results")
+    common.hold_out(out)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with common.user_errors(1), common.warnings_as_lines("curvature"):

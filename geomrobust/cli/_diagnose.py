@@ -34,8 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--what", choices=WHAT, nargs="+", default=list(WHAT), help="diagnostics to compute"
     )
-    p.add_argument("--alpha", type=float, default=0.0, help="thickness band lower end")
-    p.add_argument("--beta", type=float, default=0.75, help="thickness band upper end")
+    p.add_argument(
+        "--alpha", type=common.finite_float, default=0.0, help="thickness band lower end"
+    )
+    p.add_argument(
+        "--beta", type=common.finite_float, default=0.75, help="thickness band upper end"
+    )
     p.add_argument(
         "--attack",
         choices=("deepfool", "pgd"),
@@ -43,10 +47,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="thickness endpoint: minimal DeepFool point or L2 PGD point of radius --eps",
     )
     p.add_argument(
-        "--eps", type=float, default=None, help="radius: L2 PGD (thickness), Linf (linearity)"
+        "--eps",
+        type=common.positive_float,
+        default=None,
+        help="radius: L2 PGD (thickness), Linf (linearity)",
     )
-    p.add_argument("--steps", type=int, default=10, help="steps of the PGD searches")
-    p.add_argument("--grid", type=int, default=256, help="thickness integration grid points")
+    p.add_argument(
+        "--steps", type=common.positive_int, default=10, help="steps of the PGD searches"
+    )
+    p.add_argument(
+        "--grid", type=common.positive_int, default=256, help="thickness integration grid points"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(DiagnoseSettings, args).validate()
     splits = _splits(args) if "signature" in settings.what else None
+    if args.out:
+        common.hold_out(args.out)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(args.out, settings, args, meta, n) if args.out else None
     with common.user_errors(1), common.warnings_as_lines("diagnose"):

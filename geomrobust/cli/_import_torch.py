@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
+from . import _common as common
 from ._common import CLIError, one_line, positive_int
 
 __all__ = ["add_parser", "run"]
@@ -27,8 +29,8 @@ def _floats(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
     return values
 
 
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from geomrobust.models import from_torch
     from geomrobust.train import save_checkpoint
 
+    common.hold_out(args.out, entry=True)  # another run into the same --out stops here
     source = Path(args.weights).expanduser()
     if not source.is_file():
         raise CLIError(f"{source}: no such file", 2)

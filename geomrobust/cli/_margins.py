@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     with common.user_errors(1):
         clf, data, meta = common.load_model_and_data(args)
     out = Path(args.out or f"runs/margins-{args.method}-{args.norm}-{args.subspaces}")
+    common.hold_out(out)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with common.user_errors(1), common.warnings_as_lines("margins"):

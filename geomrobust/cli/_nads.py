@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from . import _common as common
 
@@ -75,7 +74,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     n.add_argument("--num", type=common.positive_int, default=16, help="NADs kept and plotted")
     n.add_argument("--out", metavar="DIR", default=None, help="directory for the results")
-    n.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
+    n.add_argument("--key", metavar="INT", type=common.seed, default=0, help="PRNG seed")
     m = p.add_argument_group("Fourier accuracy map")
     m.add_argument("--accuracy-map", action="store_true", help="compute the accuracy map")
     m.add_argument(
@@ -89,7 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument(
         "--map-steps", type=common.positive_int, default=300, help="Adam steps per direction"
     )
-    m.add_argument("--map-lr", type=float, default=1e-2, help="Adam learning rate")
+    m.add_argument("--map-lr", type=common.positive_float, default=1e-2, help="Adam learning rate")
     m.add_argument("--map-chunk", type=common.positive_int, default=16, help="directions per vmap")
     m.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
     common.add_resume_args(p)
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         arch = _architecture(args)
         arch.create(jax.random.key(0))  # fail early
     settings = common.settings_from_args(NADSettings, args)
-    out = Path(args.out or "nads_results")
+    out = common.hold_out(args.out or "nads_results")
     store = None
     if settings.accuracy_map:  # per-chunk map results in OUT/chunks: a rerun resumes there
         record = {

@@ -71,7 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="run only these stages (slices needs curvature)",
     )
-    p.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
+    p.add_argument("--key", metavar="INT", type=common.seed, default=0, help="PRNG seed")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -85,6 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geomrobust.report import run_report
 
+    common.hold_out(args.out)  # another run into the same --out stops here
     try:
         run_report(
             args.out,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from . import _common as common
 
@@ -30,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("slices")
     g.add_argument(
         "--index",
-        type=int,
+        type=common.nonnegative_int,
         nargs="+",
         default=[0],
         help="indices (within the first --n examples) of the examples to slice",
@@ -43,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--extent",
-        type=float,
+        type=common.positive_float,
         default=None,
         help="half-width of the grid; None means 3 x the DeepFool margin",
     )
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     with common.user_errors(2):
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(SliceSettings, args).check(data.images.shape[0])
-    out = Path(args.out or "slice_results")
+    out = common.hold_out(args.out or "slice_results")
     with common.user_errors(1), common.warnings_as_lines("slice"):
         arrays, summary = slices.compute(clf, data, settings, progress=common.show_progress())
     summary = {"command": "slice", "metadata": meta, **summary}

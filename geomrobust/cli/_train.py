@@ -61,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer")
     p.add_argument(
         "--lr",
-        type=float,
+        type=common.positive_float,
         default=None,
         help=f"peak learning rate; None means {DEFAULT_LR['sgd']} for sgd, "
         f"{DEFAULT_LR['adam']} for adam",
@@ -72,8 +72,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="cosine",
         help="learning-rate schedule",
     )
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument(
+        "--weight-decay", type=common.nonnegative_float, default=5e-4, help="weight decay"
+    )
+    p.add_argument("--momentum", type=common.nonnegative_float, default=0.9, help="SGD momentum")
     p.add_argument(
         "--method",
         choices=METHODS,
@@ -87,7 +89,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r = p.add_argument_group("robust training (methods other than standard)")
     r.add_argument(
         "--eps",
-        type=float,
+        type=common.positive_float,
         default=None,
         help="attack radius (required by "
         "pgd, fgsm, fgsm_rs, nfgsm, gradalign, llr, and by the robustness monitor)",
@@ -101,22 +103,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--step-size",
-        type=float,
+        type=common.positive_float,
         default=None,
         help="attack step size (pgd/llr: 2.5 eps / steps; fgsm: eps; fgsm_rs: "
         "1.25 eps; nfgsm: eps when None)",
     )
     r.add_argument(
         "--lam",
-        type=float,
+        type=common.nonnegative_float,
         default=None,
         help="regularization weight (gradalign: 0.2, cure: 4, llr: 4 when None)",
     )
     r.add_argument(
-        "--h", type=float, default=None, help="CURE finite-difference step h (1.0 when None)"
+        "--h",
+        type=common.positive_float,
+        default=None,
+        help="CURE finite-difference step h (1.0 when None)",
     )
     r.add_argument(
-        "--noise", type=float, default=None, help="N-FGSM noise magnitude (2 eps when None)"
+        "--noise",
+        type=common.nonnegative_float,
+        default=None,
+        help="N-FGSM noise magnitude (2 eps when None)",
     )
     r.add_argument(
         "--no-box",
@@ -125,7 +133,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--monitor",
-        type=int,
+        type=common.nonnegative_int,
         metavar="N",
         default=256,
         help="held-out test examples for the per-epoch robustness and "
@@ -133,13 +141,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--eval-eps",
-        type=float,
+        type=common.positive_float,
         nargs="+",
         metavar="E",
         default=None,
         help="epsilons of the per-epoch and final FGSM/PGD robust accuracy (default: --eps)",
     )
-    p.add_argument("--key", metavar="INT", type=int, default=0, help="PRNG seed")
+    p.add_argument("--key", metavar="INT", type=common.seed, default=0, help="PRNG seed")
     p.add_argument(
         "--out",
         metavar="DIR",
@@ -266,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     from geomrobust.train import save_checkpoint, train_from_settings
 
     out = Path(args.out).expanduser() if args.out is not None else default_out(args)
+    common.hold_out(out, entry=True)  # another run into the same --out stops here
     if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
         raise common.CLIError(
             f"--out {out} exists and is not empty; pass --overwrite to replace it"

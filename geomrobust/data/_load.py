@@ -336,7 +336,8 @@ def load_dataset(
         The data is stored as tfrecord (or must be prepared by a TFDS builder that needs
         TensorFlow) and TensorFlow is not installed.
     ValueError, TypeError
-        Unknown ``name`` or ``split``, bad ``resize``.
+        Unknown ``name`` or ``split``, a split selection that holds no examples (such as
+        ``"test[:0]"``) or cannot be parsed, bad ``resize``.
     """
     if isinstance(name, str | os.PathLike) and str(name).endswith(".npz"):
         return _load_npz(Path(name).expanduser(), split, resize)
@@ -363,6 +364,17 @@ def load_dataset(
     if base not in splits:
         raise ValueError(f"split must be one of {splits} for {name!r}, got {split!r}")
 
+    try:
+        count = int(builder.info.splits[split].num_examples)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"cannot read the split {split!r} of {name!r}: {' '.join(str(e).split())}"
+        ) from None
+    if count <= 0:
+        raise ValueError(
+            f"the split {split!r} of {name!r} selects no examples ({count}); give a "
+            f"non-empty selection such as {base!r} or '{base}[:100]'"
+        )
     images, labels = _read_split(name, builder, split)
     if images.ndim == 3:  # (N, H, W) -> (N, H, W, 1)
         images = images[..., None]

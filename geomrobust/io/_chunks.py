@@ -8,9 +8,16 @@ SIGKILL, a lost node) the same command opens the same folder, finds the chunks a
 and computes only the rest; since each chunk is a pure function of the inputs, the settings
 and the PRNG key, the resumed result is bit-identical to an uninterrupted run.
 
+Every chunk file also carries the settings' SHA-256 (the array ``__settings_sha256__``),
+checked when the chunk is read back: a valid chunk file of another run (other settings,
+another checkpoint) copied or left in the folder is refused, never mixed in.
+
 Opening a folder whose ``store.json`` holds different settings refuses with a
 :class:`SettingsMismatchError` that lists the differences, unless ``overwrite=True`` (the
-CLI's ``--restart``), which discards the old chunks.
+CLI's ``--restart``), which deletes the files this store wrote (``store.json`` and the
+``chunk-NNNNN.npz`` files that carry a digest) and nothing else. A non-empty folder without a
+``store.json`` (one this store did not create) is never adopted. A folder is used by one run
+at a time: wrap the run in :func:`geomrobust.io.lock_folder` (the CLI locks ``--out``).
 
 Example
 -------
@@ -29,19 +36,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._files import CorruptFileError, load_json, load_npz, remove_stale_temps, save_json, save_npz
+from ._files import (
+    LOCK_FILE,
+    CorruptFileError,
+    load_json,
+    load_npz,
+    remove_stale_temps,
+    save_json,
+    save_npz,
+)
 
 __all__ = ["ChunkStore", "SettingsMismatchError", "open_chunk_store", "settings_hash"]
 
 _FORMAT = "geomrobust-chunk-store/1"
 _STORE = "store.json"
+_DIGEST = "__settings_sha256__"  # the array of every chunk file naming its settings
+_CHUNK = re.compile(r"chunk-\d{5,}\.npz")
+_TEMPS = (_STORE, "chunk-*.npz")
 
 
 class SettingsMismatchError(ValueError):
@@ -110,12 +129,41 @@ class ChunkStore:
         return sorted(done)
 
     def save(self, index: int, arrays: Mapping[str, np.ndarray]) -> Path:
-        """Write chunk ``index`` atomically (a flat dict of numeric arrays)."""
-        return save_npz(self.path(index), arrays)
+        """Write chunk ``index`` atomically (a flat dict of numeric arrays), with the digest
+        of the store's settings."""
+        if _DIGEST in arrays:
+            raise ValueError(f"{_DIGEST!r} is a reserved array name of chunk files")
+        return save_npz(self.path(index), {**arrays, _DIGEST: np.asarray(self.digest)})
 
     def load(self, index: int) -> dict[str, np.ndarray]:
-        """Read chunk ``index`` (without pickle; a damaged file raises ``CorruptFileError``)."""
-        return load_npz(self.path(index))
+        """Read chunk ``index`` (without pickle).
+
+        Raises
+        ------
+        CorruptFileError
+            The file is damaged.
+        SettingsMismatchError
+            The file was written by a run with other settings or another checkpoint (its
+            digest differs from the store's), or carries no digest.
+        """
+        path = self.path(index)
+        arrays = load_npz(path)
+        digest = arrays.pop(_DIGEST, None)
+        found = str(digest) if digest is not None and digest.ndim == 0 else None
+        if found != self.digest:
+            what = (
+                "carries no settings digest (an older geomrobust, or not geomrobust's)"
+                if (found is None)
+                else (
+                    f"was written with other settings or another checkpoint (digest "
+                    f"{found[:12]}..., this run {self.digest[:12]}...)"
+                )
+            )
+            raise SettingsMismatchError(
+                f"{path} {what}; it is not a result of this run: rerun with --restart to "
+                "discard the chunks, or remove that file"
+            )
+        return arrays
 
     def map(
         self,
@@ -198,9 +246,43 @@ class ChunkStore:
         return v[a:b]
 
     def clear(self) -> None:
-        """Delete every chunk (keeps ``store.json``)."""
-        for p in self.folder.glob("chunk-*.npz"):
+        """Delete the chunk files this store wrote (keeps ``store.json`` and other files)."""
+        _remove_own_chunks(self.folder)
+
+
+def _is_own_chunk(p: Path) -> bool:
+    """``p`` is a chunk file written by a chunk store: its name ``chunk-NNNNN.npz`` and a
+    ``__settings_sha256__`` member (the zip directory is read, not the arrays), or a
+    damaged file of that name (not even a zip archive: no data of anyone's is in it). A valid
+    archive without the digest (a file of the user's, or of an older geomrobust) is not."""
+    if not (_CHUNK.fullmatch(p.name) and p.is_file()):
+        return False
+    try:
+        with zipfile.ZipFile(p) as z:
+            return f"{_DIGEST}.npy" in z.namelist()
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return True
+    except OSError:
+        return False
+
+
+def _remove_own_chunks(root: Path) -> None:
+    for p in root.glob("chunk-*.npz"):
+        if _is_own_chunk(p):
             p.unlink()
+    remove_stale_temps(root, _TEMPS)
+
+
+def _foreign(root: Path) -> list[str]:
+    """Names in ``root`` that a chunk store did not write."""
+    out = []
+    for p in root.iterdir():
+        if p.name in (_STORE, LOCK_FILE) or _is_own_chunk(p):
+            continue
+        if p.name.startswith((".chunk-", f".{_STORE}.")) and p.name.endswith(".tmp"):
+            continue
+        out.append(p.name)
+    return sorted(out)
 
 
 def open_chunk_store(
@@ -225,12 +307,21 @@ def open_chunk_store(
     root = Path(folder).expanduser()
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"chunk store {root} exists and is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(root)
     canon = _canonical(settings)
     digest = settings_hash(canon)
     meta_path = root / _STORE
     record = {"format": _FORMAT, "settings_sha256": digest, "settings": canon}
+    if root.is_dir() and not meta_path.is_file():
+        foreign = _foreign(root)
+        if foreign:
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise FileExistsError(
+                f"{root} is not empty ({', '.join(foreign[:5])}{more}) and was not created by "
+                f"geomrobust (no {_STORE}); refusing to use it, even with --restart: choose "
+                "another --out, or move those files"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root, _TEMPS)
     if meta_path.is_file():
         try:
             old = load_json(meta_path)
@@ -244,22 +335,24 @@ def open_chunk_store(
             if not overwrite:
                 raise SettingsMismatchError(
                     f"{root} holds results computed with other settings "
-                    f"({_differences(old.get('settings', {}), canon)}); rerun with the same "
-                    "settings to resume, or pass --restart to discard them"
+                    f"({_differences(_as_dict(old.get('settings')), canon)}); rerun with the "
+                    "same settings to resume, or pass --restart to discard them"
                 )
             old = None
         if old is None:
-            shutil.rmtree(root)
-            root.mkdir(parents=True)
+            _remove_own_chunks(root)
             save_json(meta_path, record)
     else:
-        if any(root.glob("chunk-*.npz")):
+        if any(_is_own_chunk(p) for p in root.glob("chunk-*.npz")):
             if not overwrite:
                 raise SettingsMismatchError(
                     f"{root} holds chunk files but no {_STORE}, so their settings are unknown; "
                     "pass --restart to discard them"
                 )
-            for p in root.glob("chunk-*.npz"):
-                p.unlink()
+            _remove_own_chunks(root)
         save_json(meta_path, record)
     return ChunkStore(root, canon, digest)
+
+
+def _as_dict(v) -> dict:
+    return v if isinstance(v, dict) else {}

@@ -12,6 +12,7 @@ from typing import Any
 
 from geomrobust.io import (
     CorruptFileError,
+    file_sha256,
     load_json,
     load_npz,
     save_json,
@@ -126,20 +127,36 @@ def canonical(obj):
 
 
 def _load_stage(folder: Path, name: str, digest: str):
-    """The finished stage ``name`` from ``folder`` if its settings hash is ``digest``."""
+    """The finished stage ``name`` from ``folder`` if its settings hash is ``digest`` and its
+    files are intact (the ``.npz`` has the sha256 recorded in the ``.json``, the summary is a
+    dict); None otherwise, so that a damaged or edited stage is recomputed, never reused."""
+    json_file, npz_file = folder / f"{name}.json", folder / f"{name}.npz"
+    if not json_file.exists():
+        return None
     try:
-        record = load_json(folder / f"{name}.json")
+        record = load_json(json_file)
         if record.get("hash") != digest:
             return None
-        arrays = load_npz(folder / f"{name}.npz")
-        return arrays, record["summary"], record.get("seconds")
-    except (OSError, CorruptFileError, KeyError):
+        summary, seconds = record.get("summary"), record.get("seconds")
+        if not isinstance(summary, dict) or not isinstance(seconds, int | float | None):
+            raise CorruptFileError(f"{json_file} holds no stage summary")
+        if record.get("summary_sha256") != settings_hash(summary):
+            raise CorruptFileError(f"{json_file}: the summary differs from the one written")
+        if record.get("arrays_sha256") != file_sha256(npz_file):
+            raise CorruptFileError(f"{npz_file} differs from the file the stage wrote")
+        arrays = load_npz(npz_file)
+        return arrays, summary, seconds
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        reason = " ".join(str(e).split())
+        _log(f"    the stage files in {folder} are damaged ({reason}); recomputing")
         return None
 
 
 def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) -> None:
-    save_npz(folder / f"{name}.npz", arrays)  # the arrays first: the JSON marks it finished
-    save_json(folder / f"{name}.json", {"hash": digest, "seconds": seconds, "summary": summary})
+    npz = save_npz(folder / f"{name}.npz", arrays)  # the arrays first: the JSON marks it done
+    record = {"hash": digest, "seconds": seconds, "summary": summary}
+    hashes = {"arrays_sha256": file_sha256(npz), "summary_sha256": settings_hash(summary)}
+    save_json(folder / f"{name}.json", {**record, **hashes})
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
@@ -236,7 +253,9 @@ def run_report(
     if unknown:
         raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
     if checkpoints:
-        first = load_json(Path(checkpoints[0]) / "metadata.json")
+        from geomrobust.train import load_metadata
+
+        first = load_metadata(checkpoints[0])  # type-checked (untrusted input)
         dataset = dataset or first.get("dataset") or "digits"
         if resize is None:
             resize = first.get("resize")

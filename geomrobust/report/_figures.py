@@ -6,6 +6,7 @@ its figures without recomputing anything.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -15,14 +16,20 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
 
+from geomrobust.io import atomic_write
+
 __all__ = ["draw_stage"]
 
 DPI = 100
 
 
 def _save(fig, out: Path, file: str, title: str, caption: str) -> dict:
-    fig.savefig(out / file, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write(out / file, buf.getvalue())  # never a half-written PNG
     return {"file": file, "title": title, "caption": caption}
 
 

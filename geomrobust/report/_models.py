@@ -76,21 +76,24 @@ def cached_model(
     ``init`` is passed to :func:`train_model`; put what identifies it (e.g. its cache key)
     into ``settings`` so the cache key changes with it.
     Returns ``(path, trained)`` with ``trained`` False when the cached checkpoint was reused.
-    A damaged cache entry (unreadable checkpoint) is retrained and replaced.
+    A damaged cache entry (unreadable checkpoint) is retrained and replaced. The entry is
+    locked while it is read or trained, so concurrent reports never train it twice at once.
     """
+    from geomrobust.io import lock_folder
     from geomrobust.train import load_checkpoint
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = root / f"{name}-{model_cache_key(settings)}"
-    if (path / "metadata.json").is_file():
-        try:
-            load_checkpoint(path)
-            return path, False
-        except (OSError, ValueError) as e:
-            if log is not None:
-                log(f"cached model {path} is unreadable ({e}); training it again")
-    root.mkdir(parents=True, exist_ok=True)
-    # training prints nothing on stdout; keep any library chatter on stderr
-    with contextlib.redirect_stdout(sys.stderr):
-        train_model(settings, path, init=init, progress=progress)
+    # two reports sharing the cache: the second waits for the first to finish this entry
+    with lock_folder(root, what="the model cache", entry=path.name, wait=True):
+        if (path / "metadata.json").is_file():
+            try:
+                load_checkpoint(path)
+                return path, False
+            except (OSError, ValueError) as e:
+                if log is not None:
+                    log(f"cached model {path} is unreadable ({e}); training it again")
+        # training prints nothing on stdout; keep any library chatter on stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            train_model(settings, path, init=init, progress=progress)
     return path, True

@@ -7,6 +7,7 @@ from ._checkpoint import load_metadata as load_metadata
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._loop import EvalResult as EvalResult
 from ._loop import FitResult as FitResult
+from ._loop import TrainingDivergedError as TrainingDivergedError
 from ._loop import TrainState as TrainState
 from ._loop import evaluate as evaluate
 from ._loop import fit as fit
@@ -36,4 +37,5 @@ from ._robust import make_loss as make_loss
 from ._robust import nfgsm_loss as nfgsm_loss
 from ._robust import pgd_at_loss as pgd_at_loss
 from ._robust import standard_loss as standard_loss
+from ._settings import check_settings as check_settings
 from ._settings import train_from_settings as train_from_settings

@@ -5,8 +5,10 @@ Layout of a checkpoint directory::
     path/
       metadata.json   format marker, model name + configuration, input_shape, num_classes,
                       geomrobust version, an index of the arrays and their sha256 hash,
-                      and whatever the caller adds (dataset, resize, epochs, accuracy,
-                      training method and settings, ...)
+                      the sha256 of the model configuration (config_sha256), the size and
+                      sha256 of every parameter file, and whatever the caller adds
+                      (dataset, resize, epochs, accuracy, training method and settings, ...);
+                      standard JSON (non-finite floats as "nan", "inf", "-inf")
       params/         the model's variables as a flat {"a.b.kernel": array} tree, written by
                       orbax.checkpoint.StandardCheckpointer (TensorStore/OCDBT, no pickle)
 
@@ -15,6 +17,14 @@ Loading rebuilds the model from its configuration and restores the arrays; every
 match the stored configuration) raises ``FileNotFoundError`` or ``ValueError`` naming the file
 and the problem, never a library traceback from deep inside Flax or Orbax. Nothing is ever
 unpickled.
+
+``metadata.json`` is untrusted input: every field it has is type-checked, the parameter files
+it names must lie inside ``params/`` of the checkpoint (no absolute path, no ``..``, no
+symbolic link leading out), and the model configuration (``model``, ``model_config``,
+``input_shape``, ``num_classes``) is covered by ``config_sha256``, so an edited
+configuration (say ``activation``) is refused, not loaded silently. Checkpoints of
+``format_version`` 1 (before ``config_sha256``) still load, with a warning that their
+configuration is not verified.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from geomrobust.io import atomic_write, to_json_text
 from geomrobust.models import model_config, model_from_config
 
 __all__ = [
@@ -45,7 +56,8 @@ __all__ = [
 ]
 
 FORMAT = "geomrobust-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_CONFIG_KEYS = ("model", "model_config", "input_shape", "num_classes")
 METADATA_FILE = "metadata.json"
 PARAMS_DIR = "params"
 _RESERVED = (
@@ -59,6 +71,7 @@ _RESERVED = (
     "params_sha256",
     "params_index",
     "params_files",
+    "config_sha256",
     "created",
 )
 
@@ -99,6 +112,13 @@ def _params_hash(flat: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _config_hash(record: Mapping) -> str:
+    """sha256 of the canonical JSON of the model configuration fields of ``record``."""
+    part = {k: record.get(k) for k in _CONFIG_KEYS}
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _jsonable(value, where: str):
     try:
         return json.loads(json.dumps(value, default=_json_default))
@@ -135,8 +155,22 @@ def _check_files(root: Path, manifest: Mapping) -> None:
     Checked before Orbax reads anything, so damage is reported by file name (and Orbax
     never starts reads that fail half-way).
     """
+    inside = (root / PARAMS_DIR).resolve()
     for rel, rec in manifest.items():
         file = root / rel
+        parts = Path(rel).parts
+        if (
+            Path(rel).is_absolute()
+            or "\\" in rel
+            or ".." in parts
+            or parts[:1] != (PARAMS_DIR,)
+            or not file.resolve().is_relative_to(inside)
+        ):
+            raise ValueError(
+                f"{root / METADATA_FILE} names the parameter file {rel!r}, which is not inside "
+                f"{root / PARAMS_DIR}; refusing to open it (the metadata is corrupted or "
+                "crafted)"
+            )
         if not file.is_file():
             raise FileNotFoundError(
                 f"{file} is missing: the checkpoint's parameter files are incomplete"
@@ -244,16 +278,23 @@ def save_checkpoint(
             k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in flat.items()
         },
     }
+    record["config_sha256"] = _config_hash(record)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / PARAMS_DIR, flat)
-            ckptr.wait_until_finished()
+        try:
+            with ocp.StandardCheckpointer() as ckptr:
+                ckptr.save(tmp / PARAMS_DIR, flat)
+                ckptr.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore raise many types (disk full, ...)
+            if isinstance(e, OSError):
+                raise OSError(e.errno, f"cannot write the checkpoint {path}: {e}") from None
+            raise OSError(f"cannot write the checkpoint {path}: {_first_line(e)}") from None
         record["params_files"] = _file_manifest(tmp, PARAMS_DIR)
-        with open(tmp / METADATA_FILE, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
+        try:
+            atomic_write(tmp / METADATA_FILE, to_json_text(record))
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write the checkpoint {path}: {e}") from None
         if path.exists():
             trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, trash)
@@ -293,17 +334,102 @@ def load_metadata(path: str | os.PathLike) -> dict:
             f"{file} is not geomrobust checkpoint metadata (its 'format' field is "
             f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})"
         )
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{file} has format_version {meta['format_version']}, newer than this geomrobust "
-            f"reads ({FORMAT_VERSION}); upgrade geomrobust"
+    _check_fields(file, meta)
+    return meta
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_hex(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _check_fields(file: Path, meta: dict) -> None:
+    """Type-check every field of ``metadata.json`` that geomrobust reads (untrusted input)."""
+
+    def bad(field: str, expected: str):
+        value = repr(meta.get(field))
+        value = value if len(value) <= 80 else value[:77] + "..."
+        return ValueError(
+            f"{file}: the field {field!r} must be {expected}, got {value} (the metadata is "
+            "corrupted or was edited)"
         )
-    for field in ("model_config", "params_sha256", "params_index", "params_files"):
+
+    version = meta.get("format_version", 1)
+    if not _is_int(version) or version < 1:
+        raise bad("format_version", "an integer >= 1")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{file} has format_version {version}, newer than this geomrobust reads "
+            f"({FORMAT_VERSION}); upgrade geomrobust"
+        )
+    required = ["model_config", "params_sha256", "params_index", "params_files"]
+    if version >= 2:
+        required.append("config_sha256")
+    for field in required:
         if field not in meta:
             raise ValueError(f"{file} lacks the field {field!r} (corrupt or truncated)")
-    if not isinstance(meta["model_config"], dict) or "name" not in meta["model_config"]:
-        raise ValueError(f"{file}: 'model_config' must be a dict with a 'name' field")
-    return meta
+    config = meta["model_config"]
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise bad("model_config", "a dict with a string 'name' field")
+    if "model" in meta and meta["model"] != config["name"]:
+        raise bad("model", f"the model_config name {config['name']!r}")
+    shape = meta.get("input_shape", [])
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 1 for d in shape):
+        raise bad("input_shape", "a list of positive integers")
+    k = meta.get("num_classes")
+    if k is not None and not (_is_int(k) and k >= 1):
+        raise bad("num_classes", "a positive integer")
+    for field in ("params_sha256", "config_sha256"):
+        if field in meta and not _is_hex(meta[field]):
+            raise bad(field, "a sha256 (64 lowercase hex digits)")
+    index = meta["params_index"]
+    if not isinstance(index, dict) or not all(
+        isinstance(v, dict)
+        and isinstance(v.get("shape"), list)
+        and all(_is_int(d) and d >= 0 for d in v["shape"])
+        and isinstance(v.get("dtype"), str)
+        for v in index.values()
+    ):
+        raise bad("params_index", "a dict of {name: {'shape': [int], 'dtype': str}}")
+    files = meta["params_files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(rel, str)
+        and isinstance(v, dict)
+        and _is_int(v.get("bytes"))
+        and v["bytes"] >= 0
+        and _is_hex(v.get("sha256"))
+        for rel, v in files.items()
+    ):
+        raise bad("params_files", "a dict of {path: {'bytes': int, 'sha256': hex}}")
+    for field in ("dataset", "method", "created", "geomrobust_version"):
+        if meta.get(field) is not None and not isinstance(meta[field], str):
+            raise bad(field, "a string")
+    resize = meta.get("resize")
+    if resize is not None and not (
+        (_is_int(resize) and resize >= 1)
+        or (isinstance(resize, list) and len(resize) == 2 and all(_is_int(r) and r >= 1
+                                                                   for r in resize))
+    ):  # fmt: skip
+        raise bad("resize", "null, a positive integer or [height, width]")
+    if version >= 2 and _config_hash(meta) != meta["config_sha256"]:
+        raise ValueError(
+            f"{file}: the model configuration ({', '.join(_CONFIG_KEYS)}) does not match the "
+            "hash recorded at save time (config_sha256): the metadata was edited or is "
+            "corrupted; refusing to load a model other than the one saved"
+        )
+    if version < 2:
+        import warnings
+
+        warnings.warn(
+            f"{file} has format_version {version} (an older geomrobust): its model "
+            "configuration is not covered by a hash, so an edit cannot be detected; re-save "
+            "it with geomrobust.train.save_checkpoint to add one",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:

@@ -7,6 +7,7 @@ batch of every epoch (all batches have the same shape).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,11 +26,35 @@ __all__ = [
     "EvalResult",
     "FitResult",
     "TrainState",
+    "TrainingDivergedError",
     "evaluate",
     "fit",
     "init_train_state",
     "make_train_step",
 ]
+
+
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The training loss (or the parameters) became non-finite: the run stops, no model is
+    returned (and so no checkpoint written)."""
+
+
+def _check_diverged(record: dict, params, epoch: int) -> None:
+    """Raise :class:`TrainingDivergedError` when the epoch's loss or the parameters are not
+    finite (one reduction over the parameters per epoch)."""
+    bad = [k for k in ("train_loss", "eval_loss") if k in record and not math.isfinite(record[k])]
+    finite = all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params)
+                 if jnp.issubdtype(jnp.asarray(p).dtype, jnp.inexact))  # fmt: skip
+    if bad or not finite:
+        what = (
+            f"the {bad[0].replace('_', ' ')} became {record[bad[0]]}"
+            if bad
+            else ("the parameters became non-finite")
+        )
+        raise TrainingDivergedError(
+            f"training diverged: {what} in epoch {epoch}; no model was kept. Lower the "
+            "learning rate (--lr) or check the data for non-finite values"
+        )
 
 
 class TrainState(NamedTuple):
@@ -171,6 +196,12 @@ def fit(
         ``history`` maps ``epoch``, ``train_loss``, ``train_accuracy`` (means over the
         epoch's steps of ``aux``), ``eval_loss``, ``eval_accuracy`` (if ``eval_data``) and
         ``time_s`` (cumulative wall time) to per-epoch lists.
+
+    Raises
+    ------
+    TrainingDivergedError
+        After an epoch whose mean training loss (or evaluation loss, or any parameter) is not
+        finite: a diverged run never returns parameters as if it had trained.
     """
     from tqdm.auto import tqdm
 
@@ -212,6 +243,7 @@ def fit(
             if eval_hook is not None:
                 record.update(eval_hook(epoch + 1, state.params, history))
             record["time_s"] = time.perf_counter() - start
+            _check_diverged(record, state.params, epoch + 1)
             for k, v in record.items():
                 history.setdefault(k, []).append(v)
             bar.set_postfix(

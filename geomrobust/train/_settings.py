@@ -11,12 +11,15 @@ and papers").
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULTS", "DEFAULT_LR", "train_from_settings"]
+import numpy as np
+
+__all__ = ["DEFAULTS", "DEFAULT_LR", "check_settings", "train_from_settings"]
 
 #: Peak learning rate per optimizer when ``lr`` is None.
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3}
@@ -58,6 +61,45 @@ def _loss_kwargs(method_settings: Mapping) -> dict:
     return out
 
 
+def check_settings(s: Mapping[str, Any]) -> dict:
+    """Type- and range-check a full settings record (every key of :data:`DEFAULTS`).
+
+    ``lr`` (when given) must be a finite number > 0, ``weight_decay`` and ``momentum``
+    finite numbers >= 0 (``nan`` is refused, never read as 0), ``epochs`` and ``batch_size``
+    integers >= 1, ``monitor`` an integer >= 0, ``key`` an integer, ``eval_eps`` finite
+    numbers > 0. Raises ``TypeError`` / ``ValueError`` naming the setting.
+    """
+    from geomrobust._validation import check_int, check_positive
+
+    s = dict(s)
+    for name in ("lr", "weight_decay", "momentum"):
+        if isinstance(s[name], bool):
+            raise TypeError(f"{name} must be a number, got {s[name]!r}")
+    if s["lr"] is not None:
+        s["lr"] = check_positive(s["lr"], "lr")
+    s["weight_decay"] = check_positive(s["weight_decay"], "weight_decay", allow_zero=True)
+    s["momentum"] = check_positive(s["momentum"], "momentum", allow_zero=True)
+    s["epochs"] = check_int(s["epochs"], "epochs")
+    s["batch_size"] = check_int(s["batch_size"], "batch_size")
+    s["monitor"] = check_int(s["monitor"], "monitor", minimum=0)
+    if isinstance(s["key"], bool) or not isinstance(s["key"], int | np.integer):
+        raise TypeError(f"key must be an integer seed, got {s['key']!r}")
+    s["key"] = int(s["key"])
+    eps = s["eval_eps"] or []
+    if not isinstance(eps, list | tuple):
+        raise TypeError(f"eval_eps must be a list of numbers, got {eps!r}")
+    s["eval_eps"] = [check_positive(e, "eval_eps") for e in eps]
+    if s["monitor_eps"] is not None:
+        s["monitor_eps"] = check_positive(s["monitor_eps"], "monitor_eps")
+    for name in ("model_config", "method_settings"):
+        if not isinstance(s[name], Mapping):
+            raise TypeError(f"{name} must be a dict, got {s[name]!r}")
+    for k, v in s["method_settings"].items():
+        if k != "norm" and isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"method_settings[{k!r}] must be finite, got {v!r}")
+    return s
+
+
 def train_from_settings(
     settings: Mapping[str, Any],
     *,
@@ -96,7 +138,11 @@ def train_from_settings(
     Raises
     ------
     ValueError, TypeError, FileNotFoundError
-        Unknown settings, a batch larger than the training split, missing data.
+        Unknown or out-of-range settings (:func:`check_settings`), a batch larger than the
+        training split, missing data.
+    TrainingDivergedError
+        The training loss became non-finite (:func:`geomrobust.train.fit`); no model is
+        returned, so no checkpoint is written.
     """
     import jax
     from flax import nnx
@@ -113,7 +159,7 @@ def train_from_settings(
     unknown = sorted(set(settings) - set(DEFAULTS) - {"init_from"})
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **settings}
+    s = check_settings({**DEFAULTS, **settings})
     lr = s["lr"] if s["lr"] is not None else DEFAULT_LR.get(s["optimizer"], DEFAULT_LR["sgd"])
     eval_eps = [float(e) for e in s["eval_eps"] or []]
     norm = float("inf") if s["eval_norm"] in ("inf", float("inf")) else float(s["eval_norm"])
