@@ -179,3 +179,21 @@ def test_fd_scale_is_the_authors_secant_estimator(method):
     grad = nads(init_fn, shape, num_networks=m, key=key, batch=16, x0=x0, method=method)
     cos = np.abs(np.sum(np.asarray(grad.eigenvectors[0]).ravel() * vecs[:, -1]))
     assert cos < 0.99  # the secant at s = 100 is not the gradient on a ReLU network
+
+
+def test_fourier_accuracy_map_batching_modes_agree():
+    shape = (4, 4)
+
+    def init_params(k):
+        return {"w": 0.01 * jax.random.normal(k, (16, 2)), "b": jnp.zeros(2)}
+
+    def linear(p, x):
+        return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+    kw = dict(key=jax.random.key(1), frequencies=[(0, 1), (2, 2), (1, 3)], n_train=200,
+              n_test=300, steps=40, chunk_size=2)  # fmt: skip
+    a = fourier_accuracy_map(init_params, linear, shape, batching="vmap", **kw)
+    b = fourier_accuracy_map(init_params, linear, shape, batching="map", **kw)
+    assert np.max(np.abs(np.asarray(a.accuracy) - np.asarray(b.accuracy))) <= 2 / 300
+    with pytest.raises(ValueError, match="batching"):
+        fourier_accuracy_map(init_params, linear, shape, batching="pmap", **kw)
