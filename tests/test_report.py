@@ -69,6 +69,29 @@ def test_results_json_finite_per_section(report):
     assert record["settings"]["quick"] is True and record["geomrobust_version"]
 
 
+def test_frequency_noise_and_interpretability_sections_account_for_every_example(report):
+    out, _, _ = report
+    sec = json.loads((out / "results.json").read_text())["sections"]
+    for m in ("standard", "pgd"):
+        clean = sec["accuracy"][m]["clean_accuracy"]
+        assert sec["frequency"][m]["clean_error"] == pytest.approx(1 - clean)
+        assert sec["frequency"][m]["n_invalid"] == 0 and sec["noise"][m]["n_invalid"] == 0
+        errors = sec["noise"][m]["error"]
+        assert len(errors) == len(sec["noise"]["sigmas"]) and errors[-1] >= errors[0]
+        acc = sec["noise"][m]["corruption_accuracy"]
+        assert set(acc) == set(sec["noise"]["corruptions"]) and all(
+            len(v) == 5 for v in acc.values()
+        )
+        it = sec["interpretability"][m]
+        assert it["alignment_n_valid"] + it["alignment_n_excluded"] == 16
+        assert 0 <= it["alignment_median"] <= 1
+        assert it["synthesis_classes"] == 10
+    figures = [
+        f["file"] for f in json.loads((out / "results.json").read_text())["figures"]["noise"]
+    ]
+    assert figures == ["noise.png"]
+
+
 def test_second_run_reuses_models_and_stages(report, capsys):
     out, _, argv = report
     capsys.readouterr()

@@ -236,6 +236,41 @@ def _section_table(name: str, s: dict, models) -> str:
                 for m in ms
             ],
         )
+    if name == "frequency":
+        return _table(
+            ["model", "clean error", "mean error", "max error", "low frequencies",
+             "high frequencies", "invalid"],
+            [[m.label, s[m.name]["clean_error"], s[m.name]["mean_error"], s[m.name]["max_error"],
+              s[m.name]["mean_error_low_frequencies"], s[m.name]["mean_error_high_frequencies"],
+              s[m.name]["n_invalid"]] for m in ms],
+        )  # fmt: skip
+    if name == "noise":
+        noise = _table(
+            ["model"] + [f"σ = {v:g}: error (Φ(-d/σ))" for v in s["sigmas"]]
+            + ["σ at 10 % / 50 % error", "invalid"],
+            [[m.label] + [f"{_f(e, 3)} ({_f(p, 3)})" for e, p in
+                          zip(s[m.name]["error"], s[m.name]["predicted_error"], strict=True)]
+             + [f"{_f(s[m.name]['sigma_at_10pct_error'], 3)} / "
+                f"{_f(s[m.name]['sigma_at_50pct_error'], 3)}", s[m.name]["n_invalid"]]
+             for m in ms],
+        )  # fmt: skip
+        acc = {m.name: s[m.name]["corruption_accuracy"] for m in ms}
+        corr = _table(
+            ["corruption"] + [f"{m.label}: severity 1–5" for m in ms],
+            [[c.replace("_", " ")] + [" ".join(_f(v, 2) for v in acc[m.name][c]) for m in ms]
+             for c in s["corruptions"]],
+        )  # fmt: skip
+        return noise + "<p>Accuracy under common corruptions:</p>" + corr
+    if name == "interpretability":
+        return _table(
+            ["model", "median alignment", "25%", "75%", "valid", "excluded",
+             "corr(alignment·‖x‖, margin)", "classes reached by synthesis", "mean confidence"],
+            [[m.label, s[m.name].get("alignment_median"), s[m.name].get("alignment_q25"),
+              s[m.name].get("alignment_q75"), s[m.name]["alignment_n_valid"],
+              s[m.name]["alignment_n_excluded"], s[m.name]["correlation_alignment_norm_vs_margin"],
+              f"{s[m.name]['synthesis_success']}/{s[m.name]['synthesis_classes']}",
+              s[m.name]["synthesis_mean_confidence"]] for m in ms],
+        )  # fmt: skip
     return ""
 
 

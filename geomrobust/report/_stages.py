@@ -25,7 +25,15 @@ references:
 * NADs: Ortiz-Jimenez, Modas, Moosavi-Dezfooli, Frossard, "Neural anisotropy directions",
   NeurIPS 2020;
 * boundary thickness: Yang, Khanna, Yu, Gholami, Keutzer, Gonzalez, Ramchandran, Mahoney,
-  "Boundary thickness and robustness in learning models", NeurIPS 2020.
+  "Boundary thickness and robustness in learning models", NeurIPS 2020;
+* Fourier heat map and perturbation spectra: Yin, Gontijo Lopes, Shlens, Cubuk, Gilmer, "A
+  Fourier Perspective on Model Robustness in Computer Vision", NeurIPS 2019;
+* error in noise vs margins: Ford, Gilmer, Carlini, Cubuk, "Adversarial Examples Are a Natural
+  Consequence of Test Error in Noise", ICML 2019; common corruptions: Hendrycks & Dietterich,
+  ICLR 2019;
+* gradient-image alignment: Etmann, Lunz, Maass, Schönlieb, ICML 2019; saliency maps
+  (gradient, SmoothGrad: Smilkov et al. 2017); class synthesis by large targeted attacks:
+  Tsipras et al., ICLR 2019, Santurkar et al., NeurIPS 2019.
 """
 
 from __future__ import annotations
@@ -364,6 +372,135 @@ def stage_thickness(ctx: Context):
     return arrays, summary
 
 
+def stage_frequency(ctx: Context):
+    """Fourier heat map (error under ``x + r ε U_ij`` per frequency, clipped to [0, 1]) and the
+    mean DFT magnitude of the margins stage's L2 DeepFool perturbations."""
+    from geomrobust.measures import fourier_heat_map, perturbation_spectrum
+
+    eps, stride = ctx.sizes["heat_eps"], ctx.sizes["heat_stride"]
+    arrays, summary = {}, {"eps": eps, "stride": stride}
+    margins, _ = ctx.previous["margins"]
+    for m in ctx.models:
+        hm = fourier_heat_map(
+            m.logits_fn, ctx.x, ctx.y, eps=eps, key=ctx.key, stride=stride, bounds=(0.0, 1.0),
+            progress=ctx.progress,
+        )  # fmt: skip
+        ok = margins[f"{m.name}__l2_converged"]
+        pert = margins[f"{m.name}__l2_perturbation"][ok]
+        spec = np.asarray(perturbation_spectrum(pert)) if pert.shape[0] else None
+        err = np.asarray(hm.error)
+        arrays[f"{m.name}__heat_grid"] = np.asarray(hm.grid)
+        if spec is not None:
+            arrays[f"{m.name}__spectrum"] = spec
+        low = np.asarray(hm.frequencies)
+        h, w = ctx.x.shape[1], ctx.x.shape[2]
+        radius = np.hypot(
+            np.minimum(low[:, 0], h - low[:, 0]), np.minimum(low[:, 1], w - low[:, 1])
+        )
+        cut = np.median(radius)
+        summary[m.name] = {
+            "clean_error": hm.clean_error,
+            "mean_error": float(err.mean()),
+            "max_error": float(err.max()),
+            "mean_error_low_frequencies": float(err[radius <= cut].mean()),
+            "mean_error_high_frequencies": float(err[radius > cut].mean()),
+            "n_invalid": hm.n_invalid,
+            "n_spectrum": int(pert.shape[0]),
+        }
+    return arrays, summary
+
+
+def stage_noise(ctx: Context):
+    """Error in Gaussian noise over a grid of σ (no clipping, the half-space setting) against
+    ``Φ(-d/σ)`` from the L2 DeepFool margins, and accuracy under common corruptions."""
+    from geomrobust.data import CORRUPTIONS, corrupt
+    from geomrobust.measures import gaussian_noise_errors, noise_vs_margin, sigma_at_error
+
+    sigmas = list(ctx.sizes["noise_sigmas"])
+    summary = {"sigmas": sigmas, "samples": ctx.sizes["noise_samples"],
+               "corruptions": list(CORRUPTIONS), "severities": [1, 2, 3, 4, 5]}  # fmt: skip
+    arrays = {}
+    margins, _ = ctx.previous["margins"]
+    x = np.asarray(ctx.x)
+    corrupted = {
+        (c, s): corrupt(x, c, s, key=jax.random.fold_in(ctx.key, 7 * i + s))
+        for i, c in enumerate(CORRUPTIONS)
+        for s in range(1, 6)
+    }
+    for m in ctx.models:
+        res = gaussian_noise_errors(
+            m.logits_fn, ctx.x, ctx.y, sigmas, key=ctx.key,
+            samples=ctx.sizes["noise_samples"], progress=ctx.progress,
+        )  # fmt: skip
+        d = np.where(margins[f"{m.name}__l2_converged"], margins[f"{m.name}__l2_margin"], np.nan)
+        cmp = noise_vs_margin(res, d)
+        acc = np.array([[float(np.mean(analyses.predict(m.logits_fn, corrupted[c, s])
+                                       == np.asarray(ctx.y))) for s in range(1, 6)]
+                        for c in CORRUPTIONS])  # fmt: skip
+        arrays.update({
+            f"{m.name}__noise_error": np.asarray(res.error),
+            f"{m.name}__example_error": np.asarray(res.example_error),
+            f"{m.name}__predicted": np.asarray(cmp.predicted),
+            f"{m.name}__ratio": np.asarray(cmp.ratio),
+            f"{m.name}__corruption_accuracy": acc,
+        })  # fmt: skip
+        summary[m.name] = {
+            "error": [float(v) for v in np.asarray(res.error)],
+            "predicted_error": [float(v) for v in np.nanmean(np.asarray(cmp.predicted), 0)],
+            "median_ratio": [float(v) for v in np.asarray(cmp.median_ratio)],
+            "sigma_at_10pct_error": sigma_at_error(res, 0.1),
+            "sigma_at_50pct_error": sigma_at_error(res, 0.5),
+            "n_invalid": res.n_invalid,
+            "corruption_accuracy": {
+                c: [float(v) for v in row] for c, row in zip(CORRUPTIONS, acc, strict=True)
+            },
+            "mean_corruption_accuracy": float(acc.mean()),
+        }
+    return arrays, summary
+
+
+def stage_interpretability(ctx: Context):
+    """Gradient-image alignment against the DeepFool margin, saliency maps (gradient,
+    SmoothGrad) of a few examples, and images synthesised from one seed towards every class by
+    large-radius targeted L2 PGD."""
+    from geomrobust.measures import class_synthesis, gradient_alignment, saliency_maps
+
+    k = ctx.sizes["saliency_n"]
+    arrays, summary = {}, {"saliency_examples": k, "synth_eps": ctx.sizes["synth_eps"],
+                           "synth_steps": ctx.sizes["synth_steps"]}  # fmt: skip
+    margins, _ = ctx.previous["margins"]
+    arrays["inputs"] = np.asarray(ctx.x[:k])
+    for m in ctx.models:
+        al = gradient_alignment(m.logits_fn, ctx.x, ctx.y, progress=ctx.progress)
+        a = np.asarray(al.alignment)
+        d = np.where(margins[f"{m.name}__l2_converged"], margins[f"{m.name}__l2_margin"], np.nan)
+        norms = np.linalg.norm(np.asarray(ctx.x).reshape(len(a), -1), axis=1)
+        ok = np.asarray(al.valid) & np.isfinite(d)
+        corr = float(np.corrcoef(a[ok] * norms[ok], d[ok])[0, 1]) if ok.sum() > 2 else None
+        grad = saliency_maps(m.logits_fn, ctx.x[:k], ctx.y[:k])
+        smooth = saliency_maps(m.logits_fn, ctx.x[:k], ctx.y[:k], method="smoothgrad",
+                               key=ctx.key, samples=ctx.sizes["smoothgrad_samples"])  # fmt: skip
+        syn = class_synthesis(m.logits_fn, ctx.x[:1], eps=ctx.sizes["synth_eps"],
+                              steps=ctx.sizes["synth_steps"], bounds=(0.0, 1.0))  # fmt: skip
+        arrays.update({
+            f"{m.name}__alignment": a,
+            f"{m.name}__alignment_valid": np.asarray(al.valid),
+            f"{m.name}__margin": d,
+            f"{m.name}__gradient": np.asarray(grad),
+            f"{m.name}__smoothgrad": np.asarray(smooth),
+            f"{m.name}__synthesis": np.asarray(syn.images[0]),
+            f"{m.name}__synthesis_success": np.asarray(syn.success[0]),
+        })  # fmt: skip
+        summary[m.name] = {
+            **{f"alignment_{k2}": v for k2, v in analyses.summarize(a, al.valid).items()},
+            "correlation_alignment_norm_vs_margin": corr,
+            "synthesis_success": int(np.asarray(syn.success).sum()),
+            "synthesis_classes": int(syn.success.size),
+            "synthesis_mean_confidence": float(np.mean(np.asarray(syn.confidence))),
+        }
+    return arrays, summary
+
+
 #: ``name -> (title, function)`` in execution order.
 STAGES: dict[str, tuple[str, Any]] = {
     "accuracy": ("accuracy and PGD robustness", stage_accuracy),
@@ -375,6 +512,9 @@ STAGES: dict[str, tuple[str, Any]] = {
     "slices": ("2-D boundary slices", stage_slices),
     "nads": ("neural anisotropy directions", stage_nads),
     "thickness": ("boundary thickness", stage_thickness),
+    "frequency": ("Fourier heat map and perturbation spectra", stage_frequency),
+    "noise": ("noise and corruption robustness", stage_noise),
+    "interpretability": ("alignment, saliency and class synthesis", stage_interpretability),
 }
 
 #: Stages whose results a stage reads (run first, or reused from disk).
@@ -382,4 +522,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "curvature": ("margins",),
     "thickness": ("margins",),
     "slices": ("margins", "curvature"),
+    "frequency": ("margins",),
+    "noise": ("margins",),
+    "interpretability": ("margins",),
 }
