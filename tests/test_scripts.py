@@ -51,6 +51,21 @@ RUNS = {
         ["--models", "logreg", "--size", "8", "--stride", "4", "--test", "100"],
         ["accuracy_maps.png"],
     ),
+    "robust_features": (
+        [
+            "--epochs",
+            "1",
+            "--resize",
+            "8",
+            "--robustify-steps",
+            "3",
+            "--attack-steps",
+            "3",
+            "--n-eval",
+            "20",
+        ],
+        ["robust_features.png"],
+    ),
 }
 
 
@@ -65,5 +80,8 @@ def test_tiny_run(name, tmp_path):
     assert (out / "results.npz").is_file()
     for p in pngs:
         assert (out / p).stat().st_size > 1000, p
+    if name == "robust_features":  # every claim is decided, every accuracy is recorded
+        assert len(summary["claims"]) == 4
+        assert 0 <= summary["D: PGD-AT"]["pgd_accuracy"] <= 1
     if name == "fourier_map":  # a linear model learns every direction (published: 100 %)
         assert summary["models"]["logreg"]["map_mean_accuracy"] > 0.97
