@@ -26,7 +26,9 @@ def _run(args, tmp_path, timeout=300):
     )
 
 
-@pytest.mark.parametrize("name", ["curvature_analysis", "subspace_margins", "nads", "fourier_map"])
+@pytest.mark.parametrize(
+    "name", ["curvature_analysis", "subspace_margins", "nads", "fourier_map", "robust_features"]
+)
 def test_help(name, tmp_path):
     r = _run([str(SCRIPTS / f"{name}.py"), "--help"], tmp_path)
     assert r.returncode == 0, r.stderr
