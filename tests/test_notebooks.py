@@ -21,12 +21,13 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]
 
 def test_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
-    assert names[:5] == [
+    assert names[:6] == [
         "01_quickstart",
         "02_margins_dct",
         "03_curvature",
         "04_nads",
         "05_robust_training",
+        "06_beyond_security",
     ]
 
 
