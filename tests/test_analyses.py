@@ -194,6 +194,23 @@ def test_diagnose_equals_the_library(setup):
         analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
 
 
+def test_diagnose_alignment_and_noise_equal_the_library(setup):
+    f, x, y = setup
+    settings = DiagnoseSettings(what=("alignment", "noise"), noise_sigmas=(0.1, 0.5),
+                                noise_samples=8, chunk_size=N)  # fmt: skip
+    arrays, s = analyses.diagnose.compute(f, (x, y), settings)
+    a = gr.measures.gradient_alignment(f, x, y)
+    np.testing.assert_array_equal(arrays["alignment"], np.asarray(a.alignment))
+    assert s["alignment"]["n_valid"] + s["alignment"]["n_excluded"] == N
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 3), 0)
+    res = gr.measures.gaussian_noise_errors(f, x, y, (0.1, 0.5), key=key, samples=8)
+    np.testing.assert_array_equal(arrays["noise_error"], np.asarray(res.example_error))
+    assert s["noise"]["error"] == pytest.approx(np.asarray(res.error).tolist())
+    assert s["noise"]["n_valid"] + s["noise"]["n_excluded"] == N
+    with pytest.raises(ValueError, match="noise_sigmas"):
+        DiagnoseSettings(what=("noise",), noise_sigmas=(0.1, -1.0)).validate()
+
+
 def test_nads_and_accuracy_map_equal_the_library(tmp_path):
     arch = analyses.Architecture("mlp", {"widths": [4]}, SHAPE)
     settings = NADSettings(

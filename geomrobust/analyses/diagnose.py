@@ -14,7 +14,11 @@ line"):
   distributions", ICLR 2019);
 * ``linearity``: local linearity ``γ(ε, x)`` (Qin et al., "Adversarial robustness through
   local linearization", NeurIPS 2019);
-* ``rho``: ``mean ||r(x)|| / ||x||`` of L2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016).
+* ``rho``: ``mean ||r(x)|| / ||x||`` of L2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016);
+* ``alignment``: gradient-image alignment ``|<x, ∇f_y>| / (||x|| ||∇f_y||)`` (Etmann, Lunz,
+  Maass, Schönlieb, ICML 2019);
+* ``noise``: error in Gaussian noise per example and ``σ`` of ``noise_sigmas`` (Ford, Gilmer,
+  Carlini, Cubuk, ICML 2019), with the DeepFool margin's half-space prediction ``Φ(-d/σ)``.
 
 The per-example diagnostics (thickness, linearity, rho) run over chunks, resumable with a
 store; chunk ``c`` draws its random starts from ``fold_in(key_what, first example of c)``.
@@ -32,9 +36,11 @@ import numpy as np
 
 from ._common import chunked, inputs, predict, resolve_key, summarize
 
-__all__ = ["WHAT", "DiagnoseSettings", "compute"]
+__all__ = ["DEFAULT_WHAT", "WHAT", "DiagnoseSettings", "compute"]
 
-WHAT = ("thickness", "signature", "linearity", "rho")
+WHAT = ("thickness", "signature", "linearity", "rho", "alignment", "noise")
+#: the diagnostics computed when none are named
+DEFAULT_WHAT = ("thickness", "signature", "linearity", "rho")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +50,19 @@ class DiagnoseSettings:
     what : diagnostics among :data:`WHAT`; alpha, beta : the thickness band; attack :
     ``deepfool`` or ``pgd`` (thickness endpoint); eps : L2 PGD radius (thickness) and Linf
     radius (linearity); steps : PGD steps of both; grid : thickness integration points;
+    noise_sigmas, noise_samples : the noise levels and draws per example of ``noise``;
     chunk_size : examples per chunk; key : PRNG seed.
     """
 
-    what: tuple[str, ...] = WHAT
+    what: tuple[str, ...] = DEFAULT_WHAT
     alpha: float = 0.0
     beta: float = 0.75
     attack: str = "deepfool"
     eps: float | None = None
     steps: int = 10
     grid: int = 256
+    noise_sigmas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
+    noise_samples: int = 32
     chunk_size: int = 128
     key: int = 0
 
@@ -67,6 +76,9 @@ class DiagnoseSettings:
             raise ValueError(f"attack must be 'deepfool' or 'pgd', got {self.attack!r}")
         if ("linearity" in self.what or self.attack == "pgd") and not (self.eps and self.eps > 0):
             raise ValueError("--what linearity and --attack pgd need --eps > 0")
+        sig = self.noise_sigmas
+        if not sig or not all(np.isfinite(v) and v > 0 for v in sig):
+            raise ValueError(f"noise_sigmas must be positive numbers, got {sig!r}")
         return self
 
 
@@ -108,7 +120,8 @@ def compute(
     x, y = inputs(data)
     s = settings.validate()
     k = resolve_key(s, key, store)
-    per_example = [w for w in ("thickness", "linearity", "rho") if w in s.what]
+    per_example = [w for w in ("thickness", "linearity", "rho", "alignment", "noise")
+                   if w in s.what]  # fmt: skip
     arrays, summary = {}, {"n": int(x.shape[0])}
     if per_example:
         batched = (x,) if y is None else (x, y)
@@ -151,6 +164,26 @@ def compute(
             "rho": rho,
             "converged": int(conv.sum()),
             "n_unconverged": int((~conv).sum()),
+        }
+    if "alignment" in s.what:
+        summary["alignment"] = summarize(arrays["alignment"], arrays["alignment_valid"])
+    if "noise" in s.what:
+        ok = arrays["noise_valid"]
+        err = arrays["noise_error"][ok]
+        pred = arrays["noise_predicted"][ok]
+        summary["noise"] = {
+            "sigmas": list(s.noise_sigmas),
+            "samples": s.noise_samples,
+            "error": [
+                float(v)
+                for v in (err.mean(0) if ok.any() else np.full(len(s.noise_sigmas), np.nan))
+            ],
+            "halfspace_error": [
+                float(v)
+                for v in (np.nanmean(pred, 0) if ok.any() else np.full(len(s.noise_sigmas), np.nan))
+            ],
+            "n_valid": int(ok.sum()),
+            "n_excluded": int((~ok).sum()),
         }
     if "signature" in s.what:
         from geomrobust.measures import margin_signature
@@ -202,7 +235,26 @@ def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
             bounds=(0.0, 1.0),
         )
         out["linearity_gamma"] = ll.gamma
-    if "rho" in what:
+    if "rho" in what or "noise" in what:
         r = deepfool_dataset(clf, xc, yc, norm=2, chunk_size=chunk.size)
         out.update(deepfool_margin=r.margin, deepfool_converged=r.converged)
+    labels = None
+    if "alignment" in what or "noise" in what:
+        labels = yc if yc is not None else jnp.argmax(clf(xc), -1)
+    if "alignment" in what:
+        from geomrobust.measures import gradient_alignment
+
+        a = gradient_alignment(clf, xc, labels, chunk_size=chunk.size)
+        out.update(alignment=a.alignment, alignment_valid=a.valid)
+    if "noise" in what:
+        from geomrobust.measures import gaussian_noise_errors, noise_vs_margin
+
+        res = gaussian_noise_errors(
+            clf, xc, labels, s.noise_sigmas, samples=s.noise_samples, chunk_size=chunk.size,
+            key=jax.random.fold_in(jax.random.fold_in(key, 3), chunk.start),
+        )  # fmt: skip
+        d = jnp.where(r.converged, r.margin, jnp.nan)
+        cmp = noise_vs_margin(res, d)
+        out.update(noise_error=res.example_error, noise_predicted=cmp.predicted,
+                   noise_valid=res.valid)  # fmt: skip
     return out

@@ -3,7 +3,10 @@
 ``--what thickness`` boundary thickness (Yang et al. 2020; DeepFool or L2 PGD endpoints),
 ``--what signature`` margin-distribution signature (Jiang et al. 2019; input and, for MLP /
 LeNet checkpoints, hidden layers), ``--what linearity`` local linearity ``γ(ε, x)`` (Qin et
-al. 2019), ``--what rho`` normalized robustness ``mean ||r(x)|| / ||x||`` (DeepFool, L2).
+al. 2019), ``--what rho`` normalized robustness ``mean ||r(x)|| / ||x||`` (DeepFool, L2);
+not by default: ``--what alignment`` gradient-image alignment (Etmann et al. 2019), ``--what
+noise`` error in Gaussian noise per ``--noise-sigmas`` against the half-space prediction
+``Φ(-d/σ)`` from the DeepFool margin (Ford et al. 2019).
 Writes ``results.npz`` + ``summary.json`` to ``--out`` and prints a one-line summary each;
 with ``--out`` the per-example diagnostics are written per chunk (``OUT/chunks``) and an
 interrupted run resumes there.
@@ -19,7 +22,9 @@ from . import _common as common
 
 __all__ = ["add_parser", "run"]
 
-WHAT = ("thickness", "signature", "linearity", "rho")  # geomrobust.analyses.diagnose.WHAT
+# geomrobust.analyses.diagnose.WHAT and DEFAULT_WHAT (not imported: the CLI starts fast)
+WHAT = ("thickness", "signature", "linearity", "rho", "alignment", "noise")
+DEFAULT_WHAT = ("thickness", "signature", "linearity", "rho")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,8 +37,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     common.add_model_data_args(p)
     common.add_resume_args(p)
     p.add_argument(
-        "--what", choices=WHAT, nargs="+", default=list(WHAT), help="diagnostics to compute"
-    )
+        "--what", choices=WHAT, nargs="+", default=list(DEFAULT_WHAT),
+        help="diagnostics to compute",
+    )  # fmt: skip
+    p.add_argument(
+        "--noise-sigmas", type=common.positive_float, nargs="+",
+        default=[0.05, 0.1, 0.2, 0.4, 0.8], help="noise std per pixel of --what noise",
+    )  # fmt: skip
+    p.add_argument(
+        "--noise-samples", type=common.positive_int, default=32,
+        help="noise draws per example and sigma of --what noise",
+    )  # fmt: skip
     p.add_argument(
         "--alpha", type=common.finite_float, default=0.0, help="thickness band lower end"
     )
@@ -111,3 +125,13 @@ def _print(summary: dict, s) -> None:
         print(f"local linearity gamma(eps={s.eps}): mean {summary['linearity']['mean_gamma']:.4g}")
     if "rho" in summary:
         print(f"normalized robustness rho (L2 DeepFool): {summary['rho']['rho']:.4f}")
+    if "alignment" in summary:
+        a = summary["alignment"]
+        print(f"gradient-image alignment: median {a.get('median', math.nan):.4g} "
+              f"({a['n_valid']} valid, {a['n_excluded']} excluded)")  # fmt: skip
+    if "noise" in summary:
+        n = summary["noise"]
+        pairs = ", ".join(f"σ={sg:g}: {e:.3f} (Φ(-d/σ) {p:.3f})"
+                          for sg, e, p in zip(n["sigmas"], n["error"], n["halfspace_error"],
+                                              strict=True))  # fmt: skip
+        print(f"error in Gaussian noise: {pairs}")
