@@ -38,3 +38,12 @@ def test_caption_without_methods_or_valid_examples_makes_no_verdict():
     assert (
         versus_literature(_models("standard"), {}, **kw) == "The literature reports that it grows."
     )
+
+
+def test_caption_differences_within_the_tolerance_are_no_verdict():
+    models = _models("standard", "pgd")
+    kw = dict(quantity="excess error", claim="it falls", robust_higher=False)
+    same = versus_literature(models, {"m0": 1e-4, "m1": -1e-4}, tol=0.01, **kw)
+    assert "no measurable difference" in same and "agrees" not in same
+    signed = versus_literature(models, {"m0": 0.02, "m1": -0.01}, tol=0.01, **kw)
+    assert "-0.03" in signed and "agrees with the literature" in signed

@@ -51,7 +51,9 @@ def _method(m) -> str | None:
     return method if isinstance(method, str) else None
 
 
-def versus_literature(models, medians: dict, *, quantity: str, claim: str, robust_higher: bool):
+def versus_literature(
+    models, medians: dict, *, quantity: str, claim: str, robust_higher: bool, tol: float = 0.0
+):
     """One or two sentences: what the literature reports (``claim``), then what this run
     shows (the median ``quantity`` per model) and whether the two agree.
 
@@ -59,7 +61,9 @@ def versus_literature(models, medians: dict, *, quantity: str, claim: str, robus
     measured); ``quantity`` names it, e.g. "median L2 margin".
     The comparison is made between the model trained with ``method == "standard"`` and each
     robustly trained one (any other recorded method); models without a recorded method are
-    listed but not compared. Returns the text, never raises.
+    listed but not compared. A difference of at most ``tol`` (e.g. one example's share of
+    an error rate) is "no measurable difference", neither agreement nor disagreement.
+    Returns the text, never raises.
     """
     shown = [f"{m.label} {medians[m.name]:.3g}" for m in models if m.name in medians]
     text = f"The literature reports that {claim}."
@@ -77,9 +81,13 @@ def versus_literature(models, medians: dict, *, quantity: str, claim: str, robus
         if not (np.isfinite(s) and np.isfinite(r)):
             verdicts.append(f"{m.label}: not comparable (no finite value)")
             continue
+        change = f"{r / s:.2f}×" if s > 0 and r > 0 else f"{r - s:+.3g}"
+        if abs(r - s) <= tol:
+            verdicts.append(f"{m.label} vs {standard[0].label}: no measurable difference")
+            continue
         agrees = (r > s) if robust_higher else (r < s)
         verdicts.append(
-            f"{m.label} vs {standard[0].label}: {r / s:.2f}× — "
+            f"{m.label} vs {standard[0].label}: {change} — "
             + ("agrees with the literature" if agrees else "DISAGREES with the literature")
         )
     return text + " " + "; ".join(verdicts) + "."
@@ -436,8 +444,10 @@ def _frequency(arrays, summary, models, out):
         )
         + versus_literature(
             models,
-            _summary_of(summary, models, "mean_error_high_frequencies"),
-            quantity="mean error under high-frequency Fourier noise",
+            _summary_of(summary, models, "excess_error_high_frequencies"),
+            quantity="error added by high-frequency Fourier noise (the mean over the upper "
+            "half of the frequency radii, minus the clean error)",
+            tol=1.0 / max(int(summary.get("n_examples", 0) or 0), 1),
             claim="adversarial training makes models less sensitive to high-frequency "
             "perturbations and more sensitive to low-frequency ones (Yin et al. 2019)",
             robust_higher=False,
@@ -445,8 +455,9 @@ def _frequency(arrays, summary, models, out):
         + " "
         + versus_literature(
             models,
-            _summary_of(summary, models, "mean_error_low_frequencies"),
-            quantity="mean error under low-frequency Fourier noise",
+            _summary_of(summary, models, "excess_error_low_frequencies"),
+            quantity="error added by low-frequency Fourier noise",
+            tol=1.0 / max(int(summary.get("n_examples", 0) or 0), 1),
             claim="the sensitivity moves to low frequencies",
             robust_higher=True,
         )
@@ -495,8 +506,8 @@ def _noise(arrays, summary, models, out):
         )
         + versus_literature(
             models,
-            _summary_of(summary, models, "sigma_at_50pct_error"),
-            quantity="σ at 50 % error in noise",
+            _summary_of(summary, models, "sigma_at_10pct_error"),
+            quantity="σ at which the error in noise reaches 10 %",
             claim="adversarial training also improves robustness to Gaussian noise, and models "
             "with errors in noise have small adversarial margins (Ford et al. 2019)",
             robust_higher=True,

@@ -378,7 +378,7 @@ def stage_frequency(ctx: Context):
     from geomrobust.measures import fourier_heat_map, perturbation_spectrum
 
     eps, stride = ctx.sizes["heat_eps"], ctx.sizes["heat_stride"]
-    arrays, summary = {}, {"eps": eps, "stride": stride}
+    arrays, summary = {}, {"eps": eps, "stride": stride, "n_examples": int(ctx.x.shape[0])}
     margins, _ = ctx.previous["margins"]
     for m in ctx.models:
         hm = fourier_heat_map(
@@ -404,6 +404,9 @@ def stage_frequency(ctx: Context):
             "max_error": float(err.max()),
             "mean_error_low_frequencies": float(err[radius <= cut].mean()),
             "mean_error_high_frequencies": float(err[radius > cut].mean()),
+            # the error the noise adds to the clean error: comparable between models
+            "excess_error_low_frequencies": float(err[radius <= cut].mean() - hm.clean_error),
+            "excess_error_high_frequencies": float(err[radius > cut].mean() - hm.clean_error),
             "n_invalid": hm.n_invalid,
             "n_spectrum": int(pert.shape[0]),
         }
