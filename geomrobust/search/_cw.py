@@ -28,6 +28,7 @@ from ._fmn import (
     bounds_pair,
     check_common,
     check_steps,
+    crosses,
     finite_rows,
     flat_norm,
     labels_or_predicted,
@@ -143,8 +144,9 @@ def cw_step(
 
         L(w) = ||z - x||_2^2 + c · max(f_y(z) - max_{j != y} f_j(z), -κ)
 
-    (``κ = confidence``): where ``z`` is adversarial and closer than the best so far it
-    becomes the best; then ``w`` takes an Adam step (``β = 0.9, 0.999``, ``stepsize``).
+    (``κ = confidence``): where ``z`` is adversarial with room (its label would not flip back
+    in another batch: :func:`geomrobust.search._fmn.crosses`) and closer than the best so far
+    it becomes the best; then ``w`` takes an Adam step (``β = 0.9, 0.999``, ``stepsize``).
     After ``steps`` steps with one constant the binary search moves it: ``c_hi ← c`` if an
     adversarial point was met, else ``c_lo ← c``; ``c ← (c_lo + c_hi) / 2``, or ``10 c``
     while no success bounds it; ``w`` and Adam restart from ``x``. An example is done after
@@ -172,7 +174,7 @@ def cw_step(
     adv = (label != y) & finite
     delta = z - x
     n = flat_norm(delta, 2.0)
-    better = adv & (n < state.best_norm)
+    better = crosses(logits, y) & (n < state.best_norm)
     best = jnp.where(rows(better, x.ndim), delta, state.best)
     best_norm = jnp.where(better, n, state.best_norm)
     best_label = jnp.where(better, label, state.best_label)
@@ -206,7 +208,7 @@ def cw_step(
         best_norm=best_norm,
         best_label=best_label,
         done=~finite | (end & (rounds >= binary_steps)),
-        converged=state.converged | adv,
+        converged=jnp.isfinite(best_norm),
         iterations=state.iterations + 1,
     )
     return jax.tree.map(lambda a, b: jnp.where(rows(active, a.ndim), a, b), new, state)
@@ -255,7 +257,8 @@ def cw_l2(
     For each constant ``c`` of a binary search (``binary_steps`` values from
     ``initial_const``), ``steps`` Adam steps minimize ``||z - x||² + c · max(f_y(z) -
     max_{j != y} f_j(z), -κ)`` over ``z`` in the box (the tanh change of variables; without
-    a box ``z = x + δ`` directly). The smallest adversarial ``z - x`` met over all steps and
+    a box ``z = x + δ`` directly; ``stepsize`` acts in tanh space, where a step moves ``z`` by
+    up to ``(hi - lo) / 2`` times it). The smallest adversarial ``z - x`` met over all steps and
     constants is returned (step rule: :func:`cw_step`). Every example runs all
     ``binary_steps × steps`` steps (no early abort; the paper's ``steps`` is 10,000 and
     Foolbox's default too: use ``steps`` and ``binary_steps`` to trade accuracy for time).

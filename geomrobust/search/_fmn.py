@@ -60,6 +60,18 @@ def best_other(logits: Array, y: Array) -> Array:
     return jnp.argmax(masked, axis=-1).astype(jnp.int32)
 
 
+def crosses(logits: Array, y: Array) -> Array:
+    """``max_{j != y} f_j - f_y > 64 eps (1 + max |f|)`` per row: adversarial with room to
+    spare, so that the label stays changed when the point is evaluated again in another
+    batch composition, program or precision (the criterion of DeepFool's box finalization).
+    A search that converges onto the boundary (FMN, C&W) would otherwise keep points that sit
+    within rounding of it."""
+    idx = jnp.arange(logits.shape[0])
+    gap = logits[idx, best_other(logits, y)] - logits[idx, y]
+    room = 64 * jnp.finfo(logits.dtype).eps * (1 + jnp.max(jnp.abs(logits), axis=-1))
+    return (gap > room) & finite_rows(logits)
+
+
 def margin_and_grad(logits_fn: Callable, point: Array, y: Array):
     """The logit margin ``m(z) = f_y(z) - max_{j != y} f_j(z)`` (> 0: label ``y`` kept, < 0:
     adversarial) and its gradient at ``point``: one forward pass and one VJP.
@@ -134,7 +146,9 @@ class FMNState(NamedTuple):
     perturbation so far ``(N, *s)`` (zeros until one is found); best_norm : its norm ``(N,)``
     (``inf`` until found); best_label : the label at ``x + best`` ``(N,)``; epsilon : the
     adaptive norm constraint ``(N,)``; worst : the largest norm the box allows ``(N,)``;
-    done, converged : ``(N,)`` bool; iterations : ``(N,)`` int32.
+    found : an adversarial iterate was met ``(N,)`` (it drives ``epsilon``); converged : a
+    best perturbation is held (adversarial with room, :func:`crosses`) ``(N,)``; done ``(N,)``;
+    iterations : ``(N,)`` int32.
     """
 
     x: Array
@@ -146,6 +160,7 @@ class FMNState(NamedTuple):
     best_label: Array
     epsilon: Array
     worst: Array
+    found: Array
     done: Array
     converged: Array
     iterations: Array
@@ -193,6 +208,7 @@ def fmn_init(
         best_label=jnp.where(adv, jnp.argmax(logits, -1), -1).astype(jnp.int32),
         epsilon=eps,
         worst=worst,
+        found=adv,
         done=adv | ~finite,
         converged=adv,
         iterations=jnp.zeros(yy.shape, jnp.int32),
@@ -256,9 +272,9 @@ def fmn_step(
     label = jnp.argmax(logits, -1).astype(jnp.int32)
     adv = (label != state.y) & finite
     n = flat_norm(delta, p)
-    better = adv & (n <= state.best_norm)
+    better = crosses(logits, state.y) & finite & (n <= state.best_norm)
     best_norm = jnp.where(better, n, state.best_norm)
-    found = state.converged | adv
+    found = state.found | adv
     eps = jnp.where(
         adv,
         jnp.minimum(state.epsilon * (1 - gam), best_norm),
@@ -273,8 +289,9 @@ def fmn_step(
         best_norm=best_norm,
         best_label=jnp.where(better, label, state.best_label),
         epsilon=eps.astype(dtype),
+        found=found,
         done=~finite | stuck,
-        converged=found,
+        converged=jnp.isfinite(best_norm),
     )
 
     def upd(a, b):
