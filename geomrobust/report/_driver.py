@@ -48,6 +48,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "slice_extent": 3.0,
         "nads_networks": 256,
         "nads_num": 16,
+        "minimal_n": 32,
+        "minimal_fmn_steps": 50,
+        "minimal_cw_steps": 50,
+        "minimal_cw_binary_steps": 3,
     },
     "quick": {
         "resize": None,
@@ -72,6 +76,10 @@ SIZES: dict[str, dict[str, Any]] = {
         "slice_extent": 3.0,
         "nads_networks": 64,
         "nads_num": 8,
+        "minimal_n": 8,
+        "minimal_fmn_steps": 20,
+        "minimal_cw_steps": 20,
+        "minimal_cw_binary_steps": 2,
     },
 }
 

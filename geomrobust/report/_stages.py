@@ -25,7 +25,9 @@ references:
 * NADs: Ortiz-Jimenez, Modas, Moosavi-Dezfooli, Frossard, "Neural anisotropy directions",
   NeurIPS 2020;
 * boundary thickness: Yang, Khanna, Yu, Gholami, Keutzer, Gonzalez, Ramchandran, Mahoney,
-  "Boundary thickness and robustness in learning models", NeurIPS 2020.
+  "Boundary thickness and robustness in learning models", NeurIPS 2020;
+* minimal margins: FMN (Pintor, Roli, Brendel, Biggio, NeurIPS 2021) and C&W L2 (Carlini,
+  Wagner, S&P 2017) against DeepFool.
 """
 
 from __future__ import annotations
@@ -364,6 +366,41 @@ def stage_thickness(ctx: Context):
     return arrays, summary
 
 
+def stage_minimal(ctx: Context):
+    """How loose DeepFool's L2 margin is: the smallest perturbation over DeepFool, FMN and
+    C&W (:func:`geomrobust.search.minimal_margin`, modest step counts) on the first
+    ``sizes['minimal_n']`` examples, around the predicted labels, and the ratio
+    ``||r_DeepFool|| / ||r_min||`` per example."""
+    from geomrobust.search._minimal import ratio_summary
+
+    n = min(ctx.sizes.get("minimal_n", 32), ctx.x.shape[0])
+    settings = MarginSettings(
+        method="best",
+        fmn_steps=ctx.sizes.get("minimal_fmn_steps", 50),
+        cw_steps=ctx.sizes.get("minimal_cw_steps", 50),
+        cw_binary_steps=ctx.sizes.get("minimal_cw_binary_steps", 3),
+        bounds=None,  # as the margins stage: no box
+        chunk_size=CHUNK,
+    )
+    arrays, summary = {}, {"n_points": n, "searches": None}
+    for m in ctx.models:
+        a, s = analyses.margins.compute(m.logits_fn, ctx.x[:n], settings, progress=ctx.progress)
+        summary["searches"] = s["searches"]
+        ok = a["converged"] & (a["margin"] > 0)
+        ratio = np.where(ok, a["deepfool_ratio"], np.inf)
+        arrays[f"{m.name}__ratio"] = ratio
+        arrays[f"{m.name}__margin"] = a["margin"]
+        arrays[f"{m.name}__found_by"] = a["found_by"]
+        arrays[f"{m.name}__margins"] = a["margins"]
+        summary[m.name] = {
+            "ratio": ratio_summary(ratio),
+            "median_minimal_margin": s["margin"].get("median"),
+            "found_by": s["found_by"],
+            "n_unconverged": s["n_unconverged"],
+        }
+    return arrays, summary
+
+
 #: ``name -> (title, function)`` in execution order.
 STAGES: dict[str, tuple[str, Any]] = {
     "accuracy": ("accuracy and PGD robustness", stage_accuracy),
@@ -375,6 +412,7 @@ STAGES: dict[str, tuple[str, Any]] = {
     "slices": ("2-D boundary slices", stage_slices),
     "nads": ("neural anisotropy directions", stage_nads),
     "thickness": ("boundary thickness", stage_thickness),
+    "minimal": ("minimal margins: how loose DeepFool is", stage_minimal),
 }
 
 #: Stages whose results a stage reads (run first, or reused from disk).
