@@ -45,7 +45,8 @@ class MarginSettings:
     """The options that change the numbers (defaults: those of ``geomrobust margins``).
 
     method : ``deepfool``, ``pgd``, ``sparsefool`` or ``best``; norm : ``"2"`` or ``"inf"``
-    (DeepFool, PGD, best); fmn_steps, cw_steps, cw_binary_steps : the searches of ``best``;
+    (DeepFool, PGD, best); searches : the searches of ``best`` (C&W is L2 only);
+    fmn_steps, cw_steps, cw_binary_steps : their step counts;
     subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
     overshoot, max_iter, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
     (None: :func:`default_epsilons`); steps : PGD steps; bounds : the box of every search,
@@ -72,6 +73,7 @@ class MarginSettings:
     draws: int = 3
     chunk_size: int = 128
     key: int = 0
+    searches: tuple[str, ...] = ("deepfool", "fmn", "cw")
     fmn_steps: int = 100
     cw_steps: int = 100
     cw_binary_steps: int = 5
@@ -208,7 +210,7 @@ def _best(clf, x, y, pred, clean, s, run, key):
 
     def chunk(clf, xc, yc=None, *, chunk):
         r = minimal_margin(
-            clf, xc, yc, norm=s.p, bounds=s.bounds, deepfool_kw=df_kw,
+            clf, xc, yc, norm=s.p, searches=s.searches, bounds=s.bounds, deepfool_kw=df_kw,
             fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=chunk.size,
         )  # fmt: skip
         chunk.report(xc.shape[0])
@@ -218,7 +220,7 @@ def _best(clf, x, y, pred, clean, s, run, key):
         out["perturbation"] = r.perturbation
         return out
 
-    searches = ("deepfool", "fmn") + (("cw",) if s.p == 2.0 else ())
+    searches = tuple(n for n in s.searches if s.p == 2.0 or n != "cw")
     r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="best", **run)
     r["margins"] = r["margins"].T  # (S, N)
     ok = r["converged"] & clean

@@ -48,8 +48,8 @@ INTRO = {
     "logit difference at a fixed Gaussian x₀). They depend on the architecture, not the weights.",
     "thickness": "Boundary thickness (Yang et al., NeurIPS 2020).",
     "minimal": "DeepFool's margin is an upper bound on the distance to the boundary. The "
-    "smallest L2 perturbation over DeepFool, FMN (Pintor et al., NeurIPS 2021) and C&W "
-    "(Carlini & Wagner, S&P 2017), with modest step counts, says how loose it is: the ratio "
+    "smallest L2 perturbation over DeepFool and FMN (Pintor et al., NeurIPS 2021; C&W can be "
+    "added through the sizes), with modest step counts, says how loose it is: the ratio "
     "||r_DeepFool|| / ||r_min|| per example (1.02 is the overshoot alone).",
 }
 
