@@ -109,6 +109,22 @@ def test_cw_exact_on_binary_affine_and_ball(dtype):
         assert bool((jnp.argmax(f(x + r.perturbation), -1) != y).all())
 
 
+def test_cw_abort_early_is_per_example():
+    """With early abort an example ends a round when its own objective stalls: fewer steps,
+    a valid margin, and each example's result independent of the others in the batch."""
+    f, x, y, exact = _binary_affine(jnp.float64)
+    full = cw_l2(f, x, y, **CW)
+    early = cw_l2(f, x, y, abort_early=True, **CW)
+    assert bool(early.converged.all())
+    assert int(early.iterations.max()) < int(full.iterations.max()) == 200 * 6
+    assert (_rel(early.margin, exact[2]) > -1e-4).all() and (
+        _rel(early.margin, exact[2]) < 0.05
+    ).all()
+    part = cw_l2(f, x[5:], y[5:], abort_early=True, **CW)
+    np.testing.assert_allclose(part.margin, early.margin[5:], rtol=1e-10)
+    np.testing.assert_array_equal(part.iterations, early.iterations[5:])
+
+
 def test_cw_in_a_box_stays_in_the_box():
     f, x, y, exact = _binary_affine(jnp.float64)
     lo, hi = float(x.min()) - 3.0, float(x.max()) + 3.0  # a box that holds the solutions
