@@ -64,7 +64,10 @@ def _foolbox(logits_fn, x, labels, attack, p):
     return t, norm, np.asarray(success)
 
 
-def run(n: int = 200, d: int = 1024, cw_steps: int = 100, cw_binary: int = 5, robust=True):
+def run(n: int = 200, d: int = 1024, cw_steps: int = 100, cw_binary: int = 5, robust=True,
+        parts=("fmn", "cw", "minimal", "masking")):  # fmt: skip
+    """Rows for the results table; ``parts``: which of the FMN, C&W, minimal-margin and
+    masking-check rows to run."""
     import foolbox as fb
 
     rows = Rows()
@@ -81,8 +84,16 @@ def run(n: int = 200, d: int = 1024, cw_steps: int = 100, cw_binary: int = 5, ro
                                  bounds=BOUNDS), 2.0,
          fb.attacks.L2CarliniWagnerAttack(binary_search_steps=cw_binary, steps=cw_steps),
          "Foolbox 3.3.4 L2CarliniWagnerAttack (JAX)"),
+        ("C&W L2 abort_early", lambda: cw_l2(logits_fn, x, labels, steps=cw_steps,
+                                             binary_steps=cw_binary, abort_early=True,
+                                             bounds=BOUNDS), 2.0,
+         fb.attacks.L2CarliniWagnerAttack(binary_search_steps=cw_binary, steps=cw_steps),
+         "Foolbox 3.3.4 L2CarliniWagnerAttack (JAX)"),
     ]  # fmt: skip
+    want = {"FMN": "fmn" in parts, "C&W": "cw" in parts}
     for name, ours_fn, p, attack, ref in cases:
+        if not want[name.split()[0]]:
+            continue
         before = load()
         t_ours, res = timed(lambda f=ours_fn: f().margin, repeat=1)
         res = ours_fn()
@@ -91,50 +102,58 @@ def run(n: int = 200, d: int = 1024, cw_steps: int = 100, cw_binary: int = 5, ro
                     ours_success=round(float(np.mean(res.converged)), 4),
                     foolbox_success=round(float(s_fb.mean()), 4), load_before=before,
                     load_after=load())  # fmt: skip
-        if name == "C&W L2":
-            info.update(steps=cw_steps, binary_steps=cw_binary, foolbox_abort_early=True)
+        if name.startswith("C&W"):
+            info.update(steps=cw_steps, binary_steps=cw_binary, foolbox_abort_early=True,
+                        ours_abort_early=name.endswith("abort_early"),
+                        ours_mean_steps=round(float(np.mean(res.iterations)), 1))  # fmt: skip
         rows.append(dict(name=f"{name} D={d} N={n}", ours=t_ours, reference=ref, ref=t_fb,
                          target="ref/ours >= 1", ok=t_fb / t_ours >= 1.0, **info))  # fmt: skip
     models = [("standard", logits_fn, dict(test_accuracy=round(acc, 4)))]
+    if not ({"minimal", "masking"} & set(parts)):
+        return rows
     if robust:
         r_fn, _, _, r_info = robust_cnn(d)
         models.append(("PGD-AT", r_fn, r_info))
     for mname, fn, minfo in models:
-        before = load()
-        cw_kw = dict(steps=cw_steps, binary_steps=cw_binary)
-        t_min, mm = timed(
-            lambda fn=fn, kw=cw_kw: minimal_margin(fn, x, bounds=BOUNDS, cw_kw=kw), repeat=1
-        )
-        ratio = np.asarray(mm.deepfool_ratio)
-        pos = np.asarray(mm.converged) & (np.asarray(mm.margin) > 0) & np.isfinite(ratio)
-        r = ratio[pos]
-        found = np.asarray(mm.found_by)
-        info = dict(
-            base, model=mname, **minfo, searches=list(mm.searches),
-            ratio_median=round(float(np.median(r)), 4),
-            ratio_p90=round(float(np.quantile(r, 0.9)), 4), ratio_max=round(float(r.max()), 4),
-            ratio_above_1_05=round(float(np.mean(r > 1.05)), 4),
-            found_by={s: round(float(np.mean(found == i)), 4) for i, s in enumerate(mm.searches)},
-            median_min_margin=round(float(np.median(np.asarray(mm.margin)[pos])), 4),
-            load_before=before, load_after=load(),
-        )  # fmt: skip
-        rows.append(dict(name=f"minimal_margin L2 {mname} D={d} N={n}", ours=t_min,
-                         reference="(DeepFool ratio; no reference)", ref=t_min, target="",
-                         ok=None, **info))  # fmt: skip
-        before = load()
-        t_chk, chk = timed(
-            lambda fn=fn: masking_checks(fn, x, labels, [0.03, 0.05, 0.1], key=jax.random.key(0),
-                                         bounds=BOUNDS, steps=50, queries=500),
-            repeat=1,
-        )  # fmt: skip
-        info = dict(
-            base, model=mname, flags=list(chk.flags), epsilons=[0.03, 0.05, 0.1],
-            accuracy={k: [round(float(v), 4) for v in a] for k, a in chk.accuracy.items()},
-            worst_case=[round(float(v), 4) for v in chk.worst_case],
-            large_eps=chk.large_eps, large_eps_accuracy=chk.large_eps_accuracy,
-            load_before=before, load_after=load(),
-        )  # fmt: skip
-        rows.append(dict(name=f"masking_checks Linf {mname} D={d} N={n}", ours=t_chk,
-                         reference="(flags expected: none)", ref=t_chk, target="no flags",
-                         ok=len(chk.flags) == 0, **info))  # fmt: skip
+        if "minimal" in parts:
+            before = load()
+            cw_kw = dict(steps=cw_steps, binary_steps=cw_binary)
+            t_min, mm = timed(
+                lambda fn=fn, kw=cw_kw: minimal_margin(fn, x, bounds=BOUNDS, cw_kw=kw), repeat=1
+            )
+            ratio = np.asarray(mm.deepfool_ratio)
+            pos = np.asarray(mm.converged) & (np.asarray(mm.margin) > 0) & np.isfinite(ratio)
+            r = ratio[pos]
+            found = np.asarray(mm.found_by)
+            info = dict(
+                base, model=mname, **minfo, searches=list(mm.searches),
+                ratio_median=round(float(np.median(r)), 4),
+                ratio_p90=round(float(np.quantile(r, 0.9)), 4), ratio_max=round(float(r.max()), 4),
+                ratio_above_1_05=round(float(np.mean(r > 1.05)), 4),
+                found_by={s: round(float(np.mean(found == i)), 4)
+                          for i, s in enumerate(mm.searches)},
+                median_min_margin=round(float(np.median(np.asarray(mm.margin)[pos])), 4),
+                load_before=before, load_after=load(),
+            )  # fmt: skip
+            rows.append(dict(name=f"minimal_margin L2 {mname} D={d} N={n}", ours=t_min,
+                             reference="(DeepFool ratio; no reference)", ref=t_min, target="",
+                             ok=None, **info))  # fmt: skip
+        if "masking" in parts:
+            before = load()
+            t_chk, chk = timed(
+                lambda fn=fn: masking_checks(fn, x, labels, [0.03, 0.05, 0.1],
+                                             key=jax.random.key(0), bounds=BOUNDS, steps=50,
+                                             queries=500),
+                repeat=1,
+            )  # fmt: skip
+            info = dict(
+                base, model=mname, flags=list(chk.flags), epsilons=[0.03, 0.05, 0.1],
+                accuracy={k: [round(float(v), 4) for v in a] for k, a in chk.accuracy.items()},
+                worst_case=[round(float(v), 4) for v in chk.worst_case],
+                large_eps=chk.large_eps, large_eps_accuracy=chk.large_eps_accuracy,
+                load_before=before, load_after=load(),
+            )  # fmt: skip
+            rows.append(dict(name=f"masking_checks Linf {mname} D={d} N={n}", ours=t_chk,
+                             reference="(flags expected: none)", ref=t_chk, target="no flags",
+                             ok=len(chk.flags) == 0, **info))  # fmt: skip
     return rows
