@@ -47,7 +47,7 @@ def _suite(name: str, quick: bool, dims=(1024, 3072)):
     if name == "minimal":
         from . import bench_minimal as b
 
-        return lambda: b.run(n=100 if quick else 200, d=dims[0])
+        return lambda: b.run(n=100 if quick else 200, d=dims[0])  # N=100: --quick
     if name == "precision":
         from . import bench_precision as b
 
