@@ -23,7 +23,7 @@ import numpy as np
 
 from ._common import load, machine
 
-BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory", "precision")
+BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory", "precision", "minimal")
 
 
 def _suite(name: str, quick: bool, dims=(1024, 3072)):
@@ -44,6 +44,10 @@ def _suite(name: str, quick: bool, dims=(1024, 3072)):
         from . import bench_training as b
 
         return lambda: b.run(reps=4 if quick else 10)
+    if name == "minimal":
+        from . import bench_minimal as b
+
+        return lambda: b.run(n=100 if quick else 200, d=dims[0])  # N=100: --quick
     if name == "precision":
         from . import bench_precision as b
 

@@ -71,14 +71,22 @@ from .ops import logit_jacobian as logit_jacobian
 # boundary search and attacks
 from .search import BoundaryPoints as BoundaryPoints
 from .search import MarginResult as MarginResult
+from .search import MaskingChecks as MaskingChecks
+from .search import MinimalMargin as MinimalMargin
+from .search import apgd as apgd
+from .search import cw_l2 as cw_l2
 from .search import deepfool as deepfool
 from .search import deepfool_dataset as deepfool_dataset
 from .search import fgsm as fgsm
+from .search import fmn as fmn
 from .search import margin_along as margin_along
+from .search import masking_checks as masking_checks
+from .search import minimal_margin as minimal_margin
 from .search import pgd as pgd
 from .search import refine_boundary as refine_boundary
 from .search import robust_accuracy as robust_accuracy
 from .search import sparsefool as sparsefool
+from .search import square_attack as square_attack
 from .search import universal_perturbation as universal_perturbation
 
 # training

@@ -59,3 +59,28 @@ def test_margins_command_errors(checkpoint, tmp_path, capsys):
     assert main([*argv, "--method", "pgd", "--subspaces", "dct"]) == 2
     assert "--subspaces needs" in capsys.readouterr().err
     assert main(["margins", "--checkpoint", str(tmp_path / "missing")]) == 1
+
+
+def test_margins_best_records_the_search_and_the_ratio(checkpoint, tmp_path, capsys):
+    """``--method best``: the minimum over DeepFool, FMN and C&W, never above DeepFool's."""
+    out = tmp_path / "best"
+    argv = ["margins", "--checkpoint", str(checkpoint), "--n", "12", "--out", str(out),
+            "--method", "best", "--fmn-steps", "20", "--cw-steps", "20",
+            "--cw-binary-steps", "2"]  # fmt: skip
+    assert main(argv) == 0
+    res = np.load(out / "results.npz")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["searches"] == ["deepfool", "fmn", "cw"]
+    assert res["margins"].shape == (3, 12)
+    ok = res["converged"]
+    assert ok.all()
+    np.testing.assert_array_less(res["margin"][ok] - 1e-6, res["margins"][0][ok])
+    np.testing.assert_allclose(
+        res["margin"][ok], np.linalg.norm(res["perturbation"].reshape(12, -1), axis=1)[ok],
+        rtol=1e-5,
+    )  # fmt: skip
+    assert (res["deepfool_ratio"][ok & (res["margin"] > 0)] >= 1).all()
+    assert summary["deepfool_ratio"]["n"] > 0
+    assert abs(sum(summary["found_by"].values()) - 1) < 1e-9
+    assert (out / "margins.png").stat().st_size > 0
+    assert "DeepFool/minimal ratio median" in capsys.readouterr().out

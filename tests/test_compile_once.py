@@ -26,8 +26,11 @@ from geomrobust.measures import (
     subspace_margins,
 )
 from geomrobust.search import (
+    cw_l2,
     deepfool_dataset,
+    fmn,
     margin_along,
+    masking_checks,
     robust_accuracy,
     universal_perturbation,
 )
@@ -127,10 +130,11 @@ def test_margin_along_compiles_once(per_example):
     assert f.run(lambda: run(9, 1, max_dist=2.0, tol=1e-4), 9) == first  # traced settings
 
 
-@pytest.mark.parametrize("attack", ["pgd", "fgsm"])
+@pytest.mark.parametrize("attack", ["pgd", "fgsm", "apgd-ce", "square"])
 def test_robust_accuracy_compiles_once(attack):
     f = Counted(16, seed=5)
-    kw = dict(steps=2, step_size=0.05) if attack == "pgd" else {}
+    kw = {"pgd": dict(steps=2, step_size=0.05), "fgsm": {}, "apgd-ce": dict(steps=3),
+          "square": dict(queries=3)}[attack]  # fmt: skip
 
     def run(n, seed, eps=(0.0, 0.1, 0.3), **more):
         x = _data(n, (16,), seed)
@@ -163,6 +167,26 @@ def test_robust_accuracy_array_settings_are_traced():
     assert first >= 1
     assert f.run(lambda: run(10, 1, -2.5, 0.1), 10) == first
     assert f.run(lambda: run(13, 2, -2.0, 0.02), 13) == first
+
+
+@pytest.mark.parametrize("search", ["fmn", "cw", "masking"])
+def test_minimal_norm_searches_compile_once(search):
+    f = Counted(16, seed=8)
+
+    def run(n, seed, **more):
+        x = _data(n, (16,), seed)
+        if search == "fmn":
+            return fmn(f, x, steps=3, chunk_size=4, **more).margin
+        if search == "cw":
+            return cw_l2(f, x, steps=3, binary_steps=2, chunk_size=4, **more).margin
+        y = jnp.argmax(f(x), -1)
+        return masking_checks(f, x, y, [0.1, 0.2], key=jax.random.key(seed), steps=2,
+                              queries=2, chunk_size=4, **more).worst_case  # fmt: skip
+
+    first = f.run(lambda: run(10, 0), 10)
+    assert first >= 1
+    assert f.run(lambda: run(10, 1), 10) == first
+    assert f.run(lambda: run(15, 2), 15) == first  # more chunks, other data
 
 
 def test_universal_perturbation_compiles_once():

@@ -8,13 +8,18 @@ import pytest
 from _nets import mlp
 
 from geomrobust.search import (
+    apgd,
+    cw_l2,
     deepfool,
     deepfool_dataset,
     fgsm,
+    fmn,
     margin_along,
+    minimal_margin,
     pgd,
     refine_boundary,
     sparsefool,
+    square_attack,
 )
 
 D, K, N = 6, 3, 5
@@ -58,6 +63,43 @@ def _pgd(fn, x, y):
     return jnp.where(r.success, 0.0, 1.0).astype(x.dtype), r.success, (r.perturbation,)
 
 
+def _fmn(norm):
+    def run(fn, x, y):
+        r = fmn(fn, x, y, norm=norm, steps=20)
+        return r.margin, r.converged, (r.perturbation, r.margin)
+
+    return run
+
+
+def _cw(fn, x, y):
+    r = cw_l2(fn, x, y, steps=20, binary_steps=3, initial_const=1.0, stepsize=0.05)
+    return r.margin, r.converged, (r.perturbation, r.margin)
+
+
+def _minimal(fn, x, y):
+    r = minimal_margin(fn, x, y, fmn_kw=dict(steps=10), cw_kw=dict(steps=10, binary_steps=2))
+    return r.margin, r.converged, (r.perturbation, r.margin)
+
+
+def _apgd(loss):
+    def run(fn, x, y):
+        r = apgd(fn, x, y, key=jax.random.key(0), eps=0.3, loss=loss, steps=5,
+                 random_start=False)  # fmt: skip
+        return jnp.where(r.success, 0.0, 1.0).astype(x.dtype), r.success, (r.perturbation,)
+
+    return run
+
+
+def _square(fn, x, y):
+    # one example per program (vmapped): each example's random draws do not depend on N
+    def one(xi, yi):
+        r = square_attack(fn, xi[None], yi[None], key=jax.random.key(0), eps=0.5, queries=20)
+        return r.success[0], r.perturbation[0]
+
+    ok, pert = jax.vmap(one)(x, y)
+    return jnp.where(ok, 0.0, 1.0).astype(x.dtype), ok, (pert,)
+
+
 def _sparse(fn, x, y):
     r = sparsefool(fn, x, y, bounds=None, max_iter=5)
     return r.l1, r.converged, (r.perturbation, r.l1, r.sparsity)
@@ -74,6 +116,13 @@ SEARCHES = {
     "fgsm": (_fgsm, True, True),
     "pgd": (_pgd, True, True),
     "sparsefool": (_sparse, True, True),
+    "fmn-l2": (_fmn(2), True, True),
+    "fmn-linf": (_fmn(jnp.inf), True, True),
+    "cw-l2": (_cw, True, True),
+    "minimal_margin": (_minimal, True, True),
+    "apgd-ce": (_apgd("ce"), True, True),
+    "apgd-dlr": (_apgd("dlr"), True, True),
+    "square": (_square, True, True),
 }
 
 

@@ -13,7 +13,10 @@ resumes where it stopped:
 * ``method="pgd"``: robust accuracy under PGD at several radii (Madry et al., ICLR 2018);
   chunk ``c`` draws its random starts from ``fold_in(key, first example of c)``, as
   :func:`geomrobust.robust_accuracy` does;
-* ``method="sparsefool"``: sparse perturbations (Modas, Moosavi-Dezfooli, Frossard, CVPR 2019).
+* ``method="sparsefool"``: sparse perturbations (Modas, Moosavi-Dezfooli, Frossard, CVPR 2019);
+* ``method="best"``: the smallest perturbation over DeepFool, FMN and (L2) C&W
+  (:func:`geomrobust.search.minimal_margin`), which search found it, and DeepFool's
+  overestimate ratio ``||r_DeepFool|| / ||r_min||``.
 
 Statistics exclude, and count, examples whose search did not converge and (when labels are
 given) examples the model misclassifies.
@@ -33,7 +36,7 @@ from ._common import chunked, inputs, predict, resolve_bounds, resolve_key, summ
 
 __all__ = ["MarginSettings", "compute", "dct_layout", "default_epsilons"]
 
-METHODS = ("deepfool", "pgd", "sparsefool")
+METHODS = ("deepfool", "pgd", "sparsefool", "best")
 SUBSPACES = ("none", "dct", "random")
 
 
@@ -41,8 +44,10 @@ SUBSPACES = ("none", "dct", "random")
 class MarginSettings:
     """The options that change the numbers (defaults: those of ``geomrobust margins``).
 
-    method : ``deepfool``, ``pgd`` or ``sparsefool``; norm : ``"2"`` or ``"inf"``
-    (DeepFool, PGD); subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
+    method : ``deepfool``, ``pgd``, ``sparsefool`` or ``best``; norm : ``"2"`` or ``"inf"``
+    (DeepFool, PGD, best); searches : the searches of ``best`` (C&W is L2 only);
+    fmn_steps, cw_steps, cw_binary_steps : their step counts;
+    subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
     overshoot, max_iter, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
     (None: :func:`default_epsilons`); steps : PGD steps; bounds : the box of every search,
     ``"auto"`` (default: ``(0, 1)`` when the inputs are images in ``[0, 1]``, else none),
@@ -68,6 +73,10 @@ class MarginSettings:
     draws: int = 3
     chunk_size: int = 128
     key: int = 0
+    searches: tuple[str, ...] = ("deepfool", "fmn", "cw")
+    fmn_steps: int = 100
+    cw_steps: int = 100
+    cw_binary_steps: int = 5
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -145,7 +154,7 @@ def compute(
     elif settings.subspaces == "random":
         arrays, summary = _random(clf, x, y, settings, run, k)
     else:
-        method = {"deepfool": _deepfool, "pgd": _pgd, "sparsefool": _sparsefool}
+        method = {"deepfool": _deepfool, "pgd": _pgd, "sparsefool": _sparsefool, "best": _best}
         arrays, summary = method[settings.method](clf, x, y, pred, clean, settings, run, k)
     labels = pred if y is None else np.asarray(y)
     head = {
@@ -188,6 +197,47 @@ def _deepfool(clf, x, y, pred, clean, s, run, key):
     }
     keys = ("margin", "converged", "adv_label", "iterations", "perturbation")
     return {f: r[f] for f in keys}, summary
+
+
+def _best(clf, x, y, pred, clean, s, run, key):
+    from geomrobust.measures import normalized_robustness
+    from geomrobust.search import minimal_margin
+    from geomrobust.search._minimal import ratio_summary
+
+    kw = _deepfool_kw(s)
+    df_kw = {k: kw[k] for k in ("overshoot", "max_iter")}
+    cw_kw = dict(steps=s.cw_steps, binary_steps=s.cw_binary_steps)
+
+    def chunk(clf, xc, yc=None, *, chunk):
+        r = minimal_margin(
+            clf, xc, yc, norm=s.p, searches=s.searches, bounds=s.bounds, deepfool_kw=df_kw,
+            fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=chunk.size,
+        )  # fmt: skip
+        chunk.report(xc.shape[0])
+        out = {f: getattr(r, f) for f in ("margin", "converged", "adv_label", "found_by")}
+        out["margins"] = np.asarray(r.margins).T  # (C, S): chunks stack along examples
+        out["deepfool_ratio"] = r.deepfool_ratio
+        out["perturbation"] = r.perturbation
+        return out
+
+    searches = tuple(n for n in s.searches if s.p == 2.0 or n != "cw")
+    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="best", **run)
+    r["margins"] = r["margins"].T  # (S, N)
+    ok = r["converged"] & clean
+    ratio = np.where(ok & (r["margin"] > 0), r["deepfool_ratio"], np.inf)
+    summary = {
+        "searches": list(searches),
+        "margin": summarize(r["margin"], ok),
+        "n_unconverged": int((~r["converged"]).sum()),
+        "converged_fraction": float(r["converged"].mean()),
+        "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
+        "deepfool_ratio": ratio_summary(ratio),
+        "found_by": {
+            n: float(np.mean(r["found_by"][ok] == i)) if ok.any() else 0.0
+            for i, n in enumerate(searches)
+        },
+    }
+    return r, summary
 
 
 def _dct(clf, x, y, clean, s, run):

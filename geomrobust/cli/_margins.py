@@ -29,11 +29,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
-        choices=("deepfool", "pgd", "sparsefool"),
+        choices=("deepfool", "pgd", "sparsefool", "best"),
         default="deepfool",
-        help="boundary search",
+        help="boundary search; best: the smallest perturbation over DeepFool, FMN and (L2) "
+        "C&W, with DeepFool's overestimate ratio",
     )
-    g.add_argument("--norm", choices=("2", "inf"), default="2", help="Lp norm (deepfool, pgd)")
+    g.add_argument(
+        "--norm", choices=("2", "inf"), default="2", help="Lp norm (deepfool, pgd, best)"
+    )
+    g.add_argument("--fmn-steps", type=common.positive_int, default=100, help="FMN steps (best)")
+    g.add_argument(
+        "--cw-steps", type=common.positive_int, default=100, help="C&W steps per constant (best)"
+    )
+    g.add_argument(
+        "--cw-binary-steps", type=common.positive_int, default=5,
+        help="C&W constants tried by the binary search (best)",
+    )  # fmt: skip
     g.add_argument(
         "--subspaces",
         choices=("none", "dct", "random"),
@@ -117,7 +128,7 @@ def _plots(out: Path, data, arrays: dict, summary: dict, s) -> None:
 
     clean = arrays["labels"] == data.labels
     figs = {}
-    if s.method == "deepfool" and s.subspaces == "none":
+    if s.method in ("deepfool", "best") and s.subspaces == "none":
         ok = arrays["converged"]
         figs["margins.png"] = plot.plot_margin_distribution(
             {f"L{s.norm}": arrays["margin"][clean]}, {f"L{s.norm}": ok[clean]}
@@ -156,6 +167,12 @@ def _headline(summary: dict) -> str:
     s = f"{summary['method']} {norm}: clean accuracy {summary['clean_accuracy']:.3f}"
     if "margin" in summary and summary["margin"].get("n_valid"):
         s += f", median margin {summary['margin']['median']:.4g}, rho {summary['rho']:.4g}"
+    if summary.get("deepfool_ratio", {}).get("n"):
+        r = summary["deepfool_ratio"]
+        s += (
+            f", DeepFool/minimal ratio median {r['median']:.4g} (90th percentile "
+            f"{r['p90']:.4g}, above 1.05: {r['above_1_05']:.3f})"
+        )
     if "robust_accuracy" in summary:
         s += ", robust accuracy " + ", ".join(
             f"{float(k):.4g}: {v:.3f}" for k, v in summary["robust_accuracy"].items()

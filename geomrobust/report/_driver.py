@@ -57,6 +57,11 @@ SIZES: dict[str, dict[str, Any]] = {
         "smoothgrad_samples": 16,
         "synth_eps": 4.0,
         "synth_steps": 40,
+        "minimal_n": 32,
+        "minimal_searches": ["deepfool", "fmn"],
+        "minimal_fmn_steps": 50,
+        "minimal_cw_steps": 50,
+        "minimal_cw_binary_steps": 3,
     },
     "quick": {
         "resize": None,
@@ -89,6 +94,11 @@ SIZES: dict[str, dict[str, Any]] = {
         "smoothgrad_samples": 8,
         "synth_eps": 2.0,
         "synth_steps": 20,
+        "minimal_n": 8,
+        "minimal_searches": ["deepfool", "fmn"],
+        "minimal_fmn_steps": 20,
+        "minimal_cw_steps": 20,
+        "minimal_cw_binary_steps": 2,
     },
 }
 

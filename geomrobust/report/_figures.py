@@ -593,6 +593,32 @@ def _interpretability(arrays, summary, models, out):
     return figs
 
 
+def _minimal(arrays, summary, models, out):
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for i, m in enumerate(models):
+        r = arrays[f"{m.name}__ratio"]
+        r = np.sort(r[np.isfinite(r)])
+        if r.size == 0:
+            continue
+        ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", color=_color(i),
+                label=f"{m.label} (median {np.median(r):.3g})")  # fmt: skip
+    ax.axvline(1.02, color="0.5", ls=":", lw=1, label="1 + overshoot (0.02)")
+    ax.set_xlabel("DeepFool margin / minimal margin")
+    ax.set_ylabel("fraction of examples ≤ ratio")
+    ax.set_title("How loose DeepFool's L2 margin is")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    searches = ", ".join(summary.get("searches") or [])
+    cap = (
+        "For each example, DeepFool's L2 margin divided by the smallest adversarial "
+        f"perturbation found by any of {searches} (each point re-tested). DeepFool's margin "
+        "is an upper bound on the distance to the boundary; a ratio of 1.02 is its overshoot "
+        "alone, larger ratios mean the boundary is closer than DeepFool says (a curved "
+        "boundary, or a linearization that overshoots)."
+    )
+    return [_save(fig, out, "minimal_ratio.png", "DeepFool vs minimal margins", cap)]
+
+
 _DRAW = {
     "margins": _margins,
     "dct": _dct,
@@ -605,6 +631,7 @@ _DRAW = {
     "frequency": _frequency,
     "noise": _noise,
     "interpretability": _interpretability,
+    "minimal": _minimal,
 }
 
 

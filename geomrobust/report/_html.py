@@ -47,6 +47,10 @@ INTRO = {
     "2020): eigenvectors of E_θ[∇f_θ(x₀)∇f_θ(x₀)ᵀ] over random initialisations θ (two-class "
     "logit difference at a fixed Gaussian x₀). They depend on the architecture, not the weights.",
     "thickness": "Boundary thickness (Yang et al., NeurIPS 2020).",
+    "minimal": "DeepFool's margin is an upper bound on the distance to the boundary. The "
+    "smallest L2 perturbation over DeepFool and FMN (Pintor et al., NeurIPS 2021; C&W can be "
+    "added through the sizes), with modest step counts, says how loose it is: the ratio "
+    "||r_DeepFool|| / ||r_min|| per example (1.02 is the overshoot alone).",
 }
 
 
@@ -221,6 +225,22 @@ def _section_table(name: str, s: dict, models) -> str:
                 ]
             ],
         )
+    if name == "minimal":
+        searches = s.get("searches") or []
+        return _table(
+            ["model", "median ratio", "90% ratio", "max ratio", "ratio > 1.05",
+             "median minimal margin", *(f"found by {n}" for n in searches), "unconverged"],
+            [
+                [
+                    m.label, s[m.name]["ratio"].get("median"), s[m.name]["ratio"].get("p90"),
+                    s[m.name]["ratio"].get("max"), s[m.name]["ratio"].get("above_1_05"),
+                    s[m.name].get("median_minimal_margin"),
+                    *(s[m.name]["found_by"].get(n) for n in searches),
+                    s[m.name]["n_unconverged"],
+                ]
+                for m in ms
+            ],
+        )  # fmt: skip
     if name == "thickness":
         return _table(
             ["model", "median", "25%", "75%", "valid", "excluded"],

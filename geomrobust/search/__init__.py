@@ -1,6 +1,13 @@
-"""Boundary searches: DeepFool (any Lp norm, subspaces), boundary refinement, ray bisection,
-FGSM / PGD, SparseFool and universal perturbations."""
+"""Boundary searches: DeepFool (any Lp norm, subspaces), FMN and C&W minimal perturbations,
+boundary refinement, ray bisection, FGSM / PGD / APGD / square search and the gradient-masking
+checks, SparseFool and universal perturbations."""
 
+from ._apgd import APGDState as APGDState
+from ._apgd import apgd as apgd
+from ._apgd import apgd_checkpoints as apgd_checkpoints
+from ._apgd import apgd_init as apgd_init
+from ._apgd import apgd_step as apgd_step
+from ._apgd import square_attack as square_attack
 from ._attacks import AttackResult as AttackResult
 from ._attacks import RobustAccuracy as RobustAccuracy
 from ._attacks import fgsm as fgsm
@@ -12,6 +19,11 @@ from ._boundary import BoundaryPoints as BoundaryPoints
 from ._boundary import bisection_init as bisection_init
 from ._boundary import bisection_step as bisection_step
 from ._boundary import refine_boundary as refine_boundary
+from ._cw import CWState as CWState
+from ._cw import cw_init as cw_init
+from ._cw import cw_l2 as cw_l2
+from ._cw import cw_result as cw_result
+from ._cw import cw_step as cw_step
 from ._deepfool import DeepFoolInfo as DeepFoolInfo
 from ._deepfool import DeepFoolState as DeepFoolState
 from ._deepfool import MarginResult as MarginResult
@@ -20,6 +32,15 @@ from ._deepfool import deepfool_init as deepfool_init
 from ._deepfool import deepfool_result as deepfool_result
 from ._deepfool import deepfool_step as deepfool_step
 from ._driver import deepfool_dataset as deepfool_dataset
+from ._fmn import FMNState as FMNState
+from ._fmn import fmn as fmn
+from ._fmn import fmn_init as fmn_init
+from ._fmn import fmn_result as fmn_result
+from ._fmn import fmn_step as fmn_step
+from ._masking import MaskingChecks as MaskingChecks
+from ._masking import masking_checks as masking_checks
+from ._minimal import MinimalMargin as MinimalMargin
+from ._minimal import minimal_margin as minimal_margin
 from ._ray import DirectionalMargins as DirectionalMargins
 from ._ray import margin_along as margin_along
 from ._sparsefool import SparseFoolResult as SparseFoolResult

@@ -229,12 +229,14 @@ def _pgd_program(clf, x, y, key, eps, alpha, target, lo, hi, *, p, steps, random
 
 class RobustAccuracy(NamedTuple):
     """epsilons ``(E,)``; accuracy ``(E,)`` fraction correct under the attack at each
-    ``eps``; clean_accuracy; success ``(E, N)`` bool per example."""
+    ``eps``; clean_accuracy; success ``(E, N)`` bool per example; flags: the gradient-masking
+    checks failed, as sentences (see :func:`geomrobust.search.masking_checks`)."""
 
     epsilons: np.ndarray
     accuracy: np.ndarray
     clean_accuracy: float
     success: np.ndarray
+    flags: tuple = ()
 
 
 def robust_accuracy(
@@ -245,6 +247,7 @@ def robust_accuracy(
     *,
     key: Array,
     attack: str = "pgd",
+    checks: bool = False,
     chunk_size: int = 256,
     progress=None,
     devices=None,
@@ -262,10 +265,18 @@ def robust_accuracy(
     counts as robust at ``eps`` when it is correctly classified and the attack fails. Each
     chunk uses ``fold_in(key, chunk_start)``, so results do not depend on the device or chunk
     order. ``attack_kw`` are passed on to :func:`pgd` / :func:`fgsm` (a ``target`` ``(N,)``
-    is split into chunks with ``x``).
+    is split into chunks with ``x``), or to :func:`geomrobust.search.apgd` (``attack=
+    "apgd-ce"`` or ``"apgd-dlr"``) / :func:`geomrobust.search.square_attack` (``"square"``).
+
+    ``flags`` reports every gradient-masking check that fails: always whether the accuracy
+    rises with ``eps`` (by more than 2 %); with ``checks=True`` also the checks of
+    :func:`geomrobust.search.masking_checks` (FGSM stronger than PGD, the square search
+    stronger than the gradient attacks, accuracy above 0 in a ball covering the box), run on
+    the same data, ``epsilons``, ``norm``, ``bounds`` and ``key`` (its own attacks, at their
+    default strengths; its cost is several attacks').
     """
-    if attack not in ("pgd", "fgsm"):
-        raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
+    if attack not in _ATTACK_NAMES:
+        raise ValueError(f"attack must be one of {_ATTACK_NAMES}, got {attack!r}")
     clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
@@ -276,6 +287,8 @@ def robust_accuracy(
     target = attack_kw.pop("target", None)
     if target is not None:
         target = jnp.asarray(target)
+        if attack not in ("pgd", "fgsm"):
+            raise ValueError(f"target is supported by attack='pgd' or 'fgsm', not {attack!r}")
     # checked here: inside the program, traced settings (array bounds, a traced key) are not
     _check(clf, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
     check_key(key, "key")
@@ -294,11 +307,23 @@ def robust_accuracy(
     )  # fmt: skip
     clean, success = np.asarray(clean), np.asarray(success).T
     robust = clean[None, :] & ~success
-    return RobustAccuracy(eps, robust.mean(axis=1), float(clean.mean()), success)
+    accuracy = robust.mean(axis=1)
+    from ._masking import masking_checks, monotone_flags
+
+    flags = monotone_flags(eps, accuracy, attack)
+    if checks:
+        mc = masking_checks(
+            clf, x, y, eps, key=key, norm=attack_kw.get("norm", jnp.inf),
+            bounds=attack_kw.get("bounds"), chunk_size=chunk_size, devices=devices,
+        )  # fmt: skip
+        flags += [f for f in mc.flags if f not in flags]
+    return RobustAccuracy(eps, accuracy, float(clean.mean()), success, tuple(flags))
 
 
-# settings of fgsm / pgd that shape the program (Python values): never traced
-_STRUCTURAL = ("norm", "steps", "random_start", "unroll")
+_ATTACK_NAMES = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "square")
+
+# settings of the attacks that shape the program (Python values): never traced
+_STRUCTURAL = ("norm", "steps", "random_start", "unroll", "restarts", "queries", "loss")
 
 
 def _split_settings(attack_kw: dict) -> tuple[tuple, dict]:
@@ -342,7 +367,13 @@ def _robust_program(clf, key, eps, traced, xc, yc, start, target=None, *, attack
     def one(e):
         if attack == "pgd":
             return pgd(clf, xc, yc, key=k, eps=e, **settings).success
-        return fgsm(clf, xc, yc, eps=e, **settings).success
+        if attack == "fgsm":
+            return fgsm(clf, xc, yc, eps=e, **settings).success
+        from ._apgd import apgd, square_attack
+
+        if attack == "square":
+            return square_attack(clf, xc, yc, key=k, eps=e, **settings).success
+        return apgd(clf, xc, yc, key=k, eps=e, loss=attack[5:], **settings).success
 
     clean = jnp.argmax(clf(xc), axis=-1) == yc
     return clean, jax.lax.map(one, eps).T  # (C,), (C, E)

@@ -1,0 +1,184 @@
+"""The smallest adversarial perturbation over several minimal-norm searches, and how loose
+DeepFool's margin is.
+
+Every search returns an upper bound on the distance to the decision boundary (an adversarial
+point it found); the smallest over DeepFool, FMN and C&W is the tightest bound available, and
+``||r_DeepFool|| / ||r_min||`` says how much DeepFool overestimates it (docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ..engine import run_program
+from ..models import as_classifier
+from ._cw import cw_l2
+from ._deepfool import MarginResult, deepfool
+from ._fmn import check_common, fmn, rows
+
+__all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
+
+SEARCHES = ("deepfool", "fmn", "cw")
+
+
+class MinimalMargin(NamedTuple):
+    """The smallest verified adversarial perturbation per example over a set of searches.
+
+    perturbation ``(N, *s)``, margin ``(N,)`` (``inf`` where no search found one),
+    converged ``(N,)``, adv_label ``(N,)`` (``-1`` where none): as :class:`MarginResult`.
+    found_by : ``(N,)`` int32, the index in ``searches`` of the search that found it (``-1``
+    where none; ties go to the first search listed).
+    searches : the names of the searches, in order.
+    margins : ``(S, N)``, each search's verified margin (``inf`` where it failed, or where
+    its point did not re-test adversarial).
+    deepfool_ratio : ``(N,)``, ``||r_DeepFool|| / ||r_min||`` (``>= 1``) where DeepFool ran
+    and converged and the minimal margin is positive; 1 where the margin is 0 (misclassified
+    examples); ``inf`` elsewhere (DeepFool failed or was not run, or no search succeeded:
+    the sentinel of :class:`MarginResult`, never NaN). Finite exactly where
+    ``converged & (margins[deepfool] < inf)``.
+    """
+
+    perturbation: Array
+    margin: Array
+    converged: Array
+    adv_label: Array
+    found_by: Array
+    searches: tuple
+    margins: Array
+    deepfool_ratio: Array
+
+
+@partial(jax.jit, static_argnames=("p", "has_y"))
+def _verify_program(clf, x, pert, y=None, *, p, has_y):
+    """Re-test each search's point in a batch of its own: ``(C, S)`` adversarial flags,
+    labels and norms (a misclassified example's zero perturbation re-tests adversarial)."""
+    yy = jnp.argmax(clf(x), -1).astype(jnp.int32) if not has_y else y
+
+    def one(d):
+        lab = jnp.argmax(clf(x + d), -1).astype(jnp.int32)
+        flat = d.reshape(d.shape[0], -1)
+        nrm = jnp.max(jnp.abs(flat), -1) if math.isinf(p) else jnp.linalg.norm(flat, axis=-1)
+        return lab != yy, lab, nrm
+
+    return jax.vmap(one, in_axes=1, out_axes=1)(pert)  # (C, S) each
+
+
+def minimal_margin(
+    logits_fn: Callable[[Array], Array],
+    x,
+    y=None,
+    *,
+    norm=2,
+    searches: Sequence[str] = SEARCHES,
+    bounds: tuple | None = None,
+    deepfool_kw: dict | None = None,
+    fmn_kw: dict | None = None,
+    cw_kw: dict | None = None,
+    chunk_size: int = 1024,
+    devices=None,
+    progress=None,
+) -> MinimalMargin:
+    """The smallest adversarial perturbation per example over ``searches``.
+
+    Each search (``"deepfool"``: :func:`geomrobust.search.deepfool`, ``"fmn"``:
+    :func:`geomrobust.search.fmn`, ``"cw"``: :func:`geomrobust.search.cw_l2`, L2 only) runs on
+    the whole batch with its options (``deepfool_kw``, ...; ``bounds`` is passed to all).
+    Each search's point ``x + r_s`` is re-tested (its label at ``x + r_s`` must differ from
+    ``y``, in a forward pass of its own: a point that sits within rounding of the boundary
+    and flips back does not count), and the margin is
+
+        ||r_min||_p = min_s ||r_s||_p   over the searches whose point re-tests adversarial,
+
+    with ``found_by`` the search it came from and ``deepfool_ratio = ||r_DeepFool||_p /
+    ||r_min||_p``. With DeepFool among the searches, ``margin <= deepfool margin`` for every
+    example, and ``margin`` is finite wherever any search succeeded. DeepFool's margin
+    includes its overshoot ``(1 + η)`` (``η = 0.02`` by default), so even on an affine
+    boundary its ratio is ``1 + η`` against a search that stops at the boundary.
+
+    Parameters
+    ----------
+    logits_fn : the classifier (a function, :class:`geomrobust.Classifier`, NNX, Equinox).
+    x : ``(N, *s)``; y : ``(N,)`` labels or None (the predicted labels).
+    norm : 2 or ``inf`` (``"cw"`` is skipped for ``inf``: it is an L2 attack).
+    searches : names among ``"deepfool", "fmn", "cw"``.
+    bounds : ``(lo, hi)`` or None, for every search.
+    deepfool_kw, fmn_kw, cw_kw : extra options of each search.
+    chunk_size, devices, progress : the executor's options, passed to each search.
+
+    Returns
+    -------
+    MinimalMargin
+    """
+    clf = as_classifier(logits_fn)
+    p = check_common(clf, x, y, norm, bounds)
+    names = tuple(searches)
+    unknown = [s for s in names if s not in SEARCHES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(
+            f"searches must be distinct names among {SEARCHES}, got {tuple(searches)!r}"
+        )
+    if math.isinf(p):
+        names = tuple(s for s in names if s != "cw")
+    x = jnp.asarray(x)
+    run_kw = dict(chunk_size=chunk_size, devices=devices, progress=progress)
+    results: list[MarginResult] = []
+    for name in names:
+        if name == "deepfool":
+            r = deepfool(clf, x, y, norm=norm, bounds=bounds, **run_kw, **(deepfool_kw or {}))
+        elif name == "fmn":
+            r = fmn(clf, x, y, norm=norm, bounds=bounds, **run_kw, **(fmn_kw or {}))
+        else:
+            r = cw_l2(clf, x, y, bounds=bounds, **run_kw, **(cw_kw or {}))
+        results.append(r)
+    pert = jnp.stack([r.perturbation for r in results], axis=1)  # (N, S, *s)
+    batched = (x, pert) if y is None else (x, pert, jnp.asarray(y).astype(jnp.int32))
+    adv, lab, _ = run_program(
+        partial(_verify_program, p=p, has_y=y is not None), (clf,), batched,
+        chunk_size=min(chunk_size, x.shape[0]), devices=devices,
+    )  # fmt: skip
+    adv, lab = adv.T, lab.T  # (S, N)
+    conv = jnp.stack([r.converged for r in results])
+    ok = conv & adv
+    margins = jnp.where(ok, jnp.stack([r.margin for r in results]), jnp.inf).astype(x.dtype)
+    best = jnp.argmin(margins, axis=0)
+    idx = jnp.arange(x.shape[0])
+    margin = margins[best, idx]
+    found = jnp.isfinite(margin)
+    perturbation = jnp.where(rows(found, x.ndim), pert[idx, best], 0)
+    adv_label = jnp.where(found, lab[best, idx], -1).astype(jnp.int32)
+    if "deepfool" in names:
+        m_df = margins[names.index("deepfool")]
+        pos = found & (margin > 0)
+        ratio = jnp.where(pos, m_df / jnp.where(pos, margin, 1), jnp.inf)
+        ratio = jnp.where(found & (margin == 0), 1, ratio)
+    else:
+        ratio = jnp.full(margin.shape, jnp.inf, x.dtype)
+    return MinimalMargin(
+        perturbation=perturbation,
+        margin=margin,
+        converged=found,
+        adv_label=adv_label,
+        found_by=jnp.where(found, best, -1).astype(jnp.int32),
+        searches=names,
+        margins=margins,
+        deepfool_ratio=ratio.astype(x.dtype),
+    )
+
+
+def ratio_summary(ratio) -> dict:
+    """Median, 90th percentile and maximum of the finite DeepFool ratios, the fraction of
+    examples above 1.05 and how many ratios are defined (for reports)."""
+    r = np.asarray(ratio, np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return dict(n=0, median=None, p90=None, max=None, above_1_05=None)
+    return dict(n=int(r.size), median=float(np.median(r)), p90=float(np.quantile(r, 0.9)),
+                max=float(r.max()), above_1_05=float(np.mean(r > 1.05)))  # fmt: skip
