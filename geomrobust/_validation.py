@@ -24,6 +24,7 @@ __all__ = [
     "is_concrete",
     "is_floating",
     "search_inputs",
+    "to_classifier_device",
 ]
 
 
@@ -299,9 +300,9 @@ def check_in_bounds(x, bounds, name: str = "x"):
         raise ValueError(
             f"{n_out} of {arr.shape[0]} examples of {name} lie outside bounds {box} by more "
             f"than the tolerance (largest excess {float(excess.max()):.3g}; first "
-            f"{np.flatnonzero(out)[:5].tolist()}): the search would measure the distance to "
-            f"the box, not to the boundary. Clip the inputs first, e.g. "
-            f"{name} = jnp.clip({name}, lo, hi), or pass bounds=None"
+            f"{np.flatnonzero(out)[:5].tolist()}): from there a margin would be the distance "
+            f"to the box and a clipped attack would leave its eps-ball. Clip the inputs "
+            f"first, e.g. {name} = jnp.clip({name}, lo, hi), or pass bounds=None"
         )
     return x
 
@@ -317,7 +318,28 @@ def _committed_device(tree):
     return next(iter(devs)) if len(devs) == 1 else None
 
 
-def search_inputs(logits_fn, x, name: str = "x", *, bounds=None, devices=None):
+def to_classifier_device(logits_fn, *arrays):
+    """``arrays`` on the device of the classifier's committed weights where any of them is
+    committed to another device (for programs called directly, outside the executor, which
+    places the weights on ``x``'s device itself); otherwise returned as they are. ``None``
+    entries stay ``None``. Returns a tuple."""
+    import jax
+
+    def elsewhere(a, dev):
+        return (
+            isinstance(a, jax.Array)
+            and is_concrete(a)
+            and a.committed
+            and set(a.devices()) != {dev}
+        )
+
+    dev = _committed_device(logits_fn)
+    if dev is None or not any(elsewhere(a, dev) for a in arrays):
+        return arrays
+    return tuple(None if a is None else jax.device_put(a, dev) for a in arrays)
+
+
+def search_inputs(logits_fn, x, name: str = "x", *, bounds=None):
     """The shared input checks and conversions of every boundary search and attack.
 
     1. ``x`` must be a finite floating batch ``(N, *s)`` (:func:`check_batch`) and the
@@ -325,16 +347,15 @@ def search_inputs(logits_fn, x, name: str = "x", *, bounds=None, devices=None):
     2. dtype: ``x`` is cast to :func:`compute_dtype` of its dtype and the logits' dtype
        (float16 / bfloat16 -> float32; float32 ``x`` with a float64 model -> float64);
     3. box: with ``bounds``, :func:`check_in_bounds` (a ``ValueError`` naming the count of
-       examples outside the box beyond the tolerance);
-    4. device: with ``devices=None``, a committed JAX ``x`` on another device than the
-       classifier's committed weights is moved to the weights' device (NumPy inputs stay on
-       the host).
+       examples outside the box beyond the tolerance).
+
+    Devices are the executor's business (:func:`geomrobust.engine.map_chunks` runs on the
+    device of a committed ``x``, or the default one, and places the classifier there);
+    programs called directly use :func:`to_classifier_device`.
 
     Works on tracers (checks that need values are skipped). Returns ``(x, K, dtype)``; a
     NumPy ``x`` stays a NumPy array.
     """
-    import jax
-
     check_batch(x, name)
     out = _classifier_output(logits_fn, x, "logits_fn")
     k = _check_logits(out, x, "logits_fn")
@@ -342,8 +363,4 @@ def search_inputs(logits_fn, x, name: str = "x", *, bounds=None, devices=None):
     check_in_bounds(x, bounds, name)
     if np.dtype(x.dtype) != dtype:
         x = x.astype(dtype)
-    if devices is None and isinstance(x, jax.Array) and is_concrete(x) and x.committed:
-        dev = _committed_device(logits_fn)
-        if dev is not None and set(x.devices()) != {dev}:
-            x = jax.device_put(x, dev)
     return x, k, dtype

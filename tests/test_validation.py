@@ -307,7 +307,7 @@ SPECIFIC = {
         r"attack",
     ),
     "sparsefool lambda<=0": (
-        lambda: gr.sparsefool(F, X, Y, lambda_=0.0),
+        lambda: gr.sparsefool(F, X, Y, lambda_=0.0, bounds=None),
         ValueError,
         r"lambda_ must be a positive",
     ),

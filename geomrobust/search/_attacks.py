@@ -24,6 +24,7 @@ from .._validation import (
     check_positive,
     is_concrete,
     search_inputs,
+    to_classifier_device,
 )
 from ..engine import run_program
 from ..models import as_classifier
@@ -83,7 +84,7 @@ def _clip(v, bounds):
 
 
 def _check(logits_fn, x, y, eps, norm, target, bounds=None):
-    """The attacks' input checks; ``-> (p, x)`` with ``x`` in the search dtype and on the
+    """The attacks' input checks; ``-> (p, x, K)`` with ``x`` in the search dtype and on the
     classifier's device (:func:`geomrobust._validation.search_inputs`: float16 / bfloat16
     -> float32, the wider of ``x``'s and the logits' dtype, and ``x`` outside ``bounds``
     beyond the tolerance is a ``ValueError``: the ball around it would be clipped away)."""
@@ -97,7 +98,7 @@ def _check(logits_fn, x, y, eps, norm, target, bounds=None):
         check_labels(target, k, x.shape[0], "target")
     if is_concrete(eps) and not np.all(np.asarray(eps) >= 0):
         raise ValueError(f"eps must be >= 0, got {eps!r}")
-    return p, x
+    return p, x, k
 
 
 def fgsm(
@@ -117,11 +118,13 @@ def fgsm(
     mode. ``x`` ``(N, *s)``, ``y`` / ``target`` ``(N,)``. Input checks (docs/conventions.md
     "Input checks"): with ``bounds``, ``x`` must lie in the box (``ValueError`` naming how
     many examples do not); float16 / bfloat16 ``x`` is computed and returned in float32,
-    otherwise in the wider of ``x``'s and the logits' dtype.
+    otherwise in the wider of ``x``'s and the logits' dtype; ``x``, ``y``, ``target``
+    committed to another device than the classifier's weights are moved to theirs.
     """
     clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p, x = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    p, x, _ = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    x, y, target = to_classifier_device(clf, x, y, target)  # a direct program: the weights'
     lo, hi = _bounds_arrays(bounds, x.dtype)
     return _fgsm_program(clf, x, y, jnp.asarray(eps, x.dtype), target, lo, hi, p=p,
                          has_bounds=bounds is not None)  # fmt: skip
@@ -183,7 +186,8 @@ def pgd(
     """
     clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p, x = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    p, x, _ = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    x, y, target = to_classifier_device(clf, x, y, target)  # a direct program: the weights'
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if step_size is not None and is_concrete(step_size):

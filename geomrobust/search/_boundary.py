@@ -184,7 +184,7 @@ def refine_boundary(
     if not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     clf = as_classifier(logits_fn)
-    x, k_classes, _ = search_inputs(clf, jnp.asarray(x), "x", devices=devices)
+    x, k_classes, _ = search_inputs(clf, jnp.asarray(x), "x")
     x_adv = jnp.asarray(x_adv, x.dtype)
     y = jnp.asarray(y)
     check_labels(y, k_classes, x.shape[0], "y")

@@ -336,8 +336,9 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     ``r`` reset), so a point can sit within rounding of the boundary and flip back when
     evaluated in another batch or precision. Each converged point is re-evaluated (one
     forward pass, in a batch composition of its own); where its adversarial logit gap
-    ``max_{k != y} f_k - f_y`` is below ``64 eps (1 + max |f|)`` (float32: 7.6e-6 of the logit
-    scale; batch-composition rounding is ~1e-7) the total perturbation is extended,
+    ``max_{k != y} f_k - f_y`` is below ``64 eps (u + max |f|)`` (float32: 7.6e-6 of the logit
+    scale; batch-composition rounding is ~1e-7; ``u = min(1, max |f(x)|)``, so the test is
+    invariant to the logits' scale below 1) the total perturbation is extended,
     ``r' = clip(x + (1 + η) r) - x``, and re-tested: ``r'`` is returned where it crosses
     with room, and the example is reported not converged where no such crossing was found.
     Points that already cross with room, and examples misclassified at the start (margin 0),
@@ -345,14 +346,18 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     """
     eta = jnp.asarray(overshoot, x.dtype)
     ext = _clip(x + (1 + eta) * res.perturbation, bounds) - x
+    clean = logits_fn(x).astype(x.dtype)
     if y is None:
-        y = jnp.argmax(logits_fn(x).astype(x.dtype), -1).astype(jnp.int32)
+        y = jnp.argmax(clean, -1).astype(jnp.int32)
     y = y.astype(jnp.int32)
     lo = logits_fn(x + res.perturbation).astype(x.dtype)
     le = logits_fn(x + ext).astype(x.dtype)
     room = 64 * jnp.finfo(x.dtype).eps  # far above rounding noise, far below an overshoot
-    thr_o = room * (1 + jnp.max(jnp.abs(lo), axis=-1))
-    thr_e = room * (1 + jnp.max(jnp.abs(le), axis=-1))
+    # the unit of the floor: 1, or the clean logits' scale where that is smaller (logits
+    # scaled by 1e-20 must not need a gap of 1e-6 to count as crossing)
+    unit = jnp.minimum(1, jnp.max(jnp.abs(clean), axis=-1))
+    thr_o = room * (unit + jnp.max(jnp.abs(lo), axis=-1))
+    thr_e = room * (unit + jnp.max(jnp.abs(le), axis=-1))
     moved = res.converged & (res.margin > 0)
     ok_o = moved & (_top_gap(lo, y) > thr_o)
     ok_e = moved & ~ok_o & (_top_gap(le, y) > thr_e)
@@ -368,10 +373,9 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     return MarginResult(pert, margin.astype(x.dtype), conv, adv.astype(jnp.int32), res.iterations)
 
 
-def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds,
-              devices=None):  # fmt: skip
+def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
     """Eager argument checks shared by the DeepFool drivers (value checks are no-ops on
-    tracers); returns ``x`` in the search dtype (and on the classifier's device), see
+    tracers); returns ``x`` in the search dtype, see
     :func:`geomrobust._validation.search_inputs`."""
     p = as_norm(norm)
     check_positive(overshoot, "overshoot", allow_zero=True)
@@ -381,7 +385,7 @@ def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, 
         if not isinstance(bounds, tuple | list) or len(bounds) != 2:
             raise ValueError(f"bounds must be a pair (lo, hi), got {bounds!r}")
         check_bounds(bounds, "bounds")
-    x, k, _ = search_inputs(logits_fn, x, "x", bounds=bounds, devices=devices)
+    x, k, _ = search_inputs(logits_fn, x, "x", bounds=bounds)
     if y is not None:
         check_labels(y, k, x.shape[0], "y")
     if candidates is not None and (
@@ -444,7 +448,7 @@ def deepfool(
     box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
     so state and iterate agree. The overshoot then acts on the last step only, so at the end
     every converged point is re-tested, and where it crosses by less than
-    ``64 eps (1 + max |f|)`` in logits the total perturbation is extended,
+    ``64 eps (min(1, max |f(x)|) + max |f|)`` in logits the total perturbation is extended,
     ``r' = clip(x + (1 + η) r) - x`` (not converged if that does not cross either): every
     returned point crosses by a margin that survives rounding (another batch size, another
     precision). The returned
@@ -467,8 +471,8 @@ def deepfool(
     x : ``(N, *s)`` floating. The search runs, and returns, in one dtype (the rule of every
         search, docs/conventions.md "Input checks"): float32 for float16 / bfloat16 inputs,
         otherwise the wider of ``x``'s and the logits' dtype (a float32 ``x`` with a float64
-        model runs in float64). A committed ``x`` on another device than the classifier's
-        weights is moved to theirs (``devices=None``).
+        model runs in float64). ``x`` and the classifier's weights may sit on different
+        devices: the executor runs on ``x``'s (see ``devices``) and places the weights there.
     y : ``(N,)`` integer reference labels, or None for the predicted labels.
     norm : ``p`` in ``(1, inf]`` (2 and ``jnp.inf`` the usual ones).
     overshoot : ``η >= 0``.

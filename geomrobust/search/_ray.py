@@ -105,7 +105,7 @@ def margin_along(
     DirectionalMargins with ``margin``, ``adv_label``, ``converged`` of shape ``(N, M)``.
     """
     clf = as_classifier(logits_fn)
-    x, _, _ = search_inputs(clf, jnp.asarray(x), "x", devices=devices)
+    x, _, _ = search_inputs(clf, jnp.asarray(x), "x")
     directions = jnp.asarray(directions)
     n, shape = x.shape[0], x.shape[1:]
     if directions.shape[-len(shape) :] != shape or directions.ndim not in (

@@ -115,7 +115,7 @@ def sparsefool(
     """
     clf = as_classifier(logits_fn)
     check_bounds(bounds, "bounds")
-    x, n_classes, _ = search_inputs(clf, jnp.asarray(x), "x", bounds=bounds, devices=devices)
+    x, n_classes, _ = search_inputs(clf, jnp.asarray(x), "x", bounds=bounds)
     if y is not None:
         y = y if hasattr(y, "dtype") else np.asarray(y)
         check_labels(y, n_classes, x.shape[0], "y")
