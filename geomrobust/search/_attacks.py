@@ -288,7 +288,8 @@ def robust_accuracy(
     if target is not None:
         target = jnp.asarray(target)
     # checked here: inside the program, traced settings (array bounds, a traced key) are not
-    _check(clf, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
+    norm = attack_kw.get("norm", jnp.inf)  # x in the search dtype (then eps is cast to it)
+    _, x, _ = _check(clf, x, y, 0.0, norm, target, attack_kw.get("bounds"))
     check_key(key, "key")
     step_size = attack_kw.get("step_size")
     if attack == "pgd" and step_size is not None and is_concrete(step_size):
