@@ -275,20 +275,27 @@ def check_in_bounds(x, bounds, name: str = "x"):
     if bounds is None or not (is_concrete(x) and all(map(is_concrete, bounds))):
         return x
     check_bounds(bounds)
-    arr = np.asarray(x, dtype=np.float64) if np.dtype(x.dtype) != np.float64 else np.asarray(x)
+    arr = np.asarray(x)
     lo = np.asarray(bounds[0], np.float64)
     hi = np.asarray(bounds[1], np.float64)
     try:
-        lo_b = np.broadcast_to(lo, arr.shape)
-        hi_b = np.broadcast_to(hi, arr.shape)
+        lo_all, hi_all = np.broadcast_to(lo, arr.shape), np.broadcast_to(hi, arr.shape)
     except ValueError:
         raise ValueError(
             f"bounds must be scalars or arrays broadcastable to {name} of shape "
             f"{tuple(arr.shape)}, got shapes {np.shape(lo)} and {np.shape(hi)}"
         ) from None
-    tol = _bounds_tolerance(lo_b, hi_b, x.dtype)
-    excess = np.maximum(lo_b - arr, arr - hi_b)
-    out = (excess > tol).reshape(arr.shape[0], -1).any(axis=1)
+    # in blocks of rows: the float64 temporaries stay small for a whole dataset
+    out = np.zeros(arr.shape[0], bool)
+    worst = 0.0
+    rows = max(1, 2**20 // max(1, int(np.prod(arr.shape[1:]))))
+    for s in range(0, arr.shape[0], rows):
+        a = arr[s : s + rows].astype(np.float64)
+        lo_b, hi_b = lo_all[s : s + rows], hi_all[s : s + rows]
+        excess = np.maximum(lo_b - a, a - hi_b)
+        over = excess > _bounds_tolerance(lo_b, hi_b, x.dtype)
+        out[s : s + rows] = over.reshape(a.shape[0], -1).any(axis=1)
+        worst = max(worst, float(excess.max()))
     n_out = int(out.sum())
     if n_out:
         box = (
@@ -299,7 +306,7 @@ def check_in_bounds(x, bounds, name: str = "x"):
         )
         raise ValueError(
             f"{n_out} of {arr.shape[0]} examples of {name} lie outside bounds {box} by more "
-            f"than the tolerance (largest excess {float(excess.max()):.3g}; first "
+            f"than the tolerance (largest excess {worst:.3g}; first "
             f"{np.flatnonzero(out)[:5].tolist()}): from there a margin would be the distance "
             f"to the box and a clipped attack would leave its eps-ball. Clip the inputs "
             f"first, e.g. {name} = jnp.clip({name}, lo, hi), or pass bounds=None"

@@ -219,6 +219,7 @@ def _sphere_clf(dtype):
     return gr.Classifier(_sphere, jnp.asarray(1.0, dtype))
 
 
+@pytest.mark.slow  # every search compiled once more: ~20 s on 2 shared cores
 @pytest.mark.parametrize("low", ["float16", "bfloat16"])
 def test_half_precision_inputs_run_in_float32(low):
     """float16 / bfloat16 inputs: every search returns float32, the very numbers of the
