@@ -57,7 +57,8 @@ class MarginResult(NamedTuple):
         Where ``converged`` is False it holds the last iterate (for diagnosis only).
     margin : ``(N,)``, ``||perturbation||_p`` where converged, ``+inf`` otherwise (the
         unconverged sentinel: never a finite number passed off as a margin; never NaN).
-    converged : ``(N,)`` bool, the label changed (or was already wrong: margin 0).
+    converged : ``(N,)`` bool, the label changed (or was already wrong, or tied on the
+        boundary at ``x``: margin 0).
     adv_label : ``(N,)`` int32, the label at ``x + perturbation``; ``-1`` where not converged.
     iterations : ``(N,)`` int32, DeepFool steps taken (0 for misclassified examples).
     """
@@ -194,7 +195,8 @@ def deepfool_init(
     """Evaluate logits and candidate gradients at the clean batch ``x`` ``(N, *s)``.
 
     ``y=None`` takes the predicted labels. Examples already misclassified (``argmax f(x) !=
-    y``) start done and converged (margin 0); non-finite ones start done, not converged.
+    y``) or tied on the boundary (``max_{k != y} f_k(x) = f_y(x)``) start done and converged
+    (margin 0); non-finite ones start done, not converged.
     """
     has_y = y is not None
 
