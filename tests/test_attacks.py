@@ -114,7 +114,7 @@ class _Unhashable:
 
 def test_robust_accuracy_target_in_chunks_and_unhashable_classifier():
     fn = mlp(jax.random.key(10), (8,), 3)
-    x = jax.random.normal(jax.random.key(11), (11, 8))
+    x = jnp.clip(jax.random.normal(jax.random.key(11), (11, 8)), -2.0, 2.0)  # inside the box
     y = fn(x).argmax(1)
     kw = dict(key=jax.random.key(12), steps=3, target=(y + 1) % 3, bounds=(-2.0, 2.0))
     chunked = robust_accuracy(fn, x, y, [0.1, 0.5], chunk_size=4, **kw)  # target in chunks

@@ -63,12 +63,16 @@ def battery(f) -> dict:
     put("refine", bp)
     z, yb, kb = x + 0.999 * df.perturbation, pred, jnp.where(df.converged, df.adv_label, 0)
     kb = jnp.where(kb == yb, (yb + 1) % 3, kb)
-    put("curv", gr.principal_curvatures(f, z, yb, kb, num=3, key=key, chunk_size=4))
+    off = dict(boundary_tol=np.inf)  # z near, not on, the boundary: the level sets through z
+    put("curv", gr.principal_curvatures(f, z, yb, kb, num=3, key=key, chunk_size=4, **off))
     put(
         "curv_lanczos",
-        gr.principal_curvatures(f, z, yb, kb, num=3, key=key, method="lanczos", krylov_dim=10),
+        gr.principal_curvatures(
+            f, z, yb, kb, num=3, key=key, method="lanczos", krylov_dim=10, **off
+        ),
     )
-    out["normal_curvature"] = np.asarray(gr.normal_curvature(f, z, yb, kb, d[:1].repeat(N, 0)))
+    u = d[:1].repeat(N, 0)
+    out["normal_curvature"] = np.asarray(gr.normal_curvature(f, z, yb, kb, u, **off))
     put("loss_eigs", gr.loss_hessian_eigs(f, x, pred, num=2, key=key, method="lanczos"))
     out["loss_trace"] = np.asarray(loss_hessian_trace(f, x, pred, num_probes=4, key=key))
     put("slq", loss_hessian_slq(f, x, pred, num_probes=2, num_steps=4, key=key))

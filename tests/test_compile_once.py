@@ -137,7 +137,7 @@ def test_robust_accuracy_compiles_once(attack):
           "square": dict(queries=3)}[attack]  # fmt: skip
 
     def run(n, seed, eps=(0.0, 0.1, 0.3), **more):
-        x = _data(n, (16,), seed)
+        x = jnp.clip(_data(n, (16,), seed), -2.0, 2.0)  # inside the box
         y = jnp.argmax(f(x), -1)
         key = jax.random.key(seed)
         return robust_accuracy(
@@ -155,7 +155,7 @@ def test_robust_accuracy_array_settings_are_traced():
     f = Counted(16, seed=6)
 
     def run(n, seed, lo, step):
-        x = _data(n, (16,), seed)
+        x = jnp.clip(_data(n, (16,), seed), lo, 3.0)  # inside the box
         y = jnp.argmax(f(x), -1)
         bounds = (jnp.full((16,), lo), 3.0)
         return robust_accuracy(
@@ -194,7 +194,7 @@ def test_universal_perturbation_compiles_once():
     f = Counted(16, seed=7)
 
     def run(seed, xi, lo):
-        x = _data(10, (16,), seed)
+        x = jnp.clip(_data(10, (16,), seed), lo, 3.0)  # inside the box
         kw = dict(key=jax.random.key(seed), xi=xi, delta=0.0, max_passes=2, deepfool_iter=3)
         return universal_perturbation(f, x, bounds=(lo, 3.0), **kw).perturbation
 

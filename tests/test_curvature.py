@@ -113,7 +113,8 @@ def test_quadric_matches_dense_tangent_spectrum(dtype, key, method):
     d, n, num, A, b = QUAD_D, 3, 6, QUAD_A, QUAD_B
     z = 0.2 * jax.random.normal(key, (n, d), dtype)
     y, k = labels(n)
-    c = principal_curvatures(QUAD, z, y, k, num=num, key=key, method=method)
+    # z are generic points: the level sets of F_k through them (not on F_k = 0)
+    c = principal_curvatures(QUAD, z, y, k, num=num, key=key, method=method, boundary_tol=np.inf)
     assert bool(c.converged.all()) and c.values.dtype == dtype
     for i in range(n):
         g = A @ np.asarray(z[i], np.float64) + b
@@ -135,8 +136,9 @@ def test_curvatures_of_network_match_dense_hessian(dtype):
     z = jax.random.normal(jax.random.fold_in(key, 2), (2, *shape), dtype)
     y = jnp.array([0, 2])
     k = jnp.array([1, 3])
-    lz = principal_curvatures(fn, z, y, k, num=num, key=key, method="lanczos", krylov_dim=30)
-    dn = principal_curvatures(fn, z, y, k, num=num, key=key, method="dense")
+    kw = dict(num=num, key=key, boundary_tol=np.inf)  # generic z: the level sets through z
+    lz = principal_curvatures(fn, z, y, k, method="lanczos", krylov_dim=30, **kw)
+    dn = principal_curvatures(fn, z, y, k, method="dense", **kw)
     hess = jax.jit(jax.vmap(lambda zi, yi, ki: input_hessian(logit_difference(fn, yi, ki), zi)))
     grad = jax.jit(jax.vmap(lambda zi, yi, ki: jax.grad(logit_difference(fn, yi, ki))(zi)))
     Hs, gs = hess(z, y, k), grad(z, y, k)
@@ -157,7 +159,7 @@ def test_normal_curvature_equals_quadratic_form(dtype):
     z = jax.random.normal(jax.random.fold_in(key, 3), (3, *shape), dtype)
     y, k = jnp.array([0, 1, 2]), jnp.array([1, 2, 0])
     u = jax.random.normal(jax.random.fold_in(key, 4), z.shape, dtype)
-    kappa = normal_curvature(fn, z, y, k, u)
+    kappa = normal_curvature(fn, z, y, k, u, boundary_tol=np.inf)  # level sets through z
     assert kappa.shape == (3,) and kappa.dtype == dtype
     hess = jax.jit(jax.vmap(lambda zi, yi, ki: input_hessian(logit_difference(fn, yi, ki), zi)))
     grad = jax.jit(jax.vmap(lambda zi, yi, ki: jax.grad(logit_difference(fn, yi, ki))(zi)))
@@ -181,16 +183,19 @@ def test_profiles_principal_vs_random():
     fn = quadric_fn(jnp.asarray(A), jnp.asarray(rng.standard_normal(d)))
     z = jnp.asarray(rng.standard_normal((2, d)) * 0.1, dtype)
     y, k = labels(2)
-    c = principal_curvatures(fn, z, y, k, num=3, key=key, method="dense")
-    along = normal_curvatures(fn, z, y, k, c.directions)
+    off = dict(boundary_tol=np.inf)  # generic z: the level sets through z
+    c = principal_curvatures(fn, z, y, k, num=3, key=key, method="dense", **off)
+    along = normal_curvatures(fn, z, y, k, c.directions, **off)
     np.testing.assert_allclose(along, c.values, rtol=1e-8, atol=1e-12)
     rand = random_tangents(key, c.normal, 200)
     assert float(jnp.abs(jnp.sum(rand * c.normal[:, None], -1)).max()) < 1e-12
-    prof = normal_curvatures(fn, z, y, k, rand)
+    prof = normal_curvatures(fn, z, y, k, rand, **off)
     # random tangent directions see the mean curvature tr(S)/(D-1), much less than |κ_max|
     assert float(jnp.abs(prof).mean()) < 0.3 * float(jnp.abs(c.values[:, 0]).min())
     with pytest.raises(ValueError, match="parallel"):
-        normal_curvature(fn, z, y, k, c.normal)
+        normal_curvature(fn, z, y, k, c.normal, **off)
+    with pytest.raises(ValueError, match="2 of 2 points z are not on the"):
+        normal_curvature(fn, z, y, k, rand[:, 0])
 
 
 def test_lanczos_finds_both_ends_and_multiplicity(dtype, key):

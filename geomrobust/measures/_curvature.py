@@ -29,14 +29,15 @@ from jax import Array
 
 from geomrobust._validation import (
     check_batch,
-    check_classifier,
     check_labels,
     check_positive,
     is_concrete,
+    search_inputs,
 )
 from geomrobust.engine import run_program
 from geomrobust.models import as_classifier
 from geomrobust.ops import batch_logit_difference_grads, logit_difference
+from geomrobust.ops._norms import lp_norm
 
 from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
@@ -45,6 +46,7 @@ from ._smoothed import cross_fitted, gradient_samples, smoothed_quadratic_form
 
 __all__ = [
     "AUTO_DENSE_MAX_DIM",
+    "BOUNDARY_TOL",
     "Curvatures",
     "PiecewiseLinearWarning",
     "normal_curvature",
@@ -57,6 +59,12 @@ __all__ = [
 # benchmarks/curvature.py (LeNet, top-20, float32, 2 shared CPU cores): Lanczos was 1.7x faster
 # than dense at D = 256 and 11x at D = 1024, so the crossover lies below 256.
 AUTO_DENSE_MAX_DIM = 128
+
+# A point z counts as ON the (y, k) boundary when its first-order distance to it,
+# |F_k(z)| / ||∇F_k(z)||, is at most BOUNDARY_TOL · max(1, ||z||): the curvature of the level
+# set through a point at distance δ differs from the boundary's by O(δ κ²) (a sphere of
+# radius r: 1/(r + δ) vs 1/r), and refine_boundary's points sit at ~1e-6 of the margin.
+BOUNDARY_TOL = 1e-3
 
 
 class Curvatures(NamedTuple):
@@ -77,6 +85,11 @@ class Curvatures(NamedTuple):
         curvatures (zeros) are reported NOT converged, since at almost every point of a
         piecewise-linear network they describe one flat piece, not the boundary; measure
         the curvature at a scale instead (``scale=σ``).
+    on_boundary : ``(N,)`` bool, ``|F_k(z)| <= boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
+        (exact ``F_k``, also at a scale): ``z`` lies on the boundary to first order. Where
+        False the values are those of the level set of ``F_k`` through ``z``, not of the
+        boundary, and the point is reported NOT converged (refine it onto the boundary with
+        :func:`geomrobust.search.refine_boundary`).
 
     Values flagged unconverged are the solver's last Ritz values, not valid curvatures. With
     ``scale=σ`` the normal and gradient are those of the smoothed function.
@@ -92,6 +105,7 @@ class Curvatures(NamedTuple):
     restarts: Array
     stderr: Array
     piecewise_linear: Array
+    on_boundary: Array
 
 
 class PiecewiseLinearWarning(UserWarning):
@@ -115,14 +129,39 @@ def _warn_piecewise_linear(flags, what: str) -> None:
 
 
 def _validate(logits_fn, z, y, k, name="z"):
+    """The curvature entry points' checks; returns ``z`` in the search dtype (float32 for
+    float16 / bfloat16, otherwise the wider of ``z``'s and the logits' dtype) and on the
+    classifier's device (:func:`geomrobust._validation.search_inputs`)."""
     check_batch(z, name)
     n = z.shape[0]
+    z, K, _ = search_inputs(logits_fn, jnp.asarray(z), name)
     if is_concrete(z):
-        K = check_classifier(logits_fn, z)
         check_labels(y, K, n, "y")
         check_labels(k, K, n, "k")
         if np.any(np.asarray(y) == np.asarray(k)):
             raise ValueError("y and k must differ for every point (the boundary between y and k)")
+    return z
+
+
+def _on_boundary(clf, z, y, k, btol):
+    """``|F_k(z)| <= btol · max(1, ||z||) · ||∇F_k(z)||`` per point (one forward + VJP)."""
+    F, g = batch_logit_difference_grads(clf, z, y, k)
+    n = z.shape[0]
+    gn = lp_norm(g.reshape(n, -1), 2)
+    zn = lp_norm(z.reshape(n, -1), 2)
+    return jnp.abs(F) <= btol * jnp.maximum(zn, 1) * gn
+
+
+def _flag_off_boundary(out: Curvatures, on: Array) -> Curvatures:
+    return out._replace(
+        on_boundary=on,
+        converged=out.converged & on,
+        value_converged=out.value_converged & on[:, None],
+    )
+
+
+def _check_boundary_tol(boundary_tol) -> float:
+    return check_positive(boundary_tol, "boundary_tol", allow_inf=True)
 
 
 def _dense_one(logits_fn, num):
@@ -131,13 +170,13 @@ def _dense_one(logits_fn, num):
         vals, U = jnp.linalg.eigh(s_t)
         idx = jnp.argsort(-jnp.abs(vals), stable=True)[:num]
         dirs = tangent_to_ambient(U[:, idx], w, c).T.reshape(num, *z.shape)
-        gnorm = jnp.linalg.norm(g)
+        gnorm = lp_norm(g.ravel(), 2)
         flat = jnp.all(s_t == 0)  # the exact Hessian vanishes on n⊥: piecewise linear
         ok = jnp.isfinite(gnorm) & (gnorm > 0) & jnp.all(jnp.isfinite(vals)) & ~flat
         zeros = jnp.zeros((num,), z.dtype)
         return Curvatures(
             vals[idx], dirs, ok, jnp.broadcast_to(ok, (num,)), zeros, g / gnorm, gnorm,
-            jnp.zeros((), jnp.int32), zeros, flat,
+            jnp.zeros((), jnp.int32), zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
 
     return one
@@ -146,7 +185,7 @@ def _dense_one(logits_fn, num):
 def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
     def one(z, y, k, key):
         op, g = shape_operator(logits_fn, z, y, k)
-        gnorm = jnp.linalg.norm(g)
+        gnorm = lp_norm(g.ravel(), 2)
         n = g.ravel() / gnorm
 
         def matvec(v):
@@ -169,7 +208,7 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
         zeros = jnp.zeros((num,), z.dtype)
         return Curvatures(
             res.values, res.vectors.reshape(num, *z.shape), vc.all(), vc, res.residuals,
-            g / gnorm, gnorm, res.restarts, zeros, flat,
+            g / gnorm, gnorm, res.restarts, zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
 
     return one
@@ -186,7 +225,7 @@ def _smoothed_one(clf, num, num_samples, sigma):
             )[1]
 
         gbar, d, e = gradient_samples(grad_batch, z, key, sigma, num_samples)
-        gnorm = jnp.linalg.norm(gbar)
+        gnorm = lp_norm(gbar.ravel(), 2)
         n = gbar / jnp.where(gnorm > 0, gnorm, 1)
         vals, se, vecs = cross_fitted(d, e, n, num, "LM")
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
@@ -195,7 +234,7 @@ def _smoothed_one(clf, num, num_samples, sigma):
         return Curvatures(
             vals / gnorm, vecs.reshape(num, *z.shape), vc.all(), vc, zeros,
             n.reshape(z.shape), gnorm, jnp.zeros((), jnp.int32), se / gnorm,
-            jnp.zeros((), bool),
+            jnp.zeros((), bool), jnp.ones((), bool),
         )  # fmt: skip
 
     return one
@@ -221,6 +260,7 @@ def principal_curvatures(
     num_directions: int | None = None,
     scale: float | None = None,
     num_samples: int = 256,
+    boundary_tol: float = BOUNDARY_TOL,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -277,10 +317,16 @@ def principal_curvatures(
         ``num_directions`` by ``|κ|`` (default None: all ``num``; 0: none). The directions are
         the largest output, ``N · num · D`` numbers: over a whole dataset, ask for the few
         you use (``geomrobust curvature`` keeps 1) so that host memory stays ``O(N · D)``.
+    boundary_tol : points with ``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
+        (first-order distance to the boundary above ``boundary_tol · max(1, ||z||)``) are
+        flagged ``on_boundary=False`` and not converged (default ``BOUNDARY_TOL = 1e-3``;
+        ``inf`` measures the level set through any ``z``).
 
     Returns
     -------
-    Curvatures (see its docstring), dtype of ``z``.
+    Curvatures (see its docstring), in the search dtype: ``z``'s, float32 for float16 /
+    bfloat16, the wider of ``z``'s and the logits' dtype (docs/conventions.md "Input
+    checks").
 
     Examples
     --------
@@ -293,7 +339,8 @@ def principal_curvatures(
     [0.5, 0.5, 0.5]
     """
     clf = as_classifier(logits_fn)
-    _validate(clf, z, y, k)
+    z = _validate(clf, z, y, k)
+    btol = _check_boundary_tol(boundary_tol)
     d = int(np.prod(z.shape[1:]))
     if not isinstance(num, int | np.integer) or not 1 <= num <= d - 1:
         raise ValueError(f"num must be an integer in [1, D-1] = [1, {d - 1}], got {num!r}")
@@ -327,11 +374,11 @@ def principal_curvatures(
     if scale is not None:
         program = partial(_smoothed_curvatures_program, num=int(num), num_samples=m_samples,
                           num_directions=int(nd))  # fmt: skip
-        shared = (clf, key, jnp.asarray(sigma, z.dtype))
+        shared = (clf, key, jnp.asarray(btol, z.dtype), jnp.asarray(sigma, z.dtype))
     else:
         program = partial(_curvatures_program, method=method, settings=settings,
                           num_directions=int(nd))  # fmt: skip
-        shared = (clf, key)
+        shared = (clf, key, jnp.asarray(btol, z.dtype))
     out = run_program(
         program, shared, (z, y, k, ids), chunk_size=chunk_size, devices=devices,
         progress=progress, desc="curvatures" if scale is None else f"curvatures at σ={scale:g}",
@@ -354,23 +401,25 @@ def _check_scale(scale, num_samples, num: int | None = None) -> tuple[float, int
 
 
 @partial(jax.jit, static_argnames=("num", "num_samples", "num_directions"))
-def _smoothed_curvatures_program(clf, key, sigma, zc, yc, kc, idx, *, num, num_samples,
+def _smoothed_curvatures_program(clf, key, btol, sigma, zc, yc, kc, idx, *, num, num_samples,
                                  num_directions):  # fmt: skip
     """Curvatures at scale ``sigma`` of a chunk: one point at a time (``lax.map``), each a
     batch of ``2 num_samples`` gradients, so memory is ``O(num_samples · D)``."""
     one = _smoothed_one(clf, num, num_samples, sigma)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.lax.map(lambda a: one(*a), (zc, yc, kc, keys))
+    out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
     return out._replace(directions=out.directions[:, :num_directions])
 
 
 @partial(jax.jit, static_argnames=("method", "settings", "num_directions"))
-def _curvatures_program(clf, key, zc, yc, kc, idx, *, method, settings, num_directions):
+def _curvatures_program(clf, key, btol, zc, yc, kc, idx, *, method, settings, num_directions):
     """Principal curvatures of a chunk of points (compiled once per architecture, shapes and
     solver settings; the weights, points and key are arguments)."""
     one = _lanczos_one(clf, *settings) if method == "lanczos" else _dense_one(clf, *settings)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.vmap(one)(zc, yc, kc, keys)
+    out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
     return out._replace(directions=out.directions[:, :num_directions])  # only these leave
 
 
@@ -388,6 +437,7 @@ def normal_curvature(
     key: Array | None = None,
     num_samples: int = 256,
     return_stderr: bool = False,
+    boundary_tol: float = BOUNDARY_TOL,
 ) -> Array:
     """Normal curvature ``κ(u) = uᵀ H u / ||g||`` of the ``(y, k)`` boundary at each ``z``.
 
@@ -397,6 +447,9 @@ def normal_curvature(
     ``scale=σ`` (with ``key`` and ``num_samples``): the normal curvature of the level set of
     the Gaussian-smoothed ``F_σ`` (see :func:`principal_curvatures`), ``u`` projected on the
     smoothed gradient's tangent space; ``return_stderr`` also returns its standard error.
+    ``z`` off the boundary (``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||``, as
+    in :func:`principal_curvatures`) raises ``ValueError`` naming how many points (concrete
+    inputs; an array result has no flag to carry it).
 
     Returns
     -------
@@ -405,13 +458,14 @@ def normal_curvature(
     :func:`principal_curvatures`.
     """
     clf = as_classifier(logits_fn)
-    _validate(clf, z, y, k)
+    z = _validate(clf, z, y, k)
     check_batch(u, "u")
     if u.shape != z.shape:
         raise ValueError(f"u must have the shape of z {tuple(z.shape)}, got {tuple(u.shape)}")
     out = normal_curvatures(
         clf, z, y, k, u[:, None], chunk_size=chunk_size, devices=devices, progress=progress,
         scale=scale, key=key, num_samples=num_samples, return_stderr=return_stderr,
+        boundary_tol=boundary_tol,
     )  # fmt: skip
     return (out[0][:, 0], out[1][:, 0]) if return_stderr else out[:, 0]
 
@@ -430,6 +484,7 @@ def normal_curvatures(
     key: Array | None = None,
     num_samples: int = 256,
     return_stderr: bool = False,
+    boundary_tol: float = BOUNDARY_TOL,
 ) -> Array:
     """Curvature profile: normal curvatures along ``M`` directions per point, ``(N, M)``.
 
@@ -439,10 +494,12 @@ def normal_curvatures(
     (:func:`random_tangents`) it concentrates around ``tr(S)/(D-1)``. ``chunk_size``,
     ``devices``, ``progress``, ``scale``, ``key``, ``num_samples``: as in
     :func:`principal_curvatures` (point ``i`` draws its samples from ``fold_in(key, i)``);
-    ``return_stderr``: also the ``(N, M)`` standard errors.
+    ``return_stderr``: also the ``(N, M)`` standard errors. Points off the boundary beyond
+    ``boundary_tol`` raise ``ValueError`` (see :func:`normal_curvature`).
     """
     clf = as_classifier(logits_fn)
-    _validate(clf, z, y, k)
+    z = _validate(clf, z, y, k)
+    btol = _check_boundary_tol(boundary_tol)
     directions = jnp.asarray(directions, z.dtype)  # the tangents live in z's precision
     if directions.ndim == z.ndim:
         directions = jnp.broadcast_to(directions, (z.shape[0], *directions.shape))
@@ -461,10 +518,19 @@ def normal_curvatures(
         program = partial(_smoothed_normal_program, num_samples=m)
         shared = (clf, key, jnp.asarray(sigma, z.dtype))
         batched = (z, y, k, directions, jnp.arange(z.shape[0]))
-    kappa, se, ratio = run_program(
-        program, shared, batched, chunk_size=chunk_size, devices=devices, progress=progress,
-        desc="normal curvatures",
+    kappa, se, ratio, on = run_program(
+        program, (*shared[:1], jnp.asarray(btol, z.dtype), *shared[1:]), batched,
+        chunk_size=chunk_size, devices=devices, progress=progress, desc="normal curvatures",
     )  # fmt: skip
+    if is_concrete(on) and not np.all(np.asarray(on)):
+        off = np.flatnonzero(~np.asarray(on))
+        raise ValueError(
+            f"{off.size} of {z.shape[0]} points z are not on the (y, k) boundary: "
+            f"|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)|| (boundary_tol={btol:g}; "
+            f"first {off[:5].tolist()}). Refine them onto the boundary with "
+            "geomrobust.search.refine_boundary, or pass boundary_tol=float('inf') to measure "
+            "the level set through z"
+        )
     if is_concrete(ratio) and np.any(~(np.asarray(ratio) > 1e-3)):
         raise ValueError(
             "directions must have a tangent part: some are (nearly) parallel to the boundary "
@@ -474,7 +540,7 @@ def normal_curvatures(
 
 
 @partial(jax.jit, static_argnames="num_samples")
-def _smoothed_normal_program(clf, key, sigma, z, y, k, directions, idx, *, num_samples):
+def _smoothed_normal_program(clf, btol, key, sigma, z, y, k, directions, idx, *, num_samples):
     """``(κ_σ, stderr, ||P u||/||u||)`` of a chunk at scale ``sigma``, ``(C, M)`` each."""
 
     def one(a):
@@ -488,7 +554,7 @@ def _smoothed_normal_program(clf, key, sigma, z, y, k, directions, idx, *, num_s
 
         gbar, d, e = gradient_samples(grad_batch, zi, jax.random.fold_in(key, i), sigma,
                                       num_samples)  # fmt: skip
-        gnorm = jnp.linalg.norm(gbar)
+        gnorm = lp_norm(gbar.ravel(), 2)
         n = gbar / gnorm
         u = dirs.reshape(dirs.shape[0], -1)
         pu = u - (u @ n)[:, None] * n[None, :]
@@ -497,17 +563,18 @@ def _smoothed_normal_program(clf, key, sigma, z, y, k, directions, idx, *, num_s
         val, se = smoothed_quadratic_form(d, e, t)
         return val / gnorm, se / gnorm, norms / jnp.linalg.norm(u, axis=1)
 
-    return jax.lax.map(one, (z, y, k, directions, idx))
+    kappa, se, ratio = jax.lax.map(one, (z, y, k, directions, idx))
+    return kappa, se, ratio, _on_boundary(clf, z, y, k, btol)
 
 
 @jax.jit
-def _normal_curvatures_program(clf, z, y, k, directions):
+def _normal_curvatures_program(clf, btol, z, y, k, directions):
     """``(κ, ||P u||/||u||)`` of a chunk, ``(C, M)`` each."""
 
     def one(zi, yi, ki, dirs):
         F = logit_difference(clf, yi, ki)
         g, op = jax.linearize(jax.grad(F), zi)
-        gnorm = jnp.linalg.norm(g)
+        gnorm = lp_norm(g.ravel(), 2)
         n = g / gnorm
 
         def kappa(u):
@@ -518,7 +585,8 @@ def _normal_curvatures_program(clf, z, y, k, directions):
 
         return jax.vmap(kappa)(dirs)
 
-    return jax.vmap(one)(z, y, k, directions)
+    kappa, se, ratio = jax.vmap(one)(z, y, k, directions)
+    return kappa, se, ratio, _on_boundary(clf, z, y, k, btol)
 
 
 def random_tangents(key: Array, normals: Array, num: int) -> Array:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from geomrobust.ops import logit_difference
+from geomrobust.ops._norms import lp_norm
 
 __all__ = ["householder_tangent_basis", "shape_operator", "tangent_shape_matrix"]
 
@@ -54,7 +55,7 @@ def shape_operator(
     g : ``(*s,)`` the gradient ``∇F_k(z)``.
     """
     _, g, hvp_op = _linearized_gradient(logits_fn, z, y, k)
-    gnorm = jnp.linalg.norm(g)
+    gnorm = lp_norm(g.ravel(), 2)
     n = g / gnorm
 
     def operator(v: Array) -> Array:
@@ -99,7 +100,7 @@ def tangent_shape_matrix(
     H = jax.lax.map(lambda e: hvp_op(e.reshape(shape)).ravel(), eye, batch_size=hessian_batch)
     H = 0.5 * (H + H.T)
     gf = g.ravel()
-    gnorm = jnp.linalg.norm(gf)
+    gnorm = lp_norm(gf.ravel(), 2)
     w, c = householder_tangent_basis(gf / gnorm)
     QH = H - (2.0 / c) * jnp.outer(w, w @ H)
     QHQ = QH - (2.0 / c) * jnp.outer(QH @ w, w)

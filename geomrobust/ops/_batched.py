@@ -62,7 +62,7 @@ def batch_logit_difference_grads(
     """``F_k(x_n) = f_k - f_y`` and its gradient for each example: ``(N,)`` and ``(N, *s)``."""
     logits, grads = batch_class_gradients(logits_fn, x, jnp.stack([k, y], axis=1))
     idx = jnp.arange(x.shape[0])
-    F = logits[idx, k] - logits[idx, y]
+    F = (logits[idx, k] - logits[idx, y]).astype(x.dtype)  # in the dtype of the search
     return F, grads[:, 0] - grads[:, 1]
 
 

@@ -43,12 +43,17 @@ def dual_exponent(p: float) -> float:
 
 
 def lp_norm(v: Array, p: float, axis=-1) -> Array:
-    """``||v||_p`` along ``axis``, scaled by ``max |v|`` so large ``p`` neither overflows nor
-    underflows; exactly 0 for a zero vector."""
+    """``||v||_p`` along ``axis``, scaled by ``max |v|`` so that neither large ``p`` nor a
+    large or tiny ``v`` (gradients of logits scaled by ``1e±20`` in float32) overflows or
+    underflows; exactly 0 for a zero vector. ``p = 2`` scales by a power of two near
+    ``max |v|`` (exact: the same bits as the unscaled sum where that does not overflow)."""
     a = jnp.abs(v)
-    if p == 2.0:
-        return jnp.sqrt(jnp.sum(a * a, axis=axis))
     m = jnp.max(a, axis=axis, keepdims=True)
+    if p == 2.0:
+        ok = (m > 0) & jnp.isfinite(m)
+        e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
+        u = jnp.ldexp(a, -e)
+        return jnp.squeeze(jnp.ldexp(jnp.sqrt(jnp.sum(u * u, axis=axis, keepdims=True)), e), axis)
     if math.isinf(p):
         return jnp.squeeze(m, axis)
     if p == 1.0:

@@ -18,13 +18,13 @@ import numpy as np
 from jax import Array
 
 from .._validation import (
-    check_batch,
     check_bounds,
-    check_classifier,
     check_key,
     check_labels,
     check_positive,
     is_concrete,
+    search_inputs,
+    to_classifier_device,
 )
 from ..engine import run_program
 from ..models import as_classifier
@@ -84,18 +84,21 @@ def _clip(v, bounds):
 
 
 def _check(logits_fn, x, y, eps, norm, target, bounds=None):
-    check_batch(x, "x")
+    """The attacks' input checks; ``-> (p, x, K)`` with ``x`` in the search dtype and on the
+    classifier's device (:func:`geomrobust._validation.search_inputs`: float16 / bfloat16
+    -> float32, the wider of ``x``'s and the logits' dtype, and ``x`` outside ``bounds``
+    beyond the tolerance is a ``ValueError``: the ball around it would be clipped away)."""
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
         raise ValueError(f"FGSM/PGD support norm 2 or inf, got {norm!r}")
-    k = check_classifier(logits_fn, x)
+    check_bounds(bounds, "bounds")
+    x, k, _ = search_inputs(logits_fn, x, "x", bounds=bounds)
     check_labels(y, k, x.shape[0], "y")
     if target is not None:
         check_labels(target, k, x.shape[0], "target")
     if is_concrete(eps) and not np.all(np.asarray(eps) >= 0):
         raise ValueError(f"eps must be >= 0, got {eps!r}")
-    check_bounds(bounds, "bounds")
-    return p
+    return p, x, k
 
 
 def fgsm(
@@ -112,12 +115,16 @@ def fgsm(
     ``x + eps ∇ℓ / ||∇ℓ||`` (L2, FGM), then clipped to ``bounds``.
 
     ``ℓ`` is the cross-entropy of ``y`` (ascended), or of ``target`` (descended) in targeted
-    mode. ``x`` ``(N, *s)``, ``y`` / ``target`` ``(N,)``; dtype of ``x`` throughout.
+    mode. ``x`` ``(N, *s)``, ``y`` / ``target`` ``(N,)``. Input checks (docs/conventions.md
+    "Input checks"): with ``bounds``, ``x`` must lie in the box (``ValueError`` naming how
+    many examples do not); float16 / bfloat16 ``x`` is computed and returned in float32,
+    otherwise in the wider of ``x``'s and the logits' dtype; ``x``, ``y``, ``target``
+    committed to another device than the classifier's weights are moved to theirs.
     """
     clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p = _check(clf, x, y, eps, norm, target, bounds)
-    x = jnp.asarray(x)
+    p, x, _ = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    x, y, target = to_classifier_device(clf, x, y, target)  # a direct program: the weights'
     lo, hi = _bounds_arrays(bounds, x.dtype)
     return _fgsm_program(clf, x, y, jnp.asarray(eps, x.dtype), target, lo, hi, p=p,
                          has_bounds=bounds is not None)  # fmt: skip
@@ -172,10 +179,15 @@ def pgd(
     the CPU, XLA runs loop bodies slower than straight-line code: unrolling the 7 steps of
     PGD-AT training raised its throughput 1.34x on a LeNet (``benchmarks/bench_training.py``)
     at the price of a compilation that grows with ``steps``.
+
+    Input checks as :func:`fgsm`: with ``bounds``, an ``x`` outside the box (beyond
+    ``max(1e-6 (hi - lo), 8 eps max(|lo|, |hi|))``) raises ``ValueError`` (clipping it would
+    move ``x + δ`` farther than ``eps`` from ``x``); float16 / bfloat16 run in float32.
     """
     clf = as_classifier(logits_fn)
     y = jnp.asarray(y)
-    p = _check(clf, x, y, eps, norm, target, bounds)
+    p, x, _ = _check(clf, jnp.asarray(x), y, eps, norm, target, bounds)
+    x, y, target = to_classifier_device(clf, x, y, target)  # a direct program: the weights'
     if not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if step_size is not None and is_concrete(step_size):
@@ -183,7 +195,6 @@ def pgd(
     if random_start:
         check_key(key, "key")
     check_unroll(unroll)
-    x = jnp.asarray(x)
     dtype = x.dtype
     eps = jnp.asarray(eps, dtype)
     alpha = 2.5 * eps / max(steps, 1) if step_size is None else jnp.asarray(step_size, dtype)
@@ -290,7 +301,8 @@ def robust_accuracy(
         if attack not in ("pgd", "fgsm"):
             raise ValueError(f"target is supported by attack='pgd' or 'fgsm', not {attack!r}")
     # checked here: inside the program, traced settings (array bounds, a traced key) are not
-    _check(clf, x, y, 0.0, attack_kw.get("norm", jnp.inf), target, attack_kw.get("bounds"))
+    norm = attack_kw.get("norm", jnp.inf)  # x in the search dtype (then eps is cast to it)
+    _, x, _ = _check(clf, x, y, 0.0, norm, target, attack_kw.get("bounds"))
     check_key(key, "key")
     step_size = attack_kw.get("step_size")
     if attack == "pgd" and step_size is not None and is_concrete(step_size):

@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_classifier, check_labels
+from .._validation import check_batch, check_labels, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
+from ..ops._norms import lp_norm
 
 __all__ = [
     "BisectionInfo",
@@ -160,6 +161,8 @@ def refine_boundary(
     logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
         NNX or Equinox module (see :func:`geomrobust.as_classifier`).
     x : ``(N, *s)`` clean points (label ``y`` side); x_adv : ``(N, *s)`` adversarial points.
+        Both are cast to the search dtype (float32 for float16 / bfloat16, otherwise the
+        wider of ``x``'s and the logits' dtype; docs/conventions.md "Input checks").
     y : ``(N,)`` integer labels of ``x``.
     tol : relative tolerance (on ``F_k`` and on the segment), > 0.
     max_iter : bisection steps at most (60 halvings reach float64 resolution).
@@ -173,7 +176,6 @@ def refine_boundary(
         ``converged`` (False: no valid bracket (``k == y``, ``F_k(x) >= 0``), non-finite
         values, ``max_iter`` reached, or a zero gradient at ``z``).
     """
-    check_batch(x, "x")
     check_batch(x_adv, "x_adv")
     if tuple(x_adv.shape) != tuple(x.shape):
         raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {x_adv.shape}")
@@ -182,10 +184,9 @@ def refine_boundary(
     if not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     clf = as_classifier(logits_fn)
-    x = jnp.asarray(x)
+    x, k_classes, _ = search_inputs(clf, jnp.asarray(x), "x")
     x_adv = jnp.asarray(x_adv, x.dtype)
     y = jnp.asarray(y)
-    k_classes = check_classifier(clf, x)
     check_labels(y, k_classes, x.shape[0], "y")
     y = y.astype(jnp.int32)
     program = partial(_refine_program, max_iter=int(max_iter))
@@ -199,15 +200,15 @@ def refine_boundary(
 def _refine_program(clf, tol, x, x_adv, y, *, max_iter):
     """Bisection onto the boundary for a chunk (one compilation per architecture, shapes
     and ``max_iter``; ``tol`` is traced)."""
-    logits_adv = clf(x_adv)
+    logits_adv = clf(x_adv).astype(x.dtype)
     k = jnp.argmax(logits_adv, axis=-1).astype(jnp.int32)
-    F_lo = _gap(clf(x), y, k)
+    F_lo = _gap(clf(x).astype(x.dtype), y, k)
     F_hi = _gap(logits_adv, y, k)
     d = x_adv - x
     valid = (k != y) & jnp.isfinite(F_lo) & jnp.isfinite(F_hi)
 
     def F_at(t):
-        return _gap(clf(_along(x, d, t)), y, k)
+        return _gap(clf(_along(x, d, t)).astype(x.dtype), y, k)
 
     state = bisection_init(F_lo, F_hi, valid)
     state = jax.lax.while_loop(
@@ -217,7 +218,7 @@ def _refine_program(clf, tol, x, x_adv, y, *, max_iter):
     )
     z = _along(x, d, state.t)
     _, g = batch_logit_difference_grads(clf, z, y, k)
-    gn = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1))
+    gn = lp_norm(g.reshape(g.shape[0], -1), 2)  # scaled: no overflow for huge logits
     good = (gn > 0) & jnp.isfinite(gn)
     normal = jnp.where(
         good.reshape((-1,) + (1,) * (x.ndim - 1)),

@@ -30,11 +30,11 @@ from jax import Array
 
 from .._validation import (
     all_concrete,
-    check_batch,
-    check_classifier,
+    check_bounds,
     check_labels,
     check_orthonormal,
     check_positive,
+    search_inputs,
 )
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm
@@ -57,7 +57,8 @@ class MarginResult(NamedTuple):
         Where ``converged`` is False it holds the last iterate (for diagnosis only).
     margin : ``(N,)``, ``||perturbation||_p`` where converged, ``+inf`` otherwise (the
         unconverged sentinel: never a finite number passed off as a margin; never NaN).
-    converged : ``(N,)`` bool, the label changed (or was already wrong: margin 0).
+    converged : ``(N,)`` bool, the label changed (or was already wrong, or tied on the
+        boundary at ``x``: margin 0).
     adv_label : ``(N,)`` int32, the label at ``x + perturbation``; ``-1`` where not converged.
     iterations : ``(N,)`` int32, DeepFool steps taken (0 for misclassified examples).
     """
@@ -130,14 +131,16 @@ def _evaluate(
     grads (N, C, *s)``.
     """
     logits, pullback = jax.vjp(logits_fn, point)
+    out_dtype = logits.dtype
+    logits = logits.astype(point.dtype)  # a model's bf16 / float64 logits, in the search dtype
     y, classes = select(logits)
     k = logits.shape[-1]
     cot = (
-        jax.nn.one_hot(classes, k, dtype=logits.dtype)
-        - jax.nn.one_hot(y, k, dtype=logits.dtype)[:, None, :]
+        jax.nn.one_hot(classes, k, dtype=out_dtype)
+        - jax.nn.one_hot(y, k, dtype=out_dtype)[:, None, :]
     )
     grads = jax.vmap(lambda c: pullback(c)[0], in_axes=1, out_axes=1)(cot)
-    return logits, y, classes, grads
+    return logits, y, classes, grads.astype(point.dtype)
 
 
 def _finite_rows(*arrays: Array) -> Array:
@@ -160,10 +163,12 @@ def _clip(v: Array, bounds) -> Array:
 
 
 def _init_decide(logits, y, classes, grads, x, has_y: bool):
-    """The decision at the clean point: misclassified (given ``y``) -> done with margin 0;
+    """The decision at the clean point: misclassified (given ``y``), or ON the boundary (a
+    tie ``max_{k != y} f_k = f_y``: the true margin is 0) -> done, converged, margin 0;
     non-finite logits or gradients -> done, not converged."""
     finite = _finite_rows(logits, grads)
-    wrong = jnp.argmax(logits, axis=-1) != y if has_y else jnp.zeros(y.shape, bool)
+    del has_y  # given or predicted, y is misclassified or tied exactly when the gap is >= 0
+    wrong = _top_gap(logits, y) >= 0
     done = wrong | ~finite
     converged = wrong & finite
     return DeepFoolState(
@@ -190,7 +195,8 @@ def deepfool_init(
     """Evaluate logits and candidate gradients at the clean batch ``x`` ``(N, *s)``.
 
     ``y=None`` takes the predicted labels. Examples already misclassified (``argmax f(x) !=
-    y``) start done and converged (margin 0); non-finite ones start done, not converged.
+    y``) or tied on the boundary (``max_{k != y} f_k(x) = f_y(x)``) start done and converged
+    (margin 0); non-finite ones start done, not converged.
     """
     has_y = y is not None
 
@@ -210,6 +216,7 @@ def _propose(
     idx = jnp.arange(n)[:, None]
     F = state.logits[idx, state.classes] - state.logits[idx, state.y[:, None]]  # (N, C)
     w = state.grads.reshape(n, state.grads.shape[1], -1)  # (N, C, D)
+    F, w = _normalize(F, w)
     if subspace is not None:
         w = (w @ subspace) @ subspace.T  # P_S w = S Sᵀ w
     if bounds is not None:  # active set: freeze coordinates the step would push out of the box
@@ -231,6 +238,18 @@ def _propose(
         r = (point - state.x) / (1 + overshoot)
     info = DeepFoolInfo(dist[rows, target], state.classes[rows, target])
     return r, point, info
+
+
+def _normalize(F: Array, w: Array) -> tuple[Array, Array]:
+    """``(F, w) / 2^e`` per candidate, ``2^e ~ max_j |w_j|``: the step and the distance are
+    invariant (both are ratios of ``F`` to ``w``), and norms of ``w`` neither overflow nor
+    underflow for logits scaled by ``1e±20`` in float32. A power of two scales exactly, so
+    unscaled classifiers give bit-identical steps; rows with zero or non-finite ``w`` are
+    left as they are (the caller flags them)."""
+    m = jnp.max(jnp.abs(w), axis=-1)  # (N, C)
+    ok = (m > 0) & jnp.isfinite(m)
+    e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
+    return jnp.ldexp(F, -e), jnp.ldexp(w, -e[..., None])
 
 
 def _step_decide(state: DeepFoolState, r, point, logits, grads, info: DeepFoolInfo, active):
@@ -293,8 +312,16 @@ def deepfool_result(state: DeepFoolState, norm=2) -> MarginResult:
     pert = jnp.where(jnp.isfinite(pert), pert, 0)
     flat = pert.reshape(pert.shape[0], -1)
     margin = jnp.where(conv, lp_norm(flat, p), jnp.asarray(jnp.inf, pert.dtype))
-    adv = jnp.where(conv, jnp.argmax(state.logits, axis=-1), -1).astype(jnp.int32)
+    adv = jnp.where(conv, _adv_label(state.logits, state.y), -1).astype(jnp.int32)
     return MarginResult(pert, margin, conv, adv, state.iterations)
+
+
+def _adv_label(logits: Array, y: Array) -> Array:
+    """``argmax f`` where it differs from ``y``, else (a tie on the boundary) the best class
+    ``k != y``."""
+    lab = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    masked = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return jnp.where(lab != y, lab, jnp.argmax(masked, axis=-1).astype(jnp.int32))
 
 
 def _top_gap(logits: Array, y: Array) -> Array:
@@ -311,8 +338,9 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     ``r`` reset), so a point can sit within rounding of the boundary and flip back when
     evaluated in another batch or precision. Each converged point is re-evaluated (one
     forward pass, in a batch composition of its own); where its adversarial logit gap
-    ``max_{k != y} f_k - f_y`` is below ``64 eps (1 + max |f|)`` (float32: 7.6e-6 of the logit
-    scale; batch-composition rounding is ~1e-7) the total perturbation is extended,
+    ``max_{k != y} f_k - f_y`` is below ``64 eps (u + max |f|)`` (float32: 7.6e-6 of the logit
+    scale; batch-composition rounding is ~1e-7; ``u = min(1, max |f(x)|)``, so the test is
+    invariant to the logits' scale below 1) the total perturbation is extended,
     ``r' = clip(x + (1 + η) r) - x``, and re-tested: ``r'`` is returned where it crosses
     with room, and the example is reported not converged where no such crossing was found.
     Points that already cross with room, and examples misclassified at the start (margin 0),
@@ -320,13 +348,18 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     """
     eta = jnp.asarray(overshoot, x.dtype)
     ext = _clip(x + (1 + eta) * res.perturbation, bounds) - x
+    clean = logits_fn(x).astype(x.dtype)
     if y is None:
-        y = jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
+        y = jnp.argmax(clean, -1).astype(jnp.int32)
     y = y.astype(jnp.int32)
-    lo, le = logits_fn(x + res.perturbation), logits_fn(x + ext)
+    lo = logits_fn(x + res.perturbation).astype(x.dtype)
+    le = logits_fn(x + ext).astype(x.dtype)
     room = 64 * jnp.finfo(x.dtype).eps  # far above rounding noise, far below an overshoot
-    thr_o = room * (1 + jnp.max(jnp.abs(lo), axis=-1))
-    thr_e = room * (1 + jnp.max(jnp.abs(le), axis=-1))
+    # the unit of the floor: 1, or the clean logits' scale where that is smaller (logits
+    # scaled by 1e-20 must not need a gap of 1e-6 to count as crossing)
+    unit = jnp.minimum(1, jnp.max(jnp.abs(clean), axis=-1))
+    thr_o = room * (unit + jnp.max(jnp.abs(lo), axis=-1))
+    thr_e = room * (unit + jnp.max(jnp.abs(le), axis=-1))
     moved = res.converged & (res.margin > 0)
     ok_o = moved & (_top_gap(lo, y) > thr_o)
     ok_e = moved & ~ok_o & (_top_gap(le, y) > thr_e)
@@ -343,13 +376,18 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
 
 
 def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
-    """Eager argument checks shared by the DeepFool drivers (no-ops on tracers)."""
-    check_batch(x, "x")
+    """Eager argument checks shared by the DeepFool drivers (value checks are no-ops on
+    tracers); returns ``x`` in the search dtype, see
+    :func:`geomrobust._validation.search_inputs`."""
     p = as_norm(norm)
     check_positive(overshoot, "overshoot", allow_zero=True)
     if not isinstance(max_iter, int | np.integer) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    k = check_classifier(logits_fn, x)
+    if bounds is not None:
+        if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+            raise ValueError(f"bounds must be a pair (lo, hi), got {bounds!r}")
+        check_bounds(bounds, "bounds")
+    x, k, _ = search_inputs(logits_fn, x, "x", bounds=bounds)
     if y is not None:
         check_labels(y, k, x.shape[0], "y")
     if candidates is not None and (
@@ -366,12 +404,7 @@ def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, 
             )
         if p != 2.0:
             raise ValueError(f"subspace DeepFool is defined for norm=2 only, got norm={norm!r}")
-    if bounds is not None:
-        if not isinstance(bounds, tuple | list) or len(bounds) != 2:
-            raise ValueError(f"bounds must be a pair (lo, hi), got {bounds!r}")
-        if np.any(np.asarray(bounds[0]) > np.asarray(bounds[1])):
-            raise ValueError(f"bounds must satisfy lo <= hi, got {bounds!r}")
-    return k
+    return x
 
 
 def deepfool(
@@ -417,7 +450,7 @@ def deepfool(
     box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
     so state and iterate agree. The overshoot then acts on the last step only, so at the end
     every converged point is re-tested, and where it crosses by less than
-    ``64 eps (1 + max |f|)`` in logits the total perturbation is extended,
+    ``64 eps (min(1, max |f(x)|) + max |f|)`` in logits the total perturbation is extended,
     ``r' = clip(x + (1 + η) r) - x`` (not converged if that does not cross either): every
     returned point crosses by a margin that survives rounding (another batch size, another
     precision). The returned
@@ -437,7 +470,11 @@ def deepfool(
     logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, a
         :class:`geomrobust.Classifier`, a Flax NNX module or an Equinox module (see
         :func:`geomrobust.as_classifier`); rows must not interact.
-    x : ``(N, *s)`` floating; its dtype is the dtype of every output.
+    x : ``(N, *s)`` floating. The search runs, and returns, in one dtype (the rule of every
+        search, docs/conventions.md "Input checks"): float32 for float16 / bfloat16 inputs,
+        otherwise the wider of ``x``'s and the logits' dtype (a float32 ``x`` with a float64
+        model runs in float64). ``x`` and the classifier's weights may sit on different
+        devices: the executor runs on ``x``'s (see ``devices``) and places the weights there.
     y : ``(N,)`` integer reference labels, or None for the predicted labels.
     norm : ``p`` in ``(1, inf]`` (2 and ``jnp.inf`` the usual ones).
     overshoot : ``η >= 0``.
@@ -447,7 +484,10 @@ def deepfool(
         label), or None for all ``K - 1``.
     subspace : ``(D, s)`` orthonormal basis (``D = prod(s)``, flattened in ``x``'s order),
         restricting the search to ``x + span(S)`` (Hold me tight!); norm 2 only.
-    bounds : ``(lo, hi)`` scalars or arrays broadcastable to ``x``, or None.
+    bounds : ``(lo, hi)`` scalars or arrays broadcastable to ``x``, or None. ``x`` must lie
+        in the box: an example outside it by more than ``max(1e-6 (hi - lo),
+        8 eps max(|lo|, |hi|))`` raises ``ValueError`` (naming how many; clip ``x`` or pass
+        ``bounds=None``), since the search would otherwise report the distance to the box.
     chunk_size, devices, progress : the executor's options (concrete inputs only), see
         :func:`geomrobust.search.deepfool_dataset`.
 
@@ -456,9 +496,13 @@ def deepfool(
     MarginResult
         ``perturbation (N, *s)``, ``margin (N,)`` (``inf`` where not converged),
         ``converged (N,)``, ``adv_label (N,)`` (``-1`` where not converged), ``iterations``.
-        An example already misclassified (``argmax f(x) != y``) has margin 0 and converged
-        True; zero gradients (no reachable boundary) or non-finite logits give converged
-        False without affecting the other examples.
+        An example already misclassified (``argmax f(x) != y``), or exactly ON the boundary
+        (tied top logits ``max_{k != y} f_k(x) = f_y(x)``: adv_label the tied class), has
+        margin 0, converged True and 0 iterations. Margins are invariant to the logits'
+        scale: the step arithmetic is normalized by a power of two near ``max |∇F_k|``, so
+        logits scaled by ``1e±20`` in float32 give the unscaled margins. Zero gradients
+        (no reachable boundary) or non-finite logits give converged False without affecting
+        the other examples.
     """
     from ._driver import deepfool_dataset
 
@@ -471,9 +515,9 @@ def deepfool(
         )  # fmt: skip
     if y is not None:
         y = jnp.asarray(y) if not hasattr(y, "dtype") else y
-    _validate(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
-    return _deepfool_loop(clf, jnp.asarray(x), y, norm, overshoot, max_iter, candidates,
-                          subspace, bounds)  # fmt: skip
+    x = _validate(clf, jnp.asarray(x), y, norm, overshoot, max_iter, candidates, subspace,
+                  bounds)  # fmt: skip
+    return _deepfool_loop(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
 
 
 def _deepfool_loop(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):

@@ -377,7 +377,7 @@ def deepfool_dataset(
         x = jnp.asarray(x)
     if y is not None:
         y = jnp.asarray(y)
-    _validate(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
+    x = _validate(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
     p = as_norm(norm)
     if not isinstance(slots, int | np.integer) or slots < 1:
         raise ValueError(f"slots must be a positive integer, got {slots!r}")

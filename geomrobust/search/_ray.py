@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_classifier, check_positive, is_concrete
+from .._validation import check_positive, is_concrete, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
 
@@ -81,7 +81,8 @@ def margin_along(
     ----------
     logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, :class:`geomrobust.Classifier`,
         NNX or Equinox module (see :func:`geomrobust.as_classifier`).
-    x : ``(N, *s)``.
+    x : ``(N, *s)``, computed in the search dtype (float32 for float16 / bfloat16, otherwise
+        the wider of ``x``'s and the logits' dtype; docs/conventions.md "Input checks").
     directions : unit vectors, ``(M, *s)`` shared by all examples or ``(N, M, *s)`` per
         example. Directions are VALIDATED (not normalized): a norm off 1 by more than 1e-4
         (float32) / 1e-8 (float64) raises, since ``t`` is only a distance for unit ``d``.
@@ -104,9 +105,7 @@ def margin_along(
     DirectionalMargins with ``margin``, ``adv_label``, ``converged`` of shape ``(N, M)``.
     """
     clf = as_classifier(logits_fn)
-    check_batch(x, "x")
-    check_classifier(clf, x)
-    x = jnp.asarray(x)
+    x, _, _ = search_inputs(clf, jnp.asarray(x), "x")
     directions = jnp.asarray(directions)
     n, shape = x.shape[0], x.shape[1:]
     if directions.shape[-len(shape) :] != shape or directions.ndim not in (

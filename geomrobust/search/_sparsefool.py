@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_bounds, check_classifier, check_labels, check_positive
+from .._validation import check_bounds, check_labels, check_positive, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
-from ._deepfool import _deepfool_loop
+from ._deepfool import _adv_label, _deepfool_loop, _top_gap
 
 __all__ = ["SparseFoolResult", "linear_solver", "sparsefool"]
 
@@ -96,7 +96,10 @@ def sparsefool(
     Parameters
     ----------
     logits_fn : the classifier (any form :func:`geomrobust.as_classifier` accepts);
-    x : ``(N, *s)`` inside ``bounds``; y : labels or None.
+    x : ``(N, *s)`` inside ``bounds`` (outside by more than ``max(1e-6 (hi - lo),
+        8 eps max(|lo|, |hi|))``: ``ValueError`` naming how many examples); float16 /
+        bfloat16 run in float32, otherwise the wider of ``x``'s and the logits' dtype
+        (docs/conventions.md "Input checks"). y : labels or None.
     lambda_ : ``λ >= 1``, how far beyond the DeepFool boundary point the hyperplane is put.
     overshoot : ``η``, applied to ``x_LS - x_0`` after each linear solve.
     max_iter : outer iterations (each one runs a DeepFool to convergence).
@@ -111,17 +114,15 @@ def sparsefool(
     SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``.
     """
     clf = as_classifier(logits_fn)
-    check_batch(x, "x")
-    n_classes = check_classifier(clf, x)
+    check_bounds(bounds, "bounds")
+    x, n_classes, _ = search_inputs(clf, jnp.asarray(x), "x", bounds=bounds)
     if y is not None:
         y = y if hasattr(y, "dtype") else np.asarray(y)
         check_labels(y, n_classes, x.shape[0], "y")
-    check_bounds(bounds, "bounds")
     lam = check_positive(lambda_, "lambda_")
     check_positive(overshoot, "overshoot", allow_zero=True)
     if not isinstance(max_iter, int | np.integer) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    x = jnp.asarray(x)
     dtype = x.dtype
     if bounds is None:
         lo = jnp.asarray(-jnp.inf, dtype)
@@ -150,13 +151,14 @@ def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, max_iter, deepfool
     (weights, data and box are arguments)."""
     dtype = x.dtype
     n = x.shape[0]
-    logits0 = clf(x)
+    logits0 = clf(x).astype(dtype)
     y = jnp.argmax(logits0, -1).astype(jnp.int32) if y is None else y
     flat0 = x.reshape(n, -1)
     lo_f = jnp.broadcast_to(lo, x.shape).reshape(n, -1)
     hi_f = jnp.broadcast_to(hi, x.shape).reshape(n, -1)
     finite0 = jnp.all(jnp.isfinite(logits0), -1)
-    wrong = (jnp.argmax(logits0, -1) != y) & finite0
+    # misclassified, or ON the boundary (tied top logits): a zero perturbation, converged
+    wrong = (_top_gap(logits0, y) >= 0) & finite0
 
     def cond(c):
         _, done, _, it, _ = c
@@ -194,5 +196,5 @@ def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, max_iter, deepfool
     pert = xi - x
     changed = jnp.mean((pert.reshape(n, -1) != 0).astype(dtype), axis=1)
     l1 = jnp.where(conv, jnp.sum(jnp.abs(pert.reshape(n, -1)), 1), jnp.asarray(jnp.inf, dtype))
-    adv = jnp.where(conv, jnp.argmax(clf(xi), -1), -1).astype(jnp.int32)
+    adv = jnp.where(conv, _adv_label(clf(xi).astype(dtype), y), -1).astype(jnp.int32)
     return SparseFoolResult(pert, conv, adv, it, changed, l1)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_classifier, check_positive
+from .._validation import check_positive
 from ..models import as_classifier
 from ..ops._norms import as_norm, project_ball
 from ._deepfool import _as_bounds, _deepfool_loop, _validate
@@ -65,23 +65,21 @@ def universal_perturbation(
 
     Parameters
     ----------
-    x : ``(N, *s)`` data; key : PRNG key for the data order of every pass.
+    x : ``(N, *s)`` data (inside ``bounds``; the dtype rule of every search: float16 /
+        bfloat16 run in float32); key : PRNG key for the data order of every pass.
     xi : radius of the Lp ball; norm : 2 or inf.
     delta : stop when the fooling rate reaches ``1 - delta``.
     """
     clf = as_classifier(logits_fn)
-    check_batch(x, "x")
-    check_classifier(clf, x)
+    # the DeepFool checks (dtype rule, box, device) convert x once; see gr.deepfool
+    x = _validate(clf, jnp.asarray(x), None, 2, overshoot, deepfool_iter, None, None, bounds)
     xi = check_positive(xi, "xi")
     p = as_norm(norm)
     if not (math.isinf(p) or p == 2.0):
         raise ValueError(f"norm must be 2 or inf, got {norm!r}")
     if not 0 <= delta < 1:
         raise ValueError(f"delta must lie in [0, 1), got {delta!r}")
-    x = jnp.asarray(x)
     label0 = jnp.argmax(clf(x), -1)
-    # the DeepFool settings, checked here once (inside the program the bounds are traced)
-    _validate(clf, x, label0, 2, overshoot, deepfool_iter, None, None, bounds)
     has_bounds = bounds is not None
     lo, hi = _as_bounds(bounds if has_bounds else (0, 0), x.dtype)
     one_pass = partial(_one_pass, p=p, overshoot=float(overshoot),
