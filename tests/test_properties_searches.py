@@ -87,6 +87,9 @@ BOXED = {
     "universal": _no_points(
         lambda c, x, b: gr.universal_perturbation(c, x, key=KEY, xi=0.2, max_passes=1, bounds=b)
     ),
+    "fmn": lambda c, x, b: x + gr.fmn(c, x, steps=5, bounds=b).perturbation,
+    "cw_l2": lambda c, x, b: x + gr.cw_l2(c, x, steps=5, binary_steps=1, bounds=b).perturbation,
+    "apgd": lambda c, x, b: gr.apgd(c, x, Y0, key=KEY, eps=0.1, steps=3, bounds=b),
 }
 
 # where each example lies: inside, outside within the tolerance, or outside beyond it
@@ -168,6 +171,10 @@ def _run_all(name, clf, x):
         return (gr.pgd(clf, x, y, key=KEY, eps=0.1, steps=2).perturbation,)
     if name == "universal":
         return (gr.universal_perturbation(clf, x, key=KEY, xi=0.5, max_passes=1).perturbation,)
+    if name == "fmn":
+        return (gr.fmn(clf, x, steps=5).perturbation,)
+    if name == "cw_l2":
+        return (gr.cw_l2(clf, x, steps=5, binary_steps=1).perturbation,)
     # curvature at the boundary points of the sphere: c + e_j (exactly on it)
     z = (jnp.full((N, D), 0.125, jnp.float64) + jnp.eye(D)[:N]).astype(x.dtype)
     k = jnp.ones(N, jnp.int32)
@@ -181,7 +188,7 @@ def _run_all(name, clf, x):
 ALL = [
     "deepfool", "deepfool linf", "deepfool jit", "subspace_margins", "sparsefool",
     "refine_boundary", "margin_along", "fgsm", "pgd", "universal", "principal_curvatures",
-    "normal_curvatures",
+    "normal_curvatures", "fmn", "cw_l2",
 ]  # fmt: skip
 
 

@@ -199,7 +199,7 @@ def apgd_step(logits_fn, state: APGDState, x, y, eps, *, norm=jnp.inf, loss="ce"
 
 
 def _check_attack(clf, x, y, eps, norm, bounds, key, steps, restarts):
-    p = check_common(clf, x, y, norm, bounds)
+    p, x = check_common(clf, x, y, norm, bounds)
     if y is None:
         raise ValueError("y (the labels) is required")
     if is_concrete(eps) and not np.all(np.asarray(eps) >= 0):
@@ -207,7 +207,7 @@ def _check_attack(clf, x, y, eps, norm, bounds, key, steps, restarts):
     check_key(key, "key")
     check_steps(steps, "steps")
     check_steps(restarts, "restarts")
-    return p
+    return p, x
 
 
 def apgd(
@@ -242,7 +242,7 @@ def apgd(
     if loss not in _LOSSES:
         raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
     clf = as_classifier(logits_fn)
-    p = _check_attack(clf, x, y, eps, norm, bounds, key, steps, restarts)
+    p, x = _check_attack(clf, x, y, eps, norm, bounds, key, steps, restarts)
     k = check_classifier(clf, x)
     if loss == "dlr" and k < 3:
         raise ValueError(f"the DLR loss needs at least 3 classes, got {k}; use loss='ce'")
@@ -324,8 +324,7 @@ def square_attack(
     accuracy under this search is lower than under the gradient attacks masks its gradients.
     """
     clf = as_classifier(logits_fn)
-    p = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, queries, 1)
-    del p
+    _, x = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, queries, 1)
     check_positive(p_init, "p_init")
     x = jnp.asarray(x)
     lo, hi = bounds_pair(bounds, x.dtype)

@@ -300,7 +300,7 @@ def cw_l2(
         examples margin 0, ``iterations`` the steps taken.
     """
     clf = as_classifier(logits_fn)
-    check_common(clf, x, y, 2, bounds, norms=(2.0,))
+    _, x = check_common(clf, x, y, 2, bounds, norms=(2.0,))
     steps = check_steps(steps, "steps")
     binary_steps = check_steps(binary_steps, "binary_steps")
     check_positive(stepsize, "stepsize")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_bounds, check_classifier, check_labels
+from .._validation import check_batch, check_bounds, check_labels, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, lp_norm
@@ -111,18 +111,21 @@ def bounds_pair(bounds, dtype):
     return jnp.asarray(bounds[0], dtype), jnp.asarray(bounds[1], dtype)
 
 
-def check_common(logits_fn, x, y, norm, bounds, norms=(2.0, math.inf)) -> float:
-    """Eager checks shared by the minimal-norm searches; returns ``p``."""
+def check_common(logits_fn, x, y, norm, bounds, norms=(2.0, math.inf)):
+    """Eager checks shared by the minimal-norm searches and the attacks of this package's
+    second round: the input rule of every search
+    (:func:`geomrobust._validation.search_inputs`: finite batch, the dtype rule, inputs
+    inside ``bounds``); returns ``(p, x)`` with ``x`` in the search's dtype."""
     check_batch(x, "x")
     p = as_norm(norm)
     if p not in norms:
         names = " or ".join("inf" if math.isinf(n) else str(int(n)) for n in norms)
         raise ValueError(f"norm must be {names} for this search, got {norm!r}")
-    k = check_classifier(logits_fn, x)
+    check_bounds(bounds, "bounds")
+    x, k, _ = search_inputs(logits_fn, x, "x", bounds=bounds)
     if y is not None:
         check_labels(y, k, x.shape[0], "y")
-    check_bounds(bounds, "bounds")
-    return p
+    return p, x
 
 
 def check_steps(value, name: str) -> int:
@@ -379,7 +382,7 @@ def fmn(
         margin 0; non-finite logits give converged False without affecting other examples.
     """
     clf = as_classifier(logits_fn)
-    p = check_common(clf, x, y, norm, bounds)
+    p, x = check_common(clf, x, y, norm, bounds)
     steps = check_steps(steps, "steps")
     x = jnp.asarray(x)
     dtype = x.dtype

@@ -151,7 +151,7 @@ def masking_checks(
         ``flags`` lists every check failed, as sentences naming the attack and the radius.
     """
     clf = as_classifier(logits_fn)
-    p = check_common(clf, x, y, norm, bounds)
+    p, x = check_common(clf, x, y, norm, bounds)
     if y is None:
         raise ValueError("y (the labels) is required")
     check_key(key, "key")

@@ -118,7 +118,7 @@ def minimal_margin(
     MinimalMargin
     """
     clf = as_classifier(logits_fn)
-    p = check_common(clf, x, y, norm, bounds)
+    p, x = check_common(clf, x, y, norm, bounds)
     names = tuple(searches)
     unknown = [s for s in names if s not in SEARCHES]
     if not names or unknown or len(set(names)) != len(names):
