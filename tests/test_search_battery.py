@@ -1,5 +1,5 @@
 """One battery for every boundary search: jit, batching, dtype, finiteness, misclassified
-examples, classifiers that never flip, NaN isolation (STYLE.md principle 9)."""
+examples, classifiers that never flip, NaN isolation."""
 
 import jax
 import jax.numpy as jnp
