@@ -34,6 +34,7 @@ from geomrobust.data import CORRUPTIONS, corrupt, load_dataset
 from geomrobust.measures import (
     class_synthesis,
     fourier_heat_map,
+    frequency_radius,
     gaussian_noise_errors,
     gradient_alignment,
     noise_vs_margin,
@@ -75,8 +76,7 @@ for col, (m, f) in enumerate(models.items()):
     axes[0, col].set_title(f"{m}: error under Fourier noise (mean {float(hm.error.mean()):.2f})")
     axes[1, col].imshow(np.log10(np.asarray(spec) + 1e-6), cmap="magma")
     axes[1, col].set_title(f"{m}: |DFT| of DeepFool perturbations")
-    fr = np.asarray(hm.frequencies)
-    r = np.hypot(np.minimum(fr[:, 0], 8 - fr[:, 0]), np.minimum(fr[:, 1], 8 - fr[:, 1]))
+    r = frequency_radius(hm.frequencies, x.shape[1:3])
     high[m] = float(np.asarray(hm.error)[r > np.median(r)].mean())
 verdict("error under high-frequency Fourier noise (lower for robust models)",
         high["standard"], high["pgd"], False)  # fmt: skip

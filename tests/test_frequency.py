@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 import geomrobust as gr
-from geomrobust.measures import fourier_basis, fourier_heat_map, perturbation_spectrum
+from geomrobust.measures import (
+    fourier_basis,
+    fourier_heat_map,
+    frequency_radius,
+    perturbation_spectrum,
+)
 
 H = W = 8
 A, B = 2, 3  # the classifier's frequency
@@ -133,3 +138,8 @@ def test_perturbation_spectrum_of_atoms(dtype):
     # zero perturbations are left out of the normalised mean
     spec0 = perturbation_spectrum(jnp.concatenate([jnp.asarray(r, dtype), jnp.zeros_like(r)]))
     np.testing.assert_allclose(np.asarray(spec0), spec, rtol=1e-6, atol=1e-5)
+
+
+def test_frequency_radius_is_the_distance_to_the_zero_frequency():
+    r = frequency_radius([(0, 0), (1, 0), (7, 0), (3, 4), (-1, -1), (4, 4)], (8, 8))
+    np.testing.assert_allclose(r, [0, 1, 1, 5, np.sqrt(2), np.sqrt(32)])

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from ._dct import dct_matrix
+
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "jpeg_table"]
 
 SEVERITIES = {
@@ -64,13 +66,6 @@ def jpeg_table(quality: int) -> np.ndarray:
         raise ValueError(f"JPEG quality must be in [1, 100], got {quality!r}")
     scale = 5000 / q if q < 50 else 200 - 2 * q
     return np.clip(np.floor((_JPEG_LUMA * scale + 50) / 100), 1, 255)
-
-
-def _dct8() -> np.ndarray:
-    k = np.arange(8)
-    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / 16) * np.sqrt(2 / 8)
-    m[0] /= np.sqrt(2)
-    return m  # orthonormal DCT-II
 
 
 def _check(x, name, severity):
@@ -168,7 +163,7 @@ def _jpeg(x, q):
     hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
     img = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge") * 255 - 128
     blocks = img.reshape(n, hp // 8, 8, wp // 8, 8, c)
-    m = jnp.asarray(_dct8(), x.dtype)
+    m = jnp.asarray(dct_matrix(8), x.dtype)  # orthonormal DCT-II
     coef = jnp.einsum("ij,nbjckd,lk->nbicld", m, blocks, m)
     coef = jnp.round(coef / q[None, None, :, None, :, None]) * q[None, None, :, None, :, None]
     back = jnp.einsum("ji,nbjckd,kl->nbicld", m, coef, m)

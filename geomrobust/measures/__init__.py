@@ -11,6 +11,7 @@ from ._fourier_map import fourier_accuracy_map as fourier_accuracy_map
 from ._frequency import FourierHeatMap as FourierHeatMap
 from ._frequency import fourier_basis as fourier_basis
 from ._frequency import fourier_heat_map as fourier_heat_map
+from ._frequency import frequency_radius as frequency_radius
 from ._frequency import perturbation_spectrum as perturbation_spectrum
 from ._linearity import LocalLinearity as LocalLinearity
 from ._linearity import linearity_gap as linearity_gap

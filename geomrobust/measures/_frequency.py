@@ -45,7 +45,13 @@ from .._validation import (
 from ..engine import run_program
 from ..models import as_classifier
 
-__all__ = ["FourierHeatMap", "fourier_basis", "fourier_heat_map", "perturbation_spectrum"]
+__all__ = [
+    "FourierHeatMap",
+    "fourier_basis",
+    "fourier_heat_map",
+    "frequency_radius",
+    "perturbation_spectrum",
+]
 
 
 class FourierHeatMap(NamedTuple):
@@ -76,6 +82,15 @@ def fourier_basis(shape, i, j, *, phase: float = 0.0, dtype=jnp.float32) -> Arra
     ww = jnp.arange(w, dtype=dtype)[None, :] / w
     v = jnp.cos(2 * jnp.pi * (jnp.asarray(i, dtype) * hh + jnp.asarray(j, dtype) * ww) + phase)
     return v / jnp.sqrt(jnp.sum(v * v))
+
+
+def frequency_radius(frequencies, shape) -> np.ndarray:
+    """Radial frequency ``sqrt(i'² + j'²)`` of DFT indices ``(F, 2)`` on an ``(H, W)`` grid,
+    with ``i' = min(i, H - i)`` (the distance to the zero frequency, mirrors alike)."""
+    f = np.asarray(frequencies, np.int64).reshape(-1, 2)
+    h, w = (int(s) for s in shape[:2])
+    fi, fj = f[:, 0] % h, f[:, 1] % w
+    return np.hypot(np.minimum(fi, h - fi), np.minimum(fj, w - fj))
 
 
 def _frequencies(h, w, frequencies, stride):

@@ -197,8 +197,8 @@ def noise_vs_margin(result: NoiseErrors, margin) -> NoiseMargin:
         raise ValueError(f"margin must have one value per example ({ex.shape[0]}), got {d.shape}")
     s = np.asarray(result.sigmas, np.float64)
     correct = np.asarray(result.correct)
-    z = d[:, None] / s[None, :]
-    pred = np.asarray(ndtr(jnp.asarray(np.where(correct[:, None], -z, z))))
+    signed = np.where(correct, d, -d)[:, None]  # misclassified: the error is Φ(d/σ)
+    pred = np.asarray(halfspace_noise_error(signed, s[None, :]))
     ok = np.asarray(result.valid)[:, None] & np.isfinite(d)[:, None] & (pred >= 1 / result.samples)
     ratio = np.where(ok, ex / np.where(ok, pred, 1.0), np.nan)
     med = np.array([np.median(c[np.isfinite(c)]) if np.isfinite(c).any() else np.nan

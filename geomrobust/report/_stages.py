@@ -377,7 +377,7 @@ def stage_thickness(ctx: Context):
 def stage_frequency(ctx: Context):
     """Fourier heat map (error under ``x + r ε U_ij`` per frequency, clipped to [0, 1]) and the
     mean DFT magnitude of the margins stage's L2 DeepFool perturbations."""
-    from geomrobust.measures import fourier_heat_map, perturbation_spectrum
+    from geomrobust.measures import fourier_heat_map, frequency_radius, perturbation_spectrum
 
     eps, stride = ctx.sizes["heat_eps"], ctx.sizes["heat_stride"]
     arrays, summary = {}, {"eps": eps, "stride": stride, "n_examples": int(ctx.x.shape[0])}
@@ -394,11 +394,7 @@ def stage_frequency(ctx: Context):
         arrays[f"{m.name}__heat_grid"] = np.asarray(hm.grid)
         if spec is not None:
             arrays[f"{m.name}__spectrum"] = spec
-        low = np.asarray(hm.frequencies)
-        h, w = ctx.x.shape[1], ctx.x.shape[2]
-        radius = np.hypot(
-            np.minimum(low[:, 0], h - low[:, 0]), np.minimum(low[:, 1], w - low[:, 1])
-        )
+        radius = frequency_radius(hm.frequencies, ctx.x.shape[1:3])
         cut = np.median(radius)
         summary[m.name] = {
             "clean_error": hm.clean_error,

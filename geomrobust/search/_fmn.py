@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_batch, check_bounds, check_labels, search_inputs
+from .._validation import check_bounds, check_labels, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, lp_norm
@@ -116,7 +116,6 @@ def check_common(logits_fn, x, y, norm, bounds, norms=(2.0, math.inf)):
     second round: the input rule of every search
     (:func:`geomrobust._validation.search_inputs`: finite batch, the dtype rule, inputs
     inside ``bounds``); returns ``(p, x)`` with ``x`` in the search's dtype."""
-    check_batch(x, "x")
     p = as_norm(norm)
     if p not in norms:
         names = " or ".join("inf" if math.isinf(n) else str(int(n)) for n in norms)
