@@ -7,8 +7,12 @@ For each 2-D Fourier direction ``v`` (every ``--stride``-th frequency of the 32�
 the architecture from scratch on ``D(v)``: ``x = y (ε/2) v + (I - v vᵀ) n``, ``n ~ N(0, σ² I)``,
 ``ε = 1``, ``σ = 3`` (the authors' values), and record its test accuracy. Two recipes:
 
-- ``--recipe authors``: as in the authors' code, plain SGD (no momentum) with a one-cycle
-  learning rate peaking at 0.5, 20 epochs of 10,000 examples in batches of 128 (1,580 steps);
+- ``--recipe authors``: as in the authors' code (``directional_bias.py``, ``utils.train``,
+  ``models.LeNet`` / ``LogReg``): the classic LeNet-5 (VALID convolutions, 400-wide flatten)
+  and logistic regression with PyTorch's initialisation; plain SGD (no momentum, no weight
+  decay) at 0.5 decaying linearly to 0, gradients clipped to global norm 0.5, 20 epochs of
+  10,000 examples reshuffled each epoch in batches of 128 (79 per epoch, 1,580 steps);
+  10,000 test examples;
 - ``--recipe fast`` (default): Adam 1e-2, 300 steps of 64 from 1,000 examples, the default of
   ``geomrobust nads --accuracy-map``.
 
@@ -34,8 +38,15 @@ RECIPES = {
     "fast": dict(map_train=1000, map_steps=300, map_batch=64, map_lr=1e-2,
                  map_optimizer="adam", map_schedule="constant"),
     "authors": dict(map_train=10000, map_steps=20 * 79, map_batch=128, map_lr=0.5,
-                    map_optimizer="sgd", map_schedule="onecycle"),
+                    map_optimizer="sgd", map_schedule="linear", map_clip=0.5,
+                    map_sampling="epoch"),
 }  # fmt: skip
+TEST = {"fast": 2000, "authors": 10000}
+#: the architectures' options per recipe (the authors' are PyTorch's LeNet-5 and nn.Linear)
+ARCH_OPTIONS = {
+    "fast": {"lenet": {}, "logreg": {}},
+    "authors": {"lenet": {"padding": "VALID", "init": "pytorch"}, "logreg": {"init": "pytorch"}},
+}
 
 #: the published means (the authors' ``docs/data/dft_accuracies.csv``, 16×16 grid of 32×32)
 PUBLISHED = {"lenet": 0.56, "logreg": 1.0}
@@ -54,7 +65,12 @@ def parse_args(argv=None):
     p.add_argument("--recipe", choices=tuple(RECIPES), default="fast")
     p.add_argument("--size", type=int, default=32, help="images are size×size×1")
     p.add_argument("--stride", type=int, default=2, help="every S-th frequency on each axis")
-    p.add_argument("--test", type=int, default=2000, help="test examples per direction")
+    p.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help="test examples per direction (default 10,000 authors, 2,000 fast)",
+    )
     p.add_argument("--chunk", type=int, default=16, help="directions trained at once")
     p.add_argument("--key", type=int, default=0, help="PRNG seed")
     p.add_argument("--out", default="fourier_map", help="output directory")
@@ -79,9 +95,10 @@ def main(argv=None) -> int:
     every = {}
     for name in args.models:
         arch_name, config = MODELS[name]
-        arch = Architecture(arch_name, config, shape)
+        arch = Architecture(arch_name, {**config, **ARCH_OPTIONS[args.recipe][name]}, shape)
         settings = NADSettings(
-            num_networks=64, accuracy_map=True, map_stride=args.stride, map_test=args.test,
+            num_networks=64, accuracy_map=True, map_stride=args.stride,
+            map_test=args.test or TEST[args.recipe],
             map_chunk=args.chunk, key=args.key, **RECIPES[args.recipe],
         )  # fmt: skip
         record = {"script": "fourier_map", "model": name, "architecture": arch._asdict(),

@@ -79,6 +79,22 @@ def test_tiny_run(name, tmp_path):
         assert summary["models"]["logreg"]["map_mean_accuracy"] > 0.97
 
 
+def test_fourier_map_authors_recipe(tmp_path):
+    """``--recipe authors`` records the authors' settings (PyTorch's LogReg initialisation,
+    SGD at 0.5 decaying linearly, clip 0.5, epoch shuffling, 1,580 steps) and its logistic
+    regression learns every direction, as published."""
+    out = tmp_path / "out"
+    args = ["--recipe", "authors", "--models", "logreg", "--size", "16", "--stride", "8"]
+    r = _run([str(SCRIPTS / "fourier_map.py"), *args, "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())["models"]["logreg"]
+    assert s["settings"]["map_schedule"] == "linear" and s["settings"]["map_clip"] == 0.5
+    assert s["settings"]["map_sampling"] == "epoch" and s["settings"]["map_steps"] == 1580
+    assert s["map_directions"] == 4 and s["map_min_accuracy"] > 0.97
+    record = json.loads((out / "logreg" / "chunks" / "store.json").read_text())
+    assert "pytorch" in json.dumps(record)
+
+
 def _script_module(name):
     import importlib.util
 

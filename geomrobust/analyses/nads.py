@@ -59,10 +59,13 @@ class NADSettings:
     kept; accuracy_map : also train on the Fourier directions; map_stride : every S-th
     frequency along each axis; map_train, map_test : examples per direction; map_steps,
     map_lr : steps and (peak) learning rate per direction; map_batch : minibatch size;
-    map_optimizer, map_schedule : ``"adam"``/``"sgd"`` and ``"constant"``/``"onecycle"``
-    (:func:`geomrobust.measures.fourier_accuracy_map`; the authors' recipe is SGD with a
-    one-cycle rate peaking at 0.5); map_chunk : directions trained at once (and per resumable
-    chunk); key : PRNG seed.
+    map_optimizer, map_schedule : ``"adam"``/``"sgd"`` and ``"constant"``/``"linear"``/
+    ``"onecycle"``; map_clip : global gradient-norm clip (None: none); map_sampling :
+    ``"random"`` batches or ``"epoch"`` permutations (all of
+    :func:`geomrobust.measures.fourier_accuracy_map`; the authors' recipe is plain SGD at 0.5
+    decaying linearly to 0, clip 0.5, epoch shuffling: ``scripts/fourier_map.py --recipe
+    authors``); map_chunk : directions trained at once (and per resumable chunk); key : PRNG
+    seed.
     """
 
     num_networks: int = 256
@@ -77,6 +80,8 @@ class NADSettings:
     map_batch: int = 64
     map_optimizer: str = "adam"
     map_schedule: str = "constant"
+    map_clip: float | None = None
+    map_sampling: str = "random"
     map_chunk: int = 16
     key: int = 0
 
@@ -187,6 +192,8 @@ def _accuracy_map(arch: Architecture, s: NADSettings, key, store, progress) -> d
             batch_size=s.map_batch,
             optimizer=s.map_optimizer,
             schedule=s.map_schedule,
+            clip_norm=s.map_clip,
+            sampling=s.map_sampling,
             chunk_size=chunk.size,
         )
         return {"accuracy": amap.accuracy}

@@ -59,6 +59,8 @@ def fourier_accuracy_map(
     learning_rate: float = 1e-2,
     optimizer: str = "adam",
     schedule: str = "constant",
+    clip_norm: float | None = None,
+    sampling: str = "random",
     epsilon: float = 1.0,
     sigma: float = 3.0,
     chunk_size: int = 16,
@@ -78,8 +80,16 @@ def fourier_accuracy_map(
     frequencies : ``(i, j)`` pairs (default all ``H × W``).
     n_train, n_test, steps, batch_size, learning_rate : the tiny training run.
     optimizer : ``"adam"`` (default) or ``"sgd"`` (no momentum, as in the authors' code).
-    schedule : ``"constant"`` (default) or ``"onecycle"`` (``optax.cosine_onecycle_schedule``
-        over ``steps``, peaking at ``learning_rate``).
+    schedule : ``"constant"`` (default), ``"linear"`` (from ``learning_rate`` down to 0 at
+        the last step, ``lr_t = learning_rate (1 - (t + 1) / steps)``: the authors' schedule,
+        their ``np.interp([t], [0, epochs], [max_lr, 0])`` evaluated after each batch) or
+        ``"onecycle"`` (``optax.cosine_onecycle_schedule`` over ``steps``, peaking at
+        ``learning_rate``).
+    clip_norm : clip each gradient to this global norm before the update (the authors'
+        ``clip_grad_norm_(params, 0.5)``); ``None`` (default) does not clip.
+    sampling : ``"random"`` (default: each step draws ``batch_size`` distinct examples) or
+        ``"epoch"`` (a fresh permutation per epoch of ``ceil(n_train / batch_size)`` steps,
+        the last batch of an epoch the remainder, as a shuffling PyTorch ``DataLoader``).
     epsilon, sigma : the directional dataset's separation and noise.
     batching : ``"vmap"``, ``"map"`` (sequential ``lax.map``) or ``"auto"`` (``"map"`` when
         the default backend is the CPU, else ``"vmap"``); the same numbers up to rounding.
@@ -110,14 +120,19 @@ def fourier_accuracy_map(
         batching = "map" if jax.default_backend() == "cpu" else "vmap"
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if schedule not in ("constant", "onecycle"):
-        raise ValueError(f"schedule must be 'constant' or 'onecycle', got {schedule!r}")
+    if schedule not in ("constant", "linear", "onecycle"):
+        raise ValueError(f"schedule must be 'constant', 'linear' or 'onecycle', got {schedule!r}")
+    if sampling not in ("random", "epoch"):
+        raise ValueError(f"sampling must be 'random' or 'epoch', got {sampling!r}")
+    if clip_norm is not None:
+        check_positive(clip_norm, "clip_norm")
+        clip_norm = float(clip_norm)
     batch_size = min(int(batch_size), int(n_train))
     train = partial(
         _train_and_test, init_params=StaticFunction(init_params),
         apply_fn=StaticFunction(apply_fn), steps=int(steps), batch_size=batch_size,
         learning_rate=float(learning_rate), optimizer=optimizer, schedule=schedule,
-        batching=batching,
+        clip_norm=clip_norm, sampling=sampling, batching=batching,
     )  # fmt: skip
 
     acc = []
@@ -149,44 +164,79 @@ def fourier_accuracy_map(
     return AccuracyMap(jnp.asarray(accuracy), jnp.asarray(freqs), jnp.asarray(grid))
 
 
-def _optimizer(name: str, schedule: str, learning_rate: float, steps: int):
-    lr = (
-        optax.cosine_onecycle_schedule(steps, learning_rate)
-        if schedule == "onecycle"
-        else learning_rate
+def _optimizer(name: str, schedule: str, learning_rate: float, steps: int, clip_norm=None):
+    if schedule == "onecycle":
+        lr = optax.cosine_onecycle_schedule(steps, learning_rate)
+    elif schedule == "linear":
+        # optax counts the updates from 0; the authors set the rate of batch t to
+        # max_lr (1 - (t + 1) / steps) before its update
+        lr = optax.linear_schedule(learning_rate * (1 - 1 / steps), 0.0, max(steps - 1, 1))
+    else:
+        lr = learning_rate
+    opt = optax.adam(lr) if name == "adam" else optax.sgd(lr)
+    return opt if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+
+
+def _epoch_orders(key, n: int, batch_size: int, steps: int):
+    """One permutation of the ``n`` examples per epoch (``ceil(n / batch_size)`` steps),
+    padded to whole batches: ``(epochs, steps_per_epoch * batch_size)``, drawn once before
+    the training loop."""
+    per_epoch = -(-n // batch_size)
+    epochs = -(-steps // per_epoch)
+    perms = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(
+        jnp.arange(epochs)
     )
-    return optax.adam(lr) if name == "adam" else optax.sgd(lr)
+    return jnp.pad(perms, ((0, 0), (0, per_epoch * batch_size - n)))
+
+
+def _batch(orders, step_key, t, n: int, batch_size: int, sampling: str):
+    """Indices and weights of the examples of step ``t`` (weights 0 pad a short batch)."""
+    if sampling == "random":
+        idx = jax.random.choice(step_key, n, (batch_size,), replace=False)
+        return idx, jnp.ones((batch_size,))
+    per_epoch = -(-n // batch_size)
+    epoch, pos = t // per_epoch, t % per_epoch
+    idx = jax.lax.dynamic_slice(orders[epoch], (pos * batch_size,), (batch_size,))
+    return idx, (pos * batch_size + jnp.arange(batch_size) < n).astype(jnp.float32)
 
 
 _STATIC = ("init_params", "apply_fn", "steps", "batch_size", "learning_rate", "optimizer",
-           "schedule", "batching")  # fmt: skip
+           "schedule", "clip_norm", "sampling", "batching")  # fmt: skip
 
 
 @partial(jax.jit, static_argnames=_STATIC)
 def _train_and_test(keys, xs_tr, ys_tr, xs_te, ys_te, *, init_params, apply_fn, steps,
                     batch_size, learning_rate, optimizer="adam", schedule="constant",
-                    batching="vmap"):  # fmt: skip
+                    clip_norm=None, sampling="random", batching="vmap"):  # fmt: skip
     """The training and test of a chunk of directions, compiled once per architecture and
     training settings (the data and keys are arguments)."""
-    opt = _optimizer(optimizer, schedule, learning_rate, steps)
+    opt = _optimizer(optimizer, schedule, learning_rate, steps, clip_norm)
 
-    def loss(params, x, y):
+    def loss(params, x, y, weight):
         logits = apply_fn(params, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        weight = weight.astype(ce.dtype)
+        return jnp.sum(weight * ce) / jnp.sum(weight)
 
     def one(key, x, y, x_test, y_test):
         k_init, k_batches = jax.random.split(key)
         params = init_params(k_init)
         state = opt.init(params)
 
-        def step(carry, k):
+        orders = (
+            _epoch_orders(k_batches, x.shape[0], batch_size, steps) if sampling == "epoch" else None
+        )
+
+        def step(carry, tk):
             params, state = carry
-            idx = jax.random.choice(k, x.shape[0], (batch_size,), replace=False)
-            grads = jax.grad(loss)(params, x[idx], y[idx])
+            idx, weight = _batch(orders, tk[1], tk[0], x.shape[0], batch_size, sampling)
+            grads = jax.grad(loss)(params, x[idx], y[idx], weight)
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), None
 
-        (params, _), _ = jax.lax.scan(step, (params, state), jax.random.split(k_batches, steps))
+        (params, _), _ = jax.lax.scan(
+            step, (params, state), (jnp.arange(steps), jax.random.split(k_batches, steps))
+        )
         pred = jnp.argmax(apply_fn(params, x_test), axis=-1)
         return jnp.mean((pred == y_test).astype(x.dtype))
 

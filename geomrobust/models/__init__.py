@@ -7,7 +7,9 @@ from ._classifier import StaticFunction as StaticFunction
 from ._classifier import as_classifier as as_classifier
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import SMOOTH_ACTIVATIONS as SMOOTH_ACTIVATIONS
+from ._layers import conv2d_im2col as conv2d_im2col
 from ._layers import freeze_config as freeze_config
+from ._layers import init_kwargs as init_kwargs
 from ._layers import thaw_config as thaw_config
 from ._lenet import LeNet as LeNet
 from ._mlp import MLP as MLP

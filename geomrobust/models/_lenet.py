@@ -11,8 +11,10 @@ from ._layers import (
     as_image_shape,
     as_shape,
     check_num_classes,
+    conv2d_im2col,
     freeze_config,
     get_activation,
+    init_kwargs,
     int_tuple,
     pool2d,
     resolve_dtype,
@@ -29,9 +31,11 @@ class LeNet(nnx.Module):
     """LeNet-5 layout: conv-pool-conv-pool-dense-dense-dense on NHWC images.
 
     ``conv(k×k, c1) -> σ -> pool -> conv(k×k, c2) -> σ -> pool -> flatten -> dense(h1) -> σ
-    -> dense(h2) -> σ -> dense(K)`` (LeCun et al., 1998). Convolutions use SAME padding and
-    pooling is 2×2 / stride 2 with SAME padding, so the network runs on any image size
-    (8×8 -> 4×4 -> 2×2, 28×28 -> 7×7, 32×32 -> 8×8) rather than only 32×32.
+    -> dense(h2) -> σ -> dense(K)`` (LeCun et al., 1998). By default convolutions use SAME
+    padding and pooling is 2×2 / stride 2 with SAME padding, so the network runs on any image
+    size (8×8 -> 4×4 -> 2×2, 28×28 -> 7×7, 32×32 -> 8×8) rather than only 32×32.
+    ``padding="VALID", init="pytorch"`` is the classic LeNet-5 of the PyTorch code of the NADs
+    paper (32×32 -> 28 -> 14 -> 10 -> 5, a 400-wide flatten, PyTorch's initialisation).
 
     Parameters
     ----------
@@ -43,8 +47,19 @@ class LeNet(nnx.Module):
     activation : nonlinearity name; ``relu`` by default (piecewise linear).
     pool : ``"max"`` (default) or ``"avg"``; max pooling is not differentiable everywhere,
         use ``pool="avg"`` with a smooth activation for a C² network (curvature work).
+    padding : convolution padding, ``"SAME"`` (default) or ``"VALID"``.
+    init : ``"flax"`` (default: LeCun-normal kernels, zero biases) or ``"pytorch"`` (uniform
+        on ``±1/sqrt(fan_in)``, kernels and biases; :func:`~geomrobust.models.init_kwargs`).
     param_dtype : ``"float32"`` or ``"float64"``.
+    conv : how the convolutions are computed, the same function either way: ``"xla"``
+        (``lax.conv``), ``"im2col"`` (one matrix product over shifted views,
+        :func:`~geomrobust.models.conv2d_im2col`, about 9× faster to train on the CPU) or
+        ``"auto"`` (default: ``"im2col"`` when the default backend is the CPU). Not part of
+        the configuration: a checkpoint does not depend on it.
     rngs : ``nnx.Rngs``.
+
+    ``padding`` and ``init`` enter ``self.config`` only when they differ from the defaults,
+    so the configurations (and checkpoints) of earlier versions are unchanged.
     """
 
     def __init__(
@@ -57,7 +72,10 @@ class LeNet(nnx.Module):
         kernel_size: int = 5,
         activation: str = "relu",
         pool: str = "max",
+        padding: str = "SAME",
+        init: str = "flax",
         param_dtype: str = "float32",
+        conv: str = "auto",
         rngs: nnx.Rngs,
     ):
         h, w, c = as_image_shape(input_shape, "LeNet")
@@ -71,20 +89,47 @@ class LeNet(nnx.Module):
             )
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        if padding not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+        if conv not in ("auto", "xla", "im2col"):
+            raise ValueError(f"conv must be 'auto', 'xla' or 'im2col', got {conv!r}")
         (kernel_size,) = int_tuple(kernel_size, "kernel_size")
         self.act = get_activation(activation)
         self.pool = pool
+        self.padding = padding
+        self.conv_impl = conv
         self.input_hwc = (h, w, c)
         pdt = resolve_dtype(param_dtype)
         k = (kernel_size, kernel_size)
-        self.conv1 = nnx.Conv(c, channels[0], k, padding="SAME", param_dtype=pdt, rngs=rngs)
-        self.conv2 = nnx.Conv(
-            channels[0], channels[1], k, padding="SAME", param_dtype=pdt, rngs=rngs
-        )
-        flat = _pooled(_pooled(h)) * _pooled(_pooled(w)) * channels[1]
-        self.fc1 = nnx.Linear(flat, hidden[0], param_dtype=pdt, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden[0], hidden[1], param_dtype=pdt, rngs=rngs)
-        self.out = nnx.Linear(hidden[1], num_classes, param_dtype=pdt, rngs=rngs)
+        shrink = 0 if padding == "SAME" else kernel_size - 1
+        sides = []
+        for n in (h, w):
+            n2 = _pooled(n - shrink) - shrink
+            if n - shrink < 1 or n2 < 1:
+                raise ValueError(
+                    f"LeNet with padding='VALID' and kernel_size={kernel_size} needs images of "
+                    f"at least {3 * kernel_size - 2}×{3 * kernel_size - 2}, got {h}×{w}; use "
+                    "padding='SAME' or a smaller kernel_size"
+                )
+            sides.append(_pooled(n2))
+        widths = (c, channels[0], channels[1], hidden[0], hidden[1])
+        fans = (kernel_size**2 * c, kernel_size**2 * channels[0], sides[0] * sides[1] * channels[1])
+        self.conv1 = nnx.Conv(c, channels[0], k, padding=padding, param_dtype=pdt, rngs=rngs,
+                              **init_kwargs(init, fans[0]))  # fmt: skip
+        self.conv2 = nnx.Conv(channels[0], channels[1], k, padding=padding, param_dtype=pdt,
+                              rngs=rngs, **init_kwargs(init, fans[1]))  # fmt: skip
+        flat = fans[2]
+        self.fc1 = nnx.Linear(flat, hidden[0], param_dtype=pdt, rngs=rngs,
+                              **init_kwargs(init, flat))  # fmt: skip
+        self.fc2 = nnx.Linear(hidden[0], hidden[1], param_dtype=pdt, rngs=rngs,
+                              **init_kwargs(init, widths[3]))  # fmt: skip
+        self.out = nnx.Linear(hidden[1], num_classes, param_dtype=pdt, rngs=rngs,
+                              **init_kwargs(init, widths[4]))  # fmt: skip
+        extra = {}
+        if padding != "SAME":
+            extra["padding"] = padding
+        if init != "flax":
+            extra["init"] = init
         self.config = freeze_config(
             {
                 "name": "lenet",
@@ -95,14 +140,24 @@ class LeNet(nnx.Module):
                 "kernel_size": kernel_size,
                 "activation": activation,
                 "pool": pool,
+                **extra,
                 "param_dtype": param_dtype,
             }
         )
 
+    def _conv(self, layer: nnx.Conv, x: jax.Array) -> jax.Array:
+        impl = self.conv_impl
+        if impl == "auto":
+            impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+        if impl == "xla":
+            return layer(x)
+        bias = None if layer.bias is None else layer.bias[...]
+        return conv2d_im2col(x, layer.kernel[...], bias, self.padding)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], *self.input_hwc)
-        x = pool2d(self.act(self.conv1(x)), self.pool)
-        x = pool2d(self.act(self.conv2(x)), self.pool)
+        x = pool2d(self.act(self._conv(self.conv1, x)), self.pool)
+        x = pool2d(self.act(self._conv(self.conv2, x)), self.pool)
         x = x.reshape(x.shape[0], -1)
         x = self.act(self.fc1(x))
         x = self.act(self.fc2(x))

@@ -14,6 +14,7 @@ from ._layers import (
     check_num_classes,
     freeze_config,
     get_activation,
+    init_kwargs,
     int_tuple,
     resolve_dtype,
 )
@@ -35,6 +36,9 @@ class MLP(nnx.Module):
     activation : name of the nonlinearity (see ``geomrobust.models.ACTIVATIONS``); ``relu``
         is piecewise linear, use a smooth one for curvature measurements.
     param_dtype : ``"float32"`` or ``"float64"``.
+    init : ``"flax"`` (default) or ``"pytorch"`` (PyTorch's ``nn.Linear`` initialisation,
+        :func:`~geomrobust.models.init_kwargs`); recorded in the configuration only when
+        not the default.
     rngs : ``nnx.Rngs`` used to initialize the weights.
 
     The constructor arguments are recorded in ``self.config`` (JSON-serializable), from
@@ -49,6 +53,7 @@ class MLP(nnx.Module):
         widths: Sequence[int] = (256, 128),
         activation: str = "relu",
         param_dtype: str = "float32",
+        init: str = "flax",
         rngs: nnx.Rngs,
     ):
         shape = as_shape(input_shape)
@@ -58,7 +63,10 @@ class MLP(nnx.Module):
         pdt = resolve_dtype(param_dtype)
         sizes = [int(np.prod(shape)), *widths, num_classes]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, param_dtype=pdt, rngs=rngs) for a, b in itertools.pairwise(sizes)]
+            [
+                nnx.Linear(a, b, param_dtype=pdt, rngs=rngs, **init_kwargs(init, a))
+                for a, b in itertools.pairwise(sizes)
+            ]
         )
         self.config = freeze_config(
             {
@@ -67,6 +75,7 @@ class MLP(nnx.Module):
                 "num_classes": num_classes,
                 "widths": list(widths),
                 "activation": activation,
+                **({} if init == "flax" else {"init": init}),
                 "param_dtype": param_dtype,
             }
         )
