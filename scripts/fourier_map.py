@@ -122,10 +122,14 @@ def main(argv=None) -> int:
             f"{summary['map_max_accuracy']:.3f}, {100 * summary['fraction_above_60']:.0f} % of "
             f"{acc.size} frequencies above 60 %, {summary['seconds']:.0f} s"
         )
-    fig, axes = plt.subplots(1, len(every), figsize=(4.2 * len(every), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(every), figsize=(4.6 * len(every), 4.0), squeeze=False, layout="constrained"
+    )
     for ax, (name, (arrays, _)) in zip(axes[0], every.items(), strict=True):
         grid = arrays["map_grid"][:: args.stride, :: args.stride]
-        plot_accuracy_map(grid, ax=ax, title=f"{name}, {args.recipe} recipe")
+        plot_accuracy_map(
+            grid, ax=ax, title=f"{name}, {args.recipe} recipe", stride=args.stride, centered=True
+        )
     fig.savefig(out / "accuracy_maps.png", dpi=100, bbox_inches="tight")
     plt.close("all")
     models = {name: s for name, (_, s) in every.items()}

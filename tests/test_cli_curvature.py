@@ -134,5 +134,10 @@ def test_plots_take_arrays_and_label_axes():
     assert axes.size == 3 and axes.flat[0].get_title() == "λ=3"
     _, ax = plot_accuracy_map(np.full((4, 4), 0.75))
     assert "75%" in ax.get_title()
+    g = np.arange(16.0).reshape(4, 4)  # frequencies 0, 2, 4, 6 of an 8×8 grid (stride 2)
+    _, ax = plot_accuracy_map(g, stride=2, centered=True)
+    order = [2, 3, 0, 1]  # signed -4, -2, 0, 2: the zero frequency in the middle
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), g[np.ix_(order, order)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-4", "-2", "0", "2"]
     with pytest.raises(ValueError, match="labels"):
         plot_slice(np.zeros((3, 3)), np.arange(4.0), np.arange(3.0))

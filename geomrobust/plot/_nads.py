@@ -48,8 +48,15 @@ def plot_nads(eigenvectors, eigenvalues=None, *, ncols: int = 8, fourier: bool =
     return fig, axes
 
 
-def plot_accuracy_map(grid, *, ax=None, title: str = "Fourier accuracy map"):
-    """Test accuracy on ``D(v)`` per 2-D frequency (``AccuracyMap.grid``, ``(H, W)``)."""
+def plot_accuracy_map(
+    grid, *, ax=None, title: str = "Fourier accuracy map", stride: int = 1, centered: bool = False
+):
+    """Test accuracy on ``D(v)`` per 2-D frequency (``AccuracyMap.grid``, ``(H, W)``).
+
+    ``grid`` holds frequency ``(i·stride, j·stride)`` at ``[i, j]`` (``map_grid[::s, ::s]``
+    with ``stride=s``). ``centered=True`` draws it as the NADs paper does: signed frequencies
+    in ``[-H/2, H/2)``, the zero frequency in the middle, and the axes labelled by frequency.
+    """
     g = np.asarray(grid, dtype=np.float64)
     if g.ndim != 2:
         raise ValueError(f"grid must be (H, W), got {g.shape}")
@@ -57,9 +64,25 @@ def plot_accuracy_map(grid, *, ax=None, title: str = "Fourier accuracy map"):
         fig, ax = plt.subplots(figsize=(4.5, 4))
     else:
         fig = ax.figure
+    labels = [np.arange(n) * int(stride) for n in g.shape]
+    if centered:
+        sizes = [n * int(stride) for n in g.shape]
+        signed = [
+            np.where(f >= size // 2, f - size, f) for f, size in zip(labels, sizes, strict=True)
+        ]
+        order = [np.argsort(f, kind="stable") for f in signed]
+        g = g[np.ix_(order[0], order[1])]
+        labels = [f[o] for f, o in zip(signed, order, strict=True)]
     im = ax.imshow(g, vmin=0.5, vmax=1.0, cmap="viridis", origin="upper")
     fig.colorbar(im, ax=ax, label="test accuracy")
+    for lab, set_ticks, set_labels in (
+        (labels[1], ax.set_xticks, ax.set_xticklabels),
+        (labels[0], ax.set_yticks, ax.set_yticklabels),
+    ):
+        step = max(1, len(lab) // 8)
+        set_ticks(np.arange(0, len(lab), step))
+        set_labels([str(int(v)) for v in lab[::step]])
     ax.set_xlabel("frequency j")
     ax.set_ylabel("frequency i")
-    ax.set_title(f"{title} (mean {np.nanmean(g):.0%})")
+    ax.set_title(f"{title}\n(mean {np.nanmean(g):.0%})")
     return fig, ax
