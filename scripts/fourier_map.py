@@ -44,8 +44,11 @@ RECIPES = {
 TEST = {"fast": 2000, "authors": 10000}
 #: the architectures' options per recipe (the authors' are PyTorch's LeNet-5 and nn.Linear)
 ARCH_OPTIONS = {
-    "fast": {"lenet": {}, "logreg": {}},
-    "authors": {"lenet": {"padding": "VALID", "init": "pytorch"}, "logreg": {"init": "pytorch"}},
+    "fast": {"lenet": {"conv": "auto"}, "logreg": {}},
+    "authors": {
+        "lenet": {"padding": "VALID", "init": "pytorch", "conv": "auto"},
+        "logreg": {"init": "pytorch"},
+    },
 }
 
 #: the published means (the authors' ``docs/data/dft_accuracies.csv``, 16×16 grid of 32×32)

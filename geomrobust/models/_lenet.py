@@ -52,10 +52,13 @@ class LeNet(nnx.Module):
         on ``±1/sqrt(fan_in)``, kernels and biases; :func:`~geomrobust.models.init_kwargs`).
     param_dtype : ``"float32"`` or ``"float64"``.
     conv : how the convolutions are computed, the same function either way: ``"xla"``
-        (``lax.conv``), ``"im2col"`` (one matrix product over shifted views,
-        :func:`~geomrobust.models.conv2d_im2col`, about 9× faster to train on the CPU) or
-        ``"auto"`` (default: ``"im2col"`` when the default backend is the CPU). Not part of
-        the configuration: a checkpoint does not depend on it.
+        (default, ``lax.conv``), ``"im2col"`` (one matrix product over shifted views,
+        :func:`~geomrobust.models.conv2d_im2col`) or ``"auto"`` (``"im2col"`` when the default
+        backend is the CPU). On the CPU im2col trains a 32×32 LeNet 5-11× faster
+        (``python -m benchmarks.bench_conv``) but makes larger programs that take longer to
+        compile: the default report runs slower with it, so it is an opt-in for long training
+        loops (the Fourier accuracy map script uses it). Not part of the configuration: a
+        checkpoint does not depend on it.
     rngs : ``nnx.Rngs``.
 
     ``padding`` and ``init`` enter ``self.config`` only when they differ from the defaults,
@@ -75,7 +78,7 @@ class LeNet(nnx.Module):
         padding: str = "SAME",
         init: str = "flax",
         param_dtype: str = "float32",
-        conv: str = "auto",
+        conv: str = "xla",
         rngs: nnx.Rngs,
     ):
         h, w, c = as_image_shape(input_shape, "LeNet")
