@@ -89,7 +89,7 @@ def init_kwargs(init: str, fan_in: int) -> dict:
     uniform on ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (``kaiming_uniform_(a=sqrt(5))``), with
     ``fan_in`` the inputs of one output unit (``k·k·C_in`` for a convolution); use it to
     reproduce experiments run in PyTorch from their initialisation on (for example the NADs
-    paper's Fourier accuracy maps, ``docs/nads.md``).
+    paper's Fourier accuracy maps, ``docs/conventions.md``).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")

@@ -115,19 +115,18 @@ class LeNet(nnx.Module):
                     "padding='SAME' or a smaller kernel_size"
                 )
             sides.append(_pooled(n2))
-        widths = (c, channels[0], channels[1], hidden[0], hidden[1])
-        fans = (kernel_size**2 * c, kernel_size**2 * channels[0], sides[0] * sides[1] * channels[1])
+        flat = sides[0] * sides[1] * channels[1]
+        fans = (kernel_size**2 * c, kernel_size**2 * channels[0])  # inputs of one output unit
         self.conv1 = nnx.Conv(c, channels[0], k, padding=padding, param_dtype=pdt, rngs=rngs,
                               **init_kwargs(init, fans[0]))  # fmt: skip
         self.conv2 = nnx.Conv(channels[0], channels[1], k, padding=padding, param_dtype=pdt,
                               rngs=rngs, **init_kwargs(init, fans[1]))  # fmt: skip
-        flat = fans[2]
         self.fc1 = nnx.Linear(flat, hidden[0], param_dtype=pdt, rngs=rngs,
                               **init_kwargs(init, flat))  # fmt: skip
         self.fc2 = nnx.Linear(hidden[0], hidden[1], param_dtype=pdt, rngs=rngs,
-                              **init_kwargs(init, widths[3]))  # fmt: skip
+                              **init_kwargs(init, hidden[0]))  # fmt: skip
         self.out = nnx.Linear(hidden[1], num_classes, param_dtype=pdt, rngs=rngs,
-                              **init_kwargs(init, widths[4]))  # fmt: skip
+                              **init_kwargs(init, hidden[1]))  # fmt: skip
         extra = {}
         if padding != "SAME":
             extra["padding"] = padding
