@@ -129,9 +129,12 @@ def main(argv=None) -> int:
         1, len(every), figsize=(4.6 * len(every), 4.0), squeeze=False, layout="constrained"
     )
     for ax, (name, (arrays, _)) in zip(axes[0], every.items(), strict=True):
-        grid = arrays["map_grid"][:: args.stride, :: args.stride]
         plot_accuracy_map(
-            grid, ax=ax, title=f"{name}, {args.recipe} recipe", stride=args.stride, centered=True
+            arrays["map_grid"],
+            ax=ax,
+            title=f"{name}, {args.recipe} recipe",
+            stride=args.stride,
+            centered=True,
         )
     fig.savefig(out / "accuracy_maps.png", dpi=100, bbox_inches="tight")
     plt.close("all")

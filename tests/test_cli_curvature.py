@@ -135,9 +135,15 @@ def test_plots_take_arrays_and_label_axes():
     _, ax = plot_accuracy_map(np.full((4, 4), 0.75))
     assert "75%" in ax.get_title()
     g = np.arange(16.0).reshape(4, 4)  # frequencies 0, 2, 4, 6 of an 8×8 grid (stride 2)
-    _, ax = plot_accuracy_map(g, stride=2, centered=True)
+    full = np.full((8, 8), np.nan)
+    full[::2, ::2] = g
+    _, ax = plot_accuracy_map(full, stride=2, centered=True)
     order = [2, 3, 0, 1]  # signed -4, -2, 0, 2: the zero frequency in the middle
     np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), g[np.ix_(order, order)])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["-4", "-2", "0", "2"]
+    full = np.full((32, 32), 0.5)  # stride 3 does not divide 32: 30 is the frequency -2
+    _, ax = plot_accuracy_map(full, stride=3, centered=True)
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks[:2] == ["-14", "-11"] and "-2" in ticks and "-3" not in ticks
     with pytest.raises(ValueError, match="labels"):
         plot_slice(np.zeros((3, 3)), np.arange(4.0), np.arange(3.0))

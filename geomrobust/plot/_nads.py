@@ -53,9 +53,10 @@ def plot_accuracy_map(
 ):
     """Test accuracy on ``D(v)`` per 2-D frequency (``AccuracyMap.grid``, ``(H, W)``).
 
-    ``grid`` holds frequency ``(i·stride, j·stride)`` at ``[i, j]`` (``map_grid[::s, ::s]``
-    with ``stride=s``). ``centered=True`` draws it as the NADs paper does: signed frequencies
-    in ``[-H/2, H/2)``, the zero frequency in the middle, and the axes labelled by frequency.
+    ``stride=s`` draws the computed frequencies of a map made with every ``s``-th frequency,
+    ``grid[::s, ::s]`` (the others are NaN). ``centered=True`` draws it as the NADs paper
+    does: signed frequencies in ``[-H/2, H/2)``, the zero frequency in the middle, and the axes
+    labelled by frequency.
     """
     g = np.asarray(grid, dtype=np.float64)
     if g.ndim != 2:
@@ -64,12 +65,11 @@ def plot_accuracy_map(
         fig, ax = plt.subplots(figsize=(4.5, 4))
     else:
         fig = ax.figure
-    labels = [np.arange(n) * int(stride) for n in g.shape]
+    s = int(stride)
+    labels = [np.arange(0, n, s) for n in g.shape]
+    g = g[::s, ::s]
     if centered:
-        sizes = [n * int(stride) for n in g.shape]
-        signed = [
-            np.where(f >= size // 2, f - size, f) for f, size in zip(labels, sizes, strict=True)
-        ]
+        signed = [np.where(f >= n // 2, f - n, f) for f, n in zip(labels, grid.shape, strict=True)]
         order = [np.argsort(f, kind="stable") for f in signed]
         g = g[np.ix_(order[0], order[1])]
         labels = [f[o] for f, o in zip(signed, order, strict=True)]
