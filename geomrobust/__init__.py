@@ -23,6 +23,7 @@ from . import ops as ops
 from . import parallel as parallel
 from . import search as search
 from . import train as train
+from ._status import Status as Status
 
 # data
 from .data import ArrayDataset as ArrayDataset

@@ -6,6 +6,7 @@ data by :func:`map_chunks`; the options ``chunk_size=``, ``devices=`` and ``prog
 the same everywhere.
 """
 
+from ._defaults import CHUNK_SIZE as CHUNK_SIZE
 from ._devices import resolve_devices as resolve_devices
 from ._executor import Chunk as Chunk
 from ._executor import chunk_bounds as chunk_bounds

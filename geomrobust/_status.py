@@ -1,0 +1,40 @@
+"""Per-example status codes of every search, solver and attack (docs/api.md, section 2).
+
+In the spirit of Optimistix's ``RESULTS``: a result says, per example, how its search ended,
+as an ``int8`` array of these codes, never by an exception under ``jit`` and never by a
+silent number. The success field of a result (``converged`` or ``success``) is
+``status == Status.SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+__all__ = ["STATUS_DTYPE", "Status"]
+
+STATUS_DTYPE = np.int8
+
+
+class Status(enum.IntEnum):
+    """How a search ended for one example (``int8`` codes, stable across releases)."""
+
+    SUCCESS = 0
+    """Converged, or an adversarial point was found."""
+    MAX_STEPS = 1
+    """The step budget ran out before the stopping criterion was met."""
+    NONFINITE = 2
+    """A non-finite logit or gradient row: never a success, never correct."""
+    NOT_FOUND = 3
+    """The search ended without a label change (beyond its distance, box or radius)."""
+    OFF_BOUNDARY = 4
+    """Curvature was asked at a point that is not on the decision boundary."""
+    PIECEWISE_LINEAR = 5
+    """The exact Hessian is zero there (a piecewise-linear network): use a scale ``σ``."""
+
+    @classmethod
+    def describe(cls, codes) -> dict[str, int]:
+        """Counts of each code in ``codes`` by name (codes that occur only)."""
+        codes = np.asarray(codes).ravel()
+        return {c.name: int(np.sum(codes == c)) for c in cls if np.any(codes == c)}
