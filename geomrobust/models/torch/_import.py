@@ -4,7 +4,7 @@
 ``safetensors.numpy``: no code runs, no PyTorch needed), a ``.pt``/``.pth`` checkpoint (only
 where PyTorch is installed, with ``torch.load(weights_only=True)``) or an in-memory mapping --
 checks every key name and shape against the architecture, and returns the equivalent NNX model
-of :mod:`geomrobust.models._torch_archs` (evaluation mode) whose logits on NHWC images equal
+of :mod:`geomrobust.models.torch` (evaluation mode) whose logits on NHWC images equal
 the PyTorch model's logits on the same images in NCHW.
 
 Supported architectures (the sources of most published robust and standard checkpoints):
@@ -38,8 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..io import CorruptFileError
-from ._torch_archs import ARCHITECTURES, _dtype_name, build
+from ...io import CorruptFileError
+from . import ARCHITECTURES, build
+from ._layers import _dtype_name
 
 __all__ = ["from_torch", "read_state_dict", "torch_state_dict_keys"]
 
@@ -418,7 +419,7 @@ def from_torch(
         their default initialisation (seed 0) and unexpected keys are ignored, with a
         ``UserWarning`` listing them; mis-shaped keys are always an error.
     dtype : parameter dtype (float32 by default; float64 needs ``jax_enable_x64``).
-    **config : the architecture's options (see :mod:`geomrobust.models._torch_archs`), e.g.
+    **config : the architecture's options (see :mod:`geomrobust.models.torch`), e.g.
         ``depth=28, widen_factor=10``; ``mean``/``std`` to normalise inputs inside the model.
 
     Returns
