@@ -139,10 +139,11 @@ def _normalisation(
     # the model computes (x - mean) / std in the input's dtype, float32 at the least: a std
     # that rounds to 0 or to a subnormal there, or whose reciprocal overflows, gives inf/NaN
     # logits at the first call, so refuse it here
-    s32 = np.asarray(s, np.float32)
-    with np.errstate(over="ignore", divide="ignore"):
-        bad_std = ~(s32 >= np.finfo(np.float32).tiny) | ~np.isfinite(1 / s32)
-        bad_mean = ~np.isfinite(np.asarray(m, np.float32))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        s32 = np.asarray(s, np.float64).astype(np.float32)
+        ok = np.isfinite(s32) & (s32 >= np.finfo(np.float32).tiny) & np.isfinite(1 / s32)
+        bad_std = ~ok
+        bad_mean = ~np.isfinite(np.asarray(m, np.float64).astype(np.float32))
     if bad_std.any() or bad_mean.any():
         raise ValueError(
             f"mean {m} and std {s} are not representable in float32 (std must lie in "
