@@ -60,7 +60,6 @@ LAZY: dict[str, str] = {
     "measures/_thickness.py": "helper vocab (issue 23)",
     "models/_classifier.py": "helper vocab (issue 23)",
     "models/_splits.py": "helper vocab (issue 23)",
-    "models/_torch_import.py": "helper torcharch (issue 23)",
     "ops/_chunk.py": "helper vocab (issue 23)",
     "report/_driver.py": "helper report (issue 23)",
     "report/_figures.py": "helper report (issue 23)",

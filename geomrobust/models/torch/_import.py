@@ -43,9 +43,11 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from ...io import CorruptFileError
-from . import ARCHITECTURES, build
+from ._families import ARCHITECTURES, build
 from ._layers import _dtype_name
 
 __all__ = ["from_torch", "read_state_dict", "torch_state_dict_keys"]
@@ -126,13 +128,6 @@ def _unwrap(obj: Any, origin: str) -> Mapping:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    try:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise ImportError(
-            "reading .safetensors files needs the safetensors package: pip install safetensors"
-        ) from None
     try:
         return dict(load_file(str(path)))
     except SafetensorError as e:
