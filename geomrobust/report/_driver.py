@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -143,6 +144,46 @@ def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+#: Seconds between two progress lines of a running stage when stderr is not a terminal.
+PROGRESS_INTERVAL = 20.0
+
+
+class StageProgress:
+    """Progress inside a stage when stderr is not a terminal (a log file, CI, a notebook):
+    the analyses' ``progress(n)`` callback (:func:`geomrobust.engine.track`) counts the
+    examples they finish, and a line ``    <stage>: 40 s, 96 examples done`` is printed every
+    ``interval`` seconds while the stage runs, so a long stage is never silent. (On a
+    terminal the analyses draw tqdm bars instead.)"""
+
+    def __init__(self, title: str, interval: float = PROGRESS_INTERVAL, log=None):
+        import threading
+
+        self.title, self.interval, self.log = title, interval, log or _log
+        self.done, self.t0 = 0, time.perf_counter()
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __call__(self, n: int) -> None:
+        with self.lock:
+            self.done += int(n)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                done = self.done
+            dt = time.perf_counter() - self.t0
+            what = f"{done} examples done" if done else "compiling / first chunk"
+            self.log(f"    {self.title}: {dt:.0f} s, {what}")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
 
 
 def canonical(obj):
@@ -463,8 +504,11 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
             _log(f"    reused the finished stage from {out / 'stages'}")
         else:
             t0 = time.perf_counter()
-            ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bars)
-            arrays, summary = fn(ctx)
+            with contextlib.ExitStack() as stack:
+                # on a terminal tqdm bars (bars=True); elsewhere a line every 20 s
+                prog = bars or stack.enter_context(StageProgress(name))
+                ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, prog)
+                arrays, summary = fn(ctx)
             summary = canonical(summary)
             seconds = time.perf_counter() - t0
             _save_stage(out / "stages", name, digest, arrays, summary, seconds)

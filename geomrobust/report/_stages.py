@@ -86,7 +86,8 @@ class Context(NamedTuple):
     """Everything a stage reads: the models, the held-out examples ``x`` ``(N, *s)`` with
     labels ``y``, the size settings, the stage's PRNG ``key``, results of earlier stages
     (``previous[stage] = (arrays, summary)``) and ``progress`` (the analyses' option: True
-    for progress bars, None for none)."""
+    for progress bars, a callable ``progress(n)`` counting finished examples, None for
+    none)."""
 
     models: list
     x: jax.Array
