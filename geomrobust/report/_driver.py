@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geomrobust import __version__
+from geomrobust.analyses import predict
+from geomrobust.data import load_dataset
 from geomrobust.io import (
     CorruptFileError,
     file_sha256,
@@ -21,6 +30,13 @@ from geomrobust.io import (
     settings_hash,
     to_json_text,
 )
+from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier, as_logits_fn
+from geomrobust.train import checkpoint_hash, load_checkpoint, load_metadata
+
+from ._figures import draw_stage
+from ._html import write_html
+from ._models import cached_model, model_cache_key
+from ._stages import REQUIRES, STAGES, Context, ReportModel
 
 __all__ = ["SIZES", "model_settings", "run_report"]
 
@@ -108,7 +124,6 @@ def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, 
     """Training settings of the report's LeNet (softplus, average pooling: a C² network, so
     curvatures are defined): ``method`` is ``"standard"`` or ``"pgd"`` (Linf PGD-AT,
     fine-tuned from the standard model: ``init_from`` holds the standard model's cache key)."""
-    from ._models import model_cache_key
 
     pgd = method == "pgd"
     return {
@@ -158,8 +173,6 @@ class StageProgress:
     terminal the analyses draw tqdm bars instead.)"""
 
     def __init__(self, title: str, interval: float = PROGRESS_INTERVAL, log=None):
-        import threading
-
         self.title, self.interval, self.log = title, interval, log or _log
         self.done, self.t0 = 0, time.perf_counter()
         self.lock, self.stop = threading.Lock(), threading.Event()
@@ -227,11 +240,6 @@ def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) 
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
-    from geomrobust.models import SMOOTH_ACTIVATIONS, as_logits_fn
-    from geomrobust.train import checkpoint_hash, load_checkpoint
-
-    from ._models import cached_model
-    from ._stages import ReportModel
 
     entries, timings = [], {}
     if checkpoints:
@@ -306,11 +314,6 @@ def run_report(
     -------
     The ``results.json`` record (dict).
     """
-    import jax.numpy as jnp
-
-    from geomrobust.data import load_dataset
-
-    from ._stages import STAGES
 
     t_start = time.perf_counter()
     sizes = dict(SIZES["quick" if quick else "full"])
@@ -320,8 +323,6 @@ def run_report(
     if unknown:
         raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
     if checkpoints:
-        from geomrobust.train import load_metadata
-
         first = load_metadata(checkpoints[0])  # type-checked (untrusted input)
         dataset = dataset or first.get("dataset") or "digits"
         if resize is None:
@@ -365,12 +366,6 @@ def run_report(
 def _weights_digest(classifier) -> str:
     """SHA-256 of a classifier's structure and weights (the stage cache key of a model that
     comes without a checkpoint)."""
-    import hashlib
-
-    import jax
-    import numpy as np
-
-    from geomrobust.models import as_classifier
 
     clf = as_classifier(classifier)
     leaves, treedef = jax.tree.flatten(clf)
@@ -420,9 +415,6 @@ def run(
     Piecewise-linear models (ReLU) are detected at the boundary points and their curvature is
     measured at a scale (docs/curvature.md).
     """
-    import jax.numpy as jnp
-
-    from ._stages import ReportModel
 
     t_start = time.perf_counter()
     if not classifiers:
@@ -438,7 +430,6 @@ def run(
             "(geomrobust.models.Normalized)"
         )
     first = next(iter(classifiers.values()))
-    from geomrobust.analyses import predict
 
     y = jnp.asarray(predict(first, x) if y is None else y)
     all_sizes = dict(SIZES["quick" if quick else "full"])
@@ -461,13 +452,6 @@ def run(
 def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timings, t_start):
     """Every selected stage on ``models`` and ``(x, y)``, resuming finished stages, then
     ``results.json`` and ``index.html`` (shared by :func:`run_report` and :func:`run`)."""
-    import jax
-
-    from geomrobust import __version__
-
-    from ._figures import draw_stage
-    from ._html import write_html
-    from ._stages import REQUIRES, STAGES, Context
 
     unknown = sorted(set(stages or ()) - set(STAGES))
     if unknown:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from geomrobust.io import atomic_write
 
+from ._stages import STAGES
+
 __all__ = ["write_html"]
 
 #: How the JSON record writes non-finite numbers (:func:`geomrobust.io.to_json_text`).
@@ -358,7 +360,6 @@ def section_order(record: dict) -> list[str]:
     """The sections of ``record`` in the order the analysis runs them
     (:data:`geomrobust.report.STAGES`: accuracy and DeepFool margins first, the stages that
     build on them after), not the alphabetical order of the JSON keys."""
-    from ._stages import STAGES
 
     present = record["sections"]
     return [n for n in STAGES if n in present] + sorted(set(present) - set(STAGES))
@@ -447,7 +448,6 @@ def write_html(out, record: dict, figures: dict, models) -> Path:
 
 
 def _title(name: str) -> str:
-    from ._stages import STAGES
 
     title = STAGES[name][0] if name in STAGES else name.replace("_", " ")
     return title[:1].upper() + title[1:]
