@@ -172,8 +172,11 @@ class StageProgress:
     ``interval`` seconds while the stage runs, so a long stage is never silent. (On a
     terminal the analyses draw tqdm bars instead.)"""
 
-    def __init__(self, title: str, interval: float = PROGRESS_INTERVAL, log=None):
-        self.title, self.interval, self.log = title, interval, log or _log
+    def __init__(
+        self, title: str, interval: float = PROGRESS_INTERVAL, log=None,
+        idle: str = "compiling / first chunk",
+    ):  # fmt: skip
+        self.title, self.interval, self.log, self.idle = title, interval, log or _log, idle
         self.done, self.t0 = 0, time.perf_counter()
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -187,7 +190,7 @@ class StageProgress:
             with self.lock:
                 done = self.done
             dt = time.perf_counter() - self.t0
-            what = f"{done} examples done" if done else "compiling / first chunk"
+            what = f"{done} examples done" if done else self.idle
             self.log(f"    {self.title}: {dt:.0f} s, {what}")
 
     def __enter__(self):
@@ -256,9 +259,14 @@ def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_di
             )
             t0 = time.perf_counter()
             _log(f"[models] {label} LeNet: looking in the cache ...")
-            path, trained = cached_model(
-                method, s, cache_dir=cache_dir, init=init, progress=progress, log=_log
-            )
+            on_terminal = progress or (progress is None and sys.stderr.isatty())
+            with contextlib.ExitStack() as stack:
+                if not on_terminal:  # no tqdm bar: a line every 20 s while it trains
+                    busy = StageProgress(f"[models] {label} LeNet", idle="training or loading")
+                    stack.enter_context(busy)
+                path, trained = cached_model(
+                    method, s, cache_dir=cache_dir, init=init, progress=progress, log=_log
+                )
             init = path
             dt = time.perf_counter() - t0
             timings[method] = {"seconds": dt, "trained": trained}

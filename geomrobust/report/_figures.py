@@ -105,6 +105,11 @@ def _median_of(arrays, models, values: str, valid: str, column=None) -> dict:
     return out
 
 
+def _color_of(models, m) -> str:
+    """The colour of model ``m`` in every figure: ``C<i>`` for its position in ``models``."""
+    return f"C{[k.name for k in models].index(m.name)}"
+
+
 def _labelled(models, arrays, key: str, fn=None) -> dict:
     """``{model label: arrays[f"{name}__{key}"]}`` (optionally ``fn(model, array)``) for the
     models that have the array, in the order of ``models``."""
@@ -193,14 +198,14 @@ def _curvature(arrays, summary, models, out):
     fig, axes = plt.subplots(1, 1 + len(have), figsize=(4.4 * (1 + len(have)), 3.6),
                              squeeze=False)  # fmt: skip
     plot.plot_curvature_magnitudes(values, ax=axes[0, 0],
-                                   colors=[f"C{models.index(m)}" for m in have])  # fmt: skip
+                                   colors=[_color_of(models, m) for m in have])  # fmt: skip
     top = 0.0
     for ax, m in zip(axes[0, 1:], have, strict=True):
         v = values[m.label]
         if v.shape[0] == 0:
             ax.set_title(f"{m.label}: no converged point")
             continue
-        plot.plot_curvature_spectrum(v, ax=ax, color=f"C{models.index(m)}")
+        plot.plot_curvature_spectrum(v, ax=ax, color=_color_of(models, m))
         ax.set_title(f"{m.label}: every point, with its sign", fontsize=10)
         top = max(top, float(np.abs(v).max()))
     for ax in axes[0, 1:]:
@@ -228,7 +233,7 @@ def _curvature(arrays, summary, models, out):
     fig, _ = plot.plot_shared_directions(
         _labelled(have, arrays, "normals_sv"),
         _labelled(have, arrays, "top_sv"),
-        colors=[f"C{models.index(m)}" for m in have],
+        colors=[_color_of(models, m) for m in have],
     )
     cap = (
         "Are the boundary normals and the most curved directions shared across examples? "
@@ -434,7 +439,7 @@ def _interpretability(arrays, summary, models, out):
         _labelled(have, arrays, "margin"),
         _labelled(have, arrays, "alignment",
                   lambda m, a: np.where(arrays[f"{m.name}__alignment_valid"], a, np.nan)),
-        colors=[f"C{models.index(m)}" for m in have],
+        colors=[_color_of(models, m) for m in have],
     )  # fmt: skip
     cap = (
         "Gradient-image alignment per example against its distance to the boundary. For a "
