@@ -17,6 +17,7 @@ from ._executor import map_chunks as map_chunks
 from ._executor import put_rows as put_rows
 from ._executor import run_program as run_program
 from ._processes import ProcessFailure as ProcessFailure
+from ._processes import ProcessLayout as ProcessLayout
 from ._processes import process_chunks as process_chunks
 from ._processes import process_layout as process_layout
 from ._progress import progress_bar as progress_bar

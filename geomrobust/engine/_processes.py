@@ -25,12 +25,15 @@ timeout). See docs/performance.md, "Several hosts".
 from __future__ import annotations
 
 import contextvars
+from typing import NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 __all__ = [
     "ProcessFailure",
+    "ProcessLayout",
     "agree",
     "allgather_blocks",
     "inside_chunk",
@@ -49,10 +52,17 @@ class ProcessFailure(RuntimeError):
     """Another process of a multi-process run failed or was lost; this one stops too."""
 
 
-def process_layout() -> tuple[int, int]:
+class ProcessLayout(NamedTuple):
+    """This process's place in a multi-process run: ``index`` in ``[0, count)``."""
+
+    index: int
+    count: int
+
+
+def process_layout() -> ProcessLayout:
     """``(jax.process_index(), jax.process_count())``: ``(0, 1)`` without
     ``jax.distributed``."""
-    return int(jax.process_index()), int(jax.process_count())
+    return ProcessLayout(int(jax.process_index()), int(jax.process_count()))
 
 
 def process_chunks(
@@ -107,8 +117,6 @@ def agree(ok: bool, what: str, *, detail: str = "") -> None:
     """Every process says whether its part of ``what`` succeeded; unless all did, every
     process raises :class:`ProcessFailure` naming the failed ones (this process's own error
     is raised by the caller with its message; ``detail`` is appended)."""
-    from jax.experimental import multihost_utils
-
     i, p = process_layout()
     flags = _collective(
         lambda: np.asarray(multihost_utils.process_allgather(np.asarray([int(not ok)], np.int32))),
@@ -131,8 +139,6 @@ def allgather_blocks(leaves: list[np.ndarray], rows: int) -> list[np.ndarray]:
     one collective, and no dtype conversion on the way (``float64`` stays ``float64`` even
     without ``jax_enable_x64``), so what arrives is bit-for-bit what was sent.
     """
-    from jax.experimental import multihost_utils
-
     _, p = process_layout()
     flat = [np.ascontiguousarray(a).reshape(rows, -1).view(np.uint8) for a in leaves]
     widths = [f.shape[1] for f in flat]

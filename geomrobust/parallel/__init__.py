@@ -4,6 +4,7 @@ executor) and over several processes / hosts on JAX's multi-controller runtime
 the results through collectives)."""
 
 from ._multihost import ProcessFailure as ProcessFailure
+from ._multihost import ProcessLayout as ProcessLayout
 from ._multihost import initialize as initialize
 from ._multihost import process_chunks as process_chunks
 from ._multihost import process_layout as process_layout

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import jax
 
-from ..engine import ProcessFailure, process_chunks, process_layout
+from ..engine import ProcessFailure, ProcessLayout, process_chunks, process_layout
 
-__all__ = ["ProcessFailure", "initialize", "process_chunks", "process_layout"]
+__all__ = ["ProcessFailure", "ProcessLayout", "initialize", "process_chunks", "process_layout"]
 
 
 def initialize(
@@ -35,7 +35,7 @@ def initialize(
     *,
     timeout: int = 300,
     heartbeat_timeout: int = 100,
-) -> tuple[int, int]:
+) -> ProcessLayout:
     """Join a multi-process run: ``jax.distributed.initialize`` with clear errors.
 
     Parameters
@@ -50,7 +50,7 @@ def initialize(
 
     Returns
     -------
-    ``(process_index, process_count)``.
+    ProcessLayout ``(index, count)`` of this process.
 
     Raises
     ------
@@ -81,7 +81,7 @@ def initialize(
                 f"this process joined a run as process {i} of {p} already; it cannot join "
                 f"another as {process_id} of {num_processes}"
             )
-        return i, p
+        return ProcessLayout(i, p)
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator,
