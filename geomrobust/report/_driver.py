@@ -20,6 +20,7 @@ import numpy as np
 from geomrobust import __version__
 from geomrobust.analyses import predict
 from geomrobust.data import load_dataset
+from geomrobust.engine._processes import allgather_blocks
 from geomrobust.io import (
     CorruptFileError,
     file_sha256,
@@ -157,8 +158,26 @@ def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, 
     }
 
 
+def _writer() -> bool:
+    """Whether this process writes the report: with several JAX processes
+    (``jax.distributed``) every process computes (the stages' chunks are shared out and
+    gathered by the engine), process 0 alone writes the files."""
+    return jax.process_index() == 0
+
+
+def _agreed(loaded: bool) -> bool:
+    """A finished stage is reused only when every process found it (each reads ``out`` as
+    it sees it): otherwise every process recomputes it, so they all run the same chunked
+    calls (their collectives pair up)."""
+    if jax.process_count() == 1:
+        return loaded
+    (flags,) = allgather_blocks([np.asarray([loaded], bool)], 1)
+    return bool(np.all(flags))
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if _writer():  # one log for a multi-process run
+        print(msg, file=sys.stderr, flush=True)
 
 
 #: Seconds between two progress lines of a running stage when stderr is not a terminal.
@@ -342,7 +361,8 @@ def run_report(
     if isinstance(resize, list):
         resize = tuple(resize)
     out = Path(out).expanduser()
-    (out / "stages").mkdir(parents=True, exist_ok=True)
+    if _writer():
+        (out / "stages").mkdir(parents=True, exist_ok=True)
     bars = True if progress or (progress is None and sys.stderr.isatty()) else None
 
     models, train_timings = _load_models(
@@ -452,7 +472,8 @@ def run(
     bars = True if progress or (progress is None and sys.stderr.isatty()) else None
     source = {"dataset": "arrays", "data_dir": None, "resize": None, "quick": quick}
     out = Path(out).expanduser()
-    (out / "stages").mkdir(parents=True, exist_ok=True)
+    if _writer():
+        (out / "stages").mkdir(parents=True, exist_ok=True)
     return _run_stages(models, x[:num], y[:num], out, all_sizes, key, stages, bars, source, {},
                        t_start)  # fmt: skip
 
@@ -490,6 +511,8 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
         digest = settings_hash({"stage": name, **common})
         _log(f"[{selected.index(name) + 1}/{len(selected)}] {title} ...")
         loaded = _load_stage(out / "stages", name, digest)
+        if not _agreed(loaded is not None):
+            loaded = None
         if loaded is not None:
             arrays, summary, seconds = loaded
             timings[name] = {"seconds": seconds, "reused": True}
@@ -503,12 +526,13 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
                 arrays, summary = fn(ctx)
             summary = canonical(summary)
             seconds = time.perf_counter() - t0
-            _save_stage(out / "stages", name, digest, arrays, summary, seconds)
+            if _writer():
+                _save_stage(out / "stages", name, digest, arrays, summary, seconds)
             timings[name] = {"seconds": seconds, "reused": False}
             _log(f"    done in {seconds:.1f} s")
         previous[name] = (arrays, summary)
         sections[name] = summary
-        figures[name] = draw_stage(name, arrays, summary, models, out)
+        figures[name] = draw_stage(name, arrays, summary, models, out) if _writer() else []
     total = time.perf_counter() - t_start
     record = {
         "geomrobust_version": __version__,
@@ -560,7 +584,8 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
         },
     }
     record = canonical(record)
-    save_json(out / "results.json", record)
-    write_html(out, record, figures, models)
-    _log(f"report written to {out / 'index.html'} in {total:.1f} s")
+    if _writer():
+        save_json(out / "results.json", record)
+        write_html(out, record, figures, models)
+        _log(f"report written to {out / 'index.html'} in {total:.1f} s")
     return record
