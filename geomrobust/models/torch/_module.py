@@ -270,7 +270,9 @@ class _TorchModuleApply:
 def _check_eval(module) -> None:
     training = [name or "(the module itself)" for name, m in module.named_modules() if m.training]
     if training:
-        shown = ", ".join(training[:5]) + (f" and {len(training) - 5} more" if len(training) > 5 else "")
+        shown = ", ".join(training[:5]) + (
+            f" and {len(training) - 5} more" if len(training) > 5 else ""
+        )
         raise ValueError(
             f"{type(module).__name__} is in training mode ({shown}): call module.eval() "
             "first. The classifier computes evaluation-mode logits (BatchNorm running "
