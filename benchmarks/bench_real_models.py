@@ -140,7 +140,7 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
 
     def loss(x):
         return gr.loss_hessian_eigs(clf, x[:m], pred[:m], num=3, key=jax.random.key(0),
-                                    method="lanczos", krylov_dim=12, max_restarts=5)  # fmt: skip
+                                    method="lanczos", krylov_dim=12, restarts=5)  # fmt: skip
 
     cold, warm, le = _timed(loss, xa, xb)
     row.update(loss_eigs_s_per_example=warm / m, loss_eigs_compile_s=cold - warm,

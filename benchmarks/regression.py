@@ -158,7 +158,7 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
         "lenet", (8, 8, 1), 10, key=jax.random.key(0), activation="softplus", pool="avg"
     )
     nnx.update(model, params)
-    g = gr.as_logits_fn(model)
+    g = gr.as_classifier(model)
     put("nnx_deepfool_dataset", gr.deepfool_dataset(g, x, pred, chunk_size=16, slots=8))
     put("nnx_curv_lanczos", gr.principal_curvatures(g, z, yb, kb, num=5, key=key, method="lanczos"))
     put("nnx_pgd", gr.pgd(g, x, y, key=key, eps=0.1, steps=7, bounds=(0.0, 1.0)))

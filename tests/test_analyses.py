@@ -54,7 +54,7 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     )
     assert s["margin"]["median"] == pytest.approx(np.median(np.asarray(ref.margin)[ok]))
     # unconverged examples (one DeepFool step is not enough for all) are counted, not averaged
-    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(max_iter=1, chunk_size=3))
+    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(deepfool_steps=1, chunk_size=3))
     assert s["n_unconverged"] == int((~arrays["converged"]).sum()) > 0
     assert s["margin"]["n_excluded"] >= s["n_unconverged"]
 
@@ -167,7 +167,7 @@ def test_slices_equal_the_library(setup):
     extent = 3.0 * max(float(bs.margin[0]), 1e-3)
     cls = (int(bs.y[0]), int(bs.k[0]))
     ref = gr.boundary_slice(
-        f, x[1], u, gr.measures.random_orthogonal(kj, u), extent, 5, classes=cls
+        f, x[1], u, gr.measures.random_orthogonal(u, key=kj), extent, 5, classes=cls
     )
     _same(arrays["labels_1_adversarial"], ref.labels)
     _same(arrays["logit_diff_1_adversarial"], ref.logit_diff)

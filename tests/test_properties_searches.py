@@ -182,7 +182,7 @@ def _run_all(name, clf, x):
         c = gr.principal_curvatures(clf, z, y, k, num=2, key=KEY)
         assert bool(np.all(c.on_boundary))
         return c.values, c.normal
-    return (normal_curvatures(clf, z, y, k, jnp.eye(D)[N : N + 2]),)
+    return (normal_curvatures(clf, z, y, k, jnp.eye(D)[N : N + 2]).values,)
 
 
 ALL = [

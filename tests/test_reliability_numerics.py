@@ -279,7 +279,7 @@ def test_curvature_flags_points_off_the_boundary(scale):
     with pytest.raises(ValueError, match="2 of 4 points z are not on the"):
         gr.normal_curvature(clf, z, y, k, u, scale=scale, key=jax.random.key(0), num_samples=64)
     kappa = normal_curvatures(clf, z[:2], y[:2], k[:2], u[:1], scale=scale,
-                              key=jax.random.key(0), num_samples=64)  # fmt: skip
+                              key=jax.random.key(0), num_samples=64).values  # fmt: skip
     assert kappa.shape == (2, 1) and bool(np.all(np.isfinite(kappa)))
     if scale is None:
         np.testing.assert_allclose(kappa[:, 0], [1 / 2.0, 1 / 2.001], rtol=1e-9)

@@ -124,8 +124,9 @@ def test_softplus_network_small_scale_is_the_exact_curvature():
     assert bool(exact.converged.all()) and not bool(exact.piecewise_linear.any())
     # along the exact principal directions, the smoothed normal curvature at σ = 1e-3
     u = exact.directions[:, 0]
-    kap, se = normal_curvature(f, bp.z, bp.y, bp.k, u, scale=1e-3, key=jax.random.key(2),
-                               num_samples=8192, return_stderr=True)  # fmt: skip
+    kap, se, converged, _ = normal_curvature(f, bp.z, bp.y, bp.k, u, scale=1e-3,
+                                             key=jax.random.key(2), num_samples=8192)  # fmt: skip
+    assert bool(np.all(converged))
     err = np.abs(np.asarray(kap) - np.asarray(exact.values[:, 0]))
     assert np.all(err <= 4 * np.asarray(se) + 1e-6 * np.abs(exact.values[:, 0])), (err, se)
     sm = gr.principal_curvatures(f, bp.z, bp.y, bp.k, num=2, key=jax.random.key(3),

@@ -1,6 +1,7 @@
 """geomrobust.measures"""
 
 from ._curvature import Curvatures as Curvatures
+from ._curvature import NormalCurvatures as NormalCurvatures
 from ._curvature import PiecewiseLinearWarning as PiecewiseLinearWarning
 from ._curvature import normal_curvature as normal_curvature
 from ._curvature import normal_curvatures as normal_curvatures
