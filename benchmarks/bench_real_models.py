@@ -135,7 +135,9 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
                    median_top_curvature_stderr=float(np.median(se[:, 0])))  # fmt: skip
         exact = gr.principal_curvatures(clf, z[:1], y[:1], k[:1], num=2, key=jax.random.key(0),
                                         method="lanczos", krylov_dim=8)  # fmt: skip
-        row["exact_curvature_flagged_piecewise_linear"] = bool(exact.piecewise_linear[0])
+        row["exact_curvature_flagged_piecewise_linear"] = bool(
+            exact.status[0] == gr.Status.PIECEWISE_LINEAR
+        )
     m = min(curv_n, n)
 
     def loss(x):

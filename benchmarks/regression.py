@@ -17,6 +17,7 @@ which every version of the package accepts.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -85,9 +86,22 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
 
     def put(prefix, res):
-        for name, v in res._asdict().items():
+        fields = dict(res._asdict())
+        if "status" in fields and "values" in fields and "converged" in fields:
+            # the issue-23 results: per-example status instead of the flags of one release
+            # ago; the same quantities under their old names (and no new key)
+            status = np.asarray(fields.pop("status"))
+            fields["value_converged"] = np.isfinite(np.asarray(fields["values"]))
+            if type(res).__name__ == "Curvatures":
+                fields["piecewise_linear"] = status == gr.Status.PIECEWISE_LINEAR
+                fields["on_boundary"] = status != gr.Status.OFF_BOUNDARY
+        for name, v in fields.items():
             if isinstance(v, jax.Array | np.ndarray):
                 out[f"{prefix}.{name}"] = np.asarray(v)
+
+    def kw(fn, new, old, value):
+        """``{new: value}`` where ``fn`` takes ``new`` (this version), else ``{old: value}``."""
+        return {new if new in inspect.signature(fn).parameters else old: value}
 
     put("accuracy", type("A", (), {"_asdict": lambda self: {"pred": pred}})())
     put("deepfool_l2", gr.deepfool(f, x, pred))
@@ -118,7 +132,8 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
         gr.principal_curvatures(f, z, yb, kb, num=5, key=key, method="lanczos", chunk_size=8),
     )
     u = jax.random.normal(jax.random.key(4), z.shape, z.dtype)
-    out["normal_curvature"] = np.asarray(gr.normal_curvature(f, z, yb, kb, u))
+    nc = gr.normal_curvature(f, z, yb, kb, u)
+    out["normal_curvature"] = np.asarray(getattr(nc, "values", nc))
     put("loss_eigs", gr.loss_hessian_eigs(f, x[:16], y[:16], num=4, key=key, method="lanczos"))
     put("loss_eigs_dense", gr.loss_hessian_eigs(f, x[:16], y[:16], num=4, key=key))
     put("fgsm", gr.fgsm(f, x, y, eps=0.1, bounds=(0.0, 1.0)))
@@ -131,6 +146,8 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
     out["uap.v"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, chunk_size=16))
     sig = gr.margin_signature(f, x, y)
+    if hasattr(sig, "layers"):  # one result of stacked layers (issue 23)
+        sig = {name: sig.layer(name) for name in sig.layers}
     for name, s in sig.items():
         out[f"signature.{name}"] = np.asarray(s.stats)
         out[f"signature.{name}.margins"] = np.asarray(s.margins)
@@ -148,7 +165,12 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
         g, p = nnx.split(m, nnx.Param)
         return lambda xx: nnx.merge(g, p)(xx)
 
-    put("nads", gr.nads(init_fn, (8, 8, 1), num_networks=12, key=key, batch=5))
+    put(
+        "nads",
+        gr.nads(
+            init_fn, (8, 8, 1), num_networks=12, key=key, **kw(gr.nads, "chunk_size", "batch", 5)
+        ),
+    )
 
     # the same weights as an NNX module (the adapter's weights: baked in before the engine
     # change, traced arguments after it)

@@ -32,9 +32,11 @@ from .data import low_pass as low_pass
 # measures
 from .measures import Curvatures as Curvatures
 from .measures import HessianEigs as HessianEigs
+from .measures import MarginSignature as MarginSignature
 from .measures import NADs as NADs
 from .measures import NormalCurvatures as NormalCurvatures
 from .measures import RandomSubspaceMargins as RandomSubspaceMargins
+from .measures import ShapeOperator as ShapeOperator
 from .measures import SharedDirections as SharedDirections
 from .measures import Slice as Slice
 from .measures import SubspaceMargins as SubspaceMargins

@@ -189,7 +189,7 @@ def test_diagnose_equals_the_library(setup):
     r = gr.deepfool_dataset(f, x, y, norm=2)
     assert s["rho"]["rho"] == pytest.approx(gr.normalized_robustness(r.margin, x, r.converged))
     sig = gr.margin_signature(f, x, y)
-    np.testing.assert_allclose(s["signature"]["input"]["stats"], sig["input"].stats)
+    np.testing.assert_allclose(s["signature"]["input"]["stats"], sig.layer("input").stats)
     with pytest.raises(ValueError, match="need --eps"):
         analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
 

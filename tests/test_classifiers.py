@@ -83,7 +83,7 @@ def battery(f) -> dict:
     uap = gr.universal_perturbation(f, x, key=key, xi=0.5, norm=2, max_passes=1)
     out["uap"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, num_points=16))
-    out["signature"] = np.asarray(margin_signature(f, x, pred)["input"].margins)
+    out["signature"] = np.asarray(margin_signature(f, x, pred).layer("input").margins)
     put("sparsefool", gr.sparsefool(f, x[:2], pred[:2], max_iter=3, deepfool_iter=10))
     put("slice", boundary_slice(f, x[0], d[0], d[1], 1.0, 5))
     put("linearity", local_linearity(f, x, pred, eps=0.05, key=key, steps=2))

@@ -237,7 +237,7 @@ def test_margin_signature_compiles_once():
         x = _data(n, (4, 4), seed)
         y = jnp.argmax(f(x), -1)
         sig = margin_signature(f, x, y, splits=splits, chunk_size=4)
-        return sig["flat"].margins, first_order_margins(f, x, y, chunk_size=4)[0]
+        return sig.layer("flat").margins, first_order_margins(f, x, y, chunk_size=4)[0]
 
     first = f.run(lambda: run(10, 0), 10)
     features = flat.traces

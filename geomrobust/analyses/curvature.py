@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._status import Status
 from geomrobust.measures import (
     loss_hessian_eigs,
     principal_curvatures,
@@ -306,7 +307,7 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
     out["residuals"][sel] = np.asarray(curv.residuals)[rows]
     out["normal"][sel] = np.asarray(curv.normal)[rows]
     out["top_direction"][sel] = np.asarray(curv.directions[:, 0])[rows]
-    out["piecewise_linear"][sel] = np.asarray(curv.piecewise_linear)[rows]
+    out["piecewise_linear"][sel] = np.asarray(curv.status == Status.PIECEWISE_LINEAR)[rows]
     out["stderr"][sel] = np.asarray(curv.stderr)[rows]
     return out
 

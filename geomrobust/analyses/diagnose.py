@@ -198,13 +198,15 @@ def compute(
         sig = margin_signature(clf, x, labels, splits=splits or {})
         summary["signature"] = {
             name: {
-                "stats": g.stats.tolist(),
-                "normalized_stats": g.normalized_stats.tolist(),
-                "normalizer": g.normalizer,
+                "stats": sig.stats[i].tolist(),
+                "normalized_stats": sig.normalized_stats[i].tolist(),
+                "normalizer": float(sig.normalizer[i]),
             }
-            for name, g in sig.items()
+            for i, name in enumerate(sig.layers)
         }
-        arrays.update({f"signature_{name}": np.asarray(g.margins) for name, g in sig.items()})
+        arrays.update(
+            {f"signature_{name}": np.asarray(sig.margins[i]) for i, name in enumerate(sig.layers)}
+        )
     return AnalysisResult(arrays, summary)
 
 

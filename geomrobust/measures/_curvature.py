@@ -73,30 +73,66 @@ BOUNDARY_TOL = 1e-3
 class Curvatures(NamedTuple):
     """Principal curvatures at ``N`` boundary points.
 
-    values : ``(N, num)`` principal curvatures, largest magnitude first.
+    values : ``(N, num)`` principal curvatures, largest magnitude first; ``nan`` where a value
+        did not converge (never a plausible number).
     directions : ``(N, num_directions, *s)`` unit principal directions (tangent to the
         boundary), in the order of ``values`` (all ``num`` unless asked otherwise).
-    converged : ``(N,)`` every value of the point converged (and the normal is defined).
-    value_converged : ``(N, num)`` per value: residual ``||S u - κ u|| <= tol · max|κ|``.
+    converged : ``(N,)`` every value of the point converged: ``status == Status.SUCCESS``.
     residuals : ``(N, num)`` residual norms ``||S u - κ u||`` (0 for the dense method).
     normal : ``(N, *s)`` unit normal ``n = ∇F_k/||∇F_k||``.
     grad_norm : ``(N,)`` ``||∇F_k(z)||``.
     restarts : ``(N,)`` Lanczos restarts used (0 for the dense method).
     stderr : ``(N, num)`` standard errors of the values (Monte Carlo, ``scale=σ``; 0 exact).
-    piecewise_linear : ``(N,)`` bool, the exact Hessian of ``F_k`` is exactly zero on every
-        probe at the point (a ReLU / max-pool network, or an affine classifier): its exact
-        curvatures (zeros) are reported NOT converged, since at almost every point of a
-        piecewise-linear network they describe one flat piece, not the boundary; measure
-        the curvature at a scale instead (``scale=σ``).
-    on_boundary : ``(N,)`` bool, ``|F_k(z)| <= boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
-        (exact ``F_k``, also at a scale): ``z`` lies on the boundary to first order. Where
-        False the values are those of the level set of ``F_k`` through ``z``, not of the
-        boundary, and the point is reported NOT converged (refine it onto the boundary with
-        :func:`geomrobust.search.refine_boundary`).
+    status : ``(N,)`` int8 :class:`geomrobust.Status`, how each point ended (the first that
+        applies):
 
-    Values flagged unconverged are the solver's last Ritz values, not valid curvatures. With
-    ``scale=σ`` the normal and gradient are those of the smoothed function.
+        * ``OFF_BOUNDARY``: ``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||`` (exact
+          ``F_k``, also at a scale): ``z`` is not on the boundary to first order, so the
+          values would be those of the level set through ``z`` (refine it onto the boundary
+          with :func:`geomrobust.search.refine_boundary`);
+        * ``PIECEWISE_LINEAR``: the exact Hessian of ``F_k`` is exactly zero on every probe
+          (a ReLU / max-pool network, or an affine classifier): its exact curvatures (zeros)
+          describe one flat piece, not the boundary; measure at a scale (``scale=σ``);
+        * ``NONFINITE``: a non-finite value, or a zero or non-finite gradient (no normal);
+        * ``MAX_STEPS``: a Lanczos value had not converged after ``restarts`` restarts;
+        * ``SUCCESS``.
+
+    ``value_converged`` (``isfinite(values)``), ``piecewise_linear`` and ``on_boundary``
+    (from ``status``) are deprecated properties, kept for one release. With ``scale=σ`` the
+    normal and gradient are those of the smoothed function.
     """
+
+    values: Array
+    directions: Array
+    converged: Array
+    residuals: Array
+    normal: Array
+    grad_norm: Array
+    restarts: Array
+    stderr: Array
+    status: Array
+
+    @property
+    def value_converged(self) -> Array:
+        """Deprecated: ``isfinite(values)`` (unconverged values are ``nan``)."""
+        deprecated_alias("Curvatures.value_converged", "isfinite(Curvatures.values)")
+        return jnp.isfinite(self.values)
+
+    @property
+    def piecewise_linear(self) -> Array:
+        """Deprecated: ``status == Status.PIECEWISE_LINEAR``."""
+        deprecated_alias("Curvatures.piecewise_linear", "status == Status.PIECEWISE_LINEAR")
+        return self.status == Status.PIECEWISE_LINEAR
+
+    @property
+    def on_boundary(self) -> Array:
+        """Deprecated: ``status != Status.OFF_BOUNDARY``."""
+        deprecated_alias("Curvatures.on_boundary", "status != Status.OFF_BOUNDARY")
+        return self.status != Status.OFF_BOUNDARY
+
+
+class _PointCurvatures(NamedTuple):
+    """What the per-point kernels compute; :func:`_result` makes the public result."""
 
     values: Array
     directions: Array
@@ -111,6 +147,24 @@ class Curvatures(NamedTuple):
     on_boundary: Array
 
 
+def _result(out: _PointCurvatures) -> Curvatures:
+    """The public :class:`Curvatures` of the kernels' output: one ``status`` per point, and
+    ``nan`` for every value that did not converge. ``converged`` is unchanged (it already
+    requires every value converged and the point on the boundary)."""
+    finite = jnp.isfinite(out.grad_norm) & (out.grad_norm > 0)
+    finite = finite & jnp.all(jnp.isfinite(out.values) & jnp.isfinite(out.stderr), axis=-1)
+    status = jnp.select(
+        [~out.on_boundary, out.piecewise_linear, ~finite, ~out.converged],
+        [Status.OFF_BOUNDARY, Status.PIECEWISE_LINEAR, Status.NONFINITE, Status.MAX_STEPS],
+        Status.SUCCESS,
+    ).astype(STATUS_DTYPE)
+    values = jnp.where(out.value_converged, out.values, jnp.nan)
+    return Curvatures(
+        values, out.directions, out.converged, out.residuals, out.normal, out.grad_norm,
+        out.restarts, out.stderr, status,
+    )  # fmt: skip
+
+
 class PiecewiseLinearWarning(UserWarning):
     """The classifier's exact Hessian vanished at some boundary points (piecewise linear)."""
 
@@ -123,9 +177,9 @@ def _warn_piecewise_linear(flags, what: str) -> None:
         warnings.warn(
             f"{n} of {np.size(flags)} points: the exact Hessian of F_k = f_k - f_y is exactly "
             f"zero there (a piecewise-linear network: ReLU, max pooling). Their exact {what} "
-            "(zeros) describe one flat linear piece, not the boundary, and are marked "
-            "piecewise_linear and not converged; measure the curvature at a scale instead, "
-            "e.g. scale=0.05 (the Gaussian-smoothed boundary; see docs/curvature.md)",
+            "(zeros) describe one flat linear piece, not the boundary: their status is "
+            "PIECEWISE_LINEAR (not converged, values nan); measure the curvature at a scale "
+            "instead, e.g. scale=0.05 (the Gaussian-smoothed boundary; see docs/curvature.md)",
             PiecewiseLinearWarning,
             stacklevel=3,
         )
@@ -155,7 +209,7 @@ def _on_boundary(clf, z, y, k, btol):
     return jnp.abs(F) <= btol * jnp.maximum(zn, 1) * gn
 
 
-def _flag_off_boundary(out: Curvatures, on: Array) -> Curvatures:
+def _flag_off_boundary(out: _PointCurvatures, on: Array) -> _PointCurvatures:
     return out._replace(
         on_boundary=on,
         converged=out.converged & on,
@@ -177,7 +231,7 @@ def _dense_one(logits_fn, num):
         flat = jnp.all(s_t == 0)  # the exact Hessian vanishes on n⊥: piecewise linear
         ok = jnp.isfinite(gnorm) & (gnorm > 0) & jnp.all(jnp.isfinite(vals)) & ~flat
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             vals[idx], dirs, ok, jnp.broadcast_to(ok, (num,)), zeros, g / gnorm, gnorm,
             jnp.zeros((), jnp.int32), zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
@@ -187,7 +241,7 @@ def _dense_one(logits_fn, num):
 
 def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, restarts):
     def one(z, y, k, key):
-        op, g = shape_operator(logits_fn, z, y, k)
+        op, g = shape_operator(logits_fn, z, y, k)[:2]
         gnorm = lp_norm(g.ravel(), 2)
         n = g.ravel() / gnorm
 
@@ -209,7 +263,7 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, restarts):
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0) & ~flat
         vc = res.converged & ok_n & jnp.isfinite(res.values)
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             res.values, res.vectors.reshape(num, *z.shape), vc.all(), vc, res.residuals,
             g / gnorm, gnorm, res.restarts, zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
@@ -234,7 +288,7 @@ def _smoothed_one(clf, num, num_samples, sigma):
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
         vc = ok_n & jnp.isfinite(vals) & jnp.isfinite(se)
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             vals / gnorm, vecs.reshape(num, *z.shape), vc.all(), vc, zeros,
             n.reshape(z.shape), gnorm, jnp.zeros((), jnp.int32), se / gnorm,
             jnp.zeros((), bool), jnp.ones((), bool),
@@ -272,8 +326,8 @@ def principal_curvatures(
     ``n⊥`` (docs/methods.md), the ``num`` of largest magnitude, both signs, sorted by ``|κ|``.
 
     **Piecewise-linear networks** (ReLU, max pooling): the exact Hessian is zero almost
-    everywhere. Points where it is exactly zero on every probe are flagged
-    ``piecewise_linear``, reported not converged, and a :class:`PiecewiseLinearWarning` says
+    everywhere. Points where it is exactly zero on every probe get the status
+    ``PIECEWISE_LINEAR``, reported not converged, and a :class:`PiecewiseLinearWarning` says
     so; use ``scale=σ`` there.
 
     **Curvature at a scale** ``scale=σ``: the principal curvatures of the level set through
@@ -316,7 +370,7 @@ def principal_curvatures(
         you use (``geomrobust curvature`` keeps 1) so that host memory stays ``O(N · D)``.
     boundary_tol : points with ``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
         (first-order distance to the boundary above ``boundary_tol · max(1, ||z||)``) are
-        flagged ``on_boundary=False`` and not converged (default ``BOUNDARY_TOL = 1e-3``;
+        get the status ``OFF_BOUNDARY``, not converged (default ``BOUNDARY_TOL = 1e-3``;
         ``inf`` measures the level set through any ``z``).
     chunk_size : points per jitted call (default :data:`geomrobust.engine.CHUNK_SIZE`, None:
         all at once), so peak memory does not grow with ``N``; memory of the dense path grows
@@ -388,7 +442,7 @@ def principal_curvatures(
         program, shared, (z, y, k, ids), chunk_size=chunk_size, devices=devices,
         progress=progress, desc="curvatures" if scale is None else f"curvatures at σ={scale:g}",
     )  # fmt: skip
-    _warn_piecewise_linear(out.piecewise_linear, "principal curvatures")
+    _warn_piecewise_linear(out.status == Status.PIECEWISE_LINEAR, "principal curvatures")
     return out
 
 
@@ -414,7 +468,7 @@ def _smoothed_curvatures_program(clf, key, btol, sigma, zc, yc, kc, idx, *, num,
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.lax.map(lambda a: one(*a), (zc, yc, kc, keys))
     out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
-    return out._replace(directions=out.directions[:, :num_directions])
+    return _result(out._replace(directions=out.directions[:, :num_directions]))
 
 
 @partial(jax.jit, static_argnames=("method", "settings", "num_directions"))
@@ -425,7 +479,7 @@ def _curvatures_program(clf, key, btol, zc, yc, kc, idx, *, method, settings, nu
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.vmap(one)(zc, yc, kc, keys)
     out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
-    return out._replace(directions=out.directions[:, :num_directions])  # only these leave
+    return _result(out._replace(directions=out.directions[:, :num_directions]))  # only these leave
 
 
 class NormalCurvatures(NamedTuple):

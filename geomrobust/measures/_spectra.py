@@ -29,7 +29,8 @@ import numpy as np
 from jax import Array
 from matfree import decomp, stochtrace
 
-from geomrobust._deprecation import renamed
+from geomrobust._deprecation import deprecated_alias, renamed
+from geomrobust._status import STATUS_DTYPE, Status
 from geomrobust._validation import (
     check_batch,
     check_classifier,
@@ -61,17 +62,38 @@ __all__ = [
 
 
 class HessianEigs(NamedTuple):
-    """values ``(N, num)`` descending; vectors ``(N, num, *s)`` unit eigenvectors;
-    converged ``(N,)``; value_converged and residuals ``(N, num)`` (residuals 0 when dense);
-    stderr ``(N, num)`` standard errors at a scale (0 when exact). Values flagged
-    unconverged are the solver's last Ritz values, not valid eigenvalues."""
+    """values ``(N, num)`` descending, ``nan`` where a value did not converge; vectors
+    ``(N, num, *s)`` unit eigenvectors; converged ``(N,)`` (``status == Status.SUCCESS``);
+    residuals ``(N, num)`` (0 when dense); stderr ``(N, num)`` standard errors at a scale
+    (0 when exact); status ``(N,)`` int8 :class:`geomrobust.Status`: ``NONFINITE`` (a
+    non-finite value), ``MAX_STEPS`` (a Lanczos value unconverged after ``restarts``) or
+    ``SUCCESS``. ``value_converged`` (``isfinite(values)``) is a deprecated property."""
 
     values: Array
     vectors: Array
     converged: Array
-    value_converged: Array
     residuals: Array
     stderr: Array
+    status: Array
+
+    @property
+    def value_converged(self) -> Array:
+        """Deprecated: ``isfinite(values)`` (unconverged values are ``nan``)."""
+        deprecated_alias("HessianEigs.value_converged", "isfinite(HessianEigs.values)")
+        return jnp.isfinite(self.values)
+
+
+def _eigs(values, vectors, value_converged, residuals, stderr) -> HessianEigs:
+    """One example's :class:`HessianEigs` from its kernel's output."""
+    finite = jnp.all(jnp.isfinite(values) & jnp.isfinite(stderr))
+    converged = jnp.all(value_converged)
+    status = jnp.where(
+        ~finite, Status.NONFINITE, jnp.where(converged, Status.SUCCESS, Status.MAX_STEPS)
+    ).astype(STATUS_DTYPE)
+    return HessianEigs(
+        jnp.where(value_converged, values, jnp.nan), vectors, converged, residuals, stderr,
+        status,
+    )  # fmt: skip
 
 
 class SpectralQuadrature(NamedTuple):
@@ -192,7 +214,7 @@ def _smoothed_loss_eigs_program(clf, key, sigma, xc, yc, idx, *, num, num_sample
         vals, se, vecs = cross_fitted(d, e, None, num, "LA")
         ok = jnp.isfinite(vals) & jnp.isfinite(se)
         zeros = jnp.zeros((num,), xi.dtype)
-        return HessianEigs(vals, vecs.reshape(num, *xi.shape), ok.all(), ok, zeros, se)
+        return _eigs(vals, vecs.reshape(num, *xi.shape), ok, zeros, se)
 
     return jax.lax.map(one, (xc, yc, idx))
 
@@ -207,9 +229,7 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
         vals, vecs = vals[::-1][:num], vecs[:, ::-1][:, :num].T
         ok = jnp.all(jnp.isfinite(vals))
         zeros = jnp.zeros((num,), xi.dtype)
-        return HessianEigs(
-            vals, vecs.reshape(num, *xi.shape), ok, jnp.full((num,), ok), zeros, zeros
-        )
+        return _eigs(vals, vecs.reshape(num, *xi.shape), jnp.full((num,), ok), zeros, zeros)
 
     def lanczos(xi, yi, key):
         num, m, keep, tol, restarts = settings
@@ -223,9 +243,7 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
         )  # fmt: skip
         vc = res.converged & jnp.isfinite(res.values)
         vecs = res.vectors.reshape(num, *xi.shape)
-        return HessianEigs(
-            res.values, vecs, vc.all(), vc, res.residuals, jnp.zeros_like(res.values)
-        )
+        return _eigs(res.values, vecs, vc, res.residuals, jnp.zeros_like(res.values))
 
     one = lanczos if method == "lanczos" else dense
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
