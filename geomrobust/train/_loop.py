@@ -20,7 +20,7 @@ import optax
 from tqdm.auto import tqdm
 
 from geomrobust.data import iterate_batches
-from geomrobust.ops import map_in_chunks
+from geomrobust.engine import map_chunks
 
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
 
@@ -142,11 +142,11 @@ def evaluate(apply: Callable, params, images, labels, *, batch_size: int = 512) 
             f"images and labels must be non-empty with labels of shape (N,), got "
             f"{images.shape} and {labels.shape}"
         )
-    loss, correct = map_in_chunks(
+    loss, correct = map_chunks(  # processes=False: training need not run on every process
         lambda x, y: _metrics_jit(apply, params, x, y),
-        images,
-        labels,
+        (images, labels),
         chunk_size=min(int(batch_size), n),
+        processes=False,
     )
     return EvalResult(float(np.mean(loss)), float(np.mean(correct)))
 
