@@ -31,7 +31,7 @@ from geomrobust.io import (
     settings_hash,
     to_json_text,
 )
-from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier, as_logits_fn
+from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier
 from geomrobust.train import checkpoint_hash, load_checkpoint, load_metadata
 
 from ._figures import draw_stage
@@ -303,7 +303,7 @@ def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_di
             checkpoint_path=os.fspath(Path(path).absolute()),
             checkpoint_sha256=checkpoint_hash(path),
         )
-        models.append(ReportModel(name, label, as_logits_fn(ckpt.model), meta, smooth))
+        models.append(ReportModel(name, label, as_classifier(ckpt.model), meta, smooth))
     return models, timings
 
 
