@@ -32,7 +32,7 @@ def plot_fourier_heat_maps(
     ``(2, len(grids))`` (one row when ``spectra`` is None)."""
     names = list(grids)
     rows = 1 if spectra is None else 2
-    fig, axes = plt.subplots(rows, len(names), figsize=(4.2 * len(names), 3.6 * rows),
+    fig, axes = plt.subplots(rows, len(names), figsize=(4.6 * len(names), 3.6 * rows),
                              squeeze=False)  # fmt: skip
     for col, name in enumerate(names):
         g = np.asarray(grids[name], np.float64)
@@ -50,7 +50,8 @@ def plot_fourier_heat_maps(
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("horizontal frequency (0 at centre)", fontsize=8)
-            ax.set_ylabel("vertical frequency", fontsize=8)
+            if col == 0:  # one label per row: beside a colour bar it would collide
+                ax.set_ylabel("vertical frequency (0 at centre)", fontsize=8)
     fig.tight_layout()
     return fig, axes
 

@@ -307,7 +307,7 @@ def _section_table(name: str, s: dict, models) -> str:
             return f"≤ {low:g}" if v <= low else _f(v, 3)
 
         noise = _table(
-            ["model"] + [f"σ = {v:g}: error (flat-boundary Φ(-d/σ))" for v in s["sigmas"]]
+            ["model"] + [f"σ = {v:g}" for v in s["sigmas"]]
             + ["σ at 10 % error", "σ at 50 % error", "invalid"],
             [[m.label] + [f"{_f(_pct(e))} ({_f(_pct(p))})" for e, p in
                           zip(s[m.name]["error"], s[m.name]["predicted_error"], strict=True)]
@@ -323,11 +323,11 @@ def _section_table(name: str, s: dict, models) -> str:
              for c in s["corruptions"]],
         )  # fmt: skip
         return (
-            "<p>Error in Gaussian noise (per-pixel standard deviation σ, no clipping); in "
-            "brackets the error a flat boundary at each example's DeepFool distance would "
-            "give. “Not reached”: the error stays below that rate up to the largest σ "
+            "<p>Error in Gaussian noise of per-pixel standard deviation σ (no clipping), and in "
+            "brackets the error Φ(-d/σ) a flat boundary at each example's DeepFool distance d "
+            "would give. “Not reached”: the error stays below that rate up to the largest σ "
             "tried; “≤”: it is reached at the smallest σ tried already.</p>"
-            + noise
+            + noise.replace("<td>", "<td style='white-space:nowrap'>")
             + "<p>Accuracy under common corruptions:</p>"
             + corr
         )
