@@ -199,7 +199,9 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
                    median_top_curvature_stderr=float(np.median(se[:, 0])))  # fmt: skip
         exact = gr.principal_curvatures(clf, z[:1], y[:1], k[:1], num=2, key=jax.random.key(0),
                                         method="lanczos", krylov_dim=8)  # fmt: skip
-        row["exact_curvature_flagged_piecewise_linear"] = bool(exact.piecewise_linear[0])
+        row["exact_curvature_flagged_piecewise_linear"] = bool(
+            exact.status[0] == gr.Status.PIECEWISE_LINEAR
+        )
     elif ok.size:  # smooth: the exact principal curvatures (Lanczos on the Hessian)
         z, y, k = bp.z[ok], bp.y[ok], bp.k[ok]
 
@@ -209,7 +211,8 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
 
         cold, warm, exact = _timed(exact_curv, jax.random.key(0), jax.random.key(1))
         ev = np.asarray(exact.values)
-        row.update(exact_curvature_flagged_piecewise_linear=bool(exact.piecewise_linear[0]),
+        flagged = bool(exact.status[0] == gr.Status.PIECEWISE_LINEAR)
+        row.update(exact_curvature_flagged_piecewise_linear=flagged,
                    exact_curvature_s_per_point=warm / ok.size,
                    exact_curvature_compile_s=cold - warm,
                    exact_curvature_converged=float(np.mean(np.asarray(exact.converged))),
@@ -220,7 +223,7 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
         def loss(x):
             return gr.loss_hessian_eigs(clf, x[:m], pred[:m], num=3, key=jax.random.key(0),
                                         method="lanczos", krylov_dim=12,
-                                        max_restarts=5)  # fmt: skip
+                                        restarts=5)  # fmt: skip
 
         cold, warm, le = _timed(loss, xa, xb)
         row.update(loss_eigs_s_per_example=warm / m, loss_eigs_compile_s=cold - warm,

@@ -16,8 +16,9 @@ built from the shared layers of :mod:`._layers`:
 ``"dm_preact_resnet"``    RobustBench/DeepMind ``DMPreActResNet`` :mod:`.dm_preact_resnet`
 ========================  ======================================  ===========================
 
-The tables are :mod:`._families`; reading and checking the weights is :mod:`._import`.
-(``_module`` is reserved for the route that converts a live ``torch.nn.Module``.)
+The tables are :mod:`._families`; reading and checking the weights is :mod:`._import`. Any
+other live ``torch.nn.Module`` goes through torchax instead: :func:`from_torch_module`
+(:mod:`._module`, the ``geomrobust[torch]`` extra).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 from ._families import ARCHITECTURES, CONFIG_NAMES, build
 from ._import import from_torch, read_state_dict, torch_state_dict_keys
 from ._layers import BatchNorm2d, Conv2d, Linear, PreActBlock
+from ._module import CustomAutogradWarning, from_torch_module
 from .dm_preact_resnet import DMPreActResNet
 from .dm_wide_resnet import DMWideResNet
 from .preact_resnet import PreActResNet, PreActResNet18
@@ -36,6 +38,7 @@ __all__ = [
     "CONFIG_NAMES",
     "BatchNorm2d",
     "Conv2d",
+    "CustomAutogradWarning",
     "DMPreActResNet",
     "DMWideResNet",
     "Linear",
@@ -46,6 +49,7 @@ __all__ = [
     "WideResNet",
     "build",
     "from_torch",
+    "from_torch_module",
     "read_state_dict",
     "resnet18",
     "resnet50",
