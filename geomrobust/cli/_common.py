@@ -288,14 +288,21 @@ def add_box_arg(group) -> None:
 
 
 def add_deepfool_args(group) -> None:
-    """``--overshoot --max-iter``: the L2 DeepFool search (margins, boundary points)."""
+    """``--overshoot --deepfool-steps``: the L2 DeepFool search (margins, boundary points)."""
     group.add_argument(
         "--overshoot",
         type=nonnegative_float,
         default=0.02,
         help="DeepFool overshoot η (the step is (1 + η) r)",
     )
-    group.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
+    group.add_argument(
+        "--deepfool-steps",
+        "--max-iter",
+        dest="deepfool_steps",
+        type=positive_int,
+        default=50,
+        help="DeepFool steps (--max-iter: the old name)",
+    )
 
 
 def add_devices_arg(group) -> None:
@@ -339,7 +346,7 @@ def load_model_and_data(args: argparse.Namespace):
         fit the model; the message is one line that the subcommand can print.
     """
     from geomrobust.data import load_dataset
-    from geomrobust.models import as_logits_fn
+    from geomrobust.models import as_classifier
     from geomrobust.train import checkpoint_hash, load_checkpoint
 
     if not getattr(args, "checkpoint", None):
@@ -379,7 +386,7 @@ def load_model_and_data(args: argparse.Namespace):
         eval_resize=list(resize) if isinstance(resize, tuple) else resize,
         eval_split=args.split,
     )
-    return as_logits_fn(ckpt.model), data, meta
+    return as_classifier(ckpt.model), data, meta
 
 
 def show_progress() -> bool | None:

@@ -47,7 +47,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
     )
-    g.add_argument("--max-restarts", type=common.positive_int, default=30, help="Lanczos restarts")
+    g.add_argument(
+        "--restarts",
+        "--max-restarts",
+        dest="restarts",
+        type=common.positive_int,
+        default=30,
+        help="Lanczos restarts (--max-restarts: the old name)",
+    )
     g.add_argument(
         "--scale",
         type=common.positive_float,

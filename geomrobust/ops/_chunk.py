@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._deprecation import deprecated_alias
+from ..engine import map_chunks
 
 __all__ = ["chunked_vmap", "map_in_chunks", "pad_to_multiple"]
 
@@ -77,8 +78,6 @@ def map_in_chunks(
     chunk_size : examples per call.
     progress : optional callback called with the number of examples done after each chunk.
     """
-    from ..engine import map_chunks
-
     deprecated_alias(
         "geomrobust.ops.map_in_chunks", "geomrobust.engine.map_chunks(fn, arrays, chunk_size=...)"
     )

@@ -212,7 +212,7 @@ def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) 
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
-    from geomrobust.models import SMOOTH_ACTIVATIONS, as_logits_fn
+    from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier
     from geomrobust.train import checkpoint_hash, load_checkpoint
 
     from ._models import cached_model
@@ -253,7 +253,7 @@ def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_di
             checkpoint_path=os.fspath(Path(path).absolute()),
             checkpoint_sha256=checkpoint_hash(path),
         )
-        models.append(ReportModel(name, label, as_logits_fn(ckpt.model), meta, smooth))
+        models.append(ReportModel(name, label, as_classifier(ckpt.model), meta, smooth))
     return models, timings
 
 

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
+from geomrobust.data import iterate_batches
 from geomrobust.engine import map_chunks
 
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
@@ -203,10 +205,6 @@ def fit(
         After an epoch whose mean training loss (or evaluation loss, or any parameter) is not
         finite: a diverged run never returns parameters as if it had trained.
     """
-    from tqdm.auto import tqdm
-
-    from geomrobust.data import iterate_batches
-
     images = np.asarray(images)
     labels = np.asarray(labels)
     n = images.shape[0]
@@ -229,7 +227,9 @@ def fit(
         for epoch in range(int(epochs)):
             ekey = jax.random.fold_in(key, epoch)
             auxes = []
-            batches = iterate_batches(ekey, images, labels, int(batch_size), drop_remainder=True)
+            batches = iterate_batches(
+                images, labels, int(batch_size), key=ekey, drop_remainder=True
+            )
             for b, (x, y) in enumerate(batches):
                 state, aux = step_fn(jax.random.fold_in(ekey, b + 1), state, x, y)
                 auxes.append(aux)
