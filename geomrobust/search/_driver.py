@@ -20,7 +20,10 @@ settings (the classifier is a pytree argument, its weights traced): ``_slots_sta
 first slots' clean evaluation), ``_slots_step`` (one refill + evaluation; the host tests
 when to stop) and ``_slots_loop`` (the same steps under one ``lax.while_loop``). A chunk's
 runner (:func:`_run_chunk`) drives them; :func:`geomrobust.engine.map_chunks` deals the
-chunks to devices, reports progress and assembles the results.
+chunks to devices, reports progress and assembles the results. Each tail size compiles the
+first time a chunk reaches it, then comes from JAX's jit cache (no module-level state).
+The generic form of this driver, for the other iterative searches, is
+:mod:`geomrobust.search._loop`.
 """
 
 from __future__ import annotations
@@ -182,15 +185,6 @@ def _ladder(n_active: int, b: int) -> int:
     return b
 
 
-def _ladder_sizes(b: int) -> list[int]:
-    """Every working-set size the tail can use from ``b`` slots (``b, b/4, b/16, ...``)."""
-    sizes = [b]
-    while b >= 4:
-        b //= 4
-        sizes.append(b)
-    return sizes
-
-
 def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static):
     """Run the slot loop with ``b`` slots until the queue is empty and at most ``_tail(b)``
     slots are busy (or all are idle): one ``while_loop`` ("device", results written into the
@@ -214,49 +208,8 @@ def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, de
         sink(where, res)
 
 
-# (device id, classifier structure, shapes, settings) of the chunk programs already compiled
-# ahead of time: lowering again would re-trace the classifier on every call
-_LADDERS: set = set()
-
-
-def _ladder_key(clf, data, settings, static, loop, slots, dev):
-    leaves, treedef = jax.tree.flatten((clf, data, settings))
-    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves)
-    return (dev.id, treedef, avals, tuple(sorted(static.items())), loop, slots)
-
-
-def _compile_ladder(clf, data, settings, static, loop: str, slots: int, dev) -> None:
-    """Compile (ahead of time, nothing runs) every program a chunk can need: the first stage
-    and each tail size. Which tail sizes a chunk reaches depends on its data, so compiling
-    them lazily would put compilations, and the memory the compiler keeps afterwards, in the
-    middle of a long run at points that depend on ``N``; compiled up front, the set of
-    programs and their order are the same for any ``N``. Calls then hit the jit cache."""
-    key = _ladder_key(clf, data, settings, static, loop, slots, dev)
-    if key in _LADDERS:
-        return
-    X, Y, nv = data
-    tail_arg = jax.ShapeDtypeStruct((), np.int32)
-    start_kw = dict(has_y=static["has_y"], candidates=static["candidates"],
-                    with_out=loop == "device")  # fmt: skip
-    states = []  # the slot state of each size so far: the tail can skip sizes
-    for b in _ladder_sizes(slots):
-        carry = jax.eval_shape(partial(_slots_start, slots=b, **start_kw), clf, X, Y, nv)
-        if not states:  # the first stage starts from the first examples
-            _slots_start.lower(clf, X, Y, nv, slots=b, **start_kw).compile()
-        for prev in states:  # a tail stage starts from a larger stage's compacted slots
-            _take.lower(prev, jax.ShapeDtypeStruct((b,), np.int32)).compile()
-        if loop == "device":
-            _slots_loop.lower(clf, carry, X, Y, nv, *settings, tail_arg, **static).compile()
-        else:
-            _slots_step.lower(clf, carry, X, Y, nv, *settings, **static).compile()
-        states.append(carry[0])
-    if len(_LADDERS) > 256:
-        _LADDERS.clear()
-    _LADDERS.add(key)
-
-
 def _run_chunk(clf, overshoot, max_iter, subspace, lo, hi, X, Y, *, chunk, slots, loop,
-               precompile, static):  # fmt: skip
+               static):  # fmt: skip
     """DeepFool on one chunk (``X``, ``Y`` padded to ``chunk.size`` rows, on ``chunk.device``)
     with the slot loop and its shrinking tail; returns the chunk's :class:`MarginResult`
     as NumPy arrays (rows past ``chunk.stop - chunk.start`` are padding, left unset)."""
@@ -265,8 +218,6 @@ def _run_chunk(clf, overshoot, max_iter, subspace, lo, hi, X, Y, *, chunk, slots
     n_valid = chunk.stop - chunk.start
     data = (X, Y, jax.device_put(np.int32(n_valid), dev))
     settings = (overshoot, max_iter, subspace, lo, hi)
-    if precompile:  # several chunks: every program before the first
-        _compile_ladder(clf, data, settings, static, loop, slots, dev)
     bufs = MarginResult(
         perturbation=np.zeros(X.shape, X.dtype),
         margin=np.full((m,), np.inf, X.dtype),
@@ -399,7 +350,7 @@ def deepfool_dataset(
     yy = np.zeros((n,), np.int32) if y is None else np.asarray(y).astype(np.int32)
     static = dict(p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None)
     shared = (clf, np.asarray(overshoot, dtype), np.int32(max_iter), sub, lo, hi)
-    run = partial(_run_chunk, slots=slots, loop=loop, precompile=n > m, static=static)
+    run = partial(_run_chunk, slots=slots, loop=loop, static=static)
     with track(progress, n, "deepfool") as report:
         out = map_chunks(
             run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,

@@ -25,9 +25,9 @@ from jax import Array
 from .._validation import check_key, check_positive
 from ..engine import run_program
 from ..models import as_classifier
-from ._apgd import _apgd_program, _square_program
-from ._attacks import _fgsm_program, _pgd_program
-from ._fmn import bounds_pair, check_common, check_steps
+from ._apgd import apgd_run, square_run
+from ._attacks import _fgsm_program, pgd_run
+from ._fmn import bounds_pair, check_common, check_steps, finite_rows
 
 __all__ = ["ATTACKS", "MaskingChecks", "masking_checks", "monotone_flags"]
 
@@ -91,19 +91,19 @@ def _checks_program(clf, key, eps, lo, hi, xc, yc, start, *, p, names, steps, qu
             if name == "fgsm":
                 r = _fgsm_program(clf, xc, yc, e, None, lo, hi, p=p, has_bounds=has_bounds)
             elif name == "pgd":
-                r = _pgd_program(clf, xc, yc, ki, e, alpha_scale * e, None, lo, hi, p=p,
-                                 steps=steps, random_start=True, unroll=1,
-                                 has_bounds=has_bounds)  # fmt: skip
+                r = pgd_run(clf, xc, yc, ki, e, alpha_scale * e, lo, hi, p=p, steps=steps,
+                            has_bounds=has_bounds)  # fmt: skip
             elif name == "square":
-                r = _square_program(clf, xc, yc, ki, e, jnp.asarray(0.05, jnp.float32), lo, hi,
-                                    queries=queries, has_bounds=has_bounds)  # fmt: skip
+                r = square_run(clf, xc, yc, ki, e, jnp.asarray(0.05, jnp.float32), lo, hi,
+                               steps=queries, has_bounds=has_bounds)  # fmt: skip
             else:
-                r = _apgd_program(clf, xc, yc, ki, e, lo, hi, p=p, loss=name[5:], steps=steps,
-                                  restarts=1, has_bounds=has_bounds)  # fmt: skip
+                r = apgd_run(clf, xc, yc, ki, e, lo, hi, p=p, loss=name[5:], steps=steps,
+                             restarts=1, has_bounds=has_bounds)  # fmt: skip
             out.append(r.success)
         return jnp.stack(out, axis=-1)  # (C, A)
 
-    clean = jnp.argmax(clf(xc), -1) == yc
+    logits = clf(xc)
+    clean = (jnp.argmax(logits, -1) == yc) & finite_rows(logits)  # a NaN row is never correct
     return clean, jnp.moveaxis(jax.lax.map(one, eps), 0, -1)  # (C,), (C, A, E)
 
 
