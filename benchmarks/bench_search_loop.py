@@ -50,7 +50,7 @@ def _norms(x, adv, p):
     return np.abs(d).max(1) if np.isinf(p) else np.linalg.norm(d, axis=1)
 
 
-def run(n: int = 100, cw_steps: int = 100, cw_binary: int = 5, repeat: int = 2):
+def run(n: int = 100, cw_steps: int = 50, cw_binary: int = 3, repeat: int = 1):
     import foolbox as fb
 
     logits_fn, apply, params, acc = trained_cnn(1024)
@@ -68,7 +68,7 @@ def run(n: int = 100, cw_steps: int = 100, cw_binary: int = 5, repeat: int = 2):
         ("C&W L2", 2.0, lambda loop: cw_l2(clf, x, labels, steps=cw_steps,
                                            binary_steps=cw_binary, bounds=BOUNDS, loop=loop),
          fb.attacks.L2CarliniWagnerAttack(binary_search_steps=cw_binary, steps=cw_steps)),
-        ("DeepFool L2", 2.0, lambda loop: deepfool_dataset(clf, x, labels, max_iter=50,
+        ("DeepFool L2", 2.0, lambda loop: deepfool_dataset(clf, x, labels, steps=50,
                                                            bounds=BOUNDS, loop=loop),
          fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)),
     ]  # fmt: skip
@@ -86,10 +86,15 @@ def run(n: int = 100, cw_steps: int = 100, cw_binary: int = 5, repeat: int = 2):
         rel = np.abs(m[both] - m_fb[both]) / m_fb[both]
         same = all(np.array_equal(np.asarray(a), np.asarray(b))
                    for a, b in zip(r_host, r_dev, strict=True))  # fmt: skip
+        m_dev = np.asarray(r_dev.margin)
+        fin = np.isfinite(m) & np.isfinite(m_dev)
+        host_dev_rel = float(np.max(np.abs(m[fin] - m_dev[fin]) / np.maximum(m_dev[fin], 1e-30)))
         rows.append(dict(
             name=f"{name} D=1024 N={n}", host_s=round(t_host, 3), device_s=round(t_dev, 3),
             foolbox_s=round(t_fb, 3), foolbox_over_host=round(t_fb / t_host, 2),
             device_over_host=round(t_dev / t_host, 2), host_device_bitwise_equal=same,
+            host_device_max_rel_margin_diff=host_dev_rel,
+            host_device_same_converged=bool(np.array_equal(ok, np.asarray(r_dev.converged))),
             ours_success=float(ok.mean()), foolbox_success=float(s_fb.mean()),
             median_rel_diff_vs_foolbox=float(np.median(rel)) if rel.size else None,
             ours_smaller=float(np.mean(m[both] < m_fb[both])) if rel.size else None,

@@ -70,10 +70,15 @@ from .ops import logit_difference as logit_difference
 from .ops import logit_jacobian as logit_jacobian
 
 # boundary search and attacks
+from .search import AttackResult as AttackResult
 from .search import BoundaryPoints as BoundaryPoints
+from .search import DirectionalMargins as DirectionalMargins
 from .search import MarginResult as MarginResult
 from .search import MaskingChecks as MaskingChecks
 from .search import MinimalMargin as MinimalMargin
+from .search import RobustAccuracy as RobustAccuracy
+from .search import SparseFoolResult as SparseFoolResult
+from .search import UniversalPerturbation as UniversalPerturbation
 from .search import apgd as apgd
 from .search import cw_l2 as cw_l2
 from .search import deepfool as deepfool

@@ -51,7 +51,7 @@ def battery(f) -> dict:
 
     df = gr.deepfool(f, x)
     put("deepfool", df)
-    put("deepfool_traced", jax.jit(lambda z: gr.deepfool(f, z, max_iter=10))(x))
+    put("deepfool_traced", jax.jit(lambda z: gr.deepfool(f, z, steps=10))(x))
     put("deepfool_dataset", gr.deepfool_dataset(f, x, pred, chunk_size=4, slots=2))
     bands = gr.dct_subspaces(SHAPE, 4, 4)
     put("subspace", gr.subspace_margins(f, x, pred, bands, chunk_size=4, slots=2))
@@ -80,11 +80,11 @@ def battery(f) -> dict:
     put("pgd", gr.pgd(f, x, pred, key=key, eps=0.1, steps=3))
     ra = gr.robust_accuracy(f, x, pred, [0.0, 0.1], key=key, steps=3, chunk_size=4)
     out["robust.success"] = np.asarray(ra.success)
-    uap = gr.universal_perturbation(f, x, key=key, xi=0.5, norm=2, max_passes=1)
+    uap = gr.universal_perturbation(f, x, key=key, eps=0.5, norm=2, steps=1)
     out["uap"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, num_points=16))
     out["signature"] = np.asarray(margin_signature(f, x, pred)["input"].margins)
-    put("sparsefool", gr.sparsefool(f, x[:2], pred[:2], max_iter=3, deepfool_iter=10))
+    put("sparsefool", gr.sparsefool(f, x[:2], pred[:2], steps=3, deepfool_steps=10))
     put("slice", boundary_slice(f, x[0], d[0], d[1], 1.0, 5))
     put("linearity", local_linearity(f, x, pred, eps=0.05, key=key, steps=2))
     fr = subspace_fooling_rate(

@@ -67,8 +67,6 @@ LAZY: dict[str, str] = {
     "report/_html.py": "helper report (issue 23)",
     "report/_models.py": "helper report (issue 23)",
     "report/_stages.py": "helper report (issue 23)",
-    "search/_attacks.py": "helper search (issue 23)",
-    "search/_deepfool.py": "helper search (issue 23)",
     "train/_checkpoint.py": "helper vocab (issue 23)",
     "train/_loop.py": "helper vocab (issue 23)",
     "train/_settings.py": "helper vocab (issue 23)",

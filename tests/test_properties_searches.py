@@ -85,7 +85,7 @@ BOXED = {
         lambda c, x, b: gr.robust_accuracy(c, x, Y0, [0.1], key=KEY, steps=2, bounds=b)
     ),
     "universal": _no_points(
-        lambda c, x, b: gr.universal_perturbation(c, x, key=KEY, xi=0.2, max_passes=1, bounds=b)
+        lambda c, x, b: gr.universal_perturbation(c, x, key=KEY, eps=0.2, steps=1, bounds=b)
     ),
     "fmn": lambda c, x, b: x + gr.fmn(c, x, steps=5, bounds=b).perturbation,
     "cw_l2": lambda c, x, b: x + gr.cw_l2(c, x, steps=5, binary_steps=1, bounds=b).perturbation,
@@ -170,7 +170,7 @@ def _run_all(name, clf, x):
     if name == "pgd":
         return (gr.pgd(clf, x, y, key=KEY, eps=0.1, steps=2).perturbation,)
     if name == "universal":
-        return (gr.universal_perturbation(clf, x, key=KEY, xi=0.5, max_passes=1).perturbation,)
+        return (gr.universal_perturbation(clf, x, key=KEY, eps=0.5, steps=1).perturbation,)
     if name == "fmn":
         return (gr.fmn(clf, x, steps=5).perturbation,)
     if name == "cw_l2":
@@ -269,7 +269,7 @@ def test_nonfinite_rows_never_succeed(name, label):
     elif name == "apgd":
         ok = gr.search.apgd(f, x, y, key=KEY, eps=0.1, steps=3).success
     else:
-        ok = gr.search.square_attack(f, x, y, key=KEY, eps=0.1, queries=3).success
+        ok = gr.search.square_attack(f, x, y, key=KEY, eps=0.1, steps=3).success
     assert not np.any(np.asarray(ok)[NAN_ROWS]), name
 
 
@@ -281,7 +281,7 @@ def test_nonfinite_rows_never_correct(label):
     y = jnp.argmax(_model(jnp.float32)(x), -1).at[2:].set(label).astype(jnp.int32)
     ra = gr.search.robust_accuracy(f, x, y, [0.0, 0.05], key=KEY, steps=2)
     assert ra.clean_accuracy <= 0.5 and np.all(ra.accuracy <= 0.5)
-    mc = gr.search.masking_checks(f, x, y, [0.05], key=KEY, steps=2, queries=2)
+    mc = gr.search.masking_checks(f, x, y, [0.05], key=KEY, steps=2, square_steps=2)
     assert mc.clean_accuracy <= 0.5 and np.all(mc.worst_case <= 0.5)
     for acc in mc.accuracy.values():
         assert np.all(acc <= 0.5)
@@ -289,5 +289,5 @@ def test_nonfinite_rows_never_correct(label):
 
 def test_nonfinite_rows_never_fooled_by_a_universal_perturbation():
     f, x = _nan_model(), _nan_data()
-    r = gr.search.universal_perturbation(f, x, key=KEY, xi=0.05, max_passes=1)
+    r = gr.search.universal_perturbation(f, x, key=KEY, eps=0.05, steps=1)
     assert r.fooling_rate <= 0.5

@@ -96,7 +96,7 @@ def boundary_points(
             y,
             norm=2,
             overshoot=overshoot,
-            max_iter=max_iter,
+            steps=max_iter,
             bounds=bounds,
             chunk_size=size,
             devices=devices,

@@ -174,7 +174,7 @@ def _batched(x, y):
 
 
 def _deepfool_kw(s: MarginSettings) -> dict:
-    return {"overshoot": s.overshoot, "max_iter": s.max_iter, "slots": s.slots, "bounds": s.bounds}
+    return {"overshoot": s.overshoot, "steps": s.max_iter, "slots": s.slots, "bounds": s.bounds}
 
 
 def _deepfool(clf, x, y, pred, clean, s, run, key):
@@ -205,7 +205,7 @@ def _best(clf, x, y, pred, clean, s, run, key):
     from geomrobust.search._minimal import ratio_summary
 
     kw = _deepfool_kw(s)
-    df_kw = {k: kw[k] for k in ("overshoot", "max_iter")}
+    df_kw = {k: kw[k] for k in ("overshoot", "steps")}
     cw_kw = dict(steps=s.cw_steps, binary_steps=s.cw_binary_steps)
 
     def chunk(clf, xc, yc=None, *, chunk):

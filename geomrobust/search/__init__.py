@@ -37,10 +37,10 @@ from ._cw import cw_step as cw_step
 from ._deepfool import DeepFoolInfo as DeepFoolInfo
 from ._deepfool import DeepFoolState as DeepFoolState
 from ._deepfool import MarginResult as MarginResult
-from ._deepfool import deepfool as deepfool
 from ._deepfool import deepfool_init as deepfool_init
 from ._deepfool import deepfool_result as deepfool_result
 from ._deepfool import deepfool_step as deepfool_step
+from ._driver import deepfool as deepfool
 from ._driver import deepfool_dataset as deepfool_dataset
 from ._evaluate import RobustAccuracy as RobustAccuracy
 from ._evaluate import robust_accuracy as robust_accuracy

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import all_concrete, check_classifier, check_key, check_positive, is_concrete
 from ..models import as_classifier
 from ._attacks import AttackResult
@@ -395,6 +396,7 @@ def _margin(logits, y):
     return logits[idx, y] - logits[idx, best_other(logits, y)]
 
 
+@renamed(queries="steps")
 def square_attack(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -402,13 +404,13 @@ def square_attack(
     *,
     key: Array,
     eps,
-    queries: int = 1000,
+    steps: int = 1000,
     p_init: float = 0.05,
     bounds: tuple | None = None,
     loop: str = "auto",
 ) -> AttackResult:
     """A Square-attack style random search in the Linf ball (Andriushchenko et al. 2020):
-    no gradients, one forward pass per query.
+    no gradients, one forward pass per query; ``steps`` queries (formerly ``queries``).
 
     Start from vertical stripes ``x + ε s`` (``s = ±1`` random per column and channel);
     at each query replace a random square window (side ``sqrt(p h w)``, ``p`` from
@@ -424,13 +426,13 @@ def square_attack(
     :func:`apgd`). A non-finite logit row at the returned point is never a success.
     """
     clf = as_classifier(logits_fn)
-    _, x = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, queries, 1)
+    _, x = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, steps, 1)
     check_positive(p_init, "p_init")
     x = jnp.asarray(x)
     lo, hi = bounds_pair(bounds, x.dtype)
     y = jnp.asarray(y).astype(jnp.int32)
     eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (x.shape[0],))
-    static = _SquareStatic(int(queries), bounds is not None)
+    static = _SquareStatic(int(steps), bounds is not None)
     settings = (key, jnp.asarray(p_init, jnp.float32), lo, hi)
     return AttackResult(*drive(SQUARE, clf, settings, (x, y, eps), static, loop=loop,
                                chunk_size=None))  # fmt: skip

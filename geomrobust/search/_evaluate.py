@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import deprecated_alias, renamed
 from .._validation import check_key, check_positive, is_concrete
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ._apgd import apgd, square_attack
 from ._attacks import _check, fgsm, pgd
@@ -28,32 +29,41 @@ __all__ = ["RobustAccuracy", "robust_accuracy"]
 
 
 class RobustAccuracy(NamedTuple):
-    """epsilons ``(E,)``; accuracy ``(E,)`` fraction correct under the attack at each
-    ``eps``; clean_accuracy; success ``(E, N)`` bool per example; flags: the gradient-masking
+    """eps ``(E,)`` (``epsilons``, its old name, still reads it); accuracy ``(E,)``
+    fraction correct under the attack at each ``eps``; clean_accuracy; success ``(E, N)`` bool per
+    example; flags: the gradient-masking
     checks failed, as sentences (see :func:`geomrobust.search.masking_checks`)."""
 
-    epsilons: np.ndarray
+    eps: np.ndarray
     accuracy: np.ndarray
     clean_accuracy: float
     success: np.ndarray
     flags: tuple = ()
 
+    @property
+    def epsilons(self) -> np.ndarray:
+        """Deprecated: the field ``eps``."""
+        deprecated_alias("RobustAccuracy.epsilons", "RobustAccuracy.eps")
+        return self.eps
 
+
+@renamed(epsilons="eps")
 def robust_accuracy(
     logits_fn: Callable[[Array], Array],
     x,
     y,
-    epsilons: Sequence[float],
+    eps: Sequence[float],
     *,
     key: Array,
     attack: str = "pgd",
     checks: bool = False,
-    chunk_size: int = 256,
-    progress=None,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
+    progress=None,
     **attack_kw,
 ) -> RobustAccuracy:
-    """Accuracy under ``fgsm`` or ``pgd`` for every ``eps`` in ``epsilons``, in one call.
+    """Accuracy under ``fgsm`` or ``pgd`` for every radius in ``eps`` (formerly
+    ``epsilons``), in one call.
 
     One jitted function runs the attack for all ``E`` epsilons (``lax.map`` over ``eps``) on
     a chunk of ``chunk_size`` examples; chunks are fed by the executor
@@ -80,9 +90,10 @@ def robust_accuracy(
     clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    eps = np.asarray(epsilons, np.float64).reshape(-1)
+    eps_in = eps
+    eps = np.asarray(eps_in, np.float64).reshape(-1)
     if eps.size == 0 or not np.all(eps >= 0):
-        raise ValueError(f"epsilons must be a non-empty list of values >= 0, got {epsilons!r}")
+        raise ValueError(f"eps must be a non-empty list of values >= 0, got {eps_in!r}")
     attack_kw = dict(attack_kw)
     target = attack_kw.pop("target", None)
     if target is not None:

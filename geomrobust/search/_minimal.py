@@ -21,7 +21,8 @@ from jax import Array
 from ..engine import run_program
 from ..models import as_classifier
 from ._cw import cw_l2
-from ._deepfool import MarginResult, deepfool
+from ._deepfool import MarginResult
+from ._driver import deepfool
 from ._fmn import check_common, fmn, rows
 
 __all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
