@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ._cw import cw_l2
 from ._deepfool import MarginResult
@@ -83,7 +83,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MinimalMargin:
