@@ -6,13 +6,7 @@ The public API (README "Library", docs/methods.md) is re-exported here explicitl
 ``gr.plot`` is imported on first use.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
-try:
-    __version__ = _version("geomrobust")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+local"
+import importlib as _importlib
 
 from . import data as data
 from . import engine as engine
@@ -24,6 +18,7 @@ from . import parallel as parallel
 from . import search as search
 from . import train as train
 from ._status import Status as Status
+from ._version import __version__ as __version__
 
 # data
 from .data import ArrayDataset as ArrayDataset
@@ -37,9 +32,15 @@ from .data import low_pass as low_pass
 # measures
 from .measures import Curvatures as Curvatures
 from .measures import HessianEigs as HessianEigs
+from .measures import MarginSignature as MarginSignature
 from .measures import NADs as NADs
+from .measures import NormalCurvatures as NormalCurvatures
+from .measures import RandomSubspaceMargins as RandomSubspaceMargins
+from .measures import ShapeOperator as ShapeOperator
+from .measures import SharedDirections as SharedDirections
 from .measures import Slice as Slice
 from .measures import SubspaceMargins as SubspaceMargins
+from .measures import Thickness as Thickness
 from .measures import boundary_slice as boundary_slice
 from .measures import boundary_thickness as boundary_thickness
 from .measures import dct_subspaces as dct_subspaces
@@ -58,12 +59,12 @@ from .measures import subspace_margins as subspace_margins
 # models
 from .models import Classifier as Classifier
 from .models import as_classifier as as_classifier
-from .models import as_logits_fn as as_logits_fn
 from .models import create_model as create_model
 from .models import pure_apply as pure_apply
 
 # operators
 from .ops import hvp as hvp
+from .ops import hvp_operator as hvp_operator
 from .ops import input_grad as input_grad
 from .ops import input_hessian as input_hessian
 from .ops import logit_difference as logit_difference
@@ -96,6 +97,7 @@ from .search import square_attack as square_attack
 from .search import universal_perturbation as universal_perturbation
 
 # training
+from .train import Checkpoint as Checkpoint
 from .train import load_checkpoint as load_checkpoint
 from .train import make_loss as make_loss
 from .train import save_checkpoint as save_checkpoint
@@ -105,7 +107,5 @@ def __getattr__(name: str):
     """``gr.plot``, ``gr.report``, ``gr.analyses`` and ``gr.cli`` load on first use
     (matplotlib and the front ends are not imported with the package)."""
     if name in ("plot", "report", "analyses", "cli"):
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

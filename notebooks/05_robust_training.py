@@ -16,7 +16,7 @@
 # once and cached. The literature reports larger margins (Madry et al. 2018) and a flatter
 # loss in input space (smaller loss-Hessian eigenvalues; CURE, Moosavi-Dezfooli et al. 2019).
 # This notebook measures both and prints whether this run agrees: on these small digits
-# models it need not (the README's measurements find larger margins, but larger top
+# models it need not (the measurements of docs/results.md find larger margins, but larger top
 # loss-Hessian eigenvalues for the robust model, and a DCT profile that changes only in some
 # bands).
 
@@ -33,7 +33,7 @@ from geomrobust.measures import (
     subspace_margins,
     summarize_bands,
 )
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import deepfool_dataset
 from geomrobust.train import load_checkpoint
@@ -45,7 +45,7 @@ for method in ("standard", "pgd"):
     path, _ = cached_model(method, s, init=init)
     init = path
     ckpt = load_checkpoint(path)
-    models[method] = as_logits_fn(ckpt.model)
+    models[method] = as_classifier(ckpt.model)
     print(method, "test accuracy", round(ckpt.metadata["accuracy"], 3))
 test = load_dataset("digits", "test")
 x, y = jnp.asarray(test.images[:32]), jnp.asarray(test.labels[:32])

@@ -15,7 +15,7 @@ from geomrobust.cli._common import (
     write_results,
 )
 from geomrobust.data import load_dataset
-from geomrobust.models import as_logits_fn, model_config
+from geomrobust.models import as_classifier, model_config
 from geomrobust.train import evaluate, load_checkpoint
 
 
@@ -121,7 +121,7 @@ def test_load_model_and_data(trained):
     full = load_dataset("digits", "test")
     np.testing.assert_array_equal(data.images, full.images[:10])  # the first n, in order
     np.testing.assert_array_equal(data.labels, full.labels[:10])
-    ref = as_logits_fn(load_checkpoint(out).model)
+    ref = as_classifier(load_checkpoint(out).model)
     np.testing.assert_array_equal(np.asarray(logits_fn(data.images)), np.asarray(ref(data.images)))
     assert meta["eval_dataset"] == "digits" and len(meta["checkpoint_sha256"]) == 64
     assert model_config(load_checkpoint(out).model) == meta["model_config"]

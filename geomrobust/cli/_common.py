@@ -17,6 +17,10 @@ A subcommand parses its options, turns them into the settings of its analysis
 * :func:`add_resume_args` / :func:`open_run_store` make a long run resumable: its results are
   written per chunk (``OUT/chunks``, :class:`geomrobust.io.ChunkStore`) and the same command
   resumes after an interruption; other settings refuse unless ``--restart``;
+* :func:`add_distributed_args` / :func:`start_processes` run a command as one of several
+  JAX processes (``--distributed``): every process computes its share of the chunks, the
+  results meet through collectives, process 0 writes (:func:`writes_outputs`), each
+  process's chunk store records the process layout;
 * :func:`locked_out` holds the lock of ``--out`` for the whole run, so a second run into the
   same folder stops at once with "another run holds OUT" (exit code 1).
 """
@@ -40,6 +44,7 @@ from geomrobust.io import atomic_write, lock_folder, save_json, save_npz
 
 __all__ = [
     "CLIError",
+    "add_distributed_args",
     "add_model_data_args",
     "add_resume_args",
     "finite_float",
@@ -60,9 +65,11 @@ __all__ = [
     "seed",
     "settings_from_args",
     "show_progress",
+    "start_processes",
     "user_errors",
     "warnings_as_lines",
     "write_results",
+    "writes_outputs",
 ]
 
 DEFAULT_DATASET = "digits"
@@ -281,14 +288,21 @@ def add_box_arg(group) -> None:
 
 
 def add_deepfool_args(group) -> None:
-    """``--overshoot --max-iter``: the L2 DeepFool search (margins, boundary points)."""
+    """``--overshoot --deepfool-steps``: the L2 DeepFool search (margins, boundary points)."""
     group.add_argument(
         "--overshoot",
         type=nonnegative_float,
         default=0.02,
         help="DeepFool overshoot η (the step is (1 + η) r)",
     )
-    group.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
+    group.add_argument(
+        "--deepfool-steps",
+        "--max-iter",
+        dest="deepfool_steps",
+        type=positive_int,
+        default=50,
+        help="DeepFool steps (--max-iter: the old name)",
+    )
 
 
 def add_devices_arg(group) -> None:
@@ -332,7 +346,7 @@ def load_model_and_data(args: argparse.Namespace):
         fit the model; the message is one line that the subcommand can print.
     """
     from geomrobust.data import load_dataset
-    from geomrobust.models import as_logits_fn
+    from geomrobust.models import as_classifier
     from geomrobust.train import checkpoint_hash, load_checkpoint
 
     if not getattr(args, "checkpoint", None):
@@ -372,7 +386,7 @@ def load_model_and_data(args: argparse.Namespace):
         eval_resize=list(resize) if isinstance(resize, tuple) else resize,
         eval_split=args.split,
     )
-    return as_logits_fn(ckpt.model), data, meta
+    return as_classifier(ckpt.model), data, meta
 
 
 def show_progress() -> bool | None:
@@ -489,23 +503,197 @@ def add_resume_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _layout(args: argparse.Namespace) -> tuple[int, int]:
+    return getattr(args, "process_layout", (0, 1))
+
+
+def store_folder(out: str | os.PathLike, index: int, count: int) -> Path:
+    """The chunk store of process ``index`` of ``count``: ``OUT/chunks`` for one process,
+    ``OUT/chunks-process-I-of-P`` for several (each process writes only its own)."""
+    name = "chunks" if count == 1 else f"chunks-process-{index}-of-{count}"
+    return Path(out).expanduser() / name
+
+
+def _other_layouts(out: Path, index: int, count: int) -> list[Path]:
+    """Chunk stores in ``out`` written by runs with another process layout."""
+    found = []
+    for p in sorted(out.glob("chunks*")):
+        if not p.is_dir() or p == store_folder(out, index, count):
+            continue
+        if p.name == "chunks" or p.name.startswith("chunks-process-"):
+            if p.name.startswith("chunks-process-") and p.name.endswith(f"-of-{count}"):
+                continue  # another process of this layout
+            found.append(p)
+    return found
+
+
 def open_run_store(out: Path, settings, args: argparse.Namespace, meta: Mapping, n: int):
-    """The resumable chunk store ``out/chunks`` of this run.
+    """The resumable chunk store of this run: ``out/chunks`` (one process), or this
+    process's ``out/chunks-process-I-of-P`` (``--distributed``).
 
     Its settings are the analysis' ``settings`` (what changes the numbers), the data
-    selection (``--dataset --resize --split --n``), the number of examples ``n`` and the
-    checkpoint's SHA-256 (so results of another model are never mixed in).
+    selection (``--dataset --resize --split --n``), the number of examples ``n``, the
+    checkpoint's SHA-256 (so results of another model are never mixed in) and, with several
+    processes, the process layout (so each chunk file names the process that wrote it). A
+    folder holding the chunks of another layout is refused unless ``--restart``, which
+    removes them: a changed layout re-plans from scratch, it never mixes.
     """
     from geomrobust.analyses import settings_record
     from geomrobust.io import open_chunk_store
 
+    i, p = _layout(args)
     record = settings_record(settings)
     for k in ("dataset", "resize", "split", "n"):
         if hasattr(args, k):
             record[k] = options_record(args)[k]
     record.update(num_examples=int(n), checkpoint_sha256=meta.get("checkpoint_sha256"))
+    if p > 1:
+        record.update(process_index=i, process_count=p)
+    out = Path(out).expanduser()
+    others = _other_layouts(out, i, p) if out.is_dir() else []
+    error = None
+    if others and not args.restart:
+        error = CLIError(
+            f"{out} holds the per-chunk results of a run with another process layout "
+            f"({', '.join(q.name for q in others[:3])}); rerun with that layout to resume, or "
+            "pass --restart to discard them",
+            1,
+        )
+    elif others:
+        for q in others:  # --restart: each process removes what it can see, tolerantly
+            _remove_store(q)
+    if p > 1:
+        _agree_all(error is None, "opening the chunk stores")
+    if error is not None:
+        raise error
     with user_errors(1):
-        return open_chunk_store(Path(out) / "chunks", record, overwrite=bool(args.restart))
+        return open_chunk_store(store_folder(out, i, p), record, overwrite=bool(args.restart))
+
+
+def _remove_store(folder: Path) -> None:
+    """Remove a chunk store's own files (chunk files with a digest, ``store.json``) and the
+    folder when nothing else is left; files that vanish meanwhile (another process of a
+    shared filesystem removing them too) are fine."""
+    from geomrobust.io._chunks import _is_own_chunk
+
+    for q in list(folder.glob("chunk-*.npz")):
+        if _is_own_chunk(q):
+            q.unlink(missing_ok=True)
+    (folder / "store.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _agree_all(ok: bool, what: str) -> None:
+    from geomrobust.engine._processes import ProcessFailure, agree
+
+    try:
+        agree(ok, what)
+    except ProcessFailure as e:
+        raise CLIError(str(e), 1) from e
+
+
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    """``--distributed --coordinator --num-processes --process-id --heartbeat-timeout``."""
+    g = parser.add_argument_group(
+        "several processes (JAX multi-controller runtime; docs/performance.md)"
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="flag: run as one of several processes (one per host; start every process with "
+        "the same command): the chunks are shared out, results meet through JAX collectives, "
+        "process 0 writes the outputs. The layout is detected under SLURM, Open MPI and on "
+        "cloud TPUs; elsewhere give --coordinator --num-processes --process-id",
+    )
+    g.add_argument(
+        "--coordinator", metavar="HOST:PORT", default=None,
+        help="address of process 0's coordination service (implies --distributed)",
+    )  # fmt: skip
+    g.add_argument(
+        "--num-processes", metavar="P", type=positive_int, default=None,
+        help="number of processes (with --process-id and --coordinator)",
+    )  # fmt: skip
+    g.add_argument(
+        "--process-id", metavar="I", type=nonnegative_int, default=None,
+        help="this process's index in [0, P)",
+    )  # fmt: skip
+    g.add_argument(
+        "--heartbeat-timeout", metavar="S", type=positive_int, default=100,
+        help="seconds after which a silent process counts as lost and every process stops",
+    )  # fmt: skip
+
+
+def start_processes(args: argparse.Namespace) -> tuple[int, int]:
+    """Join the multi-process run asked for by ``--distributed`` / ``--coordinator``
+    (:func:`geomrobust.parallel.initialize`) and check that every process runs the same
+    command; ``(process_index, process_count)``, ``(0, 1)`` without those options. The
+    layout is kept on ``args`` (``args.process_layout``)."""
+    wanted = (
+        getattr(args, "distributed", False)
+        or getattr(args, "coordinator", None) is not None
+        or getattr(args, "num_processes", None) is not None
+        or getattr(args, "process_id", None) is not None
+    )
+    if not wanted:
+        args.process_layout = (0, 1)
+        return args.process_layout
+    from geomrobust.parallel import initialize
+
+    with user_errors(2, "--distributed: "):
+        layout = initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            heartbeat_timeout=args.heartbeat_timeout,
+        )
+    args.process_layout = layout
+    if layout[1] > 1:
+        _same_command(args)
+    return layout
+
+
+def _same_command(args: argparse.Namespace) -> None:
+    """Every process was started with the same options (but its own ``--process-id``):
+    one collective, which also connects the processes before any work starts."""
+    import hashlib
+    import json
+
+    from geomrobust.engine._processes import ProcessFailure, allgather_blocks
+
+    record = {
+        k: v
+        for k, v in options_record(args).items()
+        if k not in ("process_id", "process_layout", "coordinator")
+    }
+    text = json.dumps(record, sort_keys=True, default=str).encode()
+    digest = np.frombuffer(hashlib.sha256(text).digest(), np.uint8)[None]
+    try:
+        (got,) = allgather_blocks([digest], 1)
+    except ProcessFailure as e:
+        raise CLIError(str(e), 1) from e
+    differ = [j for j in range(got.shape[0]) if not np.array_equal(got[j, 0], digest[0])]
+    if differ:
+        raise CLIError(
+            f"processes {differ} were started with other options than process "
+            f"{args.process_layout[0]}: start every process with the same command",
+            2,
+        )
+
+
+def writes_outputs(args: argparse.Namespace) -> bool:
+    """Whether this process writes the results, summary and figures (process 0)."""
+    return _layout(args)[0] == 0
+
+
+def hold_run_out(out: str | os.PathLike, args: argparse.Namespace) -> Path:
+    """:func:`hold_out` for a command's ``--out``: process 0 locks ``out``, another process
+    of a ``--distributed`` run its own chunk store folder (it writes nothing else)."""
+    i, p = _layout(args)
+    if i == 0:
+        return hold_out(out)
+    hold_out(store_folder(out, i, p))
+    return Path(out).expanduser()
 
 
 def write_results(

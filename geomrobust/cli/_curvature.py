@@ -30,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     common.add_devices_arg(common.add_model_data_args(p))
     common.add_resume_args(p)
+    common.add_distributed_args(p)
     g = p.add_argument_group("curvature")
     g.add_argument(
         "--num", type=common.positive_int, default=20, help="principal curvatures per point"
@@ -46,7 +47,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
     )
-    g.add_argument("--max-restarts", type=common.positive_int, default=30, help="Lanczos restarts")
+    g.add_argument(
+        "--restarts",
+        "--max-restarts",
+        dest="restarts",
+        type=common.positive_int,
+        default=30,
+        help="Lanczos restarts (--max-restarts: the old name)",
+    )
     g.add_argument(
         "--scale",
         type=common.positive_float,
@@ -86,13 +94,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geomrobust.analyses import CurvatureSettings, curvature
 
+    common.start_processes(args)
     with common.user_errors(2, "--devices: "):
         devs = common.cli_devices(args)
     with common.user_errors(2):
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(CurvatureSettings, args).check(data.images.shape[1:])
     out = Path(args.out or "curvature_results")
-    common.hold_out(out)  # another run into the same --out stops here
+    common.hold_run_out(out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with common.user_errors(1), common.warnings_as_lines("curvature"):
@@ -102,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if summary["num_boundary_points"] == 0:
         raise common.CLIError("no boundary point found", 1)
     summary = {"command": "curvature", **summary, "metadata": meta}
+    if not common.writes_outputs(args):  # --distributed: process 0 writes
+        return 0
     common.write_results(out, arrays, summary, args=args)
     values, conv = arrays["values"], arrays["converged"]
     if not args.no_plots:

@@ -36,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     common.add_model_data_args(p)
     common.add_resume_args(p)
+    common.add_distributed_args(p)
     p.add_argument(
         "--what", choices=WHAT, nargs="+", default=list(DEFAULT_WHAT),
         help="diagnostics to compute",
@@ -79,12 +80,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geomrobust.analyses import DiagnoseSettings, diagnose
 
+    common.start_processes(args)
     with common.user_errors(1):
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(DiagnoseSettings, args).validate()
     splits = _splits(args) if "signature" in settings.what else None
     if args.out:
-        common.hold_out(args.out)  # another run into the same --out stops here
+        common.hold_run_out(args.out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(args.out, settings, args, meta, n) if args.out else None
     with common.user_errors(1), common.warnings_as_lines("diagnose"):
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             clf, data, settings, store=store, splits=splits, progress=common.show_progress()
         )
     summary = {"checkpoint": meta["checkpoint_path"], **summary}
+    if not common.writes_outputs(args):  # --distributed: process 0 prints and writes
+        return 0
     _print(summary, settings)
     if args.out:
         out = common.write_results(args.out, arrays, summary, args=args)

@@ -26,6 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     common.add_devices_arg(common.add_model_data_args(p))
     common.add_resume_args(p)
+    common.add_distributed_args(p)
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",
@@ -99,12 +100,13 @@ def run(args: argparse.Namespace) -> int:
 
     with common.user_errors(2):
         settings = common.settings_from_args(MarginSettings, args)
+    common.start_processes(args)
     with common.user_errors(2, "--devices: "):
         devs = common.cli_devices(args)
     with common.user_errors(1):
         clf, data, meta = common.load_model_and_data(args)
     out = Path(args.out or f"runs/margins-{args.method}-{args.norm}-{args.subspaces}")
-    common.hold_out(out)  # another run into the same --out stops here
+    common.hold_run_out(out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = common.open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with common.user_errors(1), common.warnings_as_lines("margins"):
@@ -112,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             clf, data, settings, store=store, progress=common.show_progress(), devices=devs
         )
     summary["model"] = meta
+    if not common.writes_outputs(args):  # --distributed: process 0 writes
+        return 0
     common.write_results(out, arrays, summary, args=args)
     if not args.no_plots:
         _plots(out, data, arrays, summary, settings)

@@ -78,6 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="progress bars on stderr; None means only on a terminal",
     )
+    common.add_distributed_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -85,7 +86,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geomrobust.report import run_report
 
-    common.hold_out(args.out)  # another run into the same --out stops here
+    common.start_processes(args)
+    if common.writes_outputs(args):  # --distributed: process 0 writes, the others nothing
+        common.hold_out(args.out)  # another run into the same --out stops here
     try:
         run_report(
             args.out,
@@ -102,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, FileNotFoundError) as e:  # a missing dataset too
         raise common.CLIError(str(e), 2) from e
-    print(f"report: {args.out}/index.html")
+    if common.writes_outputs(args):
+        print(f"report: {args.out}/index.html")
     return 0

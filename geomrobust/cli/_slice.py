@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import _common as common
 
@@ -26,6 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     common.add_model_data_args(p)
+    common.add_distributed_args(p)
     g = p.add_argument_group("slices")
     g.add_argument(
         "--index",
@@ -55,13 +57,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geomrobust.analyses import SliceSettings, slices
 
+    common.start_processes(args)
     with common.user_errors(2):
         clf, data, meta = common.load_model_and_data(args)
         settings = common.settings_from_args(SliceSettings, args).check(data.images.shape[0])
-    out = common.hold_out(args.out or "slice_results")
+    out = Path(args.out or "slice_results")
+    if common.writes_outputs(args):  # --distributed: process 0 writes, the others nothing
+        common.hold_out(out)
     with common.user_errors(1), common.warnings_as_lines("slice"):
         arrays, summary = slices.compute(clf, data, settings, progress=common.show_progress())
     summary = {"command": "slice", "metadata": meta, **summary}
+    if not common.writes_outputs(args):
+        return 0
     common.write_results(out, arrays, summary, args=args)
     done = [r for r in summary["slices"] if "plane" in r]
     if not args.no_plots:

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
+from flax import nnx
 
 __all__ = ["Classifier", "StaticFunction", "as_classifier", "is_array_leaf"]
 
@@ -179,7 +182,6 @@ def _fingerprint(fn, depth: int = 0):
     """A structural description of a Python function: its code, globals and the values it
     closes over (functions recursively, hashable values by value, anything else (arrays,
     which may be weights; mutable containers) by identity)."""
-    import types
 
     if not isinstance(fn, types.FunctionType) or depth > 8:
         return _Key(fn)
@@ -250,8 +252,6 @@ class _NNXApply:
         self.key = _Key(graphdef)
 
     def __call__(self, state, x):
-        from flax import nnx
-
         return nnx.merge(self.graphdef, state)(x)
 
     def __eq__(self, other):
@@ -380,7 +380,6 @@ def _combine(arrays, static):
 def _nnx_classifier(module) -> Classifier:
     """``module`` as a classifier in evaluation mode, holding the module's own variables
     (a live view of its weights), without touching the module."""
-    from flax import nnx
 
     graphdef, state = nnx.split(module)
     copy = nnx.merge(graphdef, state)  # new modules around the same variables
@@ -390,10 +389,6 @@ def _nnx_classifier(module) -> Classifier:
 
 
 def _is_linen(obj) -> bool:
-    try:
-        import flax.linen as nn
-    except Exception:  # pragma: no cover
-        return False
     return isinstance(obj, nn.Module)
 
 
@@ -429,6 +424,8 @@ def as_classifier(obj, params=None) -> Classifier:
         * a Haiku ``hk.transform(...)`` result with its ``params``: ``apply(params, None, x)``
           (no RNG: deterministic), or ``hk.without_apply_rng(...)``: ``apply(params, x)``;
         * a function ``apply(params, x)`` with its ``params``;
+        * the pair ``(apply, params)`` as one tuple, of any of the three forms above
+          (``params`` None): the same as ``as_classifier(apply, params)``;
         * an Equinox module, or any callable pytree (a ``jax.tree_util``-registered dataclass,
           ``jax.tree_util.Partial``, ``eqx.filter_vmap(model)``), ``params`` None: its array
           leaves are the weights; other leaves and the tree structure are static. It must map
@@ -447,8 +444,6 @@ def as_classifier(obj, params=None) -> Classifier:
             raise TypeError("params must be None for a Classifier (it holds its parameters)")
         return obj
     try:
-        from flax import nnx
-
         if isinstance(obj, nnx.Module):
             if params is not None:
                 raise TypeError("params must be None for an NNX module (it holds its weights)")
@@ -484,6 +479,13 @@ def as_classifier(obj, params=None) -> Classifier:
             "a Haiku transform needs its params: as_classifier(transformed, params) with "
             "params from transformed.init(...)"
         )
+    if (
+        type(obj) is tuple
+        and len(obj) == 2
+        and obj[1] is not None
+        and (callable(obj[0]) or _is_linen(obj[0]) or _is_haiku_transformed(obj[0]))
+    ):  # the pair (apply, params) in one argument
+        return as_classifier(obj[0], obj[1])
     leaves = jax.tree.leaves(obj)
     if not (len(leaves) == 1 and leaves[0] is obj):  # a registered pytree
         if not callable(obj):
