@@ -49,9 +49,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def map_sharded(
     fn: Callable,
     *arrays,
+    replicated: dict | None = None,
     chunk_size: int,
     devices,
-    replicated: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ):
     """Deprecated: use ``geomrobust.engine.map_chunks(fn, arrays, shared, chunk_size=...,

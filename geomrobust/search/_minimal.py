@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ._cw import cw_l2
-from ._deepfool import MarginResult, deepfool
+from ._deepfool import MarginResult
+from ._driver import deepfool
 from ._fmn import check_common, fmn, rows
 
 __all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
@@ -134,7 +135,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MinimalMargin:
