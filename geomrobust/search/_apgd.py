@@ -323,9 +323,12 @@ def square_attack(
     :func:`geomrobust.search.masking_checks` as the black-box reference: a classifier whose
     accuracy under this search is lower than under the gradient attacks masks its gradients.
     """
+    if not check_positive(p_init, "p_init") <= 1:
+        raise ValueError(
+            f"p_init must lie in (0, 1] (the fraction of the image a square covers), got {p_init!r}"
+        )
     clf = as_classifier(logits_fn)
     _, x = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, queries, 1)
-    check_positive(p_init, "p_init")
     x = jnp.asarray(x)
     lo, hi = bounds_pair(bounds, x.dtype)
     return _square_program(clf, x, jnp.asarray(y).astype(jnp.int32), key,
