@@ -56,7 +56,7 @@ ENTRY = {
     "pgd": lambda f, x, y: gr.pgd(f, x, y, key=KEY, eps=0.1, steps=2),
     "robust_accuracy": lambda f, x, y: gr.robust_accuracy(f, x, y, [0.1], key=KEY, steps=2),
     "sparsefool": lambda f, x, y: gr.sparsefool(f, x, y, bounds=(-5.0, 5.0)),
-    "universal_perturbation": lambda f, x, y: gr.universal_perturbation(f, x, key=KEY, xi=0.5),
+    "universal_perturbation": lambda f, x, y: gr.universal_perturbation(f, x, key=KEY, eps=0.5),
     "boundary_thickness": lambda f, x, y: gr.boundary_thickness(f, x, x + 1.0, y),
     "margin_signature": lambda f, x, y: gr.margin_signature(f, x, y),
     "local_linearity": lambda f, x, y: measures.local_linearity(f, x, y, eps=0.1, key=KEY),
@@ -125,8 +125,8 @@ SPECIFIC = {
         ValueError,
         "overshoot",
     ),
-    "deepfool max_iter=-1": (lambda: gr.deepfool(F, X, max_iter=-1), ValueError, "max_iter"),
-    "deepfool max_iter=2.5": (lambda: gr.deepfool(F, X, max_iter=2.5), ValueError, "max_iter"),
+    "deepfool steps=-1": (lambda: gr.deepfool(F, X, steps=-1), ValueError, "steps"),
+    "deepfool steps=2.5": (lambda: gr.deepfool(F, X, steps=2.5), ValueError, "steps"),
     "deepfool candidates=0": (lambda: gr.deepfool(F, X, candidates=0), ValueError, "candidates"),
     "deepfool non-orthonormal subspace": (
         lambda: gr.deepfool(F, X, subspace=NONORTHO),
@@ -296,10 +296,10 @@ SPECIFIC = {
         TypeError,
         r"key must be a JAX PRNG key",
     ),
-    "robust_accuracy no epsilons": (
+    "robust_accuracy no eps": (
         lambda: gr.robust_accuracy(F, X, Y, [], key=KEY),
         ValueError,
-        r"epsilons",
+        r"eps must be a non-empty",
     ),
     "robust_accuracy attack='cw'": (
         lambda: gr.robust_accuracy(F, X, Y, [0.1], key=KEY, attack="cw"),
@@ -311,13 +311,13 @@ SPECIFIC = {
         ValueError,
         r"lambda_ must be a positive",
     ),
-    "universal xi<0": (
-        lambda: gr.universal_perturbation(F, X, key=KEY, xi=-1.0),
+    "universal eps<0": (
+        lambda: gr.universal_perturbation(F, X, key=KEY, eps=-1.0),
         ValueError,
-        r"xi must be a positive",
+        r"eps must be a positive",
     ),
     "universal delta=1.5": (
-        lambda: gr.universal_perturbation(F, X, key=KEY, xi=1.0, delta=1.5),
+        lambda: gr.universal_perturbation(F, X, key=KEY, eps=1.0, delta=1.5),
         ValueError,
         r"delta",
     ),

@@ -48,9 +48,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def map_sharded(
     fn: Callable,
     *arrays,
+    replicated: dict | None = None,
     chunk_size: int,
     devices,
-    replicated: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ):
     """``fn(*chunks, **replicated)`` over fixed-size chunks of ``arrays`` on ``devices``.

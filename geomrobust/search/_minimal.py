@@ -25,11 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ..ops._norms import as_norm
 from ._cw import cw_l2
-from ._deepfool import MarginResult, deepfool
+from ._deepfool import MarginResult
+from ._driver import deepfool
 from ._fmn import check_common, fmn, rows
 
 __all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
@@ -135,7 +136,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MinimalMargin:
