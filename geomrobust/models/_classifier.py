@@ -424,6 +424,8 @@ def as_classifier(obj, params=None) -> Classifier:
         * a Haiku ``hk.transform(...)`` result with its ``params``: ``apply(params, None, x)``
           (no RNG: deterministic), or ``hk.without_apply_rng(...)``: ``apply(params, x)``;
         * a function ``apply(params, x)`` with its ``params``;
+        * the pair ``(apply, params)`` as one tuple, of any of the three forms above
+          (``params`` None): the same as ``as_classifier(apply, params)``;
         * an Equinox module, or any callable pytree (a ``jax.tree_util``-registered dataclass,
           ``jax.tree_util.Partial``, ``eqx.filter_vmap(model)``), ``params`` None: its array
           leaves are the weights; other leaves and the tree structure are static. It must map
@@ -477,6 +479,13 @@ def as_classifier(obj, params=None) -> Classifier:
             "a Haiku transform needs its params: as_classifier(transformed, params) with "
             "params from transformed.init(...)"
         )
+    if (
+        type(obj) is tuple
+        and len(obj) == 2
+        and obj[1] is not None
+        and (callable(obj[0]) or _is_linen(obj[0]) or _is_haiku_transformed(obj[0]))
+    ):  # the pair (apply, params) in one argument
+        return as_classifier(obj[0], obj[1])
     leaves = jax.tree.leaves(obj)
     if not (len(leaves) == 1 and leaves[0] is obj):  # a registered pytree
         if not callable(obj):
