@@ -425,9 +425,12 @@ def square_attack(
     key lives in the state) run through the search driver (``loop`` as for
     :func:`apgd`). A non-finite logit row at the returned point is never a success.
     """
+    if not check_positive(p_init, "p_init") <= 1:
+        raise ValueError(
+            f"p_init must lie in (0, 1] (the fraction of the image a square covers), got {p_init!r}"
+        )
     clf = as_classifier(logits_fn)
     _, x = _check_attack(clf, x, y, eps, jnp.inf, bounds, key, steps, 1)
-    check_positive(p_init, "p_init")
     x = jnp.asarray(x)
     lo, hi = bounds_pair(bounds, x.dtype)
     y = jnp.asarray(y).astype(jnp.int32)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_bounds, check_labels, search_inputs
+from .._validation import check_bounds, check_labels, check_positive, search_inputs
 from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, lp_norm
@@ -356,6 +356,22 @@ FMN = Method("fmn", _m_init, _m_step, _m_done, _m_result)
 """FMN as a method of the search driver (:func:`geomrobust.search._loop.drive`)."""
 
 
+def _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min) -> None:
+    """FMN's step sizes ``alpha_max > 0``, ``alpha_min >= 0``, and radius factors
+    ``gamma`` in ``(0, 1)``, ``gamma_min`` in ``[0, 1)`` (the radius is scaled by
+    ``1 ± gamma``), checked before anything is compiled."""
+    if alpha_max is not None:
+        check_positive(alpha_max, "alpha_max")
+    if alpha_min is not None:
+        check_positive(alpha_min, "alpha_min", allow_zero=True)
+    for name, g, interval in (("gamma", gamma, "(0, 1)"), ("gamma_min", gamma_min, "[0, 1)")):
+        check_positive(g, name, allow_zero=name == "gamma_min")
+        if not float(g) < 1:
+            raise ValueError(
+                f"{name} must lie in {interval} (the radius is scaled by 1 +- {name}), got {g!r}"
+            )
+
+
 def fmn(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -409,6 +425,7 @@ def fmn(
         ``margin`` ``inf`` where no adversarial point was found; misclassified examples have
         margin 0; non-finite logits give converged False without affecting other examples.
     """
+    _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min)
     clf = as_classifier(logits_fn)
     p, x = check_common(clf, x, y, norm, bounds)
     steps = check_steps(steps, "steps")

@@ -27,6 +27,7 @@ from jax import Array
 
 from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
+from ..ops._norms import as_norm
 from ._cw import cw_l2
 from ._deepfool import MarginResult
 from ._driver import deepfool
@@ -176,21 +177,21 @@ def minimal_margin(
     -------
     MinimalMargin
     """
-    clf = as_classifier(logits_fn)
-    p, x = check_common(clf, x, y, norm, bounds)
     names = tuple(searches)
     unknown = [s for s in names if s not in SEARCHES]
     if not names or unknown or len(set(names)) != len(names):
         raise ValueError(
             f"searches must be distinct names among {SEARCHES}, got {tuple(searches)!r}"
         )
-    if math.isinf(p):
+    if math.isinf(as_norm(norm)):  # before anything is traced
         names = tuple(s for s in names if s != "cw")
         if not names:
             raise ValueError(
                 "searches=('cw',) with norm=inf: C&W is an L2 search, so no search is left; "
                 "add 'deepfool' or 'fmn' to searches, or use norm=2"
             )
+    clf = as_classifier(logits_fn)
+    p, x = check_common(clf, x, y, norm, bounds)
     x = jnp.asarray(x)
     run_kw = dict(chunk_size=chunk_size, devices=devices, progress=progress)
     results: list[MarginResult] = []
