@@ -1,5 +1,6 @@
 """Model zoo (Flax NNX: MLP, LeNet, ResNet), the :class:`Classifier` pytree and its adapters."""
 
+from ._adapter import PureApply as PureApply
 from ._adapter import as_logits_fn as as_logits_fn
 from ._adapter import pure_apply as pure_apply
 from ._classifier import Classifier as Classifier
