@@ -176,7 +176,7 @@ def child_first_result(root: str, arch: str) -> dict:
     x = jax.random.uniform(jax.random.key(1), (4, *shape))
     t_built = time.perf_counter()
     f = _classifier(gr, model)
-    kw = dict(slots=2, chunk_size=4, max_iter=3)
+    kw = dict(slots=2, chunk_size=4, steps=3)
     t_first, _ = _wall(lambda: gr.deepfool_dataset(f, x, **kw).margin)
     t_warm, _ = _wall(lambda: gr.deepfool_dataset(f, x, **kw).margin)
     f2 = _classifier(gr, model)

@@ -98,7 +98,7 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
     row = dict(arch=name, params=n_params, n=n)
 
     def deepfool(x):
-        return gr.deepfool(clf, x, bounds=(0.0, 1.0), max_iter=20)
+        return gr.deepfool(clf, x, bounds=(0.0, 1.0), steps=20)
 
     cold, warm, df = _timed(deepfool, xa, xb)
     conv = np.asarray(df.converged)
@@ -110,7 +110,7 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
     band = gr.dct_subspaces((32, 32, 3), 8, 8, dtype=np.float32)[:1]
 
     def dct(x):
-        return gr.subspace_margins(clf, x, None, band, bounds=(0.0, 1.0), max_iter=20)
+        return gr.subspace_margins(clf, x, None, band, bounds=(0.0, 1.0), steps=20)
 
     cold, warm, sm = _timed(dct, xa, xb)
     inside = np.asarray(sm.converged[0])

@@ -85,32 +85,7 @@ EXEMPT: dict[tuple[str, str], str] = {
 # Shrink only (an entry that passes fails test_allowlist_shrinks).
 ALLOWED: dict[tuple[str, str], str] = {
     ("ops.chunked_vmap", "chunk_size"): "helper multi (issue 23: the extra chunkers)",
-    ("search.MaskingChecks", "field:epsilons"): "helper search (issue 23)",
-    ("search.RobustAccuracy", "field:epsilons"): "helper search (issue 23)",
-    ("search.cw_l2", "chunk_size"): "helper search (issue 23)",
-    ("search.deepfool", "chunk_size"): "helper search (issue 23)",
-    ("search.deepfool", "name:max_iter"): "helper search (issue 23)",
-    ("search.deepfool_dataset", "chunk_size"): "helper search (issue 23)",
-    ("search.deepfool_dataset", "last"): "helper search (issue 23)",
-    ("search.deepfool_dataset", "name:max_iter"): "helper search (issue 23)",
-    ("search.deepfool_step", "name:max_iter"): "helper search (issue 23)",
-    ("search.fmn", "chunk_size"): "helper search (issue 23)",
-    ("search.margin_along", "name:max_bisect"): "helper search (issue 23)",
-    ("search.margin_along", "name:num_steps"): "helper search (issue 23)",
-    ("search.masking_checks", "name:epsilons"): "helper search (issue 23)",
-    ("search.masking_checks", "name:queries"): "helper search (issue 23)",
-    ("search.minimal_margin", "chunk_size"): "helper search (issue 23)",
-    ("search.refine_boundary", "chunk_size"): "helper search (issue 23)",
-    ("search.refine_boundary", "name:max_iter"): "helper search (issue 23)",
-    ("search.robust_accuracy", "last"): "helper search (issue 23)",
-    ("search.robust_accuracy", "name:epsilons"): "helper search (issue 23)",
     ("search.sparsefool", "bounds"): "helper search (issue 23)",
-    ("search.sparsefool", "name:deepfool_iter"): "helper search (issue 23)",
-    ("search.sparsefool", "name:max_iter"): "helper search (issue 23)",
-    ("search.square_attack", "name:queries"): "helper search (issue 23)",
-    ("search.universal_perturbation", "name:deepfool_iter"): "helper search (issue 23)",
-    ("search.universal_perturbation", "name:max_passes"): "helper search (issue 23)",
-    ("search.universal_perturbation", "name:xi"): "helper search (issue 23)",
 }
 
 

@@ -281,7 +281,7 @@ def test_apgd_dlr_and_square_on_multiclass_affine(dtype):
     key = jax.random.key(1)
     for eps, want in ((0.98 * m, False), (3.0 * m, True)):
         r = apgd(f, x, y, key=key, eps=eps, loss="dlr", steps=30, restarts=2)
-        s = square_attack(f, x, y, key=key, eps=eps, queries=200)
+        s = square_attack(f, x, y, key=key, eps=eps, steps=200)
         if want:
             assert r.success.mean() > 0.9 and s.success.mean() > 0.5
         else:

@@ -25,10 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
+from ..ops._norms import as_norm
 from ._cw import cw_l2
-from ._deepfool import MarginResult, deepfool
+from ._deepfool import MarginResult
+from ._driver import deepfool
 from ._fmn import check_common, fmn, rows
 
 __all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
@@ -134,7 +136,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MinimalMargin:
@@ -175,21 +177,21 @@ def minimal_margin(
     -------
     MinimalMargin
     """
-    clf = as_classifier(logits_fn)
-    p, x = check_common(clf, x, y, norm, bounds)
     names = tuple(searches)
     unknown = [s for s in names if s not in SEARCHES]
     if not names or unknown or len(set(names)) != len(names):
         raise ValueError(
             f"searches must be distinct names among {SEARCHES}, got {tuple(searches)!r}"
         )
-    if math.isinf(p):
+    if math.isinf(as_norm(norm)):  # before anything is traced
         names = tuple(s for s in names if s != "cw")
         if not names:
             raise ValueError(
                 "searches=('cw',) with norm=inf: C&W is an L2 search, so no search is left; "
                 "add 'deepfool' or 'fmn' to searches, or use norm=2"
             )
+    clf = as_classifier(logits_fn)
+    p, x = check_common(clf, x, y, norm, bounds)
     x = jnp.asarray(x)
     run_kw = dict(chunk_size=chunk_size, devices=devices, progress=progress)
     results: list[MarginResult] = []
