@@ -188,6 +188,102 @@ def child_gpu(n: int) -> dict:
                 peak_rss_mib=round(_peak_mib(), 1))  # fmt: skip
 
 
+def _robustbench_dm_wide_resnet():
+    """RobustBench's ``dm_wide_resnet.py`` alone (``pip install --no-deps robustbench``: the
+    package's ``__init__`` needs its data and download dependencies)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None:
+        raise SystemExit("the torchax row needs: pip install --no-deps robustbench==1.1.1")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    spec = importlib.util.spec_from_file_location(
+        "_robustbench_dm_wide_resnet", root / "model_zoo" / "architectures" / "dm_wide_resnet.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def child_torchax(n: int, depth: int, width: int) -> dict:
+    """DeepMind's WRN (RobustBench's ``DMWideResNet``, Swish) at 32x32x3, the same random
+    weights through the two routes: the safetensors import (``from_torch``, the package's own
+    Flax model) and the live PyTorch module through torchax (``from_torch_module``). DeepFool
+    L2 in the box and the exact principal curvatures (Lanczos on the Hessian: Swish is smooth)
+    at one boundary point, per example, warm, in one process; and how far the two agree."""
+    import tempfile
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+
+    import geomrobust as gr
+    from geomrobust.models import from_torch, from_torch_module
+
+    torch.set_num_threads(1)
+    dm = _robustbench_dm_wide_resnet()
+    torch.manual_seed(0)
+    net = dm.DMWideResNet(num_classes=10, depth=depth, width=width, activation_fn=dm.Swish)
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():  # random BatchNorm statistics, so evaluation mode is not identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+    net.eval()
+    n_params = sum(p.numel() for p in net.parameters())
+    routes = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dm.safetensors"
+        save_file({k: v.detach().numpy() for k, v in net.state_dict().items()}, str(path))
+        routes["safetensors"] = from_torch(path, "dm_wide_resnet", num_classes=10,
+                                           input_shape=(32, 32, 3), depth=depth, width=width,
+                                           activation="swish")  # fmt: skip
+    build_s = {"safetensors": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the custom-autograd Swish: warned, expected here
+        routes["torchax"] = from_torch_module(net, (32, 32, 3))
+    build_s["torchax"] = time.perf_counter() - t0
+    xa = jax.random.uniform(jax.random.key(10), (n, 32, 32, 3))
+    xb = jax.random.uniform(jax.random.key(11), (n, 32, 32, 3))
+    row = dict(arch=f"dm_wrn{depth}_{width}_swish", params=n_params, n=n)
+    out = {}
+    for route, clf in routes.items():
+        cold, warm, df = _timed(lambda x, c=clf: gr.deepfool(c, x, bounds=(0.0, 1.0)), xa, xb)
+        pred = jnp.argmax(clf(xb), -1)
+        bp = gr.refine_boundary(clf, xb, xb + df.perturbation, pred)
+        i = int(np.argmax(np.asarray(bp.converged & df.converged)))  # the first found point
+        z, y, k = bp.z[i : i + 1], bp.y[i : i + 1], bp.k[i : i + 1]
+
+        def curv(key, c=clf, z=z, y=y, k=k):
+            return gr.principal_curvatures(c, z, y, k, num=2, key=key, method="lanczos",
+                                           krylov_dim=8)  # fmt: skip
+
+        c_cold, c_warm, cv = _timed(curv, jax.random.key(0), jax.random.key(1))
+        out[route] = dict(margin=np.asarray(df.margin), logits=np.asarray(clf(xb)),
+                          curv=np.asarray(cv.values[0]))  # fmt: skip
+        row[route] = dict(build_s=round(build_s[route], 2),
+                          deepfool_s_per_example=warm / n, deepfool_compile_s=cold - warm,
+                          deepfool_converged=float(np.mean(np.asarray(df.converged))),
+                          curvature_s_per_point=c_warm, curvature_compile_s=c_cold - c_warm,
+                          top_curvatures=[float(v) for v in np.asarray(cv.values[0])])  # fmt: skip
+    a, b = out["safetensors"], out["torchax"]
+    rel = lambda u, v: float(np.max(np.abs(u - v)) / np.max(np.abs(u)))  # noqa: E731
+    row.update(logits_rel_diff=rel(a["logits"], b["logits"]),
+               margin_rel_diff=rel(a["margin"], b["margin"]),
+               top_curvature_rel_diff=rel(a["curv"][:1], b["curv"][:1]),
+               torchax_over_safetensors_deepfool=row["torchax"]["deepfool_s_per_example"]
+               / row["safetensors"]["deepfool_s_per_example"],
+               torchax_over_safetensors_curvature=row["torchax"]["curvature_s_per_point"]
+               / row["safetensors"]["curvature_s_per_point"],
+               peak_rss_mib=round(_peak_mib(), 1))  # fmt: skip
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=sorted(ARCHS), default=sorted(ARCHS))
@@ -196,8 +292,18 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=32, help="gradient samples at a scale")
     p.add_argument("--gpu", action="store_true", help="the accelerator row (WRN-28-10)")
     p.add_argument("--gpu-n", type=int, default=1000)
+    p.add_argument(
+        "--torchax",
+        action="store_true",
+        help="DeepMind's WRN (Swish): safetensors route vs torchax route",
+    )
+    p.add_argument("--depth", type=int, default=28, help="WRN depth of the torchax row")
+    p.add_argument("--width", type=int, default=10, help="WRN width of the torchax row")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child == "torchax":
+        print(json.dumps(child_torchax(args.n, args.depth, args.width)))
+        return 0
     if args.child == "gpu":
         print(json.dumps(child_gpu(args.gpu_n)))
         return 0
@@ -205,12 +311,13 @@ def main(argv=None) -> int:
         print(json.dumps(child_cpu(args.child, args.n, args.curv_n, args.samples)))
         return 0
     rows = []
-    names = ["gpu"] if args.gpu else args.only
+    names = ["gpu"] if args.gpu else ["torchax"] if args.torchax else args.only
     for name in names:
         print(f"{name} ...", flush=True)
         cmd = [sys.executable, "-m", "benchmarks.bench_real_models", "--child", name,
                "--n", str(args.n), "--curv-n", str(args.curv_n), "--samples",
-               str(args.samples), "--gpu-n", str(args.gpu_n)]  # fmt: skip
+               str(args.samples), "--gpu-n", str(args.gpu_n), "--depth", str(args.depth),
+               "--width", str(args.width)]  # fmt: skip
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
         if proc.returncode:
@@ -219,7 +326,9 @@ def main(argv=None) -> int:
         row["process_s"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print("  " + json.dumps(row), flush=True)
-    tag = "real_models_gpu" if args.gpu else "real_models"
+    tag = (
+        "real_models_gpu" if args.gpu else "real_models_torchax" if args.torchax else "real_models"
+    )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     meta = dict(load=[round(v, 2) for v in os.getloadavg()], rows=rows)
