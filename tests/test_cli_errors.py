@@ -117,6 +117,24 @@ def test_missing_dataset_fails_fast_offline(checkpoint, tmp_path, capsys):
     assert "mnist" in err[0]
 
 
+@pytest.mark.parametrize("case", ["truncated", "int64 0..65535"])
+def test_bad_npz_dataset_is_one_line(case, checkpoint, tmp_path, capsys):
+    """A truncated .npz was a BadZipFile traceback; 16-bit integers divided by their dtype's
+    maximum gave black images and exit 0."""
+    import numpy as np
+
+    path = tmp_path / "d.npz"
+    pixels = np.arange(10 * 64).reshape(10, 8, 8, 1) * (100 if case != "truncated" else 0)
+    np.savez(path, images=pixels.astype(np.int64), labels=np.arange(10))
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    code, err = _run(["margins", "--checkpoint", str(checkpoint), "--dataset", str(path)], capsys)
+    assert code in (1, 2) and len(err) == 1, err
+    assert "error:" in err[0] and (
+        "truncated" in err[0] if case == "truncated" else "0..255" in err[0]
+    )
+
+
 def test_results_of_other_settings_refuse_then_restart(checkpoint, tmp_path, capsys):
     out = tmp_path / "o"
     argv = ["margins", "--checkpoint", str(checkpoint), "--n", "4", "--out", str(out)]

@@ -297,3 +297,67 @@ def test_npz_dataset_file(tmp_path):
         load_dataset(str(tmp_path / "range.npz"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset(str(tmp_path / "missing.npz"))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint16, np.int16, np.uint8])
+def test_npz_integer_images_in_0_255_are_8bit_whatever_the_dtype(tmp_path, dtype):
+    """Integer pixels are read from their values: 0..255 is 8-bit (divide by 255), never by
+    the dtype's maximum (int64 gave a brightest pixel of 2.8e-17: black images)."""
+    from geomrobust.data import load_dataset
+
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 5, 5, 1))
+    pixels[0, 0, 0, 0] = 255
+    np.savez(tmp_path / "d.npz", images=pixels.astype(dtype), labels=np.arange(4) % 2)
+    d = load_dataset(str(tmp_path / "d.npz"))
+    assert d.images.dtype == np.float32 and d.images.max() == 1.0
+    np.testing.assert_array_equal(d.images, pixels.astype(np.float32) / np.float32(255))
+
+
+@pytest.mark.parametrize(
+    ("case", "text"),
+    [
+        ("uint16 0..65535", r"0\.\.255.*floats in \[0, 1\]"),
+        ("int16 negative", r"0\.\.255"),
+        ("complex images", "real numeric array.*np.real"),
+        ("complex labels", "'labels' must be a real"),
+        ("num_classes vector", "'num_classes' must be one positive integer"),
+        ("num_classes float", "'num_classes' must be one positive integer"),
+        ("object images", "never unpickles"),
+    ],
+)
+def test_npz_dataset_refuses_ambiguous_arrays(tmp_path, case, text):
+    from geomrobust.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    unit, labels = rng.random((4, 5, 5, 1)), np.arange(4) % 2
+    arrays = {
+        "uint16 0..65535": {"images": (unit * 65535).astype(np.uint16), "labels": labels},
+        "int16 negative": {"images": (unit * 255 - 5).astype(np.int16), "labels": labels},
+        "complex images": {"images": unit + 0j, "labels": labels},
+        "complex labels": {"images": unit, "labels": labels + 0j},
+        "num_classes vector": {"images": unit, "labels": labels, "num_classes": [2, 2]},
+        "num_classes float": {"images": unit, "labels": labels, "num_classes": 2.5},
+        "object images": {"images": np.array([None, 1], object), "labels": labels},
+    }[case]
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ValueError, match=text):
+        load_dataset(str(tmp_path / "d.npz"))
+
+
+@pytest.mark.parametrize("cut", ["half", "tail", "bad crc", "not a zip"])
+def test_npz_dataset_truncated_is_a_corrupt_file_error(tmp_path, cut):
+    from geomrobust.data import load_dataset
+    from geomrobust.io import CorruptFileError
+
+    good = tmp_path / "good.npz"
+    np.savez(good, images=np.full((4, 5, 5, 1), 0.5), labels=np.arange(4) % 2)
+    data = good.read_bytes()
+    bad = {
+        "half": data[: len(data) // 2],
+        "tail": data[:-30],
+        "bad crc": data[:200] + bytes([data[200] ^ 0xFF]) + data[201:],
+        "not a zip": b"\x00" * 64,
+    }[cut]
+    (tmp_path / "bad.npz").write_bytes(bad)
+    with pytest.raises(CorruptFileError, match="truncated or corrupted"):
+        load_dataset(str(tmp_path / "bad.npz"))

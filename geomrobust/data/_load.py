@@ -30,6 +30,8 @@ import os
 import socket
 import threading
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -244,23 +246,84 @@ def _read_split(name: str, builder, split: str) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(data["image"]), np.asarray(data["label"])
 
 
+def _images_to_unit(images: np.ndarray, where: str) -> np.ndarray:
+    """Integer images as float32 in ``[0, 1]``, decided from the values, not the dtype.
+
+    Integers in ``0..255`` are 8-bit images (divided by 255), whatever their dtype (an int64
+    or uint16 array of 8-bit pixels is common; dividing by the dtype's maximum would make it
+    black). Other integer ranges are ambiguous (10-bit, 12-bit, 16-bit, labels...) and refused.
+    """
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255)
+    lo, hi = (int(images.min()), int(images.max())) if images.size else (0, 0)
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"{where}: integer images ({images.dtype}) must hold 8-bit pixels in 0..255, got "
+            f"values in {lo}..{hi}; convert them to floats in [0, 1] yourself (for example "
+            f"images / 65535.0 for 16-bit pixels) and save those"
+        )
+    return images.astype(np.float32) / np.float32(255)
+
+
+def _check_array(a: np.ndarray, name: str, where: str) -> None:
+    if a.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where}: {name!r} must be a real numeric array, got dtype {a.dtype}"
+            + (
+                "; save its real part (np.real) if that is what you mean"
+                if a.dtype.kind == "c"
+                else ""
+            )
+        )
+
+
 def _load_npz(path: Path, split: str, resize) -> ArrayDataset:
     """A dataset from a ``.npz`` of arrays (see :func:`load_dataset`), checked."""
+    from geomrobust.io import CorruptFileError
+
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset file {path} does not exist")
+    hint = "it is truncated or corrupted; export the dataset again (np.savez)"
+    images = labels = k = keys = None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} is a bare .npy array; save images and labels with np.savez")
+        with z:
             keys = set(z.files)
             pre = f"{split}_" if f"{split}_images" in keys else ""
-            if f"{pre}images" not in keys or f"{pre}labels" not in keys:
-                raise ValueError(
-                    f"{path} must hold 'images' and 'labels' (or '{split}_images' and "
-                    f"'{split}_labels'), found {sorted(keys)}"
-                )
-            images, labels = z[f"{pre}images"], z[f"{pre}labels"]
-            k = int(z["num_classes"]) if "num_classes" in keys else None
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+            if f"{pre}images" in keys and f"{pre}labels" in keys:
+                images, labels = z[f"{pre}images"], z[f"{pre}labels"]
+                k = z["num_classes"] if "num_classes" in keys else None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CorruptFileError(
+            f"{path} is not a readable .npz file ({type(e).__name__}: {e}); {hint}"
+        ) from None
+    except ValueError as e:
+        if "bare .npy" in str(e):
+            raise
+        if "pickle" in str(e) and keys is not None:
+            raise ValueError(
+                f"{path} holds object arrays that need pickle to load; geomrobust never "
+                "unpickles (a pickle can run code). Save numeric arrays with np.savez"
+            ) from None
+        if "pickle" in str(e):  # np.load's answer to a file that is no .npz/.npy at all
+            raise CorruptFileError(f"{path} is not an .npz archive; {hint}") from None
+        raise CorruptFileError(f"{path} is not a readable .npz file ({e}); {hint}") from None
+    if images is None:
+        raise ValueError(
+            f"{path} must hold 'images' and 'labels' (or '{split}_images' and "
+            f"'{split}_labels'), found {sorted(keys)}"
+        )
+    _check_array(images, "images", str(path))
+    _check_array(labels, "labels", str(path))
+    if k is not None:
+        if k.ndim != 0 or not np.issubdtype(k.dtype, np.integer) or int(k) < 1:
+            raise ValueError(
+                f"{path}: 'num_classes' must be one positive integer (a scalar), got "
+                f"{k.dtype} array of shape {k.shape}; save num_classes=int(K)"
+            )
+        k = int(k)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or labels.shape != (images.shape[0],) or images.shape[0] == 0:
@@ -274,7 +337,7 @@ def _load_npz(path: Path, split: str, resize) -> ArrayDataset:
             "(np.transpose(images, (0, 2, 3, 1)))"
         )
     if np.issubdtype(images.dtype, np.integer):
-        images = images.astype(np.float32) / np.float32(np.iinfo(images.dtype).max)
+        images = _images_to_unit(images, str(path))
     images = np.asarray(images, np.float32)
     if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
         raise ValueError(f"{path}: images must be finite and in [0, 1]")
@@ -305,10 +368,11 @@ def load_dataset(
         ``"digits"`` (embedded, 8x8x1, built locally from scikit-learn), ``"mnist"``,
         ``"fashion_mnist"`` (28x28x1), ``"cifar10"``, ``"svhn_cropped"`` (32x32x3), or the
         path of a ``.npz`` file holding ``images`` (``(N, H, W, C)`` or ``(N, H, W)``,
-        floats in ``[0, 1]`` or ``uint8``) and integer ``labels`` (or ``<split>_images`` /
-        ``<split>_labels`` per split) and optionally ``num_classes`` (default: the largest
-        label + 1), e.g. a test set exported from another framework (NCHW arrays must be
-        transposed to NHWC first).
+        floats in ``[0, 1]`` or integers in ``0..255``, read as 8-bit pixels whatever their
+        dtype; other integer ranges and complex arrays are refused) and integer ``labels``
+        (or ``<split>_images`` / ``<split>_labels`` per split) and optionally a scalar
+        ``num_classes`` (default: the largest label + 1), e.g. a test set exported from
+        another framework (NCHW arrays must be transposed to NHWC first).
     split
         A TFDS split: ``"train"`` or ``"test"`` (TFDS slicing such as ``"train[:1000]"``
         works for array_record data).
@@ -337,7 +401,9 @@ def load_dataset(
         TensorFlow) and TensorFlow is not installed.
     ValueError, TypeError
         Unknown ``name`` or ``split``, a split selection that holds no examples (such as
-        ``"test[:0]"``) or cannot be parsed, bad ``resize``.
+        ``"test[:0]"``) or cannot be parsed, bad ``resize``; a ``.npz`` whose arrays
+        break the rules above. A truncated or corrupted ``.npz`` raises
+        :class:`geomrobust.io.CorruptFileError` (a ``ValueError``).
     """
     if isinstance(name, str | os.PathLike) and str(name).endswith(".npz"):
         return _load_npz(Path(name).expanduser(), split, resize)
