@@ -101,7 +101,7 @@ def robust_cnn(d: int, epochs: int = 10, eps: float = 0.1, steps: int = 7):
     t0 = time.perf_counter()
     res = fit(
         apply, params, opt, xtr, ytr, key=jax.random.key(2), epochs=epochs, batch_size=64,
-        loss_fn=pgd_at_loss(eps, steps=steps), progress=False,
+        loss_fn=pgd_at_loss(eps, steps=steps, bounds=(0.0, 1.0)), progress=False,
     )  # fmt: skip
     jax.block_until_ready(res.state.params)
     train_s = time.perf_counter() - t0

@@ -135,12 +135,14 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
                    median_top_curvature_stderr=float(np.median(se[:, 0])))  # fmt: skip
         exact = gr.principal_curvatures(clf, z[:1], y[:1], k[:1], num=2, key=jax.random.key(0),
                                         method="lanczos", krylov_dim=8)  # fmt: skip
-        row["exact_curvature_flagged_piecewise_linear"] = bool(exact.piecewise_linear[0])
+        row["exact_curvature_flagged_piecewise_linear"] = bool(
+            exact.status[0] == gr.Status.PIECEWISE_LINEAR
+        )
     m = min(curv_n, n)
 
     def loss(x):
         return gr.loss_hessian_eigs(clf, x[:m], pred[:m], num=3, key=jax.random.key(0),
-                                    method="lanczos", krylov_dim=12, max_restarts=5)  # fmt: skip
+                                    method="lanczos", krylov_dim=12, restarts=5)  # fmt: skip
 
     cold, warm, le = _timed(loss, xa, xb)
     row.update(loss_eigs_s_per_example=warm / m, loss_eigs_compile_s=cold - warm,

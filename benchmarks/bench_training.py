@@ -46,7 +46,9 @@ def run(d=1024, batch=128, *, reps=10, pgd_steps=7):
     std = _throughput(make_train_step(apply, opt, cross_entropy_loss), state, x, y, reps)
     rows = []
     for unroll in (1, True):
-        pgd = make_train_step(apply, opt, pgd_at_loss(0.1, steps=pgd_steps, unroll=unroll))
+        pgd = make_train_step(
+            apply, opt, pgd_at_loss(0.1, steps=pgd_steps, unroll=unroll, bounds=(0.0, 1.0))
+        )
         adv = _throughput(pgd, state, x, y, max(2, reps // 4))
         kind = "unrolled" if unroll is True else "fori_loop"
         rows.append(

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomrobust.measures import principal_curvatures
-from geomrobust.models import as_logits_fn, create_model
+from geomrobust.models import as_classifier, create_model
 from geomrobust.search import deepfool, refine_boundary
 
 SHAPES = {256: (16, 16, 1), 1024: (32, 32, 1), 3072: (32, 32, 3)}
@@ -52,7 +52,7 @@ def measure(d, args):
     shape = SHAPES[d]
     key = jax.random.key(d)
     model = create_model("lenet", shape, 10, key=key, activation="softplus")
-    logits_fn = as_logits_fn(model)
+    logits_fn = as_classifier(model)
     z, y, k = boundary_points(logits_fn, shape, args.points, jax.random.fold_in(key, 1))
     n = z.shape[0]
     nd = n if args.dense_points is None else min(n, args.dense_points)

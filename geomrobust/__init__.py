@@ -9,14 +9,9 @@ imported on first use.
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
 
-try:
-    __version__ = _version("geomrobust")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+local"
+from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # the names of gr., for type checkers and editors
     from ._api import *  # noqa: F403

@@ -28,9 +28,15 @@ from .data import low_pass as low_pass
 # measures
 from .measures import Curvatures as Curvatures
 from .measures import HessianEigs as HessianEigs
+from .measures import MarginSignature as MarginSignature
 from .measures import NADs as NADs
+from .measures import NormalCurvatures as NormalCurvatures
+from .measures import RandomSubspaceMargins as RandomSubspaceMargins
+from .measures import ShapeOperator as ShapeOperator
+from .measures import SharedDirections as SharedDirections
 from .measures import Slice as Slice
 from .measures import SubspaceMargins as SubspaceMargins
+from .measures import Thickness as Thickness
 from .measures import boundary_slice as boundary_slice
 from .measures import boundary_thickness as boundary_thickness
 from .measures import dct_subspaces as dct_subspaces
@@ -49,22 +55,27 @@ from .measures import subspace_margins as subspace_margins
 # models
 from .models import Classifier as Classifier
 from .models import as_classifier as as_classifier
-from .models import as_logits_fn as as_logits_fn
 from .models import create_model as create_model
 from .models import pure_apply as pure_apply
 
 # operators
 from .ops import hvp as hvp
+from .ops import hvp_operator as hvp_operator
 from .ops import input_grad as input_grad
 from .ops import input_hessian as input_hessian
 from .ops import logit_difference as logit_difference
 from .ops import logit_jacobian as logit_jacobian
 
 # boundary search and attacks
+from .search import AttackResult as AttackResult
 from .search import BoundaryPoints as BoundaryPoints
+from .search import DirectionalMargins as DirectionalMargins
 from .search import MarginResult as MarginResult
 from .search import MaskingChecks as MaskingChecks
 from .search import MinimalMargin as MinimalMargin
+from .search import RobustAccuracy as RobustAccuracy
+from .search import SparseFoolResult as SparseFoolResult
+from .search import UniversalPerturbation as UniversalPerturbation
 from .search import apgd as apgd
 from .search import cw_l2 as cw_l2
 from .search import deepfool as deepfool
@@ -82,6 +93,7 @@ from .search import square_attack as square_attack
 from .search import universal_perturbation as universal_perturbation
 
 # training
+from .train import Checkpoint as Checkpoint
 from .train import load_checkpoint as load_checkpoint
 from .train import make_loss as make_loss
 from .train import save_checkpoint as save_checkpoint

@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 
-__all__ = ["deprecated_alias", "renamed"]
+__all__ = ["deprecated_alias", "positional_key", "renamed"]
 
 
 def renamed(**old_to_new: str) -> Callable[[Callable], Callable]:
@@ -48,3 +49,42 @@ def deprecated_alias(old: str, new: str, stacklevel: int = 3) -> None:
         DeprecationWarning,
         stacklevel=stacklevel,
     )
+
+
+def positional_key(position: int = 0) -> Callable[[Callable], Callable]:
+    """Decorator: a function whose ``key`` became keyword-only accepts the old positional
+    form for one release (docs/api.md: ``key`` is keyword-only).
+
+    The old signature had ``key`` at ``position`` among the positional parameters; a call with
+    one positional argument more than the new signature takes is the old form: that argument
+    becomes ``key=`` with a ``DeprecationWarning``.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        params = inspect.signature(fn).parameters.values()
+        n_positional = sum(
+            p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in params
+        )
+
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if len(args) == n_positional + 1:
+                if "key" in kwargs:
+                    raise TypeError(
+                        f"{fn.__name__}() got a positional key and key=; pass key= only"
+                    )
+                warnings.warn(
+                    f"{fn.__name__}(): a positional key is deprecated and will be an error in "
+                    "the next release; pass key= (docs/api.md)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                args = list(args)
+                kwargs["key"] = args.pop(position)
+            return fn(*args, **kwargs)
+
+        inner.__positional_key__ = position
+        return inner
+
+    return wrap

@@ -6,6 +6,8 @@ what was expected, and what was given, and says how to fix it where that is not 
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -31,8 +33,6 @@ __all__ = [
 def is_concrete(x) -> bool:
     """True when ``x`` holds values (not a tracer inside jit/vmap/grad)."""
     try:
-        import jax
-
         return not isinstance(x, jax.core.Tracer)
     except Exception:  # pragma: no cover
         return True
@@ -41,15 +41,12 @@ def is_concrete(x) -> bool:
 def all_concrete(*trees) -> bool:
     """True when no leaf of ``trees`` (arrays, a classifier's weights, settings) is a tracer:
     the caller is not inside ``jit``/``vmap``/``grad``, so a host-driven driver may run."""
-    import jax
 
     return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(trees))
 
 
 def is_floating(dtype) -> bool:
     """True for every floating dtype, bfloat16 included (NumPy does not count it)."""
-    import jax.numpy as jnp
-
     return bool(jnp.issubdtype(np.dtype(dtype), jnp.floating))
 
 
@@ -155,8 +152,6 @@ def check_orthonormal(basis, name: str = "subspace", *, atol: float | None = Non
 
 def _classifier_output(logits_fn, x, name: str = "logits_fn"):
     """``jax.eval_shape`` of ``logits_fn`` on ``x`` (no FLOPs), with a clear error."""
-    import jax
-
     if not callable(logits_fn):
         raise TypeError(f"{name} must be a callable x -> logits, got {type(logits_fn).__name__}")
     try:
@@ -221,8 +216,6 @@ def check_bounds(bounds, name: str = "bounds"):
 
 def check_key(key, name: str = "key"):
     """``key`` must be a JAX PRNG key (``jax.random.key(seed)``; legacy uint32 ``(2,)`` too)."""
-    import jax
-
     if not is_concrete(key):
         return key
     shape = getattr(key, "shape", None)
@@ -248,9 +241,6 @@ def compute_dtype(x_dtype, logits_dtype=None):
     model runs in ``float64`` (and the reverse), as JAX's promotion would. ``float64`` needs
     ``jax_enable_x64`` (without it JAX canonicalizes to ``float32``).
     """
-    import jax
-    import jax.numpy as jnp
-
     dt = jnp.promote_types(np.dtype(x_dtype), jnp.float32)
     if logits_dtype is not None:
         dt = jnp.promote_types(dt, np.dtype(logits_dtype))
@@ -316,8 +306,6 @@ def check_in_bounds(x, bounds, name: str = "x"):
 
 def _committed_device(tree):
     """The single device holding every committed JAX array of ``tree``, or None."""
-    import jax
-
     devs = set()
     for leaf in jax.tree.leaves(tree):
         if isinstance(leaf, jax.Array) and is_concrete(leaf) and leaf.committed:
@@ -330,7 +318,6 @@ def to_classifier_device(logits_fn, *arrays):
     committed to another device (for programs called directly, outside the executor, which
     places the weights on ``x``'s device itself); otherwise returned as they are. ``None``
     entries stay ``None``. Returns a tuple."""
-    import jax
 
     def elsewhere(a, dev):
         return (

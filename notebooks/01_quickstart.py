@@ -58,7 +58,7 @@ assert np.allclose(res.margin, 1.02 * dist.min(-1), rtol=1e-4)
 # (`~/.cache/geomrobust/models`, or `$GEOMROBUST_CACHE_DIR`).
 
 # %%
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.train import load_checkpoint
 
@@ -67,7 +67,7 @@ settings = model_settings(
 )
 path, trained = cached_model("standard", settings)
 ckpt = load_checkpoint(path)
-logits_fn = as_logits_fn(ckpt.model)
+logits_fn = as_classifier(ckpt.model)
 print("test accuracy:", ckpt.metadata["accuracy"], "(trained now)" if trained else "(cached)")
 
 test = load_dataset("digits", "test")
@@ -91,7 +91,7 @@ ax.set_title("Distance to the decision boundary")
 # %%
 i = 0
 u = l2.perturbation[i]
-v = random_orthogonal(jax.random.key(2), u)
+v = random_orthogonal(u, key=jax.random.key(2))
 sl = boundary_slice(logits_fn, x[i], u, v, 3 * float(l2.margin[i]), 41)
 fig, ax = plot_slice(
     sl.labels, sl.a, sl.b, sl.contour, xlabel="adversarial direction", ylabel="random direction"

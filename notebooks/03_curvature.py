@@ -32,7 +32,7 @@ from geomrobust.measures import (
     random_tangents,
     shared_directions,
 )
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.plot import plot_curvature_spectrum, plot_singular_values, plot_slice
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import universal_perturbation
@@ -43,7 +43,7 @@ enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobus
 settings = model_settings(
     "standard", SIZES["quick"], dataset="digits", data_dir=None, resize=None, key=0
 )
-logits_fn = as_logits_fn(load_checkpoint(cached_model("standard", settings)[0]).model)
+logits_fn = as_classifier(load_checkpoint(cached_model("standard", settings)[0]).model)
 x = jnp.asarray(load_dataset("digits", "test").images[:16])
 
 # %% [markdown]
@@ -68,7 +68,7 @@ fig, ax = plot_curvature_spectrum(np.asarray(curv.values)[np.asarray(curv.conver
 # %%
 i = 0
 n = curv.normal[i]
-t_rand = random_tangents(jax.random.key(1), n[None], 1)[0, 0]
+t_rand = random_tangents(n[None], 1, key=jax.random.key(1))[0, 0]
 e = 3 * float(bp.margin[ok][i])
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 for ax, u, name in [

@@ -24,7 +24,7 @@ import numpy as np
 
 from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import fourier_accuracy_map, fourier_magnitude, nads
-from geomrobust.models import as_logits_fn, create_model, pure_apply
+from geomrobust.models import as_classifier, create_model, pure_apply
 from geomrobust.plot import plot_accuracy_map, plot_nads
 
 enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
@@ -33,7 +33,7 @@ shape = (8, 8, 1)
 
 
 def lenet(k):
-    return as_logits_fn(create_model("lenet", shape, 2, key=k))
+    return as_classifier(create_model("lenet", shape, 2, key=k))
 
 
 res = nads(lenet, shape, num_networks=128, key=jax.random.key(0), num=16, output="difference")

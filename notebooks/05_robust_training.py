@@ -34,7 +34,7 @@ from geomrobust.measures import (
     subspace_margins,
     summarize_bands,
 )
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import deepfool_dataset
 from geomrobust.train import load_checkpoint
@@ -48,7 +48,7 @@ for method in ("standard", "pgd"):
     path, _ = cached_model(method, s, init=init)
     init = path
     ckpt = load_checkpoint(path)
-    models[method] = as_logits_fn(ckpt.model)
+    models[method] = as_classifier(ckpt.model)
     print(method, "test accuracy", round(ckpt.metadata["accuracy"], 3))
 test = load_dataset("digits", "test")
 x, y = jnp.asarray(test.images[:32]), jnp.asarray(test.labels[:32])

@@ -41,7 +41,7 @@ from geomrobust.measures import (
     noise_vs_margin,
     perturbation_spectrum,
 )
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import deepfool_dataset
 from geomrobust.train import load_checkpoint
@@ -54,7 +54,7 @@ for method in ("standard", "pgd"):
     s = model_settings(method, sizes, dataset="digits", data_dir=None, resize=None, key=0)
     path, _ = cached_model(method, s, init=init)
     init = path
-    models[method] = as_logits_fn(load_checkpoint(path).model)
+    models[method] = as_classifier(load_checkpoint(path).model)
 test = load_dataset("digits", "test")
 x, y = jnp.asarray(test.images[:64]), jnp.asarray(test.labels[:64])
 
@@ -120,7 +120,7 @@ verdict("median gradient-image alignment (higher for robust models, Etmann et al
         med["standard"], med["pgd"], True)  # fmt: skip
 fig, axes = plt.subplots(2, 10, figsize=(12, 2.8))
 for row, (m, f) in zip(axes, models.items(), strict=True):
-    syn = class_synthesis(f, x[:1], eps=2.0, steps=20)
+    syn = class_synthesis(f, x[:1], eps=2.0, steps=20, bounds=(0.0, 1.0))
     for c, ax in enumerate(row):
         ax.imshow(np.asarray(syn.images[0, c, ..., 0]), cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])

@@ -109,6 +109,7 @@ def run_experiment(
             eps=eps,
             key=jax.random.fold_in(root, 1),
             pgd_steps=10,
+            bounds=(0.0, 1.0),
         )
         opt = make_optimizer("adam", lr, epochs=epochs, steps_per_epoch=1, schedule="constant")
         with warnings.catch_warnings(record=True) as caught:
@@ -122,7 +123,7 @@ def run_experiment(
                 key=jax.random.fold_in(root, 2),
                 epochs=epochs,
                 batch_size=batch_size,
-                loss_fn=make_loss(method, **settings[method]),
+                loss_fn=make_loss(method, bounds=(0.0, 1.0), **settings[method]),
                 eval_hook=hook,
                 progress=False,
             )

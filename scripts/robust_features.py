@@ -152,7 +152,7 @@ def run_experiment(args) -> tuple[dict, dict]:
                          activation="softplus", pool="avg")  # fmt: skip
     apply, params0 = pure_apply(model)
     std_loss = make_loss("standard")
-    pgd_loss = make_loss("pgd", eps=args.eps, steps=5)
+    pgd_loss = make_loss("pgd", eps=args.eps, steps=5, bounds=(0.0, 1.0))
     ekey = jax.random.fold_in(root, 9)
     ep = dict(epochs=args.epochs)
 

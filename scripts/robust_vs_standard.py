@@ -81,7 +81,7 @@ def run_experiment(
     apply, params0 = pure_apply(model)
     methods = {
         "standard": make_loss("standard"),
-        "pgd": make_loss("pgd", eps=eps, steps=5),
+        "pgd": make_loss("pgd", eps=eps, steps=5, bounds=(0.0, 1.0)),
         "cure": make_loss("cure", h=cure_h, lam=cure_lam),
     }
     xe = jnp.asarray(te.images[:n_eval])

@@ -54,7 +54,7 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     )
     assert s["margin"]["median"] == pytest.approx(np.median(np.asarray(ref.margin)[ok]))
     # unconverged examples (one DeepFool step is not enough for all) are counted, not averaged
-    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(max_iter=1, chunk_size=3))
+    arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(deepfool_steps=1, chunk_size=3))
     assert s["n_unconverged"] == int((~arrays["converged"]).sum()) > 0
     assert s["margin"]["n_excluded"] >= s["n_unconverged"]
 
@@ -167,7 +167,7 @@ def test_slices_equal_the_library(setup):
     extent = 3.0 * max(float(bs.margin[0]), 1e-3)
     cls = (int(bs.y[0]), int(bs.k[0]))
     ref = gr.boundary_slice(
-        f, x[1], u, gr.measures.random_orthogonal(kj, u), extent, 5, classes=cls
+        f, x[1], u, gr.measures.random_orthogonal(u, key=kj), extent, 5, classes=cls
     )
     _same(arrays["labels_1_adversarial"], ref.labels)
     _same(arrays["logit_diff_1_adversarial"], ref.logit_diff)
@@ -189,7 +189,7 @@ def test_diagnose_equals_the_library(setup):
     r = gr.deepfool_dataset(f, x, y, norm=2)
     assert s["rho"]["rho"] == pytest.approx(gr.normalized_robustness(r.margin, x, r.converged))
     sig = gr.margin_signature(f, x, y)
-    np.testing.assert_allclose(s["signature"]["input"]["stats"], sig["input"].stats)
+    np.testing.assert_allclose(s["signature"]["input"]["stats"], sig.layer("input").stats)
     with pytest.raises(ValueError, match="need --eps"):
         analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
 

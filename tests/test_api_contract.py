@@ -66,77 +66,32 @@ OLD_FIELDS = {"epsilons": "eps", "max_iter": "steps", "queries": "steps"}
 
 LAST = ("chunk_size", "devices", "progress")
 
+EXEMPT: dict[tuple[str, str], str] = {
+    ("measures.fourier_accuracy_map", "chunk_size"): (
+        "a chunk is directions, each a whole training run holding its own n_train + n_test "
+        "examples: 256 at once would take gigabytes (default 16)"
+    ),
+}
+"""Deliberate, documented departures from a rule (not shrinking)."""
+
 # Violations still to be removed by the other parts of issue 23: {(name, rule): owner}.
 # Shrink only (an entry that passes fails test_allowlist_shrinks).
 ALLOWED: dict[tuple[str, str], str] = {
-    ("analyses.CurvatureSettings", "field:max_iter"): "helper vocab (issue 23)",
-    ("analyses.CurvatureSettings", "field:max_restarts"): "helper vocab (issue 23)",
-    ("analyses.MarginSettings", "field:max_iter"): "helper vocab (issue 23)",
-    ("analyses.SliceSettings", "field:max_iter"): "helper vocab (issue 23)",
-    ("analyses.boundary_points", "chunk_size"): "helper vocab (issue 23)",
-    ("analyses.boundary_points", "name:max_iter"): "helper vocab (issue 23)",
-    ("analyses.curvature.compute", "last"): "helper vocab (issue 23)",
-    ("analyses.curvature.compute", "return"): "helper vocab (issue 23)",
-    ("analyses.diagnose.compute", "last"): "helper vocab (issue 23)",
-    ("analyses.diagnose.compute", "return"): "helper vocab (issue 23)",
-    ("analyses.margins.compute", "last"): "helper vocab (issue 23)",
-    ("analyses.margins.compute", "return"): "helper vocab (issue 23)",
-    ("analyses.nads.compute", "last"): "helper vocab (issue 23)",
-    ("analyses.nads.compute", "return"): "helper vocab (issue 23)",
-    ("analyses.predict", "chunk_size"): "helper vocab (issue 23)",
-    ("analyses.slices.compute", "last"): "helper vocab (issue 23)",
-    ("analyses.slices.compute", "return"): "helper vocab (issue 23)",
-    ("data.dct_band_dataset", "name:epsilon"): "helper vocab (issue 23)",
-    ("data.directional_dataset", "name:epsilon"): "helper vocab (issue 23)",
-    ("data.iterate_batches", "key"): "helper vocab (issue 23)",
     ("data.resize_images", "chunk_size"): "helper vocab (issue 23)",
     ("engine.chunk_bounds", "return"): "helper vocab (issue 23)",
     ("engine.map_chunks", "last"): "helper vocab (issue 23)",
     ("engine.run_program", "last"): "helper vocab (issue 23)",
-    ("gr.PackageNotFoundError", "foreign"): "helper vocab (issue 23)",
-    ("measures.boundary_slice", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.boundary_thickness", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.boundary_thickness", "last"): "helper vocab (issue 23)",
-    ("measures.boundary_thickness", "result:geomrobust"): "helper vocab (issue 23)",
-    ("measures.class_synthesis", "bounds"): "helper vocab (issue 23)",
-    ("measures.first_order_margins", "return"): "helper vocab (issue 23)",
-    ("measures.fourier_accuracy_map", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.fourier_accuracy_map", "last"): "helper vocab (issue 23)",
-    ("measures.fourier_accuracy_map", "name:epsilon"): "helper vocab (issue 23)",
-    ("measures.fourier_heat_map", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.gaussian_noise_errors", "chunk_size"): "helper vocab (issue 23)",
     ("measures.linearity_gap", "return"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_eigs", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_eigs", "last"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_eigs", "name:max_restarts"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_slq", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_slq", "name:num_steps"): "helper vocab (issue 23)",
-    ("measures.loss_hessian_trace", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.nads", "name:batch"): "helper vocab (issue 23)",
-    ("measures.normal_curvature", "last"): "helper vocab (issue 23)",
-    ("measures.normal_curvatures", "last"): "helper vocab (issue 23)",
     ("measures.orthonormal_plane", "return"): "helper vocab (issue 23)",
-    ("measures.principal_curvatures", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.principal_curvatures", "last"): "helper vocab (issue 23)",
-    ("measures.principal_curvatures", "name:max_restarts"): "helper vocab (issue 23)",
-    ("measures.random_orthogonal", "key"): "helper vocab (issue 23)",
-    ("measures.random_subspace_margins", "result:geomrobust"): "helper vocab (issue 23)",
-    ("measures.random_tangents", "key"): "helper vocab (issue 23)",
-    ("measures.saliency_maps", "chunk_size"): "helper vocab (issue 23)",
-    ("measures.shape_operator", "return"): "helper vocab (issue 23)",
-    ("measures.shared_directions", "result:geomrobust"): "helper vocab (issue 23)",
-    ("measures.slq", "name:num_steps"): "helper vocab (issue 23)",
-    ("measures.subspace_fooling_rate", "name:radius"): "helper vocab (issue 23)",
     ("models.pure_apply", "return"): "helper vocab (issue 23)",
     ("ops.batch_class_gradients", "return"): "helper vocab (issue 23)",
     ("ops.batch_hvp", "chunk_size"): "helper vocab (issue 23)",
     ("ops.batch_logit_difference_grads", "return"): "helper vocab (issue 23)",
     ("ops.batch_logit_jacobian", "return"): "helper vocab (issue 23)",
-    ("ops.chunked_vmap", "chunk_size"): "helper vocab (issue 23)",
+    ("ops.chunked_vmap", "chunk_size"): "helper multi (issue 23: the extra chunkers)",
     ("parallel.map_sharded", "last"): "helper vocab (issue 23)",
     ("search.MaskingChecks", "field:epsilons"): "helper search (issue 23)",
     ("search.RobustAccuracy", "field:epsilons"): "helper search (issue 23)",
-    ("search.apgd", "result:geomrobust"): "helper search (issue 23)",
     ("search.cw_l2", "chunk_size"): "helper search (issue 23)",
     ("search.deepfool", "chunk_size"): "helper search (issue 23)",
     ("search.deepfool", "name:max_iter"): "helper search (issue 23)",
@@ -144,46 +99,28 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("search.deepfool_dataset", "last"): "helper search (issue 23)",
     ("search.deepfool_dataset", "name:max_iter"): "helper search (issue 23)",
     ("search.deepfool_step", "name:max_iter"): "helper search (issue 23)",
-    ("search.fgsm", "result:geomrobust"): "helper search (issue 23)",
     ("search.fmn", "chunk_size"): "helper search (issue 23)",
     ("search.margin_along", "name:max_bisect"): "helper search (issue 23)",
     ("search.margin_along", "name:num_steps"): "helper search (issue 23)",
-    ("search.margin_along", "result:geomrobust"): "helper search (issue 23)",
     ("search.masking_checks", "name:epsilons"): "helper search (issue 23)",
     ("search.masking_checks", "name:queries"): "helper search (issue 23)",
     ("search.minimal_margin", "chunk_size"): "helper search (issue 23)",
-    ("search.pgd", "result:geomrobust"): "helper search (issue 23)",
     ("search.refine_boundary", "chunk_size"): "helper search (issue 23)",
     ("search.refine_boundary", "name:max_iter"): "helper search (issue 23)",
     ("search.robust_accuracy", "last"): "helper search (issue 23)",
     ("search.robust_accuracy", "name:epsilons"): "helper search (issue 23)",
-    ("search.robust_accuracy", "result:geomrobust"): "helper search (issue 23)",
     ("search.sparsefool", "bounds"): "helper search (issue 23)",
     ("search.sparsefool", "name:deepfool_iter"): "helper search (issue 23)",
     ("search.sparsefool", "name:max_iter"): "helper search (issue 23)",
-    ("search.sparsefool", "result:geomrobust"): "helper search (issue 23)",
     ("search.square_attack", "name:queries"): "helper search (issue 23)",
-    ("search.square_attack", "result:geomrobust"): "helper search (issue 23)",
     ("search.universal_perturbation", "name:deepfool_iter"): "helper search (issue 23)",
     ("search.universal_perturbation", "name:max_passes"): "helper search (issue 23)",
     ("search.universal_perturbation", "name:xi"): "helper search (issue 23)",
-    ("search.universal_perturbation", "result:geomrobust"): "helper search (issue 23)",
     ("train.cross_entropy_loss", "key"): "helper vocab (issue 23)",
     ("train.cross_entropy_loss", "return"): "helper vocab (issue 23)",
-    ("train.fgsm_loss", "bounds"): "helper vocab (issue 23)",
-    ("train.fgsm_rs_loss", "bounds"): "helper vocab (issue 23)",
     ("train.fit", "last"): "helper vocab (issue 23)",
-    ("train.gradalign_loss", "bounds"): "helper vocab (issue 23)",
     ("train.gradient_cosine", "return"): "helper vocab (issue 23)",
-    ("train.llr_loss", "bounds"): "helper vocab (issue 23)",
-    ("train.load_checkpoint", "result:geomrobust"): "helper vocab (issue 23)",
-    ("train.nfgsm_loss", "bounds"): "helper vocab (issue 23)",
     ("train.per_example_metrics", "return"): "helper vocab (issue 23)",
-    ("train.pgd_at_loss", "bounds"): "helper vocab (issue 23)",
-    ("train.robustness_metrics", "bounds"): "helper vocab (issue 23)",
-    ("train.robustness_metrics", "name:epsilons"): "helper vocab (issue 23)",
-    ("train.robustness_monitor", "bounds"): "helper vocab (issue 23)",
-    ("train.robustness_monitor", "name:epsilons"): "helper vocab (issue 23)",
     ("train.train_from_settings", "last"): "helper vocab (issue 23)",
 }
 
@@ -369,6 +306,8 @@ VIOLATIONS = _violations()
 )
 def test_contract(qual, rule):
     """Every violation of docs/api.md found in the exported API is on the allowlist."""
+    if (qual, rule) in EXEMPT:
+        pytest.skip(f"exempt: {EXEMPT[(qual, rule)]}")
     if (qual, rule) in ALLOWED:
         pytest.skip(f"allowed until {ALLOWED[(qual, rule)]}")
     pytest.fail(f"{qual}: {VIOLATIONS[(qual, rule)]} (docs/api.md)")
@@ -376,7 +315,7 @@ def test_contract(qual, rule):
 
 def test_allowlist_shrinks():
     """An allowlisted violation that is gone must leave the allowlist."""
-    stale = sorted(k for k in ALLOWED if k not in VIOLATIONS)
+    stale = sorted(k for k in {**ALLOWED, **EXEMPT} if k not in VIOLATIONS)
     assert not stale, f"these now comply: remove them from ALLOWED: {stale}"
 
 

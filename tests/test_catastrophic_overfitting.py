@@ -44,7 +44,7 @@ def test_metrics_on_an_affine_two_class_model(dtype):
     fn = affine(w, jnp.zeros((2,), dtype))
     x = jax.random.normal(jax.random.fold_in(key, 1), (64, 6), dtype)
     y = jnp.argmax(fn(x), axis=-1)
-    m = robustness_metrics(fn, x, y, eps=0.2, key=key, epsilons=[0.1, 0.2], bounds=None)
+    m = robustness_metrics(fn, x, y, eps=0.2, key=key, eval_eps=[0.1, 0.2], bounds=None)
     assert m["grad_cosine"].dtype == dtype
     np.testing.assert_allclose(float(m["grad_cosine"]), 1.0, rtol=1e-5)
     assert float(m["clean_accuracy"]) == 1.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import geomrobust
-from geomrobust.models import as_logits_fn, create_model, model_config, pure_apply
+from geomrobust.models import as_classifier, create_model, model_config, pure_apply
 from geomrobust.train import (
     checkpoint_hash,
     load_checkpoint,
@@ -85,7 +85,7 @@ def test_float64_params_and_params_only_save(tmp_path):
     save_checkpoint(tmp_path / "a", params, {"model_config": model_config(model)})
     restored = load_checkpoint(tmp_path / "a").model
     x = jax.random.normal(jax.random.key(4), (3, 6), jnp.float64)
-    a, b = as_logits_fn(model)(x), as_logits_fn(restored)(x)
+    a, b = as_classifier(model)(x), as_classifier(restored)(x)
     assert b.dtype == jnp.float64
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -72,10 +72,10 @@ def battery(f) -> dict:
         ),
     )
     u = d[:1].repeat(N, 0)
-    out["normal_curvature"] = np.asarray(gr.normal_curvature(f, z, yb, kb, u, **off))
+    out["normal_curvature"] = np.asarray(gr.normal_curvature(f, z, yb, kb, u, **off).values)
     put("loss_eigs", gr.loss_hessian_eigs(f, x, pred, num=2, key=key, method="lanczos"))
     out["loss_trace"] = np.asarray(loss_hessian_trace(f, x, pred, num_probes=4, key=key))
-    put("slq", loss_hessian_slq(f, x, pred, num_probes=2, num_steps=4, key=key))
+    put("slq", loss_hessian_slq(f, x, pred, num_probes=2, steps=4, key=key))
     put("fgsm", gr.fgsm(f, x, pred, eps=0.1))
     put("pgd", gr.pgd(f, x, pred, key=key, eps=0.1, steps=3))
     ra = gr.robust_accuracy(f, x, pred, [0.0, 0.1], key=key, steps=3, chunk_size=4)
@@ -83,13 +83,11 @@ def battery(f) -> dict:
     uap = gr.universal_perturbation(f, x, key=key, xi=0.5, norm=2, max_passes=1)
     out["uap"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, num_points=16))
-    out["signature"] = np.asarray(margin_signature(f, x, pred)["input"].margins)
+    out["signature"] = np.asarray(margin_signature(f, x, pred).layer("input").margins)
     put("sparsefool", gr.sparsefool(f, x[:2], pred[:2], max_iter=3, deepfool_iter=10))
     put("slice", boundary_slice(f, x[0], d[0], d[1], 1.0, 5))
     put("linearity", local_linearity(f, x, pred, eps=0.05, key=key, steps=2))
-    fr = subspace_fooling_rate(
-        f, x, np.eye(64, 4), radius=0.5, num_samples=2, key=key, chunk_size=4
-    )
+    fr = subspace_fooling_rate(f, x, np.eye(64, 4), eps=0.5, num_samples=2, key=key, chunk_size=4)
     put("fooling", fr)
     return out
 

@@ -144,7 +144,7 @@ def test_results_of_other_settings_refuse_then_restart(checkpoint, tmp_path, cap
     assert code == 1 and len(err) == 1 and "store.json is not valid JSON" in err[0]
     assert main([*argv, "--no-plots", "--max-iter", "3", "--overwrite"]) == 0
     meta = json.loads((out / "chunks" / "store.json").read_text())
-    assert meta["settings"]["max_iter"] == 3 and len(meta["settings_sha256"]) == 64
+    assert meta["settings"]["deepfool_steps"] == 3 and len(meta["settings_sha256"]) == 64
 
 
 def _subparsers(parser):

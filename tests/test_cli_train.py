@@ -13,7 +13,7 @@ from geomrobust.cli._args import add_model_data_args, parse_resize
 from geomrobust.cli._loading import load_model_and_data
 from geomrobust.cli._outputs import write_results
 from geomrobust.data import load_dataset
-from geomrobust.models import as_logits_fn, model_config
+from geomrobust.models import as_classifier, model_config
 from geomrobust.train import evaluate, load_checkpoint
 
 # the module fixture is built once: every test of this module on one xdist worker
@@ -122,7 +122,7 @@ def test_load_model_and_data(trained):
     full = load_dataset("digits", "test")
     np.testing.assert_array_equal(data.images, full.images[:10])  # the first n, in order
     np.testing.assert_array_equal(data.labels, full.labels[:10])
-    ref = as_logits_fn(load_checkpoint(out).model)
+    ref = as_classifier(load_checkpoint(out).model)
     np.testing.assert_array_equal(np.asarray(logits_fn(data.images)), np.asarray(ref(data.images)))
     assert meta["eval_dataset"] == "digits" and len(meta["checkpoint_sha256"]) == 64
     assert model_config(load_checkpoint(out).model) == meta["model_config"]

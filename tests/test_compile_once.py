@@ -237,7 +237,7 @@ def test_margin_signature_compiles_once():
         x = _data(n, (4, 4), seed)
         y = jnp.argmax(f(x), -1)
         sig = margin_signature(f, x, y, splits=splits, chunk_size=4)
-        return sig["flat"].margins, first_order_margins(f, x, y, chunk_size=4)[0]
+        return sig.layer("flat").margins, first_order_margins(f, x, y, chunk_size=4)[0]
 
     first = f.run(lambda: run(10, 0), 10)
     features = flat.traces
@@ -358,7 +358,9 @@ def _entry_points():
             ).success
         ),
         "nads": lambda f: (
-            nads(lambda k: nads_init(k), (8, 8, 1), num_networks=4, key=key, batch=2).eigenvalues
+            nads(
+                lambda k: nads_init(k), (8, 8, 1), num_networks=4, key=key, chunk_size=2
+            ).eigenvalues
         ),
     }
 
@@ -378,5 +380,5 @@ def test_second_model_and_fresh_adapter_compile_nothing(name):
     with compilations() as c:
         jax.block_until_ready(run(models[1]))  # another model of the same architecture
         jax.block_until_ready(run(gr.as_classifier(models[0])))  # a fresh adapter
-        jax.block_until_ready(run(gr.as_logits_fn(models[1])))  # the older adapter name
+        jax.block_until_ready(run(gr.as_classifier(models[1])))
     assert c.names == [], f"{name} compiled {c.names}"

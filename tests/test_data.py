@@ -247,8 +247,8 @@ def test_iterate_batches_deterministic_and_covering():
     images = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1))
     labels = np.arange(n, dtype=np.int32)
     key = jax.random.key(3)
-    full = list(iterate_batches(key, images, labels, bs, drop_remainder=False))
-    again = list(iterate_batches(key, images, labels, bs, drop_remainder=False))
+    full = list(iterate_batches(images, labels, bs, key=key, drop_remainder=False))
+    again = list(iterate_batches(images, labels, bs, key=key, drop_remainder=False))
     assert [len(b[1]) for b in full] == [5, 5, 5, 5, 3]
     seen = np.concatenate([b[1] for b in full])
     np.testing.assert_array_equal(np.sort(seen), labels)  # every example exactly once
@@ -256,25 +256,39 @@ def test_iterate_batches_deterministic_and_covering():
     for xb, yb in full:  # images and labels stay paired
         np.testing.assert_array_equal(xb[:, 0, 0, 0], yb)
     assert not np.array_equal(seen, labels)  # shuffled
-    other = np.concatenate([b[1] for b in iterate_batches(jax.random.key(4), images, labels, bs)])
+    other = np.concatenate(
+        [b[1] for b in iterate_batches(images, labels, bs, key=jax.random.key(4))]
+    )
     assert not np.array_equal(other, seen[: len(other)])
-    dropped = list(iterate_batches(key, images, labels, bs))
+    dropped = list(iterate_batches(images, labels, bs, key=key))
     assert [len(b[1]) for b in dropped] == [5, 5, 5, 5]
     np.testing.assert_array_equal(np.concatenate([b[1] for b in dropped]), seen[:20])
-    ordered = np.concatenate(
-        [b[1] for b in iterate_batches(None, images, labels, 4, shuffle=False)]
-    )
+    ordered = np.concatenate([b[1] for b in iterate_batches(images, labels, 4, shuffle=False)])
     np.testing.assert_array_equal(ordered, labels[:20])
 
 
 def test_iterate_batches_errors():
     x, y = np.zeros((4, 2)), np.zeros(3)
     with pytest.raises(ValueError, match="same length"):
-        iterate_batches(jax.random.key(0), x, y, 2)
+        iterate_batches(x, y, 2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        iterate_batches(jax.random.key(0), x, x, 0)
+        iterate_batches(x, x, 0, key=jax.random.key(0))
     with pytest.raises(TypeError, match="key must be a PRNG key"):
-        iterate_batches(None, x, x, 2)
+        iterate_batches(x, x, 2)
+
+
+def test_iterate_batches_positional_key_deprecated():
+    """The old form iterate_batches(key, images, labels, batch_size) works one release."""
+    x, y = np.arange(10.0)[:, None], np.arange(10)
+    key = jax.random.key(1)
+    with pytest.warns(DeprecationWarning, match="pass key="):
+        old = list(iterate_batches(key, x, y, 3))
+    new = list(iterate_batches(x, y, 3, key=key))
+    np.testing.assert_array_equal(
+        np.concatenate([b[1] for b in old]), np.concatenate([b[1] for b in new])
+    )
+    with pytest.raises(TypeError, match="pass key= only"):
+        iterate_batches(key, x, y, 3, key=key)
 
 
 def test_npz_dataset_file(tmp_path):

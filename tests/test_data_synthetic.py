@@ -57,7 +57,7 @@ def test_direction_errors():
 def test_directional_dataset(dtype, key):
     n, eps, sigma = 600, 1.0, 3.0
     v = fourier_direction(SHAPE, 2, 3, dtype=dtype)
-    ds = directional_dataset(v, n, key=key, epsilon=eps, sigma=sigma)
+    ds = directional_dataset(v, n, key=key, eps=eps, sigma=sigma)
     assert ds.images.shape == (n, *SHAPE) and ds.images.dtype == dtype
     assert ds.labels.dtype == np.int32 and set(np.unique(ds.labels)) == {0, 1}
     assert ds.num_classes == 2
@@ -73,7 +73,7 @@ def test_directional_dataset(dtype, key):
     assert abs(orth.mean()) < 0.05 * sigma
     # roughly balanced classes, deterministic given the key, different for another key
     assert 0.4 < ds.labels.mean() < 0.6
-    again = directional_dataset(v, n, key=key, epsilon=eps, sigma=sigma)
+    again = directional_dataset(v, n, key=key, eps=eps, sigma=sigma)
     np.testing.assert_array_equal(again.images, ds.images)
     other = directional_dataset(v, n, key=jax.random.fold_in(key, 1))
     assert not np.array_equal(other.images, ds.images)
@@ -91,14 +91,14 @@ def test_directional_dataset_errors(key):
 @pytest.mark.parametrize("band", [(0, 3), (4, 8)])
 def test_dct_band_dataset(dtype, key, band):
     n, eps = 200, 2.0
-    ds = dct_band_dataset(n, SHAPE, band, key=key, epsilon=eps, dtype=dtype)
+    ds = dct_band_dataset(n, SHAPE, band, key=key, eps=eps, dtype=dtype)
     assert ds.images.shape == (n, *SHAPE) and ds.images.dtype == dtype
     a, b = band
     inside = np.zeros(SHAPE, bool)
     inside[a:b, a:b, :] = True
     # same key, no class signal: the difference is the class signal alone, and it lives
     # only in the band (checked in the DCT domain)
-    plain = dct_band_dataset(n, SHAPE, band, key=key, epsilon=0.0, dtype=dtype)
+    plain = dct_band_dataset(n, SHAPE, band, key=key, eps=0.0, dtype=dtype)
     np.testing.assert_array_equal(plain.labels, ds.labels)
     signal = np.asarray(dct2(ds.images.astype(np.float64) - plain.images), np.float64)
     tol = 50 * rtol_for(dtype)

@@ -84,7 +84,7 @@ def test_loss_eigs_and_attacks_fixed_chunk_prefix(problem):
 
     basis = jnp.linalg.qr(jax.random.normal(jax.random.key(2), (6, 2), jnp.float32))[0]
     fr = [
-        measures.subspace_fooling_rate(f, x, basis, radius=1.0, key=KEY, chunk_size=c)
+        measures.subspace_fooling_rate(f, x, basis, eps=1.0, key=KEY, chunk_size=c)
         for c in (3, None)
     ]
     _close(fr[0], fr[1])

@@ -109,7 +109,12 @@ def test_input_margins_of_an_affine_classifier_are_exact_distances(key, dtype):
     np.testing.assert_allclose(np.asarray(m), expect, rtol=10 * rtol_for(dtype))
     sig = margin_signature(fn, x, y)
     q = np.percentile(expect, [25, 50, 75])
-    np.testing.assert_allclose(sig["input"].stats[1:4], q, rtol=10 * rtol_for(dtype))
+    np.testing.assert_allclose(sig.layer("input").stats[1:4], q, rtol=10 * rtol_for(dtype))
+    assert sig.layers == ("input",) and sig.margins.shape == (1, 9) and sig.stats.shape == (1, 7)
+    np.testing.assert_array_equal(sig.margins[0], m)
+    with pytest.warns(DeprecationWarning, match="layer"):
+        old = sig["input"]  # the dict of one release ago
+    np.testing.assert_array_equal(old.stats, sig.stats[0])
 
 
 @pytest.mark.parametrize("arch", ["mlp", "lenet"])
@@ -137,7 +142,7 @@ def test_hidden_layer_margins_use_the_gradient_wrt_the_activation(arch):
 
             g = jax.jit(jax.grad(diff))(h[n])
             expect = float(f[y[n]] - f[jn]) / float(jnp.linalg.norm(g))
-            np.testing.assert_allclose(float(sig[name].margins[n]), expect, rtol=1e-4)
+            np.testing.assert_allclose(float(sig.layer(name).margins[n]), expect, rtol=1e-4)
     with pytest.raises(TypeError, match="MLP and LeNet"):
         layer_splits(create_model("resnet", (8, 8, 1), 5, key=jax.random.key(0)))
 

@@ -26,31 +26,14 @@ OPTIONAL = {
     "tensorflow": "optional (the tf extra)",
     "tensorflow_datasets": "seconds to import; only the standard datasets need it",
     "matplotlib": "plot / report / CLI figures only (matplotlib is imported on first use)",
+    "fcntl": "POSIX only: imported where a file lock is taken",
+    "sklearn": "seconds to import; only building the embedded digits needs it",
+    "orbax": "a second to import; only checkpoint files need it",
 }
 """Top-level packages that may be imported in a function body, and why."""
 
 LAZY: dict[str, str] = {
-    "_validation.py": "helper vocab (issue 23)",
-    "analyses/_boundary.py": "helper vocab (issue 23)",
-    "analyses/_common.py": "helper vocab (issue 23)",
-    "analyses/curvature.py": "helper vocab (issue 23)",
-    "analyses/diagnose.py": "helper vocab (issue 23)",
-    "analyses/margins.py": "helper vocab (issue 23)",
-    "analyses/nads.py": "helper vocab (issue 23)",
-    "analyses/slices.py": "helper vocab (issue 23)",
-    "data/_digits.py": "helper vocab (issue 23)",
-    "data/_load.py": "helper vocab (issue 23)",
-    "engine/_progress.py": "helper vocab (issue 23)",
-    "io/_chunks.py": "helper vocab (issue 23)",
-    "io/_files.py": "helper vocab (issue 23)",
-    "measures/_nads.py": "helper vocab (issue 23)",
-    "measures/_saliency.py": "helper vocab (issue 23)",
-    "measures/_spectra.py": "helper vocab (issue 23)",
-    "measures/_thickness.py": "helper vocab (issue 23)",
-    "models/_classifier.py": "helper vocab (issue 23)",
-    "models/_splits.py": "helper vocab (issue 23)",
     "models/_torch_import.py": "helper torcharch (issue 23)",
-    "ops/_chunk.py": "helper vocab (issue 23)",
     "report/_driver.py": "helper report (issue 23)",
     "report/_figures.py": "helper report (issue 23)",
     "report/_html.py": "helper report (issue 23)",
@@ -58,9 +41,6 @@ LAZY: dict[str, str] = {
     "report/_stages.py": "helper report (issue 23)",
     "search/_attacks.py": "helper search (issue 23)",
     "search/_deepfool.py": "helper search (issue 23)",
-    "train/_checkpoint.py": "helper vocab (issue 23)",
-    "train/_loop.py": "helper vocab (issue 23)",
-    "train/_settings.py": "helper vocab (issue 23)",
 }
 """Files (relative to geomrobust/) whose function-body imports other helpers of issue 23 are
 still removing, with their owner. Shrinks only."""

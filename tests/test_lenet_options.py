@@ -13,7 +13,7 @@ import geomrobust as gr
 from geomrobust.measures._fourier_map import _batch, _epoch_orders, _optimizer
 from geomrobust.models import (
     LeNet,
-    as_logits_fn,
+    as_classifier,
     conv2d_im2col,
     create_model,
     init_kwargs,
@@ -67,7 +67,7 @@ def test_lenet_im2col_matches_xla_to_second_order(padding, dtype):
     fns = {}
     for impl in ("xla", "im2col"):
         model.conv_impl = impl
-        fn = as_logits_fn(model)
+        fn = as_classifier(model)
         F = gr.logit_difference(fn, 0, 2)
         fns[impl] = (
             fn(x[None]),

@@ -26,7 +26,10 @@ def models():
     model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(3), widths=[64])
     apply, params = pure_apply(model)
     out = {}
-    for name, loss_fn in (("standard", make_loss("standard")), ("pgd", pgd_at_loss(0.2, steps=5))):
+    for name, loss_fn in (
+        ("standard", make_loss("standard")),
+        ("pgd", pgd_at_loss(0.2, steps=5, bounds=(0.0, 1.0))),
+    ):
         opt = make_optimizer("adam", 3e-3, epochs=8, steps_per_epoch=len(tr.images) // 64)
         res = fit(apply, params, opt, tr.images, tr.labels, key=jax.random.key(4), epochs=8,
                   batch_size=64, loss_fn=loss_fn, progress=False)  # fmt: skip

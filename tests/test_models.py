@@ -65,7 +65,7 @@ def test_examples_do_not_interact(name):
     """Per-example independence (needed by the geometry operators): an example's logits do
     not depend on the other examples of the batch (GroupNorm, no BatchNorm)."""
     fn = jax.jit(
-        as_logits_fn(create_model(name, (8, 8, 1), 4, key=jax.random.key(2), **SMALL[name]))
+        as_classifier(create_model(name, (8, 8, 1), 4, key=jax.random.key(2), **SMALL[name]))
     )
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
     y = x.at[1:].set(jax.random.normal(jax.random.key(4), (3, 8, 8, 1)) * 10)
@@ -87,7 +87,7 @@ def test_smooth_lenet_hessian_matches_dense(dtype):
         param_dtype=str(dtype),
         **SMALL["lenet"],
     )
-    fn = as_logits_fn(model)
+    fn = as_classifier(model)
     x = jax.random.normal(jax.random.key(1), (4, 4, 1), dtype)
     assert jax.jit(fn)(x[None]).dtype == dtype  # float64 parameters give float64 logits
     F = gr.logit_difference(fn, 0, 2)
@@ -147,10 +147,10 @@ def test_adapter_forms_agree_and_differentiate(dtype):
         return jnp.tanh(z.reshape(z.shape[0], -1) @ k1 + b1) @ k2 + b2
 
     forms = {
-        "nnx": as_logits_fn(nnx_model),
-        "linen-apply": as_logits_fn(linen_model.apply, variables),
-        "linen-module": as_logits_fn(linen_model, variables),
-        "plain": as_logits_fn(plain),
+        "nnx": as_classifier(nnx_model),
+        "linen-apply": as_classifier(linen_model.apply, variables),
+        "linen-module": as_classifier(linen_model, variables),
+        "plain": as_classifier(plain),
     }
     assert as_classifier(plain).apply.fn is plain  # a plain function is static, unchanged
     ref = plain(x)
@@ -167,7 +167,7 @@ def test_adapter_forms_agree_and_differentiate(dtype):
 def test_pure_apply_snapshot_and_param_grads():
     model = create_model("mlp", (5,), 3, key=jax.random.key(0), widths=[4])
     apply, params = pure_apply(model)
-    fn = as_logits_fn(model)
+    fn = as_classifier(model)
     x = jax.random.normal(jax.random.key(1), (2, 5))
     before = np.asarray(fn(x))
     model.layers[0].kernel[...] = 0.0  # mutate the module in place
@@ -197,4 +197,13 @@ def test_errors_are_clear():
     with pytest.raises(TypeError, match="does not record a configuration"):
         model_config(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
     with pytest.raises(TypeError, match="Flax NNX module, an Equinox module, or an apply"):
-        as_logits_fn(3)
+        as_classifier(3)
+
+
+def test_as_logits_fn_deprecated():
+    """The old adapter name works one release, with a warning naming as_classifier."""
+    model = create_model("mlp", (4,), 3, key=jax.random.key(0), widths=[5])
+    with pytest.warns(DeprecationWarning, match="as_classifier"):
+        fn = as_logits_fn(model)
+    x = jnp.ones((2, 4))
+    np.testing.assert_array_equal(fn(x), as_classifier(model)(x))

@@ -1,57 +1,44 @@
-"""Multi-host: each process measures its shard of the dataset, results gather into one file.
+"""Several processes on JAX's multi-controller runtime, through the CLI.
 
-The end-to-end test starts 2 local CPU processes that call ``jax.distributed.initialize``
-(coordinator on 127.0.0.1, a free local port, hard timeouts so nothing hangs), run
-``deepfool_dataset`` on ``process_shard(n, align=chunk_size)`` and ``gather_to_file``; the
-merged file must equal, bit for bit, the single-process run of this test.
+Two local CPU processes join one run (``--coordinator 127.0.0.1:PORT --num-processes 2
+--process-id I``, a free port, short timeouts); the chunks are shared out, the results meet
+through ``process_allgather`` and process 0 writes them: ``margins``, ``curvature`` and a
+report stage must give files bit-identical to a one-process run. A process killed mid-run
+must end the other one with one clear line, in bounded time, and a rerun must resume from
+the chunks both wrote.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from geomrobust.parallel import gather_to_file, process_shard
+from geomrobust.engine import process_chunks
 
-N, CHUNK = 22, 4
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 500  # seconds: a run that takes longer has hung (a loaded 2-core CI machine)
 
+# One Python process runs several commands (one JAX start-up): argv lists as JSON.
 WORKER = textwrap.dedent(
     """
-    import sys
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    pid, port, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                               process_id=pid, initialization_timeout=60)
-    sys.path.insert(0, "tests")
-    from test_multihost import CHUNK, N, data
-    from geomrobust.parallel import gather_to_file, process_shard
-    from geomrobust.search import deepfool_dataset
-
-    f, x = data()
-    rows = process_shard(N, align=CHUNK)
-    assert jax.process_count() == 2 and jax.process_index() == pid
-    res = deepfool_dataset(f, x[rows], chunk_size=CHUNK, slots=4)
-    gather_to_file(path, res, rows, n=N, timeout=120)
-    print("rows", rows.start, rows.stop, flush=True)
-    jax.distributed.shutdown()
+    import json, sys
+    from geomrobust.cli import main
+    for argv in json.loads(sys.argv[1]):
+        rc = main(argv)
+        print("rc", rc, flush=True)
+        if rc:
+            sys.exit(rc)
     """
 )
-
-
-def data():
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _nets import convnet
-
-    f = convnet(jax.random.key(0), (8, 8, 1), 4)
-    x = 0.5 + 0.3 * jax.random.normal(jax.random.key(1), (N, 8, 8, 1), jnp.float32)
-    return f, x
 
 
 def _free_port() -> int:
@@ -60,97 +47,207 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_gather_identical_to_one(tmp_path):
-    from geomrobust.search import deepfool_dataset
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = tmp_path / "margins.npz"
-    port = str(_free_port())
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), GEOMROBUST_PROGRESS="0")
     env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(i), port, str(path)],
-            cwd=root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    return env
+
+
+def _start(commands, extra=()):
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, json.dumps([[*c, *extra] for c in commands])],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _dist(i: int, port: int):
+    return ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id",
+            str(i), "--heartbeat-timeout", "60"]  # fmt: skip
+
+
+def _finish(procs):
     logs = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=300)
-            logs.append((p.returncode, out, err[-3000:]))
+            out, err = p.communicate(timeout=TIMEOUT)
+            logs.append((p.returncode, out, err))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for rc, _, err in logs:
-        assert rc == 0, err
-    assert "rows 0 12" in logs[0][1] and "rows 12 22" in logs[1][1]
-    f, x = data()
-    ref = deepfool_dataset(f, x, chunk_size=CHUNK, slots=4)
+    return logs
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from geomrobust.models import create_model
+    from geomrobust.train import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "mlp"
+    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
+    save_checkpoint(
+        path,
+        model,
+        {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"},
+    )
+    return path
+
+
+def _commands(ckpt, out: Path):
+    data = ["--checkpoint", str(ckpt), "--n", "11", "--chunk-size", "3"]  # 4 chunks: 2 + 2
+    return [
+        ["margins", *data, "--out", str(out / "margins"), "--no-plots"],
+        [
+            "curvature",
+            *data,
+            "--out",
+            str(out / "curvature"),
+            "--num",
+            "2",
+            "--fooling-samples",
+            "4",
+            "--no-plots",
+        ],
+        [
+            "report",
+            "--checkpoint",
+            str(ckpt),
+            "--n",
+            "5",
+            "--quick",
+            "--stages",
+            "margins",
+            "--out",
+            str(out / "report"),
+        ],
+    ]
+
+
+def _npz(path):
     with np.load(path) as z:
-        assert sorted(z.files) == sorted(ref._fields)
-        for name in ref._fields:
-            np.testing.assert_array_equal(z[name], np.asarray(getattr(ref, name)), err_msg=name)
-    assert not list(tmp_path.glob("*.part*"))  # parts removed after the merge
+        return {k: z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 22, 100])
+def test_two_processes_through_the_cli_match_one(checkpoint, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    port = _free_port()
+    procs = [_start(_commands(checkpoint, one))]
+    procs += [_start(_commands(checkpoint, two), _dist(i, port)) for i in range(2)]
+    logs = _finish(procs)
+    for rc, out, err in logs:
+        assert rc == 0, err[-3000:]
+        assert out.count("rc 0") == 3
+    for cmd in ("margins", "curvature"):
+        a, b = _npz(one / cmd / "results.npz"), _npz(two / cmd / "results.npz")
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{cmd} {k}")
+        sa = json.loads((one / cmd / "summary.json").read_text())
+        sb = json.loads((two / cmd / "summary.json").read_text())
+        for k in ("settings", "created", "model", "metadata"):
+            sa.pop(k, None), sb.pop(k, None)
+        assert sa == sb
+        # each process wrote its own chunks, with the layout in the settings
+        for i, chunks in ((0, [0, 1]), (1, [2, 3])):
+            store = two / cmd / f"chunks-process-{i}-of-2"
+            assert sorted(p.name for p in store.glob("chunk-*.npz")) == [
+                f"chunk-{c:05d}.npz" for c in chunks
+            ]
+            meta = json.loads((store / "store.json").read_text())["settings"]
+            assert (meta["process_index"], meta["process_count"]) == (i, 2)
+        assert not (two / cmd / "chunks").exists()
+    ra = json.loads((one / "report" / "results.json").read_text())["sections"]
+    rb = json.loads((two / "report" / "results.json").read_text())["sections"]
+    assert ra == rb
+    a = _npz(one / "report" / "stages" / "margins.npz")
+    b = _npz(two / "report" / "stages" / "margins.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_killed_process_ends_the_other_and_a_rerun_resumes(checkpoint, tmp_path):
+    out = tmp_path / "m"
+    cmd = ["margins", "--checkpoint", str(checkpoint), "--n", "40", "--chunk-size", "2",
+           "--out", str(out), "--no-plots", "--slots", "2"]  # fmt: skip
+    port = _free_port()
+    procs = [_start([cmd], _dist(i, port)) for i in range(2)]
+    store1 = out / "chunks-process-1-of-2"
+    t0 = time.monotonic()
+    try:
+        while not list(store1.glob("chunk-*.npz")):
+            assert time.monotonic() - t0 < TIMEOUT, "process 1 wrote no chunk"
+            assert procs[1].poll() is None, procs[1].communicate()[1][-3000:]
+            time.sleep(0.02)
+        procs[1].send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        rc0, _, err0 = _finish(procs[:1])[0]
+        waited = time.monotonic() - t_kill
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    procs[1].wait()
+    lines = [ln for ln in err0.splitlines() if ln.strip()]
+    assert rc0 == 1, err0[-3000:]
+    assert lines[-1].startswith("geomrobust margins: error: lost contact with another process")
+    assert "rerun the same command to resume" in lines[-1]
+    assert waited < 60  # no hang: the lost connection is noticed at the next collective
+    assert not (out / "results.npz").exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in store1.glob("chunk-*.npz")}
+    assert 0 < len(kept) < 10  # killed mid-run
+    port = _free_port()
+    procs = [_start([cmd], _dist(i, port)) for i in range(2)]
+    ref = _start([[*cmd[:-5], "--out", str(tmp_path / "ref"), "--no-plots", "--slots", "2"]])
+    for rc, _, err in _finish([*procs, ref]):
+        assert rc == 0, err[-3000:]
+    for name, mtime in kept.items():  # resumed: the finished chunks were read, not rewritten
+        assert (store1 / name).stat().st_mtime_ns == mtime
+    a, b = _npz(out / "results.npz"), _npz(tmp_path / "ref" / "results.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_changed_process_layout_is_refused(checkpoint, tmp_path):
+    from geomrobust.cli import main
+
+    out = tmp_path / "m"
+    (out / "chunks-process-1-of-3").mkdir(parents=True)
+    (out / "chunks-process-1-of-3" / "store.json").write_text("{}")
+    argv = ["margins", "--checkpoint", str(checkpoint), "--n", "4", "--out", str(out),
+            "--no-plots"]  # fmt: skip
+    assert main(argv) == 1
+    assert main([*argv, "--restart"]) == 0
+    assert not (out / "chunks-process-1-of-3").exists()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 22])
 @pytest.mark.parametrize("p", [1, 2, 3, 8])
-@pytest.mark.parametrize("align", [1, 4])
-def test_process_shard_tiles_the_range(n, p, align):
-    shards = [process_shard(n, align=align, process_index=i, process_count=p) for i in range(p)]
-    covered = np.concatenate([np.arange(n)[s] for s in shards])
-    np.testing.assert_array_equal(covered, np.arange(n))  # contiguous, ordered, disjoint
-    sizes = [s.stop - s.start for s in shards]
-    for s in shards[:-1]:
-        assert s.start % align == 0 or s.start == n  # empty shards sit at the end
-        assert s.stop % align == 0 or s.stop == n
-    blocks = [-(-sz // align) for sz in sizes]
-    assert max(blocks) - min(blocks) <= 1  # balanced in chunks
+def test_process_chunks_tile_the_chunks(n, p):
+    blocks = [process_chunks(n, process_index=i, process_count=p) for i in range(p)]
+    covered = [c for b in blocks for c in b]
+    assert covered == list(range(n))  # contiguous, ordered, disjoint
+    sizes = [len(b) for b in blocks]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-def test_process_shard_defaults_and_errors():
-    assert process_shard(10) == slice(0, 10)  # one process: everything
+def test_process_chunks_defaults_and_errors():
+    assert process_chunks(10) == range(10)  # one process: everything
     with pytest.raises(ValueError, match="process_index"):
-        process_shard(10, process_index=2, process_count=2)
-    with pytest.raises(ValueError, match="align"):
-        process_shard(10, align=0)
-    with pytest.raises(ValueError, match="n must be"):
-        process_shard(-1)
+        process_chunks(10, process_index=2, process_count=2)
+    with pytest.raises(ValueError, match="n_chunks"):
+        process_chunks(-1)
 
 
-def test_gather_to_file_merges_in_row_order(tmp_path):
-    path = tmp_path / "out" / "res.npz"
-    n, p = 10, 3
-    full = {
-        "margin": np.arange(n, dtype=np.float32),
-        "perturbation": np.arange(2 * n).reshape(n, 2),
-    }
-    # processes finish in any order; process 0 merges once every part is there
-    for i in (2, 1, 0):
-        rows = process_shard(n, process_index=i, process_count=p)
-        part = {k: v[rows] for k, v in full.items()}
-        got = gather_to_file(path, part, rows, n=n, process_index=i, process_count=p)
-        assert (got == path) if i == 0 else got is None
-    with np.load(path) as z:
-        for k, v in full.items():
-            np.testing.assert_array_equal(z[k], v)
-    assert sorted(q.name for q in path.parent.iterdir()) == ["res.npz"]
+def test_initialize_errors():
+    from geomrobust.parallel import initialize
 
-
-def test_gather_to_file_errors(tmp_path):
-    path = tmp_path / "res.npz"
-    with pytest.raises(TimeoutError, match="part00001"):
-        gather_to_file(path, {"m": np.zeros(5)}, slice(0, 5), n=10, process_index=0,
-                       process_count=2, timeout=0.2)  # fmt: skip
-    with pytest.raises(ValueError, match="leading axis 5"):
-        gather_to_file(path, {"m": np.zeros(4)}, slice(0, 5), n=10, process_index=1,
-                       process_count=2)  # fmt: skip
-    with pytest.raises(TypeError, match="NamedTuple or a dict"):
-        gather_to_file(path, [np.zeros(5)], slice(0, 5), n=5, process_index=0, process_count=1)
+    with pytest.raises(ValueError, match="both --num-processes and --process-id"):
+        initialize("127.0.0.1:1", 2, None)
+    with pytest.raises(ValueError, match="--process-id must lie"):
+        initialize("127.0.0.1:1", 2, 2)
+    with pytest.raises(ValueError, match="--coordinator"):
+        initialize(None, 2, 0)

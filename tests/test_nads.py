@@ -27,7 +27,7 @@ def linear_init(key, dtype):
 def test_logistic_regression_nads_are_isotropic(dtype):
     m = 3000
     r = nads(
-        linear_init(None, dtype), SHAPE, num_networks=m, key=jax.random.key(0), batch=512,
+        linear_init(None, dtype), SHAPE, num_networks=m, key=jax.random.key(0), chunk_size=512,
         dtype=dtype,
     )  # fmt: skip
     assert r.eigenvalues.shape == (16,) and r.eigenvalues.dtype == dtype
@@ -53,7 +53,7 @@ def test_cnn_nads_match_dense_gradient_covariance(dtype):
     full = np.linalg.eigh(G.T @ G / m)
     ev, V = full[0][::-1][:6], full[1][:, ::-1][:, :5]
     for method in ("covariance", "gram"):
-        r = nads(init_fn, shape, num_networks=m, key=key, batch=16, num=5, method=method,
+        r = nads(init_fn, shape, num_networks=m, key=key, chunk_size=16, num=5, method=method,
                  dtype=dtype)  # fmt: skip
         np.testing.assert_array_equal(r.x0, x0)
         np.testing.assert_allclose(r.eigenvalues, ev[:5], rtol=300 * rtol_for(dtype))
@@ -75,9 +75,10 @@ def test_streaming_and_gram_agree_with_padding():
     def init_fn(k):
         return convnet(k, shape, 2, channels=2, dtype=dtype)
 
-    a = nads(init_fn, shape, num_networks=23, key=jax.random.key(1), batch=7, method="covariance",
-             num=4, output="difference", dtype=dtype)  # fmt: skip
-    b = nads(init_fn, shape, num_networks=23, key=jax.random.key(1), batch=5, method="gram",
+    a = nads(init_fn, shape, num_networks=23, key=jax.random.key(1), chunk_size=7,
+             method="covariance", num=4, output="difference", dtype=dtype)  # fmt: skip
+    b = nads(init_fn, shape, num_networks=23, key=jax.random.key(1), chunk_size=5,
+             method="gram",
              num=4, output="difference", dtype=dtype)  # fmt: skip
     np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-9)
     proj = np.abs(np.sum(np.asarray(a.eigenvectors) * np.asarray(b.eigenvectors), axis=(1, 2, 3)))
@@ -165,7 +166,7 @@ def test_fd_scale_is_the_authors_secant_estimator(method):
 
     key = jax.random.key(4)
     x0 = jax.random.normal(jax.random.key(5), shape, dtype)
-    r = nads(init_fn, shape, num_networks=m, key=key, batch=16, x0=x0, method=method,
+    r = nads(init_fn, shape, num_networks=m, key=key, chunk_size=16, x0=x0, method=method,
              fd_scale=s, center=True)  # fmt: skip
     _, k_net = jax.random.split(key)
     keys = jax.random.split(k_net, m)
@@ -183,7 +184,7 @@ def test_fd_scale_is_the_authors_secant_estimator(method):
     np.testing.assert_allclose(r.eigenvalues, vals[::-1][:9], rtol=1e-9, atol=1e-12)
     top = np.abs(np.sum(np.asarray(r.eigenvectors[0]).ravel() * vecs[:, -1]))
     np.testing.assert_allclose(top, 1.0, rtol=1e-8)
-    grad = nads(init_fn, shape, num_networks=m, key=key, batch=16, x0=x0, method=method)
+    grad = nads(init_fn, shape, num_networks=m, key=key, chunk_size=16, x0=x0, method=method)
     cos = np.abs(np.sum(np.asarray(grad.eigenvectors[0]).ravel() * vecs[:, -1]))
     assert cos < 0.99  # the secant at s = 100 is not the gradient on a ReLU network
 

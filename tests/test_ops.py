@@ -52,12 +52,15 @@ def test_hvp_matches_dense_hessian(net, dtype, key):
     assert hv.shape == v.shape and hv.dtype == dtype
     assert rel_err(hv.ravel(), H @ v.ravel()) <= rtol_for(dtype)
     # the operator form applies the same linearization to several vectors
-    op = gr.hvp(F, x[0])
+    op = gr.hvp_operator(F, x[0])
     for i in range(3):
         vi = jax.random.normal(jax.random.fold_in(key, 10 + i), x[0].shape, dtype)
         assert rel_err(op(vi).ravel(), H @ vi.ravel()) <= rtol_for(dtype)
     dense = gr.input_hessian(F, x[0])
     assert rel_err(dense, H) <= rtol_for(dtype)
+    with pytest.warns(DeprecationWarning, match="hvp_operator"):
+        old = gr.hvp(F, x[0])  # the operator form of one release ago
+    assert rel_err(old(v).ravel(), H @ v.ravel()) <= rtol_for(dtype)
     assert rel_err(dense, dense.T) <= rtol_for(dtype)
 
 

@@ -91,7 +91,7 @@ def _scalar(x):
 
 @jax.jit
 def _hvps(x, u, v, a, b):
-    h = gr.hvp(_scalar, x)
+    h = gr.hvp_operator(_scalar, x)
     return h(a * u + b * v), h(u), h(v)
 
 

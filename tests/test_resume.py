@@ -95,7 +95,7 @@ def test_margins_resume_after_interrupt(checkpoint, tmp_path, sig, capsys):
     # resuming with other settings refuses (exit 1, one line), unless --restart
     assert main([*argv, "--max-iter", "7"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "other settings (max_iter: 50 -> 7)" in err[0]
+    assert len(err) == 1 and "other settings (deepfool_steps: 50 -> 7)" in err[0]
     assert "--restart" in err[0]
 
     assert main(argv) == 0  # the same command resumes

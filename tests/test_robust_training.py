@@ -33,13 +33,13 @@ EPS = 0.1
 AT_EPS = 0.2
 SETTINGS = {
     "standard": {},
-    "pgd": {"eps": EPS, "steps": 3},
-    "fgsm": {"eps": EPS},
-    "fgsm_rs": {"eps": EPS},
-    "nfgsm": {"eps": EPS},
-    "gradalign": {"eps": EPS, "lam": 0.5},
+    "pgd": {"eps": EPS, "steps": 3, "bounds": (0.0, 1.0)},
+    "fgsm": {"eps": EPS, "bounds": (0.0, 1.0)},
+    "fgsm_rs": {"eps": EPS, "bounds": (0.0, 1.0)},
+    "nfgsm": {"eps": EPS, "bounds": (0.0, 1.0)},
+    "gradalign": {"eps": EPS, "lam": 0.5, "bounds": (0.0, 1.0)},
     "cure": {"h": 0.5, "lam": 0.5},
-    "llr": {"eps": EPS, "steps": 2},
+    "llr": {"eps": EPS, "steps": 2, "bounds": (0.0, 1.0)},
 }
 STOCHASTIC = ("pgd", "fgsm_rs", "nfgsm", "gradalign", "llr")
 
@@ -111,7 +111,10 @@ def test_pgd_training_beats_standard_under_pgd(digits):
     model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(3), widths=[64])
     apply, params = pure_apply(model)
     acc = {}
-    for name, loss_fn in (("standard", make_loss("standard")), ("pgd", pgd_at_loss(AT_EPS))):
+    for name, loss_fn in (
+        ("standard", make_loss("standard")),
+        ("pgd", pgd_at_loss(AT_EPS, bounds=(0.0, 1.0))),
+    ):
         opt = make_optimizer("adam", 3e-3, epochs=8, steps_per_epoch=len(tr.images) // 64)
         res = fit(
             apply,
@@ -147,7 +150,7 @@ def test_pgd_at_loss_is_cross_entropy_at_the_pgd_point(mlp, digits):
     key = jax.random.key(0)
     x = jnp.asarray(digits[0].images[:16])
     y = jnp.asarray(digits[0].labels[:16])
-    loss_fn = pgd_at_loss(0.5, steps=4, norm=2)
+    loss_fn = pgd_at_loss(0.5, steps=4, norm=2, bounds=(0.0, 1.0))
     loss, g = jax.jit(jax.value_and_grad(lambda p: loss_fn(apply, p, x, y, key)[0]))(params)
     adv = jax.jit(
         lambda p: (

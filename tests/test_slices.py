@@ -28,7 +28,7 @@ def test_hyperplane_slice_is_a_straight_line(dtype, key):
     x = jax.random.normal(key, (D,), dtype)
     w = jnp.asarray(W[:, 1] - W[:, 0], dtype)
     u = w / jnp.linalg.norm(w)
-    v = random_orthogonal(jax.random.fold_in(key, 1), u)
+    v = random_orthogonal(u, key=jax.random.fold_in(key, 1))
     s = boundary_slice(linear, x, u, v, 3.0, 41, classes=(0, 1))
     assert s.labels.shape == (41, 41) and s.logit_diff.dtype == dtype and s.loss.dtype == dtype
     F0 = float(jnp.vdot(w, x)) + C[1] - C[0]

@@ -81,9 +81,7 @@ def test_slq_moments_and_density_match_dense(dtype):
     Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
     ev = np.concatenate([[4.0, 3.5], rng.uniform(-1, 1, d - 2)])
     A = jnp.asarray(Q @ np.diag(ev) @ Q.T, dtype)
-    q = slq(
-        lambda v: A @ v, jnp.zeros(d, dtype), num_probes=300, num_steps=10, key=jax.random.key(3)
-    )
+    q = slq(lambda v: A @ v, jnp.zeros(d, dtype), num_probes=300, steps=10, key=jax.random.key(3))
     assert q.nodes.shape == (300, 10) and q.nodes.dtype == dtype
     np.testing.assert_allclose(q.weights.sum(-1), 1.0, rtol=100 * rtol_for(dtype))
     for p in (1, 2, 3):  # exact for each probe up to degree 2m-1; unbiased over probes
@@ -101,7 +99,7 @@ def test_slq_moments_and_density_match_dense(dtype):
 
 def test_loss_slq_and_direct_hutchinson_on_network(problem):
     fn, x, H, dtype = problem
-    q = loss_hessian_slq(fn, x, Y, num_probes=64, num_steps=12, key=jax.random.key(0))
+    q = loss_hessian_slq(fn, x, Y, num_probes=64, steps=12, key=jax.random.key(0))
     assert q.nodes.shape == (3, 64, 12) and q.nodes.dtype == dtype
     d = H.shape[-1]
     # λ_max of H is bracketed by the Ritz values (interlacing), and the first moment is tr/D
@@ -148,5 +146,5 @@ def test_bad_inputs():
         loss_hessian_eigs(fn, x, jnp.array([0, 3]), num=2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="h"):
         cure_curvature(fn, x, jnp.array([0, 1]), h=-1.0)
-    with pytest.raises(ValueError, match="num_steps"):
-        loss_hessian_slq(fn, x, jnp.array([0, 1]), num_steps=9, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="steps must lie"):
+        loss_hessian_slq(fn, x, jnp.array([0, 1]), steps=9, key=jax.random.key(0))

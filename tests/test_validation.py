@@ -61,7 +61,7 @@ ENTRY = {
     "margin_signature": lambda f, x, y: gr.margin_signature(f, x, y),
     "local_linearity": lambda f, x, y: measures.local_linearity(f, x, y, eps=0.1, key=KEY),
     "subspace_fooling_rate": lambda f, x, y: measures.subspace_fooling_rate(
-        f, x, BASIS, radius=0.5, key=KEY
+        f, x, BASIS, eps=0.5, key=KEY
     ),
 }
 USES_Y = set(ENTRY) - {"margin_along", "universal_perturbation", "subspace_fooling_rate"}
@@ -379,4 +379,4 @@ def test_normal_curvature_normalizes_u_explicitly():
     off = dict(boundary_tol=np.inf)  # X are generic points: the level sets through them
     a = gr.normal_curvature(F, X, Y, OTHER, U, **off)
     b = gr.normal_curvature(F, X, Y, OTHER, 3.0 * U, **off)
-    np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-12)

@@ -3,8 +3,8 @@
 Between the measures (:mod:`geomrobust.measures`, :mod:`geomrobust.search`) and their
 front ends in the data flow: one module per analysis, each exposing
 
-    compute(classifier, data, settings, *, store=None, progress=None, devices=None)
-        -> (arrays: dict[str, np.ndarray], summary: dict)
+    compute(classifier, data, settings, *, store=None, ..., devices=None, progress=None)
+        -> AnalysisResult(arrays: dict[str, np.ndarray], summary: dict)
 
 with ``settings`` a frozen dataclass of the options that change the numbers (defaults are
 those of the matching ``geomrobust`` subcommand) and a JSON-ready ``summary`` that counts
@@ -29,6 +29,7 @@ from . import nads as nads
 from . import slices as slices
 from ._boundary import BoundarySet as BoundarySet
 from ._boundary import boundary_points as boundary_points
+from ._common import AnalysisResult as AnalysisResult
 from ._common import predict as predict
 from ._common import settings_record as settings_record
 from ._common import summarize as summarize

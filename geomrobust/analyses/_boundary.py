@@ -17,6 +17,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from geomrobust._deprecation import renamed
+from geomrobust.engine import CHUNK_SIZE
+from geomrobust.models import as_classifier
+from geomrobust.search import deepfool_dataset, refine_boundary
+
+from ._common import predict
+
 __all__ = ["BoundarySet", "boundary_points"]
 
 
@@ -44,16 +51,17 @@ class BoundarySet(NamedTuple):
     valid: jax.Array
 
 
+@renamed(max_iter="deepfool_steps")
 def boundary_points(
     classifier,
     x,
     y=None,
     *,
     overshoot: float = 0.02,
-    max_iter: int = 50,
+    deepfool_steps: int = 50,
     deepfool=None,
     bounds=None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> BoundarySet:
@@ -65,7 +73,8 @@ def boundary_points(
     x : ``(N, *s)`` examples.
     y : ``(N,)`` reference labels, or None for the predicted labels (the usual choice for
         geometry: the boundary around the class the model gives the example).
-    overshoot, max_iter : of the L2 DeepFool search (:func:`geomrobust.deepfool`).
+    overshoot, deepfool_steps : the overshoot and the step budget of the L2 DeepFool search
+        (:func:`geomrobust.deepfool`).
     deepfool : an L2 DeepFool result of ``x`` already computed with these labels (any
         object with ``perturbation``, ``margin`` and ``converged``, e.g. a
         :class:`geomrobust.MarginResult`), reused instead of searching again.
@@ -78,11 +87,6 @@ def boundary_points(
     -------
     BoundarySet
     """
-    from geomrobust.models import as_classifier
-    from geomrobust.search import deepfool_dataset, refine_boundary
-
-    from ._common import predict
-
     clf = as_classifier(classifier)
     x = jnp.asarray(x)
     size = min(int(chunk_size), x.shape[0])
@@ -96,7 +100,7 @@ def boundary_points(
             y,
             norm=2,
             overshoot=overshoot,
-            max_iter=max_iter,
+            max_iter=deepfool_steps,
             bounds=bounds,
             chunk_size=size,
             devices=devices,

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geomrobust.engine import map_chunks, track
+from geomrobust.engine import CHUNK_SIZE, map_chunks, track
+from geomrobust.models import as_classifier
 
 __all__ = [
     "chunked",
@@ -33,6 +35,15 @@ __all__ = [
     "settings_record",
     "summarize",
 ]
+
+
+class AnalysisResult(NamedTuple):
+    """What every analysis' ``compute`` returns: ``arrays``, a flat dict of NumPy arrays (the
+    per-example results), and ``summary``, a JSON-ready dict (statistics and counts of
+    unconverged and excluded examples)."""
+
+    arrays: dict
+    summary: dict
 
 
 def inputs(data) -> tuple[jax.Array, jax.Array | None]:
@@ -141,10 +152,8 @@ def _argmax_program(clf, x):
     return jnp.argmax(clf(x), axis=-1).astype(jnp.int32)
 
 
-def predict(classifier, x, *, chunk_size: int = 512, devices=None) -> np.ndarray:
+def predict(classifier, x, *, chunk_size: int = CHUNK_SIZE, devices=None) -> np.ndarray:
     """The predicted label ``argmax f(x)`` of every example, ``(N,)`` int32."""
-    from geomrobust.models import as_classifier
-
     out = map_chunks(
         _argmax_program,
         (x,),

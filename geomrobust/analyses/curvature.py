@@ -24,8 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._status import Status
+from geomrobust.measures import (
+    loss_hessian_eigs,
+    principal_curvatures,
+    shared_directions,
+    subspace_fooling_rate,
+)
+from geomrobust.models import as_classifier
+
 from ._boundary import boundary_points
-from ._common import chunked, inputs, predict, resolve_bounds, resolve_key
+from ._common import AnalysisResult, chunked, inputs, predict, resolve_bounds, resolve_key
 
 __all__ = ["CurvatureSettings", "compute", "loss_spectrum"]
 
@@ -34,8 +43,8 @@ __all__ = ["CurvatureSettings", "compute", "loss_spectrum"]
 class CurvatureSettings:
     """The options that change the numbers (defaults: those of ``geomrobust curvature``).
 
-    num : principal curvatures per point; method, tol, max_restarts : the eigensolver of
-    :func:`geomrobust.principal_curvatures`; overshoot, max_iter : DeepFool's; loss_eigs :
+    num : principal curvatures per point; method, tol, restarts : the eigensolver of
+    :func:`geomrobust.principal_curvatures`; overshoot, deepfool_steps : DeepFool's; loss_eigs :
     top loss-Hessian eigenvalues per example (0: skip); shared_dim : dimension of the
     shared subspace of the fooling-rate test; fooling_samples : random draws per example
     and kind (0: skip the test); chunk_size : examples per chunk; key : PRNG seed;
@@ -48,9 +57,9 @@ class CurvatureSettings:
     num: int = 20
     method: str = "auto"
     tol: float | None = None
-    max_restarts: int = 30
+    restarts: int = 30
     overshoot: float = 0.02
-    max_iter: int = 50
+    deepfool_steps: int = 50
     loss_eigs: int = 0
     shared_dim: int = 10
     fooling_samples: int = 16
@@ -82,11 +91,11 @@ def compute(
     settings: CurvatureSettings = CurvatureSettings(),
     *,
     store=None,
-    progress=None,
-    devices=None,
     key=None,
     deepfool=None,
-) -> tuple[dict, dict]:
+    devices=None,
+    progress=None,
+) -> AnalysisResult:
     """Principal curvatures at boundary points next to the examples of ``data``.
 
     Parameters
@@ -114,9 +123,6 @@ def compute(
         over the converged points, fooling rates. Without any boundary point ``arrays``
         holds only an empty ``index``.
     """
-    from geomrobust.measures import shared_directions, subspace_fooling_rate
-    from geomrobust.models import as_classifier
-
     clf = as_classifier(classifier)
     x, labels = inputs(data)
     n, shape = int(x.shape[0]), tuple(x.shape[1:])
@@ -138,7 +144,7 @@ def compute(
             clf,
             xc,
             overshoot=s.overshoot,
-            max_iter=s.max_iter,
+            deepfool_steps=s.deepfool_steps,
             deepfool=given,
             bounds=box,
             chunk_size=chunk.size,
@@ -211,7 +217,7 @@ def compute(
             clf,
             xs,
             tops.basis[:, :dim].astype(xs.dtype),
-            radius=radius,
+            eps=radius,
             num_samples=s.fooling_samples,
             key=jax.random.fold_in(k, 1),
             chunk_size=min(s.chunk_size, idx.size),
@@ -243,7 +249,7 @@ def compute(
             loss_eigs_n_unconverged=ls["n_unconverged"],
             median_top_loss_eig=ls["median_top_eigenvalue"],
         )
-    return arrays, summary
+    return AnalysisResult(arrays, summary)
 
 
 class _Found:
@@ -256,7 +262,6 @@ class _Found:
 def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
     """The chunk's boundary points, then ONE curvature solve on its valid points padded to
     the chunk's size (one compilation for every chunk); the other rows stay NaN / zero."""
-    from geomrobust.measures import principal_curvatures
 
     size, m = chunk.size, chunk.stop - chunk.start
     ok = np.array(bs.valid)
@@ -289,7 +294,7 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
         key=key,
         method=s.method,
         tol=s.tol,
-        max_restarts=s.max_restarts,
+        restarts=s.restarts,
         chunk_size=size,
         ids=chunk.start + pad,
         num_directions=1,
@@ -302,7 +307,7 @@ def _curvatures(clf, bs, key, s: CurvatureSettings, chunk) -> dict:
     out["residuals"][sel] = np.asarray(curv.residuals)[rows]
     out["normal"][sel] = np.asarray(curv.normal)[rows]
     out["top_direction"][sel] = np.asarray(curv.directions[:, 0])[rows]
-    out["piecewise_linear"][sel] = np.asarray(curv.piecewise_linear)[rows]
+    out["piecewise_linear"][sel] = np.asarray(curv.status == Status.PIECEWISE_LINEAR)[rows]
     out["stderr"][sel] = np.asarray(curv.stderr)[rows]
     return out
 
@@ -326,8 +331,6 @@ def loss_spectrum(
     converged / unconverged examples and the medians over the converged ones
     (:func:`geomrobust.loss_hessian_eigs`; CURE, CVPR 2019).
     """
-    from geomrobust.measures import loss_hessian_eigs
-
     r = loss_hessian_eigs(
         classifier,
         x,

@@ -34,7 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import chunked, inputs, predict, resolve_key, summarize
+from geomrobust.measures import (
+    gaussian_noise_errors,
+    gradient_alignment,
+    local_linearity,
+    margin_signature,
+    noise_vs_margin,
+    normalized_robustness,
+    thickness,
+)
+from geomrobust.models import as_classifier
+from geomrobust.search import deepfool_dataset
+
+from ._common import AnalysisResult, chunked, inputs, predict, resolve_key, summarize
 
 __all__ = ["DEFAULT_WHAT", "WHAT", "DiagnoseSettings", "compute"]
 
@@ -88,11 +100,11 @@ def compute(
     settings: DiagnoseSettings = DiagnoseSettings(),
     *,
     store=None,
-    progress=None,
-    devices=None,
     key=None,
     splits=None,
-) -> tuple[dict, dict]:
+    devices=None,
+    progress=None,
+) -> AnalysisResult:
     """The diagnostics ``settings.what`` of ``classifier`` on ``data``.
 
     Parameters
@@ -114,8 +126,6 @@ def compute(
         asked for; the summary holds their statistics and counts of valid / excluded
         examples.
     """
-    from geomrobust.models import as_classifier
-
     clf = as_classifier(classifier)
     x, y = inputs(data)
     s = settings.validate()
@@ -156,8 +166,6 @@ def compute(
             **summarize(gamma),
         }
     if "rho" in s.what:
-        from geomrobust.measures import normalized_robustness
-
         conv = arrays["deepfool_converged"]
         rho = normalized_robustness(arrays["deepfool_margin"], x, conv)
         summary["rho"] = {
@@ -186,27 +194,24 @@ def compute(
             "n_excluded": int((~ok).sum()),
         }
     if "signature" in s.what:
-        from geomrobust.measures import margin_signature
-
         labels = y if y is not None else jnp.asarray(predict(clf, x, devices=devices))
         sig = margin_signature(clf, x, labels, splits=splits or {})
         summary["signature"] = {
             name: {
-                "stats": g.stats.tolist(),
-                "normalized_stats": g.normalized_stats.tolist(),
-                "normalizer": g.normalizer,
+                "stats": sig.stats[i].tolist(),
+                "normalized_stats": sig.normalized_stats[i].tolist(),
+                "normalizer": float(sig.normalizer[i]),
             }
-            for name, g in sig.items()
+            for i, name in enumerate(sig.layers)
         }
-        arrays.update({f"signature_{name}": np.asarray(g.margins) for name, g in sig.items()})
-    return arrays, summary
+        arrays.update(
+            {f"signature_{name}": np.asarray(sig.margins[i]) for i, name in enumerate(sig.layers)}
+        )
+    return AnalysisResult(arrays, summary)
 
 
 def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
     """Thickness, local linearity and DeepFool margins of one chunk."""
-    from geomrobust.measures import local_linearity, thickness
-    from geomrobust.search import deepfool_dataset
-
     out = {}
     if "thickness" in what:
         t = thickness(
@@ -242,13 +247,9 @@ def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
     if "alignment" in what or "noise" in what:
         labels = yc if yc is not None else jnp.argmax(clf(xc), -1)
     if "alignment" in what:
-        from geomrobust.measures import gradient_alignment
-
         a = gradient_alignment(clf, xc, labels, chunk_size=chunk.size)
         out.update(alignment=a.alignment, alignment_valid=a.valid)
     if "noise" in what:
-        from geomrobust.measures import gaussian_noise_errors, noise_vs_margin
-
         res = gaussian_noise_errors(
             clf, xc, labels, s.noise_sigmas, samples=s.noise_samples, chunk_size=chunk.size,
             key=jax.random.fold_in(jax.random.fold_in(key, 3), chunk.start),

@@ -32,7 +32,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import chunked, inputs, predict, resolve_bounds, resolve_key, summarize
+from geomrobust.measures import (
+    dct_subspaces,
+    normalized_robustness,
+    random_subspace_margins,
+    subspace_margins,
+    summarize_bands,
+)
+from geomrobust.models import as_classifier
+from geomrobust.search import deepfool_dataset, minimal_margin, pgd, sparsefool
+from geomrobust.search._minimal import ratio_summary
+
+from ._common import (
+    AnalysisResult,
+    chunked,
+    inputs,
+    predict,
+    resolve_bounds,
+    resolve_key,
+    summarize,
+)
 
 __all__ = ["MarginSettings", "compute", "dct_layout", "default_epsilons"]
 
@@ -48,7 +67,7 @@ class MarginSettings:
     (DeepFool, PGD, best); searches : the searches of ``best`` (C&W is L2 only);
     fmn_steps, cw_steps, cw_binary_steps : their step counts;
     subspaces : ``none``, ``dct`` or ``random`` (DeepFool L2 only);
-    overshoot, max_iter, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
+    overshoot, deepfool_steps, slots : DeepFool's (and SparseFool's overshoot); eps : PGD radii
     (None: :func:`default_epsilons`); steps : PGD steps; bounds : the box of every search,
     ``"auto"`` (default: ``(0, 1)`` when the inputs are images in ``[0, 1]``, else none),
     ``(lo, hi)`` or None; lambda_ : SparseFool's λ; block, stride : DCT blocks (None:
@@ -61,7 +80,7 @@ class MarginSettings:
     norm: str = "2"
     subspaces: str = "none"
     overshoot: float = 0.02
-    max_iter: int = 50
+    deepfool_steps: int = 50
     slots: int = 32
     eps: tuple[float, ...] | None = None
     steps: int = 10
@@ -114,10 +133,10 @@ def compute(
     settings: MarginSettings = MarginSettings(),
     *,
     store=None,
-    progress=None,
-    devices=None,
     key=None,
-) -> tuple[dict, dict]:
+    devices=None,
+    progress=None,
+) -> AnalysisResult:
     """Run the margin search of ``settings`` over ``data``.
 
     Parameters
@@ -138,8 +157,6 @@ def compute(
         ``arrays``: ``labels`` and the method's per-example arrays; ``summary``: JSON-ready,
         with ``n``, ``clean_accuracy`` (labels given) and the method's statistics and counts.
     """
-    from geomrobust.models import as_classifier
-
     clf = as_classifier(classifier)
     x, y = inputs(data)
     n = int(x.shape[0])
@@ -166,7 +183,7 @@ def compute(
     }
     if y is not None:
         head["clean_accuracy"] = float(clean.mean())
-    return {"labels": labels, **arrays}, {**head, **summary}
+    return AnalysisResult({"labels": labels, **arrays}, {**head, **summary})
 
 
 def _batched(x, y):
@@ -174,13 +191,15 @@ def _batched(x, y):
 
 
 def _deepfool_kw(s: MarginSettings) -> dict:
-    return {"overshoot": s.overshoot, "max_iter": s.max_iter, "slots": s.slots, "bounds": s.bounds}
+    return {
+        "overshoot": s.overshoot,
+        "max_iter": s.deepfool_steps,
+        "slots": s.slots,
+        "bounds": s.bounds,
+    }
 
 
 def _deepfool(clf, x, y, pred, clean, s, run, key):
-    from geomrobust.measures import normalized_robustness
-    from geomrobust.search import deepfool_dataset
-
     def chunk(clf, xc, yc=None, *, chunk):
         r = deepfool_dataset(
             clf, xc, yc, norm=s.p, chunk_size=chunk.size, progress=chunk.report, **_deepfool_kw(s)
@@ -200,10 +219,6 @@ def _deepfool(clf, x, y, pred, clean, s, run, key):
 
 
 def _best(clf, x, y, pred, clean, s, run, key):
-    from geomrobust.measures import normalized_robustness
-    from geomrobust.search import minimal_margin
-    from geomrobust.search._minimal import ratio_summary
-
     kw = _deepfool_kw(s)
     df_kw = {k: kw[k] for k in ("overshoot", "max_iter")}
     cw_kw = dict(steps=s.cw_steps, binary_steps=s.cw_binary_steps)
@@ -241,8 +256,6 @@ def _best(clf, x, y, pred, clean, s, run, key):
 
 
 def _dct(clf, x, y, clean, s, run):
-    from geomrobust.measures import dct_subspaces, subspace_margins, summarize_bands
-
     block, stride = dct_layout(x.shape[1:], s.block, s.stride)
     bases = dct_subspaces(x.shape[1:], block, stride, dtype=x.dtype)
 
@@ -261,8 +274,6 @@ def _dct(clf, x, y, clean, s, run):
 
 
 def _random(clf, x, y, s, run, key):
-    from geomrobust.measures import random_subspace_margins
-
     d = math.prod(x.shape[1:])
     m = s.subspace_dim or max(1, d // 16)
 
@@ -299,7 +310,6 @@ def _random(clf, x, y, s, run, key):
 def _pgd_success(clf, key, eps, x, y, *, norm, steps, bounds):
     """PGD success ``(C, E)`` of a chunk at every radius (one compilation per architecture,
     shapes and attack settings)."""
-    from geomrobust.search import pgd
 
     def one(e):
         return pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds).success
@@ -329,8 +339,6 @@ def _pgd(clf, x, y, pred, clean, s, run, key):
 
 @partial(jax.jit, static_argnames=("lambda_", "overshoot", "bounds"))
 def _sparsefool_program(clf, x, y, *, lambda_, overshoot, bounds):
-    from geomrobust.search import sparsefool
-
     return sparsefool(clf, x, y, lambda_=lambda_, overshoot=overshoot, bounds=bounds)._asdict()
 
 

@@ -21,8 +21,10 @@ import jax
 import numpy as np
 
 from geomrobust.engine import track
+from geomrobust.measures import fourier_accuracy_map, fourier_magnitude, nads
+from geomrobust.models import as_classifier, create_model, pure_apply
 
-from ._common import chunked, resolve_key
+from ._common import AnalysisResult, chunked, resolve_key
 
 __all__ = ["Architecture", "NADSettings", "compute"]
 
@@ -46,8 +48,6 @@ class Architecture(NamedTuple):
 
     def create(self, key):
         """A two-class network of this architecture initialised from ``key``."""
-        from geomrobust.models import create_model
-
         return create_model(self.name, self.input_shape, 2, key=key, **self.config)
 
 
@@ -92,9 +92,9 @@ def compute(
     settings: NADSettings = NADSettings(),
     *,
     store=None,
-    progress=None,
     key=None,
-) -> tuple[dict, dict]:
+    progress=None,
+) -> AnalysisResult:
     """NADs (and the accuracy map) of ``architecture``.
 
     Parameters
@@ -114,9 +114,6 @@ def compute(
         ``map_accuracy``, ``map_grid``, ``map_frequencies``; the summary holds the
         architecture, the eigenvalues and the map's mean and minimum accuracy.
     """
-    from geomrobust.measures import fourier_magnitude, nads
-    from geomrobust.models import as_classifier
-
     if data is not None:
         raise ValueError("NADs are measured at a random input x0: pass data=None")
     s = settings
@@ -130,7 +127,7 @@ def compute(
             shape,
             num_networks=s.num_networks,
             key=k,
-            batch=s.batch,
+            chunk_size=s.batch,
             num=num,
             output="difference",
         )
@@ -160,14 +157,11 @@ def compute(
             map_min_accuracy=float(np.min(amap["map_accuracy"])),
             map_directions=int(amap["map_accuracy"].size),
         )
-    return arrays, summary
+    return AnalysisResult(arrays, summary)
 
 
 def _accuracy_map(arch: Architecture, s: NADSettings, key, store, progress) -> dict:
     """Accuracy of the architecture trained on ``D(v)`` per Fourier direction, by chunks."""
-    from geomrobust.measures import fourier_accuracy_map
-    from geomrobust.models import pure_apply
-
     h, w = arch.input_shape[:2]
     apply, _ = pure_apply(arch.create(key))
 

@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomrobust.engine import track
+from geomrobust.measures import boundary_slice, principal_curvatures, random_orthogonal
+from geomrobust.models import as_classifier
 
 from ._boundary import boundary_points
-from ._common import inputs, resolve_key
+from ._common import AnalysisResult, inputs, resolve_key
 
 __all__ = ["PLANES", "Plane", "SliceSettings", "compute"]
 
@@ -65,7 +67,7 @@ class SliceSettings:
     index : examples to slice (positions in ``data``); planes : names in :data:`PLANES`;
     resolution : grid points per axis; extent : half-width of the grid, or None for
     ``extent_scale × max(margin, 1e-3)`` (the DeepFool margin of the example);
-    overshoot, max_iter : DeepFool's; key : PRNG seed.
+    overshoot, deepfool_steps : DeepFool's; key : PRNG seed.
     """
 
     index: tuple[int, ...] = (0,)
@@ -74,7 +76,7 @@ class SliceSettings:
     extent: float | None = None
     extent_scale: float = 3.0
     overshoot: float = 0.02
-    max_iter: int = 50
+    deepfool_steps: int = 50
     key: int = 0
 
     def __post_init__(self):
@@ -95,11 +97,11 @@ def compute(
     data,
     settings: SliceSettings = SliceSettings(),
     *,
-    progress=None,
-    devices=None,
     key=None,
     points=None,
-) -> tuple[dict, dict]:
+    devices=None,
+    progress=None,
+) -> AnalysisResult:
     """Slices of the boundary at the examples ``settings.index`` of ``data``.
 
     A handful of examples, one grid each: nothing to resume per chunk (the contours differ
@@ -125,9 +127,6 @@ def compute(
         ``summary["slices"]``: one record per slice, or ``{"index", "status"}`` for an
         example without a boundary point; ``summary["n_no_boundary_point"]`` counts them.
     """
-    from geomrobust.measures import boundary_slice
-    from geomrobust.models import as_classifier
-
     clf = as_classifier(classifier)
     x, _ = inputs(data)
     s = settings.check(int(x.shape[0]))
@@ -167,15 +166,16 @@ def compute(
                     report(1)
     missing = sum(1 for r in records if "status" in r)
     summary = {"slices": records, "n_slices": len(records) - missing}
-    return arrays, {**summary, "n_no_boundary_point": missing}
+    return AnalysisResult(arrays, {**summary, "n_no_boundary_point": missing})
 
 
 def _points(clf, x, s: SliceSettings, root, devices) -> dict:
     """Boundary points of the selected examples and, where a plane needs them, the normal
     and the most curved direction (one principal curvature per point, from ``key_i``)."""
-    from geomrobust.measures import principal_curvatures
 
-    bs = boundary_points(clf, x, overshoot=s.overshoot, max_iter=s.max_iter, devices=devices)
+    bs = boundary_points(
+        clf, x, overshoot=s.overshoot, deepfool_steps=s.deepfool_steps, devices=devices
+    )
     pts = {f: np.array(v) for f, v in bs._asdict().items()}
     need = any({"normal", "top"} & {PLANES[p].u, PLANES[p].v} for p in s.planes)
     pts["top_direction"] = np.zeros_like(pts["z"])
@@ -196,8 +196,6 @@ def _points(clf, x, s: SliceSettings, root, devices) -> dict:
 
 def _plane(plane: Plane, x, pts, j, kj):
     """``(center, u, v, scale)`` of ``plane`` at point ``j``."""
-    from geomrobust.measures import random_orthogonal
-
     dtype = x.dtype
     fixed = {
         "normal": lambda: jnp.asarray(pts["normal"][j], dtype),
@@ -209,7 +207,7 @@ def _plane(plane: Plane, x, pts, j, kj):
 
     def draw(spec, other):
         c = spec[1]
-        return random_orthogonal(kj if c is None else jax.random.fold_in(kj, c), other)
+        return random_orthogonal(other, key=kj if c is None else jax.random.fold_in(kj, c))
 
     if u is None:
         u = draw(plane.u, v)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -98,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _ignore_sigxfsz()
+    code = _run(args)
+    if code and getattr(args, "process_layout", (0, 1))[1] > 1:
+        _end_process(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with _start(args) as outputs:  # the locks of --out, released when it returns
             return int(args.func(args, outputs) or 0)
@@ -113,6 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"geomrobust {args.command}: error: out of memory", file=sys.stderr)
         return 1
+    except RuntimeError as e:  # another process of a --distributed run failed or was lost
+        if not isinstance(e, importlib.import_module("geomrobust.engine").ProcessFailure):
+            raise
+        print(f"geomrobust {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _end_process(code: int) -> None:
+    """End a failed process of a ``--distributed`` run now, with ``code``: JAX's orderly
+    shutdown would wait at a barrier for the other processes (which may be waiting for this
+    one) and abort with a page of runtime logs; leaving at once closes this process's
+    connections, so the others' next collective fails and they end with their own line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,8 @@ dispatch, :mod:`geomrobust.cli`).
   as one line with exit code 2;
 * :func:`add_model_data_args` adds the options every analysis command takes (checkpoint,
   dataset, split, number of examples, output directory, chunk size, PRNG key), with
-  :func:`add_box_arg`, :func:`add_deepfool_args`, :func:`add_devices_arg` and
-  :func:`add_resume_args` for the commands that need them.
+  :func:`add_box_arg`, :func:`add_deepfool_args`, :func:`add_devices_arg`,
+  :func:`add_resume_args` and :func:`add_distributed_args` for the commands that need them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "add_box_arg",
     "add_deepfool_args",
     "add_devices_arg",
+    "add_distributed_args",
     "add_model_data_args",
     "add_resume_args",
     "finite_float",
@@ -193,14 +194,21 @@ def add_box_arg(group) -> None:
 
 
 def add_deepfool_args(group) -> None:
-    """``--overshoot --max-iter``: the L2 DeepFool search (margins, boundary points)."""
+    """``--overshoot --deepfool-steps``: the L2 DeepFool search (margins, boundary points)."""
     group.add_argument(
         "--overshoot",
         type=nonnegative_float,
         default=0.02,
         help="DeepFool overshoot η (the step is (1 + η) r)",
     )
-    group.add_argument("--max-iter", type=positive_int, default=50, help="DeepFool iterations")
+    group.add_argument(
+        "--deepfool-steps",
+        "--max-iter",
+        dest="deepfool_steps",
+        type=positive_int,
+        default=50,
+        help="DeepFool steps (--max-iter: the old name)",
+    )
 
 
 def add_devices_arg(group) -> None:
@@ -226,3 +234,34 @@ def add_resume_args(parser: argparse.ArgumentParser) -> None:
         help="flag: start over, discarding the per-chunk results in OUT/chunks (by default an "
         "interrupted run resumes there, and a run with other settings refuses to mix results)",
     )
+
+
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    """``--distributed --coordinator --num-processes --process-id --heartbeat-timeout``."""
+    g = parser.add_argument_group(
+        "several processes (JAX multi-controller runtime; docs/performance.md)"
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="flag: run as one of several processes (one per host; start every process with "
+        "the same command): the chunks are shared out, results meet through JAX collectives, "
+        "process 0 writes the outputs. The layout is detected under SLURM, Open MPI and on "
+        "cloud TPUs; elsewhere give --coordinator --num-processes --process-id",
+    )
+    g.add_argument(
+        "--coordinator", metavar="HOST:PORT", default=None,
+        help="address of process 0's coordination service (implies --distributed)",
+    )  # fmt: skip
+    g.add_argument(
+        "--num-processes", metavar="P", type=positive_int, default=None,
+        help="number of processes (with --process-id and --coordinator)",
+    )  # fmt: skip
+    g.add_argument(
+        "--process-id", metavar="I", type=nonnegative_int, default=None,
+        help="this process's index in [0, P)",
+    )  # fmt: skip
+    g.add_argument(
+        "--heartbeat-timeout", metavar="S", type=positive_int, default=100,
+        help="seconds after which a silent process counts as lost and every process stops",
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from ._args import (
     add_box_arg,
     add_deepfool_args,
     add_devices_arg,
+    add_distributed_args,
     add_model_data_args,
     add_resume_args,
     nonnegative_int,
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_devices_arg(add_model_data_args(p))
     add_resume_args(p)
+    add_distributed_args(p)
     g = p.add_argument_group("curvature")
     g.add_argument("--num", type=positive_int, default=20, help="principal curvatures per point")
     g.add_argument(
@@ -51,7 +53,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="relative residual tolerance (None: 1e-3 float32, 1e-6 float64)",
     )
-    g.add_argument("--max-restarts", type=positive_int, default=30, help="Lanczos restarts")
+    g.add_argument(
+        "--restarts",
+        "--max-restarts",
+        dest="restarts",
+        type=positive_int,
+        default=30,
+        help="Lanczos restarts (--max-restarts: the old name)",
+    )
     g.add_argument(
         "--scale",
         type=positive_float,

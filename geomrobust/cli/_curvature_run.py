@@ -17,20 +17,23 @@ from geomrobust.plot import plot_curvature_spectrum, plot_singular_values
 from ._errors import CLIError, user_errors, warnings_as_lines
 from ._loading import cli_devices, load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, save_figure, settings_from_args, write_results
+from ._outputs import open_run_store, save_figure, write_results
+from ._processes import hold_run_out, start_processes, writes_outputs
 from ._progress import show_progress
+from ._settings import settings_from_args
 
 __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
+    start_processes(args)
     with user_errors(2, "--devices: "):
         devs = cli_devices(args)
     with user_errors(2):
         clf, data, meta = load_model_and_data(args)
         settings = settings_from_args(CurvatureSettings, args).check(data.images.shape[1:])
     out = Path(args.out or "curvature_results")
-    outputs.hold(out)  # another run into the same --out stops here
+    hold_run_out(outputs, out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with user_errors(1), warnings_as_lines("curvature"):
@@ -40,6 +43,8 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
     if summary["num_boundary_points"] == 0:
         raise CLIError("no boundary point found", 1)
     summary = {"command": "curvature", **summary, "metadata": meta}
+    if not writes_outputs(args):  # --distributed: process 0 writes
+        return 0
     write_results(out, arrays, summary, args=args)
     values, conv = arrays["values"], arrays["converged"]
     if not args.no_plots:

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_model_data_args, add_resume_args, finite_float, positive_float, positive_int
+from ._args import (
+    add_distributed_args,
+    add_model_data_args,
+    add_resume_args,
+    finite_float,
+    positive_float,
+    positive_int,
+)
 from ._dispatch import Implementation
 
 __all__ = ["add_parser"]
@@ -35,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_model_data_args(p)
     add_resume_args(p)
+    add_distributed_args(p)
     p.add_argument(
         "--what", choices=WHAT, nargs="+", default=list(DEFAULT_WHAT),
         help="diagnostics to compute",

@@ -17,19 +17,22 @@ from geomrobust.train import load_checkpoint
 from ._errors import user_errors, warnings_as_lines
 from ._loading import load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, settings_from_args, write_results
+from ._outputs import open_run_store, write_results
+from ._processes import hold_run_out, start_processes, writes_outputs
 from ._progress import show_progress
+from ._settings import settings_from_args
 
 __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
+    start_processes(args)
     with user_errors(1):
         clf, data, meta = load_model_and_data(args)
         settings = settings_from_args(DiagnoseSettings, args).validate()
     splits = _splits(args) if "signature" in settings.what else None
     if args.out:
-        outputs.hold(args.out)  # another run into the same --out stops here
+        hold_run_out(outputs, args.out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = open_run_store(args.out, settings, args, meta, n) if args.out else None
     with user_errors(1), warnings_as_lines("diagnose"):
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
             clf, data, settings, store=store, splits=splits, progress=show_progress()
         )
     summary = {"checkpoint": meta["checkpoint_path"], **summary}
+    if not writes_outputs(args):  # --distributed: process 0 prints and writes
+        return 0
     _print(summary, settings)
     if args.out:
         out = write_results(args.out, arrays, summary, args=args)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from geomrobust.data import load_dataset
-from geomrobust.models import as_logits_fn
+from geomrobust.models import as_classifier
 from geomrobust.parallel import resolve_devices
 from geomrobust.train import checkpoint_hash, load_checkpoint
 
@@ -79,4 +79,4 @@ def load_model_and_data(args: argparse.Namespace):
         eval_resize=list(resize) if isinstance(resize, tuple) else resize,
         eval_split=args.split,
     )
-    return as_logits_fn(ckpt.model), data, meta
+    return as_classifier(ckpt.model), data, meta

@@ -8,6 +8,7 @@ from ._args import (
     add_box_arg,
     add_deepfool_args,
     add_devices_arg,
+    add_distributed_args,
     add_model_data_args,
     add_resume_args,
     positive_float,
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_devices_arg(add_model_data_args(p))
     add_resume_args(p)
+    add_distributed_args(p)
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",

@@ -16,8 +16,10 @@ from geomrobust.analyses import MarginSettings, margins
 from ._errors import user_errors, warnings_as_lines
 from ._loading import cli_devices, load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, save_figure, settings_from_args, write_results
+from ._outputs import open_run_store, save_figure, write_results
+from ._processes import hold_run_out, start_processes, writes_outputs
 from ._progress import show_progress
+from ._settings import settings_from_args
 
 __all__ = ["run"]
 
@@ -25,12 +27,13 @@ __all__ = ["run"]
 def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
     with user_errors(2):
         settings = settings_from_args(MarginSettings, args)
+    start_processes(args)
     with user_errors(2, "--devices: "):
         devs = cli_devices(args)
     with user_errors(1):
         clf, data, meta = load_model_and_data(args)
     out = Path(args.out or f"runs/margins-{args.method}-{args.norm}-{args.subspaces}")
-    outputs.hold(out)  # another run into the same --out stops here
+    hold_run_out(outputs, out, args)  # another run into the same --out stops here
     n = int(data.images.shape[0])
     store = open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
     with user_errors(1), warnings_as_lines("margins"):
@@ -38,6 +41,8 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
             clf, data, settings, store=store, progress=show_progress(), devices=devs
         )
     summary["model"] = meta
+    if not writes_outputs(args):  # --distributed: process 0 writes
+        return 0
     write_results(out, arrays, summary, args=args)
     if not args.no_plots:
         _plots(out, data, arrays, summary, settings)

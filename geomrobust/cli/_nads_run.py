@@ -18,8 +18,9 @@ from geomrobust.train import load_metadata
 
 from ._errors import user_errors, warnings_as_lines
 from ._locks import OutputLocks
-from ._outputs import save_figure, settings_from_args, write_results
+from ._outputs import save_figure, write_results
 from ._progress import show_progress
+from ._settings import settings_from_args
 
 __all__ = ["run"]
 

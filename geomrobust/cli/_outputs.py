@@ -7,15 +7,13 @@ the record and the settings of a run.
 * :func:`open_run_store` makes a long run resumable: its results are written per chunk
   (``OUT/chunks``, :class:`geomrobust.io.ChunkStore`) and the same command resumes after an
   interruption; other settings refuse unless ``--restart``;
-* :func:`settings_from_args` builds an analysis' settings from the parsed options and
-  :func:`options_record` records them.
+* with ``--distributed``, each process has its own store (:mod:`geomrobust.cli._processes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import io
 import os
@@ -30,12 +28,12 @@ from geomrobust.analyses import settings_record
 from geomrobust.io import atomic_write, open_chunk_store, save_json, save_npz
 
 from ._errors import CLIError, os_message, user_errors
+from ._processes import agree_all, layout, other_layouts, remove_store, store_folder
+from ._settings import options_record
 
 __all__ = [
     "open_run_store",
-    "options_record",
     "save_figure",
-    "settings_from_args",
     "write_results",
 ]
 
@@ -54,43 +52,44 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> None:
         atomic_write(path, buf.getvalue())
 
 
-def options_record(args: argparse.Namespace) -> dict:
-    """The parsed options as a JSON-serializable dict (callables dropped)."""
-    out = {}
-    for k, v in vars(args).items():
-        if callable(v):
-            continue
-        out[k] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def settings_from_args(cls, args: argparse.Namespace, **overrides):
-    """The settings dataclass ``cls`` of an analysis from the options of the same names
-    (lists become tuples), ``overrides`` taking precedence."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-        elif hasattr(args, f.name):
-            v = getattr(args, f.name)
-            values[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**values)
-
-
 def open_run_store(out: Path, settings, args: argparse.Namespace, meta: Mapping, n: int):
-    """The resumable chunk store ``out/chunks`` of this run.
+    """The resumable chunk store of this run: ``out/chunks`` (one process), or this
+    process's ``out/chunks-process-I-of-P`` (``--distributed``).
 
     Its settings are the analysis' ``settings`` (what changes the numbers), the data
-    selection (``--dataset --resize --split --n``), the number of examples ``n`` and the
-    checkpoint's SHA-256 (so results of another model are never mixed in).
+    selection (``--dataset --resize --split --n``), the number of examples ``n``, the
+    checkpoint's SHA-256 (so results of another model are never mixed in) and, with several
+    processes, the process layout (so each chunk file names the process that wrote it). A
+    folder holding the chunks of another layout is refused unless ``--restart``, which
+    removes them: a changed layout re-plans from scratch, it never mixes.
     """
+    i, p = layout(args)
     record = settings_record(settings)
     for k in ("dataset", "resize", "split", "n"):
         if hasattr(args, k):
             record[k] = options_record(args)[k]
     record.update(num_examples=int(n), checkpoint_sha256=meta.get("checkpoint_sha256"))
+    if p > 1:
+        record.update(process_index=i, process_count=p)
+    out = Path(out).expanduser()
+    others = other_layouts(out, i, p) if out.is_dir() else []
+    error = None
+    if others and not args.restart:
+        error = CLIError(
+            f"{out} holds the per-chunk results of a run with another process layout "
+            f"({', '.join(q.name for q in others[:3])}); rerun with that layout to resume, or "
+            "pass --restart to discard them",
+            1,
+        )
+    elif others:
+        for q in others:  # --restart: each process removes what it can see, tolerantly
+            remove_store(q)
+    if p > 1:
+        agree_all(error is None, "opening the chunk stores")
+    if error is not None:
+        raise error
     with user_errors(1):
-        return open_chunk_store(Path(out) / "chunks", record, overwrite=bool(args.restart))
+        return open_chunk_store(store_folder(out, i, p), record, overwrite=bool(args.restart))
 
 
 def write_results(

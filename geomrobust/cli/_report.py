@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import parse_resize, positive_int, seed
+from ._args import add_distributed_args, parse_resize, positive_int, seed
 from ._dispatch import Implementation
 
 __all__ = ["add_parser"]
@@ -95,5 +95,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="progress bars on stderr; None means only on a terminal",
     )
+    add_distributed_args(p)
     p.set_defaults(func=Implementation(f"{__package__}._report_run"))
     return p

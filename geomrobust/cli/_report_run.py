@@ -12,12 +12,15 @@ from geomrobust.report import run_report
 
 from ._errors import CLIError
 from ._locks import OutputLocks
+from ._processes import start_processes, writes_outputs
 
 __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
-    outputs.hold(args.out)  # another run into the same --out stops here
+    start_processes(args)
+    if writes_outputs(args):  # --distributed: process 0 writes, the others nothing
+        outputs.hold(args.out)  # another run into the same --out stops here
     try:
         run_report(
             args.out,
@@ -34,5 +37,6 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
         )
     except (ValueError, FileNotFoundError) as e:  # a missing dataset too
         raise CLIError(str(e), 2) from e
-    print(f"report: {args.out}/index.html")
+    if writes_outputs(args):
+        print(f"report: {args.out}/index.html")
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from ._args import (
     add_deepfool_args,
+    add_distributed_args,
     add_model_data_args,
     nonnegative_int,
     positive_float,
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_data_args(p)
+    add_distributed_args(p)
     g = p.add_argument_group("slices")
     g.add_argument(
         "--index",

@@ -8,15 +8,18 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from geomrobust._deprecation import positional_key
+
 __all__ = ["iterate_batches"]
 
 
+@positional_key(0)
 def iterate_batches(
-    key: jax.Array | None,
     images,
     labels,
     batch_size: int,
     *,
+    key: jax.Array | None = None,
     shuffle: bool = True,
     drop_remainder: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -30,13 +33,15 @@ def iterate_batches(
 
     Parameters
     ----------
-    key
-        PRNG key for the shuffle (new-style ``jax.random.key`` or raw ``PRNGKey``); may be
-        ``None`` only when ``shuffle=False``. Split it per epoch for fresh orders.
     images, labels
         Arrays with the same leading length ``N`` (NumPy or JAX; batches are NumPy).
     batch_size
         Rows per batch, ``>= 1``.
+    key
+        Keyword-only PRNG key for the shuffle (new-style ``jax.random.key`` or raw
+        ``PRNGKey``); may be ``None`` only when ``shuffle=False``. Split it per epoch for
+        fresh orders. (The old positional form ``iterate_batches(key, images, labels,
+        batch_size)`` works for one release with a ``DeprecationWarning``.)
 
     Yields
     ------

@@ -37,6 +37,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geomrobust.io import CorruptFileError
+
+from ._digits import Digits
 from ._resize import as_size, resize_images
 
 __all__ = [
@@ -148,8 +151,6 @@ def _make_builder(name: str, root: Path):
     import tensorflow_datasets as tfds
 
     if name == "digits":
-        from ._digits import Digits
-
         return Digits(data_dir=os.fspath(root))
     # No file_format here: prepared data keeps the format it was written in (a tfrecord
     # directory copied from ~/tensorflow_datasets must stay readable); see _prepare.
@@ -279,8 +280,6 @@ def _check_array(a: np.ndarray, name: str, where: str) -> None:
 
 def _load_npz(path: Path, split: str, resize) -> ArrayDataset:
     """A dataset from a ``.npz`` of arrays (see :func:`load_dataset`), checked."""
-    from geomrobust.io import CorruptFileError
-
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset file {path} does not exist")
     hint = "it is truncated or corrupted; export the dataset again (np.savez)"

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
+
 from ._dct import dct_matrix
 from ._load import ArrayDataset
 
@@ -116,8 +118,9 @@ def dct_band_direction(shape, band: tuple[int, int], *, dtype=np.float32):
     return _channels(atom, shape).astype(_float_dtype(dtype))
 
 
+@renamed(epsilon="eps")
 def directional_dataset(
-    v, n: int, *, key: jax.Array, epsilon: float = 1.0, sigma: float = 3.0
+    v, n: int, *, key: jax.Array, eps: float = 1.0, sigma: float = 3.0
 ) -> ArrayDataset:
     """Directional dataset ``D(v)``: ``x = y (ε/2) v + (I - v vᵀ) n``, ``n ~ N(0, σ² I)``.
 
@@ -130,7 +133,7 @@ def directional_dataset(
         Number of examples.
     key
         PRNG key (labels and noise).
-    epsilon, sigma
+    eps, sigma
         Class separation ``ε`` (``<x, v> = ±ε/2`` exactly) and noise level ``σ``.
 
     Returns
@@ -147,29 +150,30 @@ def directional_dataset(
     norm = float(np.linalg.norm(v.astype(np.float64)))
     if v.size < 2 or abs(norm - 1.0) > (1e-4 if dtype == np.float64 else 1e-3):
         raise ValueError(f"v must be a unit vector with at least 2 entries, got norm {norm:.6g}")
-    images, labels = _directional(v, _count(n), key, epsilon, sigma)
+    images, labels = _directional(v, _count(n), key, eps, sigma)
     return ArrayDataset(images, labels, 2, "directional")
 
 
-def _directional(v: np.ndarray, n: int, key, epsilon: float, sigma: float):
+def _directional(v: np.ndarray, n: int, key, eps: float, sigma: float):
     dtype = v.dtype
     vf = jnp.asarray(v.reshape(-1), dtype)
     k_y, k_n = jax.random.split(key)
     y = jnp.where(jax.random.bernoulli(k_y, 0.5, (n,)), 1, -1).astype(dtype)
     noise = jnp.asarray(sigma, dtype) * jax.random.normal(k_n, (n, vf.size), dtype)
     noise = noise - (noise @ vf)[:, None] * vf[None, :]
-    x = (y * jnp.asarray(epsilon / 2, dtype))[:, None] * vf[None, :] + noise
+    x = (y * jnp.asarray(eps / 2, dtype))[:, None] * vf[None, :] + noise
     images = np.asarray(x, dtype).reshape(n, *v.shape)
     return images, np.asarray(y > 0, np.int32)
 
 
+@renamed(epsilon="eps")
 def dct_band_dataset(
     n: int,
     input_shape,
     band: tuple[int, int],
     *,
     key: jax.Array,
-    epsilon: float = 1.0,
+    eps: float = 1.0,
     sigma: float = 3.0,
     dtype=np.float32,
 ) -> ArrayDataset:
@@ -188,7 +192,7 @@ def dct_band_dataset(
         ``num_classes=2``, ``name="dct_band"``.
     """
     v = dct_band_direction(input_shape, band, dtype=dtype)
-    images, labels = _directional(v, _count(n), key, epsilon, sigma)
+    images, labels = _directional(v, _count(n), key, eps, sigma)
     return ArrayDataset(images, labels, 2, "dct_band")
 
 

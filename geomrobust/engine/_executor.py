@@ -24,6 +24,7 @@ continuous-batching loop is one).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,16 @@ import numpy as np
 from .._validation import all_concrete
 from ._buffers import aligned_empty
 from ._devices import resolve_devices
+from ._processes import (
+    _INSIDE_CHUNK,
+    ProcessFailure,
+    agree,
+    allgather_blocks,
+    inside_chunk,
+    process_chunks,
+    process_layout,
+    splits,
+)
 from ._progress import track
 
 __all__ = ["Chunk", "chunk_bounds", "home_device", "map_chunks", "put_rows", "run_program"]
@@ -153,6 +164,7 @@ def map_chunks(
     progress: Callable[[int], None] | None = None,
     store=None,
     with_chunk: bool = False,
+    processes: bool = True,
 ):
     """Run ``fn`` over fixed-size chunks of ``batched`` and join the outputs.
 
@@ -171,10 +183,21 @@ def map_chunks(
     store : optional :class:`geomrobust.io.ChunkStore` for resuming (``fn`` must then return
         a flat dict of arrays); its chunks must be cut with the same ``chunk_size``.
     with_chunk : pass the :class:`Chunk` to ``fn`` as ``chunk=``.
+    processes : with several JAX processes (``jax.distributed``), deal the chunks out over
+        them and gather the outputs through collectives (:mod:`geomrobust.engine._processes`);
+        every process must then make the same calls. False: this process computes every
+        chunk (work whose calls may differ between processes, e.g. training).
 
     Returns
     -------
-    The pytree of ``fn``'s outputs with NumPy arrays of ``N`` rows (padding dropped).
+    The pytree of ``fn``'s outputs with NumPy arrays of ``N`` rows (padding dropped), on
+    every process.
+
+    Raises
+    ------
+    ProcessFailure
+        Another process of a multi-process run failed or was lost (this process's own
+        errors are raised as they are, after the others have been told).
     """
     batched = tuple(batched)
     if not batched:
@@ -205,7 +228,17 @@ def map_chunks(
             with report_lock:
                 progress(int(k))
 
+    split = processes and splits(len(bounds))
+    mine = process_chunks(len(bounds)) if split else range(len(bounds))
+
     def one(index: int, dev) -> None:
+        token = inside_chunk()  # calls made by fn are one chunk's own work: never split
+        try:
+            _one(index, dev)
+        finally:
+            _INSIDE_CHUNK.reset(token)
+
+    def _one(index: int, dev) -> None:
         start, stop = bounds[index]
         if store is not None and store.has(index):
             arrays = store._checked(index, store.load(index), start, stop)
@@ -235,11 +268,28 @@ def map_chunks(
         out.write(host, start, stop)
         chunk_report(stop - start)
 
+    if not split:
+        _run_local(one, list(mine), devs, stop_flag)
+        return out.result()
+    try:
+        _run_local(one, list(mine), devs, stop_flag)
+    except BaseException:
+        with contextlib.suppress(ProcessFailure):  # tell the others, then raise our own error
+            agree(False, "the chunked computation")
+        raise
+    agree(True, "the chunked computation")
+    _gather(out, bounds, size)
+    return out.result()
+
+
+def _run_local(one: Callable, items: list[int], devs: list, stop_flag) -> None:
+    """``one(index, device)`` for the chunk ``items``: in order on one device, else dealt
+    round-robin to the devices, one host thread each."""
     if len(devs) == 1:
-        for i in range(len(bounds)):
+        for i in items:
             one(i, devs[0])
     else:
-        lanes = [list(range(d, len(bounds), len(devs))) for d in range(len(devs))]
+        lanes = [items[d :: len(devs)] for d in range(len(devs))]
 
         def lane(dev, items):
             for i in items:
@@ -259,7 +309,26 @@ def map_chunks(
             except BaseException:
                 stop_flag.set()
                 raise
-    return out.result()
+
+
+def _gather(out: _Outputs, bounds: list[tuple[int, int]], size: int) -> None:
+    """Fill ``out`` with every process's block of chunks (this process's block is there
+    already): each sends its rows padded to the longest block, one collective per call."""
+    _, p = process_layout()
+    blocks = [process_chunks(len(bounds), process_index=j, process_count=p) for j in range(p)]
+    rows = max(len(b) for b in blocks) * size
+    me = process_chunks(len(bounds))
+    start, stop = bounds[me[0]][0], bounds[me[-1]][1]
+    mine = []
+    for buf in out.bufs:
+        block = buf[start:stop]
+        pad = np.zeros((rows - (stop - start), *buf.shape[1:]), buf.dtype)
+        mine.append(np.concatenate([block, pad], axis=0))
+    gathered = allgather_blocks(mine, rows)
+    for j, b in enumerate(blocks):
+        a, z = bounds[b[0]][0], bounds[b[-1]][1]
+        for buf, g in zip(out.bufs, gathered, strict=True):
+            buf[a:z] = g[j, : z - a]
 
 
 def run_program(

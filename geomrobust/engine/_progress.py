@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tqdm.auto import tqdm
+
 __all__ = ["progress_bar", "track"]
 
 
@@ -26,8 +28,6 @@ def progress_bar(total: int | None, desc: str = "", *, force: bool | None = None
     is ``1``); ``force=False`` hides it. Use ``bar.update(n)`` and ``bar.close()`` (or
     ``with``).
     """
-    from tqdm.auto import tqdm
-
     if force is None:
         env = os.environ.get("GEOMROBUST_PROGRESS", "").strip().lower()
         force = True if env in ("1", "true", "yes") else None

@@ -52,6 +52,7 @@ from ._files import (
     remove_stale_temps,
     save_json,
     save_npz,
+    to_json_text,
 )
 
 __all__ = ["ChunkStore", "SettingsMismatchError", "open_chunk_store", "settings_hash"]
@@ -69,8 +70,6 @@ class SettingsMismatchError(ValueError):
 
 def _canonical(settings: Mapping) -> Any:
     """``settings`` as plain JSON values (tuples -> lists, NumPy scalars -> Python)."""
-    from ._files import to_json_text
-
     if not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
     return json.loads(to_json_text(dict(settings)))

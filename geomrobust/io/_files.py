@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import math
@@ -62,8 +63,6 @@ class FolderLockedError(BlockingIOError):
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -1,6 +1,7 @@
 """geomrobust.measures"""
 
 from ._curvature import Curvatures as Curvatures
+from ._curvature import NormalCurvatures as NormalCurvatures
 from ._curvature import PiecewiseLinearWarning as PiecewiseLinearWarning
 from ._curvature import normal_curvature as normal_curvature
 from ._curvature import normal_curvatures as normal_curvatures
@@ -34,11 +35,14 @@ from ._saliency import Synthesis as Synthesis
 from ._saliency import class_synthesis as class_synthesis
 from ._saliency import gradient_alignment as gradient_alignment
 from ._saliency import saliency_maps as saliency_maps
+from ._shape_operator import ShapeOperator as ShapeOperator
 from ._shape_operator import shape_operator as shape_operator
 from ._shared_directions import FoolingRates as FoolingRates
 from ._shared_directions import SharedDirections as SharedDirections
 from ._shared_directions import shared_directions as shared_directions
 from ._shared_directions import subspace_fooling_rate as subspace_fooling_rate
+from ._signature import FirstOrderMargins as FirstOrderMargins
+from ._signature import LayerSignature as LayerSignature
 from ._signature import MarginSignature as MarginSignature
 from ._signature import first_order_margins as first_order_margins
 from ._signature import layer_splits as layer_splits

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from geomrobust._deprecation import deprecated_alias, positional_key, renamed
+from geomrobust._status import STATUS_DTYPE, Status
 from geomrobust._validation import (
     check_batch,
     check_labels,
@@ -34,7 +36,7 @@ from geomrobust._validation import (
     is_concrete,
     search_inputs,
 )
-from geomrobust.engine import run_program
+from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
 from geomrobust.ops import batch_logit_difference_grads, logit_difference
 from geomrobust.ops._norms import lp_norm
@@ -48,6 +50,7 @@ __all__ = [
     "AUTO_DENSE_MAX_DIM",
     "BOUNDARY_TOL",
     "Curvatures",
+    "NormalCurvatures",
     "PiecewiseLinearWarning",
     "normal_curvature",
     "normal_curvatures",
@@ -70,30 +73,66 @@ BOUNDARY_TOL = 1e-3
 class Curvatures(NamedTuple):
     """Principal curvatures at ``N`` boundary points.
 
-    values : ``(N, num)`` principal curvatures, largest magnitude first.
+    values : ``(N, num)`` principal curvatures, largest magnitude first; ``nan`` where a value
+        did not converge (never a plausible number).
     directions : ``(N, num_directions, *s)`` unit principal directions (tangent to the
         boundary), in the order of ``values`` (all ``num`` unless asked otherwise).
-    converged : ``(N,)`` every value of the point converged (and the normal is defined).
-    value_converged : ``(N, num)`` per value: residual ``||S u - κ u|| <= tol · max|κ|``.
+    converged : ``(N,)`` every value of the point converged: ``status == Status.SUCCESS``.
     residuals : ``(N, num)`` residual norms ``||S u - κ u||`` (0 for the dense method).
     normal : ``(N, *s)`` unit normal ``n = ∇F_k/||∇F_k||``.
     grad_norm : ``(N,)`` ``||∇F_k(z)||``.
     restarts : ``(N,)`` Lanczos restarts used (0 for the dense method).
     stderr : ``(N, num)`` standard errors of the values (Monte Carlo, ``scale=σ``; 0 exact).
-    piecewise_linear : ``(N,)`` bool, the exact Hessian of ``F_k`` is exactly zero on every
-        probe at the point (a ReLU / max-pool network, or an affine classifier): its exact
-        curvatures (zeros) are reported NOT converged, since at almost every point of a
-        piecewise-linear network they describe one flat piece, not the boundary; measure
-        the curvature at a scale instead (``scale=σ``).
-    on_boundary : ``(N,)`` bool, ``|F_k(z)| <= boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
-        (exact ``F_k``, also at a scale): ``z`` lies on the boundary to first order. Where
-        False the values are those of the level set of ``F_k`` through ``z``, not of the
-        boundary, and the point is reported NOT converged (refine it onto the boundary with
-        :func:`geomrobust.search.refine_boundary`).
+    status : ``(N,)`` int8 :class:`geomrobust.Status`, how each point ended (the first that
+        applies):
 
-    Values flagged unconverged are the solver's last Ritz values, not valid curvatures. With
-    ``scale=σ`` the normal and gradient are those of the smoothed function.
+        * ``OFF_BOUNDARY``: ``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||`` (exact
+          ``F_k``, also at a scale): ``z`` is not on the boundary to first order, so the
+          values would be those of the level set through ``z`` (refine it onto the boundary
+          with :func:`geomrobust.search.refine_boundary`);
+        * ``PIECEWISE_LINEAR``: the exact Hessian of ``F_k`` is exactly zero on every probe
+          (a ReLU / max-pool network, or an affine classifier): its exact curvatures (zeros)
+          describe one flat piece, not the boundary; measure at a scale (``scale=σ``);
+        * ``NONFINITE``: a non-finite value, or a zero or non-finite gradient (no normal);
+        * ``MAX_STEPS``: a Lanczos value had not converged after ``restarts`` restarts;
+        * ``SUCCESS``.
+
+    ``value_converged`` (``isfinite(values)``), ``piecewise_linear`` and ``on_boundary``
+    (from ``status``) are deprecated properties, kept for one release. With ``scale=σ`` the
+    normal and gradient are those of the smoothed function.
     """
+
+    values: Array
+    directions: Array
+    converged: Array
+    residuals: Array
+    normal: Array
+    grad_norm: Array
+    restarts: Array
+    stderr: Array
+    status: Array
+
+    @property
+    def value_converged(self) -> Array:
+        """Deprecated: ``isfinite(values)`` (unconverged values are ``nan``)."""
+        deprecated_alias("Curvatures.value_converged", "isfinite(Curvatures.values)")
+        return jnp.isfinite(self.values)
+
+    @property
+    def piecewise_linear(self) -> Array:
+        """Deprecated: ``status == Status.PIECEWISE_LINEAR``."""
+        deprecated_alias("Curvatures.piecewise_linear", "status == Status.PIECEWISE_LINEAR")
+        return self.status == Status.PIECEWISE_LINEAR
+
+    @property
+    def on_boundary(self) -> Array:
+        """Deprecated: ``status != Status.OFF_BOUNDARY``."""
+        deprecated_alias("Curvatures.on_boundary", "status != Status.OFF_BOUNDARY")
+        return self.status != Status.OFF_BOUNDARY
+
+
+class _PointCurvatures(NamedTuple):
+    """What the per-point kernels compute; :func:`_result` makes the public result."""
 
     values: Array
     directions: Array
@@ -108,6 +147,24 @@ class Curvatures(NamedTuple):
     on_boundary: Array
 
 
+def _result(out: _PointCurvatures) -> Curvatures:
+    """The public :class:`Curvatures` of the kernels' output: one ``status`` per point, and
+    ``nan`` for every value that did not converge. ``converged`` is unchanged (it already
+    requires every value converged and the point on the boundary)."""
+    finite = jnp.isfinite(out.grad_norm) & (out.grad_norm > 0)
+    finite = finite & jnp.all(jnp.isfinite(out.values) & jnp.isfinite(out.stderr), axis=-1)
+    status = jnp.select(
+        [~out.on_boundary, out.piecewise_linear, ~finite, ~out.converged],
+        [Status.OFF_BOUNDARY, Status.PIECEWISE_LINEAR, Status.NONFINITE, Status.MAX_STEPS],
+        Status.SUCCESS,
+    ).astype(STATUS_DTYPE)
+    values = jnp.where(out.value_converged, out.values, jnp.nan)
+    return Curvatures(
+        values, out.directions, out.converged, out.residuals, out.normal, out.grad_norm,
+        out.restarts, out.stderr, status,
+    )  # fmt: skip
+
+
 class PiecewiseLinearWarning(UserWarning):
     """The classifier's exact Hessian vanished at some boundary points (piecewise linear)."""
 
@@ -120,9 +177,9 @@ def _warn_piecewise_linear(flags, what: str) -> None:
         warnings.warn(
             f"{n} of {np.size(flags)} points: the exact Hessian of F_k = f_k - f_y is exactly "
             f"zero there (a piecewise-linear network: ReLU, max pooling). Their exact {what} "
-            "(zeros) describe one flat linear piece, not the boundary, and are marked "
-            "piecewise_linear and not converged; measure the curvature at a scale instead, "
-            "e.g. scale=0.05 (the Gaussian-smoothed boundary; see docs/curvature.md)",
+            "(zeros) describe one flat linear piece, not the boundary: their status is "
+            "PIECEWISE_LINEAR (not converged, values nan); measure the curvature at a scale "
+            "instead, e.g. scale=0.05 (the Gaussian-smoothed boundary; see docs/curvature.md)",
             PiecewiseLinearWarning,
             stacklevel=3,
         )
@@ -152,7 +209,7 @@ def _on_boundary(clf, z, y, k, btol):
     return jnp.abs(F) <= btol * jnp.maximum(zn, 1) * gn
 
 
-def _flag_off_boundary(out: Curvatures, on: Array) -> Curvatures:
+def _flag_off_boundary(out: _PointCurvatures, on: Array) -> _PointCurvatures:
     return out._replace(
         on_boundary=on,
         converged=out.converged & on,
@@ -174,7 +231,7 @@ def _dense_one(logits_fn, num):
         flat = jnp.all(s_t == 0)  # the exact Hessian vanishes on n⊥: piecewise linear
         ok = jnp.isfinite(gnorm) & (gnorm > 0) & jnp.all(jnp.isfinite(vals)) & ~flat
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             vals[idx], dirs, ok, jnp.broadcast_to(ok, (num,)), zeros, g / gnorm, gnorm,
             jnp.zeros((), jnp.int32), zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
@@ -182,9 +239,9 @@ def _dense_one(logits_fn, num):
     return one
 
 
-def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
+def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, restarts):
     def one(z, y, k, key):
-        op, g = shape_operator(logits_fn, z, y, k)
+        op, g = shape_operator(logits_fn, z, y, k)[:2]
         gnorm = lp_norm(g.ravel(), 2)
         n = g.ravel() / gnorm
 
@@ -198,7 +255,7 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
         v0 = jax.random.normal(k0, (z.size,), z.dtype)
         res = thick_restart_lanczos(
             matvec, v0, num=num, krylov_dim=krylov_dim, keep=keep, which="LM", tol=tol,
-            max_restarts=max_restarts, key=k1, project=project, guard=max(2, num // 4),
+            restarts=restarts, key=k1, project=project, guard=max(2, num // 4),
         )  # fmt: skip
         # two probes of the exact operator: both exactly zero means a piecewise-linear F_k
         v1 = jax.random.normal(jax.random.fold_in(k0, 1), (z.size,), z.dtype)
@@ -206,7 +263,7 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, max_restarts):
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0) & ~flat
         vc = res.converged & ok_n & jnp.isfinite(res.values)
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             res.values, res.vectors.reshape(num, *z.shape), vc.all(), vc, res.residuals,
             g / gnorm, gnorm, res.restarts, zeros, flat, jnp.ones((), bool),
         )  # fmt: skip
@@ -231,7 +288,7 @@ def _smoothed_one(clf, num, num_samples, sigma):
         ok_n = jnp.isfinite(gnorm) & (gnorm > 0)
         vc = ok_n & jnp.isfinite(vals) & jnp.isfinite(se)
         zeros = jnp.zeros((num,), z.dtype)
-        return Curvatures(
+        return _PointCurvatures(
             vals / gnorm, vecs.reshape(num, *z.shape), vc.all(), vc, zeros,
             n.reshape(z.shape), gnorm, jnp.zeros((), jnp.int32), se / gnorm,
             jnp.zeros((), bool), jnp.ones((), bool),
@@ -240,6 +297,7 @@ def _smoothed_one(clf, num, num_samples, sigma):
     return one
 
 
+@renamed(max_restarts="restarts")
 def principal_curvatures(
     logits_fn: Callable[[Array], Array],
     z: Array,
@@ -252,15 +310,15 @@ def principal_curvatures(
     tol: float | None = None,
     krylov_dim: int | None = None,
     keep: int | None = None,
-    max_restarts: int = 30,
-    chunk_size: int | None = 64,
-    progress: Callable[[int], None] | None = None,
-    devices=None,
+    restarts: int = 30,
     ids=None,
     num_directions: int | None = None,
     scale: float | None = None,
     num_samples: int = 256,
     boundary_tol: float = BOUNDARY_TOL,
+    chunk_size: int | None = CHUNK_SIZE,
+    devices=None,
+    progress: Callable[[int], None] | None = None,
 ) -> Curvatures:
     """Principal curvatures of the boundary between ``y`` and ``k`` at boundary points ``z``.
 
@@ -268,8 +326,8 @@ def principal_curvatures(
     ``n⊥`` (docs/methods.md), the ``num`` of largest magnitude, both signs, sorted by ``|κ|``.
 
     **Piecewise-linear networks** (ReLU, max pooling): the exact Hessian is zero almost
-    everywhere. Points where it is exactly zero on every probe are flagged
-    ``piecewise_linear``, reported not converged, and a :class:`PiecewiseLinearWarning` says
+    everywhere. Points where it is exactly zero on every probe get the status
+    ``PIECEWISE_LINEAR``, reported not converged, and a :class:`PiecewiseLinearWarning` says
     so; use ``scale=σ`` there.
 
     **Curvature at a scale** ``scale=σ``: the principal curvatures of the level set through
@@ -297,14 +355,7 @@ def principal_curvatures(
         float32 and 1e-6 in float64 (Lanczos only).
     krylov_dim : Lanczos basis size per cycle (default ``min(D - 1, max(2 num + 20, 3 num))``).
     keep : Ritz vectors kept at a restart (default about ``(num + krylov_dim) // 2``).
-    max_restarts : Lanczos restarts after the first cycle.
-    chunk_size : points per jitted call (default 64, None: all at once), so peak memory does
-        not grow with ``N``; memory of the dense path grows as ``chunk_size · D²``.
-    progress : None, True (a progress bar counting points) or a callable ``progress(n)``
-        with the number of points done after each chunk.
-    devices : None (one device), ``"all"``, an int or a list of devices: chunks are
-        spread over the devices (:func:`geomrobust.engine.map_chunks`), results
-        bit-for-bit identical to one device; set ``chunk_size <= N / n_devices``.
+    restarts : Lanczos restarts after the first cycle.
     ids : ``(N,)`` integer ids of the points for the PRNG (default ``0 .. N-1``). Pass the
         points' global indices when measuring part of a dataset (a chunk, a host's shard),
         so that every point gets the same starting vector however the dataset is split.
@@ -312,15 +363,23 @@ def principal_curvatures(
     num_samples : ``m`` gradient samples per point at a scale (even, >= 4; each costs two
         gradients, evaluated in one batch of ``2m``); ``num <= m``; the standard error
         falls as ``1/sqrt(m)``. ``method``, ``tol``, ``krylov_dim``, ``keep`` and
-        ``max_restarts`` do not apply at a scale.
+        ``restarts`` do not apply at a scale.
     num_directions : how many principal directions to return per point, the first
         ``num_directions`` by ``|κ|`` (default None: all ``num``; 0: none). The directions are
         the largest output, ``N · num · D`` numbers: over a whole dataset, ask for the few
         you use (``geomrobust curvature`` keeps 1) so that host memory stays ``O(N · D)``.
     boundary_tol : points with ``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||``
         (first-order distance to the boundary above ``boundary_tol · max(1, ||z||)``) are
-        flagged ``on_boundary=False`` and not converged (default ``BOUNDARY_TOL = 1e-3``;
+        get the status ``OFF_BOUNDARY``, not converged (default ``BOUNDARY_TOL = 1e-3``;
         ``inf`` measures the level set through any ``z``).
+    chunk_size : points per jitted call (default :data:`geomrobust.engine.CHUNK_SIZE`, None:
+        all at once), so peak memory does not grow with ``N``; memory of the dense path grows
+        as ``chunk_size · D²``: lower it for a large ``D`` with ``method="dense"``.
+    devices : None (one device), ``"all"``, an int or a list of devices: chunks are
+        spread over the devices (:func:`geomrobust.engine.map_chunks`), results
+        bit-for-bit identical to one device; set ``chunk_size <= N / n_devices``.
+    progress : None, True (a progress bar counting points) or a callable ``progress(n)``
+        with the number of points done after each chunk.
 
     Returns
     -------
@@ -355,7 +414,7 @@ def principal_curvatures(
         if not num < m <= d - 1:
             raise ValueError(f"krylov_dim must lie in ({num}, {d - 1}] (num < m <= D-1), got {m}")
         keep_ = None if keep is None else int(keep)
-        settings = (num, m, keep_, default_tol(z.dtype, tol), int(max_restarts))
+        settings = (num, m, keep_, default_tol(z.dtype, tol), int(restarts))
     else:
         settings = (num,)
     nd = num if num_directions is None else num_directions
@@ -383,7 +442,7 @@ def principal_curvatures(
         program, shared, (z, y, k, ids), chunk_size=chunk_size, devices=devices,
         progress=progress, desc="curvatures" if scale is None else f"curvatures at σ={scale:g}",
     )  # fmt: skip
-    _warn_piecewise_linear(out.piecewise_linear, "principal curvatures")
+    _warn_piecewise_linear(out.status == Status.PIECEWISE_LINEAR, "principal curvatures")
     return out
 
 
@@ -409,7 +468,7 @@ def _smoothed_curvatures_program(clf, key, btol, sigma, zc, yc, kc, idx, *, num,
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.lax.map(lambda a: one(*a), (zc, yc, kc, keys))
     out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
-    return out._replace(directions=out.directions[:, :num_directions])
+    return _result(out._replace(directions=out.directions[:, :num_directions]))
 
 
 @partial(jax.jit, static_argnames=("method", "settings", "num_directions"))
@@ -420,7 +479,32 @@ def _curvatures_program(clf, key, btol, zc, yc, kc, idx, *, method, settings, nu
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     out = jax.vmap(one)(zc, yc, kc, keys)
     out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
-    return out._replace(directions=out.directions[:, :num_directions])  # only these leave
+    return _result(out._replace(directions=out.directions[:, :num_directions]))  # only these leave
+
+
+class NormalCurvatures(NamedTuple):
+    """Normal curvatures ``κ(u) = uᵀ H u / ||g||`` along given directions.
+
+    values : ``(N,)`` (:func:`normal_curvature`) or ``(N, M)`` (:func:`normal_curvatures`), in
+        the dtype of ``z``; ``nan`` where not converged.
+    stderr : the standard errors of ``values`` (Monte Carlo, ``scale=σ``; zeros exact).
+    converged : ``(N,)`` bool, ``status == Status.SUCCESS``.
+    status : ``(N,)`` int8 :class:`geomrobust.Status`: ``SUCCESS``; ``OFF_BOUNDARY`` (``z``
+        farther than ``boundary_tol`` from the boundary: raised as ``ValueError`` for
+        concrete inputs, flagged under a transformation); ``NONFINITE`` (a non-finite value).
+    """
+
+    values: Array
+    stderr: Array
+    converged: Array
+    status: Array
+
+
+def _check_return_stderr(return_stderr) -> None:
+    if return_stderr is not None:
+        deprecated_alias(
+            "return_stderr=", "the stderr field of the NormalCurvatures result", stacklevel=4
+        )
 
 
 def normal_curvature(
@@ -430,15 +514,15 @@ def normal_curvature(
     k: Array,
     u: Array,
     *,
-    chunk_size: int | None = 256,
-    devices=None,
-    progress=None,
     scale: float | None = None,
     key: Array | None = None,
     num_samples: int = 256,
-    return_stderr: bool = False,
     boundary_tol: float = BOUNDARY_TOL,
-) -> Array:
+    return_stderr: bool | None = None,
+    chunk_size: int | None = CHUNK_SIZE,
+    devices=None,
+    progress=None,
+) -> NormalCurvatures:
     """Normal curvature ``κ(u) = uᵀ H u / ||g||`` of the ``(y, k)`` boundary at each ``z``.
 
     ``u`` (``(N, *s)``) is made an explicit unit tangent first: ``u <- P u / ||P u||`` (a no-op
@@ -446,28 +530,28 @@ def normal_curvature(
     ``u`` (nearly) parallel to the normal has no tangent part and raises ``ValueError``.
     ``scale=σ`` (with ``key`` and ``num_samples``): the normal curvature of the level set of
     the Gaussian-smoothed ``F_σ`` (see :func:`principal_curvatures`), ``u`` projected on the
-    smoothed gradient's tangent space; ``return_stderr`` also returns its standard error.
+    smoothed gradient's tangent space, with its standard error in ``stderr``.
     ``z`` off the boundary (``|F_k(z)| > boundary_tol · max(1, ||z||) · ||∇F_k(z)||``, as
     in :func:`principal_curvatures`) raises ``ValueError`` naming how many points (concrete
-    inputs; an array result has no flag to carry it).
+    inputs; under a transformation its ``status`` is ``OFF_BOUNDARY``).
+    ``return_stderr`` is deprecated (the result always holds ``stderr``).
 
     Returns
     -------
-    ``(N,)`` in the dtype of ``z`` (and the ``(N,)`` standard errors with
-    ``return_stderr``: zeros for the exact curvature); sign as in
+    NormalCurvatures with ``values (N,)`` in the dtype of ``z``; sign as in
     :func:`principal_curvatures`.
     """
+    _check_return_stderr(return_stderr)
     clf = as_classifier(logits_fn)
     z = _validate(clf, z, y, k)
     check_batch(u, "u")
     if u.shape != z.shape:
         raise ValueError(f"u must have the shape of z {tuple(z.shape)}, got {tuple(u.shape)}")
-    out = normal_curvatures(
-        clf, z, y, k, u[:, None], chunk_size=chunk_size, devices=devices, progress=progress,
-        scale=scale, key=key, num_samples=num_samples, return_stderr=return_stderr,
-        boundary_tol=boundary_tol,
+    out = _normal_curvatures(
+        clf, z, y, k, u[:, None], scale=scale, key=key, num_samples=num_samples,
+        boundary_tol=boundary_tol, chunk_size=chunk_size, devices=devices, progress=progress,
     )  # fmt: skip
-    return (out[0][:, 0], out[1][:, 0]) if return_stderr else out[:, 0]
+    return out._replace(values=out.values[:, 0], stderr=out.stderr[:, 0])
 
 
 def normal_curvatures(
@@ -477,15 +561,15 @@ def normal_curvatures(
     k: Array,
     directions: Array,
     *,
-    chunk_size: int | None = 256,
-    devices=None,
-    progress=None,
     scale: float | None = None,
     key: Array | None = None,
     num_samples: int = 256,
-    return_stderr: bool = False,
     boundary_tol: float = BOUNDARY_TOL,
-) -> Array:
+    return_stderr: bool | None = None,
+    chunk_size: int | None = CHUNK_SIZE,
+    devices=None,
+    progress=None,
+) -> NormalCurvatures:
     """Curvature profile: normal curvatures along ``M`` directions per point, ``(N, M)``.
 
     ``directions`` is ``(M, *s)`` (shared) or ``(N, M, *s)`` (per point); each is projected
@@ -493,10 +577,22 @@ def normal_curvatures(
     directions the profile equals the principal curvatures; along random tangent directions
     (:func:`random_tangents`) it concentrates around ``tr(S)/(D-1)``. ``chunk_size``,
     ``devices``, ``progress``, ``scale``, ``key``, ``num_samples``: as in
-    :func:`principal_curvatures` (point ``i`` draws its samples from ``fold_in(key, i)``);
-    ``return_stderr``: also the ``(N, M)`` standard errors. Points off the boundary beyond
-    ``boundary_tol`` raise ``ValueError`` (see :func:`normal_curvature`).
+    :func:`principal_curvatures` (point ``i`` draws its samples from ``fold_in(key, i)``).
+    Points off the boundary beyond ``boundary_tol`` raise ``ValueError`` (see
+    :func:`normal_curvature`). Returns NormalCurvatures with ``values`` and ``stderr``
+    ``(N, M)``.
     """
+    _check_return_stderr(return_stderr)
+    return _normal_curvatures(
+        logits_fn, z, y, k, directions, scale=scale, key=key, num_samples=num_samples,
+        boundary_tol=boundary_tol, chunk_size=chunk_size, devices=devices, progress=progress,
+    )  # fmt: skip
+
+
+def _normal_curvatures(
+    logits_fn, z, y, k, directions, *, scale, key, num_samples, boundary_tol, chunk_size,
+    devices, progress,
+) -> NormalCurvatures:  # fmt: skip
     clf = as_classifier(logits_fn)
     z = _validate(clf, z, y, k)
     btol = _check_boundary_tol(boundary_tol)
@@ -536,7 +632,13 @@ def normal_curvatures(
             "directions must have a tangent part: some are (nearly) parallel to the boundary "
             f"normal (||P u||/||u|| = {float(np.nanmin(np.asarray(ratio))):.1e})"
         )
-    return (kappa, se) if return_stderr else kappa
+    finite = jnp.all(jnp.isfinite(kappa), axis=1) & jnp.all(jnp.isfinite(se), axis=1)
+    status = jnp.where(
+        ~on, Status.OFF_BOUNDARY, jnp.where(finite, Status.SUCCESS, Status.NONFINITE)
+    ).astype(STATUS_DTYPE)
+    ok = status == Status.SUCCESS
+    kappa = jnp.where(ok[:, None], kappa, jnp.nan)
+    return NormalCurvatures(kappa, se, ok, status)
 
 
 @partial(jax.jit, static_argnames="num_samples")
@@ -589,7 +691,8 @@ def _normal_curvatures_program(clf, btol, z, y, k, directions):
     return kappa, se, ratio, _on_boundary(clf, z, y, k, btol)
 
 
-def random_tangents(key: Array, normals: Array, num: int) -> Array:
+@positional_key(0)
+def random_tangents(normals: Array, num: int, *, key: Array) -> Array:
     """``num`` random unit tangent directions per point: ``(N, num, *s)``.
 
     Isotropic Gaussian vectors projected onto ``n⊥`` and normalised (uniform on the unit sphere

@@ -185,7 +185,7 @@ def thick_restart_lanczos(
     keep: int | None = None,
     which: str = "LM",
     tol: float,
-    max_restarts: int,
+    restarts: int,
     key: Array,
     project: Callable[[Array], Array] | None = None,
     guard: int = 0,
@@ -201,7 +201,7 @@ def thick_restart_lanczos(
     keep : Ritz vectors kept at a restart (``num <= keep < m``; default ``(num + m) // 2``).
     which : ``"LM"`` largest magnitude (both signs) or ``"LA"`` largest algebraic.
     tol : a pair is converged when ``||A u - θ u|| <= tol · max|θ|``.
-    max_restarts : restarts after the first cycle.
+    restarts : restarts after the first cycle.
     key : PRNG key (fresh directions after an invariant subspace).
     project : optional projector applied to new random directions (e.g. onto a tangent space
         that ``A`` leaves invariant, so the solver never leaves it).
@@ -226,7 +226,7 @@ def thick_restart_lanczos(
     state = lanczos_init(v0, num=num, krylov_dim=krylov_dim, key=key, project=project)
 
     def cond(s):
-        return (~s.done) & (s.restarts < max_restarts)
+        return (~s.done) & (s.restarts < restarts)
 
     def body(s):
         return lanczos_step(s, matvec, num=num, keep=keep, which=which, tol=tol, project=project)

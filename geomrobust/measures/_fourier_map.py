@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from jax import Array
 
+from geomrobust._deprecation import renamed
 from geomrobust._validation import check_positive
 from geomrobust.data import directional_dataset, fourier_direction
 from geomrobust.models import StaticFunction
@@ -45,6 +46,7 @@ class AccuracyMap(NamedTuple):
     grid: Array
 
 
+@renamed(epsilon="eps")
 def fourier_accuracy_map(
     init_params: Callable[[Array], object],
     apply_fn: Callable[[object, Array], Array],
@@ -61,11 +63,11 @@ def fourier_accuracy_map(
     schedule: str = "constant",
     clip_norm: float | None = None,
     sampling: str = "random",
-    epsilon: float = 1.0,
+    eps: float = 1.0,
     sigma: float = 3.0,
-    chunk_size: int = 16,
     batching: str = "auto",
     dtype=np.float32,
+    chunk_size: int = 16,
     progress: Callable[[int], None] | None = None,
 ) -> AccuracyMap:
     """Test accuracy of an architecture trained on ``D(v)`` for each Fourier direction ``v``.
@@ -90,10 +92,12 @@ def fourier_accuracy_map(
     sampling : ``"random"`` (default: each step draws ``batch_size`` distinct examples) or
         ``"epoch"`` (a fresh permutation per epoch of ``ceil(n_train / batch_size)`` steps,
         the last batch of an epoch the remainder, as a shuffling PyTorch ``DataLoader``).
-    epsilon, sigma : the directional dataset's separation and noise.
+    eps, sigma : the directional dataset's separation and noise.
     batching : ``"vmap"``, ``"map"`` (sequential ``lax.map``) or ``"auto"`` (``"map"`` when
         the default backend is the CPU, else ``"vmap"``); the same numbers up to rounding.
-    chunk_size : directions trained per compiled call; the last chunk is padded. The
+    chunk_size : directions trained per compiled call (default 16, not
+        ``engine.CHUNK_SIZE``: each direction is a whole training run with its own
+        ``n_train + n_test`` examples in memory); the last chunk is padded. The
         program is compiled once per architecture (the functions are compared by their code
         and settings, :class:`~geomrobust.models.StaticFunction`) and training settings: a
         second call (another key, other frequencies) does not recompile.
@@ -145,8 +149,8 @@ def fourier_accuracy_map(
             kd = jax.random.fold_in(key, int(i) * w + int(j))
             v = fourier_direction(input_shape, int(i), int(j), dtype=dtype)
             k_tr, k_te, k_fit = jax.random.split(kd, 3)
-            tr = directional_dataset(v, n_train, key=k_tr, epsilon=epsilon, sigma=sigma)
-            te = directional_dataset(v, n_test, key=k_te, epsilon=epsilon, sigma=sigma)
+            tr = directional_dataset(v, n_train, key=k_tr, eps=eps, sigma=sigma)
+            te = directional_dataset(v, n_test, key=k_te, eps=eps, sigma=sigma)
             xs_tr.append(tr.images)
             ys_tr.append(tr.labels)
             xs_te.append(te.images)

@@ -42,7 +42,7 @@ from .._validation import (
     check_labels,
     check_positive,
 )
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 
 __all__ = [
@@ -117,7 +117,7 @@ def fourier_heat_map(
     channel: int | None = None,
     bounds: tuple | None = None,
     phase: float = 0.0,
-    chunk_size: int = 128,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> FourierHeatMap:

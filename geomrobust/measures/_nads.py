@@ -22,6 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
+from .._validation import check_positive
+from ..engine import CHUNK_SIZE
 from ..models import StaticFunction, as_classifier
 
 __all__ = ["NADs", "fourier_magnitude", "nads", "scalar_output"]
@@ -50,13 +53,13 @@ def scalar_output(logits: Array, output: str) -> Array:
     raise ValueError(f"output must be 'first' or 'difference', got {output!r}")
 
 
+@renamed(batch="chunk_size")
 def nads(
     init_fn: Callable[[Array], Callable[[Array], Array]],
     input_shape: tuple[int, ...],
     *,
     num_networks: int,
     key: Array,
-    batch: int = 32,
     x0: Array | None = None,
     num: int | None = None,
     output: str = "first",
@@ -64,6 +67,7 @@ def nads(
     dtype=jnp.float32,
     fd_scale: float | None = None,
     center: bool = False,
+    chunk_size: int = CHUNK_SIZE,
 ) -> NADs:
     """Neural anisotropy directions of an architecture.
 
@@ -75,7 +79,6 @@ def nads(
     input_shape : ``s``, the input shape.
     num_networks : number ``M`` of random initialisations.
     key : PRNG key; splits into the ``x_0`` key (unless ``x0`` is given) and network keys.
-    batch : networks per jitted call (memory ``batch · D`` for the gradients).
     x0 : optional fixed input ``(*s,)``; default ``x_0 ~ N(0, I)`` from ``key``, of ``dtype``.
     num : number of NADs returned (default ``min(D, M)``).
     output : scalar output, see :func:`scalar_output`.
@@ -95,6 +98,10 @@ def nads(
     center : subtract the mean ``g`` over networks before the covariance (a PCA, as the
         authors' code does with scikit-learn's ``PCA``); default False: the second moment
         ``E[g gᵀ]`` of the paper's definition.
+    chunk_size : networks per jitted call (default :data:`geomrobust.engine.CHUNK_SIZE`;
+        memory ``chunk_size · D`` for the gradients, ``chunk_size · 2 D · D`` inputs with
+        ``fd_scale``: lower it there for large inputs). The sum over networks runs chunk
+        by chunk, so another ``chunk_size`` changes the last bits of the covariance.
 
     Returns
     -------
@@ -104,8 +111,8 @@ def nads(
     d = int(np.prod(input_shape))
     if not isinstance(num_networks, int | np.integer) or num_networks < 1:
         raise ValueError(f"num_networks must be a positive integer, got {num_networks!r}")
-    if not isinstance(batch, int | np.integer) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if method not in ("auto", "covariance", "gram"):
         raise ValueError(f"method must be 'auto', 'covariance' or 'gram', got {method!r}")
     scalar_output(jnp.zeros(2), output)  # validates ``output``
@@ -123,8 +130,6 @@ def nads(
     if method == "auto":
         method = "gram" if num_networks < d else "covariance"
     if fd_scale is not None:
-        from geomrobust._validation import check_positive
-
         fd_scale = check_positive(fd_scale, "fd_scale")
 
     keys = jax.random.split(k_net, num_networks)
@@ -132,7 +137,7 @@ def nads(
     if method == "covariance":
         cov = jnp.zeros((d, d), x0.dtype)
         total = jnp.zeros((d,), x0.dtype)
-        for keys_b, w in _batches(keys, batch, x0.dtype):
+        for keys_b, w in _batches(keys, chunk_size, x0.dtype):
             g = grads(keys_b)
             cov = _accumulate(cov, g, w)
             total = total + (g * w[:, None]).sum(0)
@@ -144,7 +149,7 @@ def nads(
         vals, vecs = vals[::-1][:r], vecs[:, ::-1][:, :r].T
     else:
         G = jnp.concatenate(
-            [grads(keys_b)[: int(w.sum())] for keys_b, w in _batches(keys, batch, x0.dtype)]
+            [grads(keys_b)[: int(w.sum())] for keys_b, w in _batches(keys, chunk_size, x0.dtype)]
         )
         if center:
             G = G - G.mean(axis=0, keepdims=True)

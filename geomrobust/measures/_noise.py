@@ -37,7 +37,7 @@ from .._validation import (
     check_key,
     check_labels,
 )
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 
 __all__ = [
@@ -95,7 +95,7 @@ def gaussian_noise_errors(
     key: Array,
     samples: int = 64,
     bounds: tuple | None = None,
-    chunk_size: int = 32,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> NoiseErrors:

@@ -42,8 +42,9 @@ from .._validation import (
     check_labels,
     check_positive,
 )
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
+from ..search import pgd
 
 __all__ = ["Alignment", "Synthesis", "class_synthesis", "gradient_alignment", "saliency_maps"]
 
@@ -155,7 +156,7 @@ def saliency_maps(
     key: Array | None = None,
     samples: int = 50,
     noise: float = 0.15,
-    chunk_size: int = 64,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> Array:
@@ -220,16 +221,15 @@ def class_synthesis(
     steps: int = 60,
     step_size: float | None = None,
     classes=None,
-    bounds: tuple | None = (0.0, 1.0),
+    bounds: tuple | None = None,
 ) -> Synthesis:
     """Large-radius targeted L2 PGD from every seed towards every class (no random start).
 
     ``seeds (S, *s)``; ``classes`` default ``range(K)``; ``step_size`` default
     ``2.5 eps / steps`` (:func:`geomrobust.pgd`). The images of a robust model look like their
     target class ("perceptually aligned gradients", Tsipras et al. 2019; Santurkar et al. 2019).
+    ``bounds``: the input box of the search (default None, no box; ``(0.0, 1.0)`` for images).
     """
-    from ..search import pgd
-
     clf = as_classifier(logits_fn)
     check_batch(seeds, "seeds")
     seeds = jnp.asarray(seeds)

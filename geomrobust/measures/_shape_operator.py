@@ -18,6 +18,7 @@ geometry of deep networks", CVPR 2018.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,12 @@ from jax import Array
 from geomrobust.ops import logit_difference
 from geomrobust.ops._norms import lp_norm
 
-__all__ = ["householder_tangent_basis", "shape_operator", "tangent_shape_matrix"]
+__all__ = [
+    "ShapeOperator",
+    "householder_tangent_basis",
+    "shape_operator",
+    "tangent_shape_matrix",
+]
 
 
 def _linearized_gradient(logits_fn, z, y, k):
@@ -35,9 +41,22 @@ def _linearized_gradient(logits_fn, z, y, k):
     return F, g, hvp_op
 
 
-def shape_operator(
-    logits_fn: Callable[[Array], Array], z: Array, y, k
-) -> tuple[Callable[[Array], Array], Array]:
+class ShapeOperator(NamedTuple):
+    """The shape operator at one boundary point (:func:`shape_operator`).
+
+    matvec : ``v -> S v`` on arrays of shape ``s``; ``S n = 0`` and ``S v ⊥ n``.
+    grad : ``(*s,)`` the gradient ``g = ∇F_k(z)``.
+    normal : ``(*s,)`` the unit normal ``n = g / ||g||``.
+    grad_norm : ``()`` ``||g||``.
+    """
+
+    matvec: Callable[[Array], Array]
+    grad: Array
+    normal: Array
+    grad_norm: Array
+
+
+def shape_operator(logits_fn: Callable[[Array], Array], z: Array, y, k) -> ShapeOperator:
     """Matrix-free shape operator ``v -> P H P v / ||g||`` at ONE boundary point.
 
     The gradient of ``F_k`` is linearized once (forward-over-reverse), so each application
@@ -51,8 +70,7 @@ def shape_operator(
 
     Returns
     -------
-    operator : ``v -> S v`` on arrays of shape ``s``; ``S n = 0`` and ``S v ⊥ n``.
-    g : ``(*s,)`` the gradient ``∇F_k(z)``.
+    ShapeOperator (``matvec``, ``grad``, ``normal``, ``grad_norm``).
     """
     _, g, hvp_op = _linearized_gradient(logits_fn, z, y, k)
     gnorm = lp_norm(g.ravel(), 2)
@@ -63,7 +81,7 @@ def shape_operator(
         hv = hvp_op(pv)
         return (hv - n * jnp.vdot(n, hv)) / gnorm
 
-    return operator, g
+    return ShapeOperator(operator, g, n, gnorm)
 
 
 def householder_tangent_basis(n: Array) -> tuple[Array, Array]:

@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from geomrobust._deprecation import renamed
 from geomrobust._validation import (
     check_batch,
     check_classifier,
     check_orthonormal,
     check_positive,
 )
-from geomrobust.engine import run_program
+from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
 
 __all__ = ["FoolingRates", "SharedDirections", "shared_directions", "subspace_fooling_rate"]
@@ -97,23 +98,24 @@ def shared_directions(
     return SharedDirections(s[:r], s[:r] / s[0], energy[:r], vt[:r].T)
 
 
+@renamed(radius="eps")
 def subspace_fooling_rate(
     logits_fn: Callable[[Array], Array],
     x: Array,
     basis: Array,
     *,
-    radius: float,
+    eps: float,
     num_samples: int = 16,
     key: Array,
-    chunk_size: int | None = 256,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> FoolingRates:
     """Fooling rates of random perturbations in ``span(basis)`` versus isotropic ones.
 
-    For each example, ``num_samples`` draws of ``radius · S c / ||c||`` with ``c ~ N(0, I_s)``
-    (uniform on the sphere of radius ``radius`` in the subspace) and of
-    ``radius · g / ||g||`` with ``g ~ N(0, I_D)`` (uniform on the full sphere). A draw fools the
+    For each example, ``num_samples`` draws of ``eps · S c / ||c||`` with ``c ~ N(0, I_s)``
+    (uniform on the sphere of radius ``eps`` in the subspace) and of
+    ``eps · g / ||g||`` with ``g ~ N(0, I_D)`` (uniform on the full sphere). A draw fools the
     classifier when ``argmax f(x + δ) ≠ argmax f(x)``.
 
     Parameters
@@ -121,7 +123,7 @@ def subspace_fooling_rate(
     logits_fn : the classifier (any form :func:`geomrobust.as_classifier` accepts);
     x : ``(N, *s)``.
     basis : ``(D, s)`` orthonormal columns (e.g. ``SharedDirections.basis``).
-    radius : perturbation norm (the same for both kinds).
+    eps : perturbation norm (the radius of both spheres; the same for both kinds).
     num_samples : draws per example and kind.
     key : PRNG key (example ``i`` uses ``fold_in(key, i)``).
     chunk_size, devices, progress : the executor's options (see
@@ -131,21 +133,21 @@ def subspace_fooling_rate(
     check_batch(x, "x")
     check_classifier(clf, x)
     check_orthonormal(basis, "basis")
-    check_positive(radius, "radius")
+    check_positive(eps, "eps")
     d = int(np.prod(x.shape[1:]))
     if basis.shape[0] != d:
         raise ValueError(f"basis must have D = {d} rows (the input size), got {basis.shape}")
     basis = jnp.asarray(basis, x.dtype)
     program = partial(_fooling_program, num_samples=int(num_samples))
     sub, iso = run_program(
-        program, (clf, key, basis, jnp.asarray(radius, x.dtype)), (x, jnp.arange(x.shape[0])),
+        program, (clf, key, basis, jnp.asarray(eps, x.dtype)), (x, jnp.arange(x.shape[0])),
         chunk_size=chunk_size, devices=devices, progress=progress, desc="fooling rates",
     )  # fmt: skip
     return FoolingRates(sub.mean(), iso.mean(), sub, iso)
 
 
 @partial(jax.jit, static_argnames="num_samples")
-def _fooling_program(clf, key, basis, radius, xc, idx, *, num_samples):
+def _fooling_program(clf, key, basis, eps, xc, idx, *, num_samples):
     """Per-example fooling rates of a chunk, subspace and isotropic."""
     n, shape = xc.shape[0], xc.shape[1:]
     d, s = basis.shape
@@ -158,7 +160,7 @@ def _fooling_program(clf, key, basis, radius, xc, idx, *, num_samples):
     clean = jnp.argmax(clf(xc), -1)
 
     def rate(delta):
-        pts = xc[:, None] + radius * delta.reshape(n, num_samples, *shape)
+        pts = xc[:, None] + eps * delta.reshape(n, num_samples, *shape)
         pred = jnp.argmax(clf(pts.reshape(n * num_samples, *shape)), -1)
         return jnp.mean(pred.reshape(n, num_samples) != clean[:, None], axis=1)
 

@@ -30,25 +30,80 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import deprecated_alias
 from .._validation import check_batch, check_classifier, check_labels
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ..models._splits import layer_splits
 from ..ops import batch_logit_difference_grads
 
-__all__ = ["MarginSignature", "first_order_margins", "layer_splits", "margin_signature"]
+__all__ = [
+    "FirstOrderMargins",
+    "LayerSignature",
+    "MarginSignature",
+    "first_order_margins",
+    "layer_splits",
+    "margin_signature",
+]
 
 
-class MarginSignature(NamedTuple):
-    """margins ``(N,)`` signed first-order margins; runner_up ``(N,)`` class ``j``;
-    stats ``(7,)`` = ``[lower fence, Q1, Q2, Q3, upper fence, mean, std]`` of the margins;
-    normalizer ``ν = sqrt(tr Cov(h))``; normalized_stats ``stats / ν``."""
+class LayerSignature(NamedTuple):
+    """The signature of one layer (:meth:`MarginSignature.layer`): margins ``(N,)`` signed
+    first-order margins; runner_up ``(N,)`` class ``j``; stats ``(7,)`` =
+    ``[lower fence, Q1, Q2, Q3, upper fence, mean, std]`` of the margins; normalizer
+    ``ν = sqrt(tr Cov(h))``; normalized_stats ``stats / ν``."""
 
     margins: Array
     runner_up: Array
     stats: np.ndarray
     normalizer: float
     normalized_stats: np.ndarray
+
+
+class MarginSignature(NamedTuple):
+    """The margin signature of ``L`` layers (:func:`margin_signature`), ``"input"`` first.
+
+    layers : ``(L,)`` layer names; margins : ``(L, N)`` signed first-order margins;
+    runner_up : ``(L, N)`` class ``j``; stats : ``(L, 7)`` = ``[lower fence, Q1, Q2, Q3,
+    upper fence, mean, std]`` of each layer's margins; normalizer : ``(L,)``
+    ``ν = sqrt(tr Cov(h))``; normalized_stats : ``(L, 7)`` ``stats / ν``.
+    ``sig.layer(name)`` is one layer's :class:`LayerSignature`.
+    """
+
+    layers: tuple[str, ...]
+    margins: Array
+    runner_up: Array
+    stats: np.ndarray
+    normalizer: np.ndarray
+    normalized_stats: np.ndarray
+
+    def layer(self, name: str) -> LayerSignature:
+        """The signature of the layer ``name``."""
+        if name not in self.layers:
+            raise KeyError(f"no layer {name!r}; the layers are {list(self.layers)}")
+        i = self.layers.index(name)
+        return LayerSignature(
+            self.margins[i], self.runner_up[i], self.stats[i], float(self.normalizer[i]),
+            self.normalized_stats[i],
+        )  # fmt: skip
+
+    def __getitem__(self, item):
+        if isinstance(item, str):  # the dict of one release ago
+            deprecated_alias("margin_signature(...)[name]", "margin_signature(...).layer(name)")
+            return self.layer(item)
+        return tuple.__getitem__(self, item)
+
+    def items(self):
+        """Deprecated: ``(name, LayerSignature)`` pairs, as the dict of one release ago."""
+        deprecated_alias("margin_signature(...).items()", "the stacked fields and .layer(name)")
+        return [(name, self.layer(name)) for name in self.layers]
+
+
+class FirstOrderMargins(NamedTuple):
+    """margins ``(N,)`` ``(f_y - f_j) / ||∇_h (f_y - f_j)||``; runner_up ``(N,)`` ``j``."""
+
+    margins: Array
+    runner_up: Array
 
 
 STAT_NAMES = ("lower_fence", "q1", "median", "q3", "upper_fence", "mean", "std")
@@ -59,10 +114,10 @@ def first_order_margins(
     h: Array,
     y: Array,
     *,
-    chunk_size: int = 256,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
-) -> tuple[Array, Array]:
+) -> FirstOrderMargins:
     """``(f_y - f_j) / ||∇_h (f_y - f_j)||`` and ``j = argmax_{k≠y} f_k`` at each row of ``h``.
 
     ``head_fn`` maps a batch of activations ``(N, *a)`` to logits ``(N, K)``; one forward
@@ -77,7 +132,7 @@ def first_order_margins(
         _margins_program, (head,), (h, y), chunk_size=chunk_size, devices=devices,
         progress=progress, desc="first-order margins",
     )  # fmt: skip
-    return m, j
+    return FirstOrderMargins(m, j)
 
 
 @jax.jit
@@ -117,9 +172,9 @@ def margin_signature(
     y: Array,
     *,
     splits: Mapping[str, tuple[Callable, Callable]] | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
-) -> dict[str, MarginSignature]:
+) -> MarginSignature:
     """The margin signature at the input and at each split layer (Jiang et al. 2019).
 
     Parameters
@@ -137,7 +192,7 @@ def margin_signature(
 
     Returns
     -------
-    dict ``{layer name: MarginSignature}``, ``"input"`` first.
+    MarginSignature, ``"input"`` first (``.layer(name)`` for one layer).
     """
     clf = as_classifier(logits_fn)
     check_batch(x, "x")
@@ -147,8 +202,8 @@ def margin_signature(
     check_labels(y, k, x.shape[0], "y")
     layers = {"input": (_identity, clf)}
     layers.update(splits or {})
-    out = {}
-    for name, (features_fn, head_fn) in layers.items():
+    out = []
+    for features_fn, head_fn in layers.values():
         feats = as_classifier(features_fn)
         h = run_program(_features_program, (feats,), (x,), chunk_size=chunk_size,
                         devices=devices)  # fmt: skip
@@ -156,5 +211,9 @@ def margin_signature(
         hf = np.asarray(h, np.float64).reshape(h.shape[0], -1)
         nu = float(np.sqrt(np.sum(np.var(hf, axis=0))))
         stats = _stats(np.asarray(m, np.float64))
-        out[name] = MarginSignature(m, j, stats, nu, stats / nu if nu > 0 else stats * np.nan)
-    return out
+        out.append((m, j, stats, nu, stats / nu if nu > 0 else stats * np.nan))
+    m, j, stats, nu, normalized = zip(*out, strict=True)
+    return MarginSignature(
+        tuple(layers), jnp.stack(m), jnp.stack(j), np.stack(stats), np.asarray(nu),
+        np.stack(normalized),
+    )  # fmt: skip

@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from geomrobust._deprecation import positional_key
 from geomrobust._validation import check_batch, check_finite, check_positive
-from geomrobust.engine import run_program
+from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
 
 __all__ = ["Slice", "boundary_slice", "orthonormal_plane", "random_orthogonal"]
@@ -71,8 +72,13 @@ def orthonormal_plane(u: Array, v: Array) -> tuple[Array, Array]:
     return u, w / nw
 
 
-def random_orthogonal(key: Array, u: Array) -> Array:
-    """A random unit direction orthogonal to ``u`` (Gaussian, projected, normalised)."""
+@positional_key(0)
+def random_orthogonal(u: Array, *, key: Array) -> Array:
+    """A random unit direction orthogonal to ``u`` (Gaussian, projected, normalised).
+
+    ``key`` is keyword-only (the old form ``random_orthogonal(key, u)`` works for one release
+    with a ``DeprecationWarning``).
+    """
     u = jnp.asarray(u)
     g = jax.random.normal(key, u.shape, u.dtype)
     n = u / jnp.linalg.norm(u)
@@ -90,7 +96,7 @@ def boundary_slice(
     *,
     classes: tuple[int, int] | None = None,
     y: int | None = None,
-    chunk_size: int | None = 4096,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> Slice:

@@ -29,6 +29,8 @@ import numpy as np
 from jax import Array
 from matfree import decomp, stochtrace
 
+from geomrobust._deprecation import deprecated_alias, renamed
+from geomrobust._status import STATUS_DTYPE, Status
 from geomrobust._validation import (
     check_batch,
     check_classifier,
@@ -36,11 +38,11 @@ from geomrobust._validation import (
     check_positive,
     is_concrete,
 )
-from geomrobust.engine import run_program
+from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
-from geomrobust.ops import hvp, input_hessian
+from geomrobust.ops import hvp_operator, input_hessian
 
-from ._curvature import AUTO_DENSE_MAX_DIM
+from ._curvature import AUTO_DENSE_MAX_DIM, _check_scale
 from ._driver import default_tol
 from ._eigsolve import thick_restart_lanczos
 from ._smoothed import cross_fitted, gradient_samples
@@ -60,17 +62,38 @@ __all__ = [
 
 
 class HessianEigs(NamedTuple):
-    """values ``(N, num)`` descending; vectors ``(N, num, *s)`` unit eigenvectors;
-    converged ``(N,)``; value_converged and residuals ``(N, num)`` (residuals 0 when dense);
-    stderr ``(N, num)`` standard errors at a scale (0 when exact). Values flagged
-    unconverged are the solver's last Ritz values, not valid eigenvalues."""
+    """values ``(N, num)`` descending, ``nan`` where a value did not converge; vectors
+    ``(N, num, *s)`` unit eigenvectors; converged ``(N,)`` (``status == Status.SUCCESS``);
+    residuals ``(N, num)`` (0 when dense); stderr ``(N, num)`` standard errors at a scale
+    (0 when exact); status ``(N,)`` int8 :class:`geomrobust.Status`: ``NONFINITE`` (a
+    non-finite value), ``MAX_STEPS`` (a Lanczos value unconverged after ``restarts``) or
+    ``SUCCESS``. ``value_converged`` (``isfinite(values)``) is a deprecated property."""
 
     values: Array
     vectors: Array
     converged: Array
-    value_converged: Array
     residuals: Array
     stderr: Array
+    status: Array
+
+    @property
+    def value_converged(self) -> Array:
+        """Deprecated: ``isfinite(values)`` (unconverged values are ``nan``)."""
+        deprecated_alias("HessianEigs.value_converged", "isfinite(HessianEigs.values)")
+        return jnp.isfinite(self.values)
+
+
+def _eigs(values, vectors, value_converged, residuals, stderr) -> HessianEigs:
+    """One example's :class:`HessianEigs` from its kernel's output."""
+    finite = jnp.all(jnp.isfinite(values) & jnp.isfinite(stderr))
+    converged = jnp.all(value_converged)
+    status = jnp.where(
+        ~finite, Status.NONFINITE, jnp.where(converged, Status.SUCCESS, Status.MAX_STEPS)
+    ).astype(STATUS_DTYPE)
+    return HessianEigs(
+        jnp.where(value_converged, values, jnp.nan), vectors, converged, residuals, stderr,
+        status,
+    )  # fmt: skip
 
 
 class SpectralQuadrature(NamedTuple):
@@ -104,6 +127,7 @@ def _validate(logits_fn, x, y):
 # ----------------------------------------------------------------------- top eigenvalues
 
 
+@renamed(max_restarts="restarts")
 def loss_hessian_eigs(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -115,12 +139,12 @@ def loss_hessian_eigs(
     tol: float | None = None,
     krylov_dim: int | None = None,
     keep: int | None = None,
-    max_restarts: int = 30,
-    chunk_size: int | None = 64,
-    progress=None,
-    devices=None,
+    restarts: int = 30,
     scale: float | None = None,
     num_samples: int = 256,
+    chunk_size: int | None = CHUNK_SIZE,
+    devices=None,
+    progress=None,
 ) -> HessianEigs:
     """Largest (algebraic) eigenvalues of ``∇²_x ℓ(x)`` for each example, descending.
 
@@ -133,7 +157,7 @@ def loss_hessian_eigs(
     key : PRNG key (Lanczos starts; example ``i`` uses ``fold_in(key, i)``).
     method : ``"dense"`` (``jax.hessian`` + ``eigh``), ``"lanczos"`` (matrix-free thick-restart
         Lanczos, largest algebraic) or ``"auto"`` (dense for ``D <= AUTO_DENSE_MAX_DIM``).
-    tol, krylov_dim, keep, max_restarts, chunk_size, progress, devices : as in
+    tol, krylov_dim, keep, restarts, chunk_size, devices, progress : as in
         :func:`geomrobust.measures.principal_curvatures`.
     scale, num_samples : ``scale=σ``: the top eigenvalues of the Hessian of the
         Gaussian-smoothed loss ``E[ℓ(x + σ ε)]`` from ``num_samples`` antithetic gradient
@@ -159,12 +183,10 @@ def loss_hessian_eigs(
         if not num < m <= d:
             raise ValueError(f"krylov_dim must lie in ({num}, {d}] (num < m <= D), got {m}")
         keep_ = None if keep is None else int(keep)
-        settings = (num, m, keep_, default_tol(x.dtype, tol), int(max_restarts))
+        settings = (num, m, keep_, default_tol(x.dtype, tol), int(restarts))
     else:
         settings = (num,)
     if scale is not None:
-        from ._curvature import _check_scale
-
         sigma, m_samples = _check_scale(scale, num_samples, num)
         program = partial(_smoothed_loss_eigs_program, num=int(num), num_samples=m_samples)
         shared = (clf, key, jnp.asarray(sigma, x.dtype))
@@ -192,7 +214,7 @@ def _smoothed_loss_eigs_program(clf, key, sigma, xc, yc, idx, *, num, num_sample
         vals, se, vecs = cross_fitted(d, e, None, num, "LA")
         ok = jnp.isfinite(vals) & jnp.isfinite(se)
         zeros = jnp.zeros((num,), xi.dtype)
-        return HessianEigs(vals, vecs.reshape(num, *xi.shape), ok.all(), ok, zeros, se)
+        return _eigs(vals, vecs.reshape(num, *xi.shape), ok, zeros, se)
 
     return jax.lax.map(one, (xc, yc, idx))
 
@@ -207,25 +229,21 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
         vals, vecs = vals[::-1][:num], vecs[:, ::-1][:, :num].T
         ok = jnp.all(jnp.isfinite(vals))
         zeros = jnp.zeros((num,), xi.dtype)
-        return HessianEigs(
-            vals, vecs.reshape(num, *xi.shape), ok, jnp.full((num,), ok), zeros, zeros
-        )
+        return _eigs(vals, vecs.reshape(num, *xi.shape), jnp.full((num,), ok), zeros, zeros)
 
     def lanczos(xi, yi, key):
-        num, m, keep, tol, max_restarts = settings
-        op = hvp(cross_entropy_at(clf, yi), xi)
+        num, m, keep, tol, restarts = settings
+        op = hvp_operator(cross_entropy_at(clf, yi), xi)
         k0, k1 = jax.random.split(key)
         res = thick_restart_lanczos(
             lambda v: op(v.reshape(xi.shape)).ravel(),
             jax.random.normal(k0, (xi.size,), xi.dtype),
-            num=num, krylov_dim=m, keep=keep, which="LA", tol=tol, max_restarts=max_restarts,
+            num=num, krylov_dim=m, keep=keep, which="LA", tol=tol, restarts=restarts,
             key=k1, guard=max(2, num // 4),
         )  # fmt: skip
         vc = res.converged & jnp.isfinite(res.values)
         vecs = res.vectors.reshape(num, *xi.shape)
-        return HessianEigs(
-            res.values, vecs, vc.all(), vc, res.residuals, jnp.zeros_like(res.values)
-        )
+        return _eigs(res.values, vecs, vc, res.residuals, jnp.zeros_like(res.values))
 
     one = lanczos if method == "lanczos" else dense
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
@@ -248,26 +266,27 @@ def hutchinson_trace(
     return estimate(matvec, key)
 
 
+@renamed(num_steps="steps")
 def slq(
     matvec: Callable[[Array], Array],
     v_like: Array,
     *,
     num_probes: int,
-    num_steps: int,
+    steps: int,
     key: Array,
 ) -> SpectralQuadrature:
     """Stochastic Lanczos quadrature of the spectral measure of a symmetric operator.
 
-    For each Rademacher probe ``v``, ``num_steps`` Lanczos steps (full reorthogonalisation,
+    For each Rademacher probe ``v``, ``steps`` Lanczos steps (full reorthogonalisation,
     ``matfree.decomp.tridiag_sym``) from ``v/||v||`` give ``T = Y diag(θ) Yᵀ``; the nodes are
     ``θ`` and the weights ``Y_{0j}²``. Averaged over probes, the quadrature estimates
-    ``(1/D) Σ_i φ(λ_i)``; :func:`spectral_density` smooths it. Requires ``num_steps <= D``.
+    ``(1/D) Σ_i φ(λ_i)``; :func:`spectral_density` smooths it. Requires ``steps <= D``.
     """
     d = int(np.prod(v_like.shape))
-    if not 1 <= num_steps <= d:
-        raise ValueError(f"num_steps must lie in [1, D] = [1, {d}], got {num_steps}")
+    if not 1 <= steps <= d:
+        raise ValueError(f"steps must lie in [1, D] = [1, {d}], got {steps}")
     shape = v_like.shape
-    tridiag = decomp.tridiag_sym(num_steps, materialize=True, reortho="full")
+    tridiag = decomp.tridiag_sym(steps, materialize=True, reortho="full")
 
     def flat(v):
         return matvec(v.reshape(shape)).ravel()
@@ -301,7 +320,7 @@ def loss_hessian_trace(
     *,
     num_probes: int = 32,
     key: Array,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> Array:
@@ -320,21 +339,22 @@ def loss_hessian_trace(
 @partial(jax.jit, static_argnames="num_probes")
 def _loss_trace_program(clf, key, xc, yc, idx, *, num_probes):
     def one(xi, yi, k):
-        op = hvp(cross_entropy_at(clf, yi), xi)
+        op = hvp_operator(cross_entropy_at(clf, yi), xi)
         return hutchinson_trace(op, xi, num_probes=num_probes, key=k)
 
     return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
 
 
+@renamed(num_steps="steps")
 def loss_hessian_slq(
     logits_fn: Callable[[Array], Array],
     x: Array,
     y: Array,
     *,
     num_probes: int = 8,
-    num_steps: int = 30,
+    steps: int = 30,
     key: Array,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> SpectralQuadrature:
@@ -344,20 +364,20 @@ def loss_hessian_slq(
     clf = as_classifier(logits_fn)
     _validate(clf, x, y)
     d = int(np.prod(x.shape[1:]))
-    if not 1 <= num_steps <= d:
-        raise ValueError(f"num_steps must lie in [1, D] = [1, {d}], got {num_steps}")
-    program = partial(_loss_slq_program, num_probes=int(num_probes), num_steps=int(num_steps))
+    if not 1 <= steps <= d:
+        raise ValueError(f"steps must lie in [1, D] = [1, {d}], got {steps}")
+    program = partial(_loss_slq_program, num_probes=int(num_probes), steps=int(steps))
     return run_program(
         program, (clf, key), (x, y, jnp.arange(x.shape[0])), chunk_size=chunk_size,
         devices=devices, progress=progress, desc="slq",
     )  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("num_probes", "num_steps"))
-def _loss_slq_program(clf, key, xc, yc, idx, *, num_probes, num_steps):
+@partial(jax.jit, static_argnames=("num_probes", "steps"))
+def _loss_slq_program(clf, key, xc, yc, idx, *, num_probes, steps):
     def one(xi, yi, k):
-        op = hvp(cross_entropy_at(clf, yi), xi)
-        return slq(op, xi, num_probes=num_probes, num_steps=num_steps, key=k)
+        op = hvp_operator(cross_entropy_at(clf, yi), xi)
+        return slq(op, xi, num_probes=num_probes, steps=steps, key=k)
 
     return jax.vmap(lambda a, b, i: one(a, b, jax.random.fold_in(key, i)))(xc, yc, idx)
 

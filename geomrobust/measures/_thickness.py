@@ -35,8 +35,9 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_batch, check_classifier, check_labels
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
+from ..search import deepfool_dataset, pgd
 
 __all__ = ["Thickness", "boundary_thickness", "segment_fraction", "thickness"]
 
@@ -86,11 +87,11 @@ def boundary_thickness(
     alpha: float = 0.0,
     beta: float = 0.75,
     num_points: int = 256,
-    chunk_size: int = 64,
-    devices=None,
-    progress=None,
     target: Array | None = None,
     estimator: str = "interpolant",
+    chunk_size: int = CHUNK_SIZE,
+    devices=None,
+    progress=None,
 ) -> Thickness:
     """Boundary thickness ``Θ(x, x_r)`` for given endpoints (Yang et al. 2020, definition 1).
 
@@ -205,8 +206,6 @@ def thickness(
     as in Yang et al. (who use a radius well beyond the margin); examples the attack does not
     flip are not valid. See :func:`boundary_thickness` for the rest.
     """
-    from ..search import deepfool_dataset, pgd
-
     clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     y_arr = None if y is None else jnp.asarray(y)

@@ -23,3 +23,5 @@ from ._resnet import ResNet as ResNet
 from ._splits import layer_splits as layer_splits
 from ._torch_import import from_torch as from_torch
 from ._torch_import import torch_state_dict_keys as torch_state_dict_keys
+from .torch import CustomAutogradWarning as CustomAutogradWarning
+from .torch import from_torch_module as from_torch_module

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 from flax import nnx
 
+from geomrobust._deprecation import deprecated_alias
+
 from ._classifier import Classifier, _Identity, _Key, as_classifier
 
 __all__ = ["as_logits_fn", "pure_apply"]
@@ -62,8 +64,7 @@ class _ParamsApply:
 def as_logits_fn(obj, params=None) -> Classifier:
     """The classifier of ``obj`` as a callable ``x -> logits``: :func:`as_classifier`.
 
-    Kept for code written before :class:`Classifier` existed; it returns the same pytree
-    (a callable), so programs take the weights as arguments and compile once per
-    architecture.
+    Deprecated (docs/api.md): use :func:`as_classifier`, which returns the same pytree.
     """
+    deprecated_alias("geomrobust.models.as_logits_fn", "geomrobust.as_classifier")
     return as_classifier(obj, params)

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
+from flax import nnx
 
 __all__ = ["Classifier", "StaticFunction", "as_classifier", "is_array_leaf"]
 
@@ -179,7 +182,6 @@ def _fingerprint(fn, depth: int = 0):
     """A structural description of a Python function: its code, globals and the values it
     closes over (functions recursively, hashable values by value, anything else (arrays,
     which may be weights; mutable containers) by identity)."""
-    import types
 
     if not isinstance(fn, types.FunctionType) or depth > 8:
         return _Key(fn)
@@ -250,8 +252,6 @@ class _NNXApply:
         self.key = _Key(graphdef)
 
     def __call__(self, state, x):
-        from flax import nnx
-
         return nnx.merge(self.graphdef, state)(x)
 
     def __eq__(self, other):
@@ -380,7 +380,6 @@ def _combine(arrays, static):
 def _nnx_classifier(module) -> Classifier:
     """``module`` as a classifier in evaluation mode, holding the module's own variables
     (a live view of its weights), without touching the module."""
-    from flax import nnx
 
     graphdef, state = nnx.split(module)
     copy = nnx.merge(graphdef, state)  # new modules around the same variables
@@ -390,10 +389,6 @@ def _nnx_classifier(module) -> Classifier:
 
 
 def _is_linen(obj) -> bool:
-    try:
-        import flax.linen as nn
-    except Exception:  # pragma: no cover
-        return False
     return isinstance(obj, nn.Module)
 
 
@@ -447,8 +442,6 @@ def as_classifier(obj, params=None) -> Classifier:
             raise TypeError("params must be None for a Classifier (it holds its parameters)")
         return obj
     try:
-        from flax import nnx
-
         if isinstance(obj, nnx.Module):
             if params is not None:
                 raise TypeError("params must be None for an NNX module (it holds its weights)")

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from flax import nnx
+
 from ._classifier import Classifier, _Key
+from ._layers import pool2d
+from ._lenet import LeNet
+from ._mlp import MLP
 
 __all__ = ["layer_splits"]
 
@@ -32,8 +37,6 @@ def _mlp_stages(m) -> list[tuple[str, Callable]]:
 
 
 def _lenet_stages(m) -> list[tuple[str, Callable]]:
-    from ._layers import pool2d
-
     return [
         ("conv1", lambda h: pool2d(m.act(m.conv1(h.reshape(h.shape[0], *m.input_hwc))), m.pool)),
         ("conv2", lambda h: pool2d(m.act(m.conv2(h)), m.pool)),
@@ -44,9 +47,6 @@ def _lenet_stages(m) -> list[tuple[str, Callable]]:
 
 
 def _stages(m) -> list[tuple[str, Callable]]:
-    from ._lenet import LeNet
-    from ._mlp import MLP
-
     if isinstance(m, MLP):
         return _mlp_stages(m)
     if isinstance(m, LeNet):
@@ -68,8 +68,6 @@ class _Cut:
         self.key = (_Key(graphdef), lo, hi)
 
     def __call__(self, state, x):
-        from flax import nnx
-
         for _, f in _stages(nnx.merge(self.graphdef, state))[self.lo : self.hi]:
             x = f(x)
         return x
@@ -93,8 +91,6 @@ def layer_splits(model) -> dict[str, tuple[Classifier, Classifier]]:
     in evaluation mode; the model is not modified. Other models (``ResNet``) raise
     ``TypeError``.
     """
-    from flax import nnx
-
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a geomrobust NNX model, got {type(model).__name__}")
     graphdef, state = nnx.split(model)

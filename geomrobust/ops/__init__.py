@@ -8,6 +8,7 @@ from ._chunk import chunked_vmap as chunked_vmap
 from ._chunk import map_in_chunks as map_in_chunks
 from ._chunk import pad_to_multiple as pad_to_multiple
 from ._diff import hvp as hvp
+from ._diff import hvp_operator as hvp_operator
 from ._diff import input_grad as input_grad
 from ._diff import input_hessian as input_hessian
 from ._diff import logit_difference as logit_difference

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..engine import map_chunks
+
 __all__ = ["chunked_vmap", "map_in_chunks", "pad_to_multiple"]
 
 
@@ -73,8 +75,6 @@ def map_in_chunks(
     chunk_size : examples per call.
     progress : optional callback called with the number of examples done after each chunk.
     """
-    from ..engine import map_chunks
-
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
         raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if chunk_size < 1:

@@ -19,8 +19,11 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from geomrobust._deprecation import deprecated_alias
+
 __all__ = [
     "hvp",
+    "hvp_operator",
     "input_grad",
     "input_hessian",
     "logit_difference",
@@ -43,7 +46,7 @@ def input_grad(fn: Callable[[Array], Array], x: Array) -> Array:
     return jax.grad(fn)(x)
 
 
-def hvp(fn: Callable[[Array], Array], x: Array, v: Array | None = None):
+def hvp(fn: Callable[[Array], Array], x: Array, v: Array | None = None) -> Array:
     """Hessian-vector product ``∇²fn(x) v`` of a scalar ``fn``, forward-over-reverse.
 
     ``jvp`` of ``grad``: one forward-mode pass through the reverse-mode gradient, so the cost is
@@ -53,16 +56,26 @@ def hvp(fn: Callable[[Array], Array], x: Array, v: Array | None = None):
     ----------
     fn : callable ``x -> scalar``
     x : array, the point (any shape).
-    v : array of the shape of ``x``, or None.
+    v : array of the shape of ``x``. (``v=None``, the operator, is deprecated: use
+        :func:`hvp_operator`.)
 
     Returns
     -------
-    ``H v`` (shape of ``x``) if ``v`` is given; otherwise the linear operator ``v -> H v`` as a
-    callable. The operator linearizes the gradient once, so applying it repeatedly (Lanczos,
-    LOBPCG) does not recompute the forward pass of the gradient.
+    ``H v``, shape of ``x``.
     """
-    if v is not None:
-        return jax.jvp(jax.grad(fn), (x,), (v,))[1]
+    if v is None:
+        deprecated_alias("hvp(fn, x) without v", "hvp_operator(fn, x)")
+        return hvp_operator(fn, x)
+    return jax.jvp(jax.grad(fn), (x,), (v,))[1]
+
+
+def hvp_operator(fn: Callable[[Array], Array], x: Array) -> Callable[[Array], Array]:
+    """The Hessian of a scalar ``fn`` at ``x`` as a linear operator ``v -> ∇²fn(x) v``.
+
+    The operator linearizes the gradient once (``jax.linearize``), so applying it repeatedly
+    (Lanczos, LOBPCG, Hutchinson) does not recompute the forward pass of the gradient; each
+    product equals :func:`hvp` ``(fn, x, v)``.
+    """
     _, lin = jax.linearize(jax.grad(fn), x)
     return lin
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geomrobust.io import (
     CorruptFileError,
     file_sha256,
@@ -141,8 +143,32 @@ def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, 
     }
 
 
+def _writer() -> bool:
+    """Whether this process writes the report: with several JAX processes
+    (``jax.distributed``) every process computes (the stages' chunks are shared out and
+    gathered by the engine), process 0 alone writes the files."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _agreed(loaded: bool) -> bool:
+    """A finished stage is reused only when every process found it (each reads ``out`` as
+    it sees it): otherwise every process recomputes it, so they all run the same chunked
+    calls (their collectives pair up)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return loaded
+    from geomrobust.engine._processes import allgather_blocks
+
+    (flags,) = allgather_blocks([np.asarray([loaded], bool)], 1)
+    return bool(np.all(flags))
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if _writer():  # one log for a multi-process run
+        print(msg, file=sys.stderr, flush=True)
 
 
 def canonical(obj):
@@ -186,7 +212,7 @@ def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) 
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
-    from geomrobust.models import SMOOTH_ACTIVATIONS, as_logits_fn
+    from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier
     from geomrobust.train import checkpoint_hash, load_checkpoint
 
     from ._models import cached_model
@@ -227,7 +253,7 @@ def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_di
             checkpoint_path=os.fspath(Path(path).absolute()),
             checkpoint_sha256=checkpoint_hash(path),
         )
-        models.append(ReportModel(name, label, as_logits_fn(ckpt.model), meta, smooth))
+        models.append(ReportModel(name, label, as_classifier(ckpt.model), meta, smooth))
     return models, timings
 
 
@@ -292,7 +318,8 @@ def run_report(
     if isinstance(resize, list):
         resize = tuple(resize)
     out = Path(out).expanduser()
-    (out / "stages").mkdir(parents=True, exist_ok=True)
+    if _writer():
+        (out / "stages").mkdir(parents=True, exist_ok=True)
     bars = True if progress or (progress is None and sys.stderr.isatty()) else None
 
     models, train_timings = _load_models(
@@ -412,7 +439,8 @@ def run(
     bars = True if progress or (progress is None and sys.stderr.isatty()) else None
     source = {"dataset": "arrays", "data_dir": None, "resize": None, "quick": quick}
     out = Path(out).expanduser()
-    (out / "stages").mkdir(parents=True, exist_ok=True)
+    if _writer():
+        (out / "stages").mkdir(parents=True, exist_ok=True)
     return _run_stages(models, x[:num], y[:num], out, all_sizes, key, stages, bars, source, {},
                        t_start)  # fmt: skip
 
@@ -457,6 +485,8 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
         digest = settings_hash({"stage": name, **common})
         _log(f"[{selected.index(name) + 1}/{len(selected)}] {title} ...")
         loaded = _load_stage(out / "stages", name, digest)
+        if not _agreed(loaded is not None):
+            loaded = None
         if loaded is not None:
             arrays, summary, seconds = loaded
             timings[name] = {"seconds": seconds, "reused": True}
@@ -467,12 +497,13 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
             arrays, summary = fn(ctx)
             summary = canonical(summary)
             seconds = time.perf_counter() - t0
-            _save_stage(out / "stages", name, digest, arrays, summary, seconds)
+            if _writer():
+                _save_stage(out / "stages", name, digest, arrays, summary, seconds)
             timings[name] = {"seconds": seconds, "reused": False}
             _log(f"    done in {seconds:.1f} s")
         previous[name] = (arrays, summary)
         sections[name] = summary
-        figures[name] = draw_stage(name, arrays, summary, models, out)
+        figures[name] = draw_stage(name, arrays, summary, models, out) if _writer() else []
     total = time.perf_counter() - t_start
     record = {
         "geomrobust_version": __version__,
@@ -524,7 +555,8 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
         },
     }
     record = canonical(record)
-    save_json(out / "results.json", record)
-    write_html(out, record, figures, models)
-    _log(f"report written to {out / 'index.html'} in {total:.1f} s")
+    if _writer():
+        save_json(out / "results.json", record)
+        write_html(out, record, figures, models)
+        _log(f"report written to {out / 'index.html'} in {total:.1f} s")
     return record

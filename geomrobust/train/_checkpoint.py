@@ -35,6 +35,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from geomrobust.io import atomic_write, to_json_text
+from geomrobust._version import __version__
+from geomrobust.io import atomic_write, file_sha256, to_json_text
 from geomrobust.models import model_config, model_from_config
 
 __all__ = [
@@ -135,8 +137,6 @@ def _json_default(o):
 
 
 def _file_sha256(file: Path) -> str:
-    from geomrobust.io import file_sha256
-
     return file_sha256(file)
 
 
@@ -225,9 +225,7 @@ def save_checkpoint(
     -------
     The absolute path of the checkpoint.
     """
-    import orbax.checkpoint as ocp
-
-    from geomrobust import __version__
+    import orbax.checkpoint as ocp  # a second to import; only checkpoint files need it
 
     path = Path(path).expanduser().absolute()
     metadata = dict(metadata or {})
@@ -421,8 +419,6 @@ def _check_fields(file: Path, meta: dict) -> None:
             "corrupted; refusing to load a model other than the one saved"
         )
     if version < 2:
-        import warnings
-
         warnings.warn(
             f"{file} has format_version {version} (an older geomrobust): its model "
             "configuration is not covered by a hash, so an edit cannot be detected; re-save "

@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
-from geomrobust.ops import map_in_chunks
+from geomrobust.data import iterate_batches
+from geomrobust.engine import map_chunks
 
 from ._losses import LossFn, cross_entropy_loss, per_example_metrics
 
@@ -140,11 +142,11 @@ def evaluate(apply: Callable, params, images, labels, *, batch_size: int = 512) 
             f"images and labels must be non-empty with labels of shape (N,), got "
             f"{images.shape} and {labels.shape}"
         )
-    loss, correct = map_in_chunks(
+    loss, correct = map_chunks(  # processes=False: training need not run on every process
         lambda x, y: _metrics_jit(apply, params, x, y),
-        images,
-        labels,
+        (images, labels),
         chunk_size=min(int(batch_size), n),
+        processes=False,
     )
     return EvalResult(float(np.mean(loss)), float(np.mean(correct)))
 
@@ -203,10 +205,6 @@ def fit(
         After an epoch whose mean training loss (or evaluation loss, or any parameter) is not
         finite: a diverged run never returns parameters as if it had trained.
     """
-    from tqdm.auto import tqdm
-
-    from geomrobust.data import iterate_batches
-
     images = np.asarray(images)
     labels = np.asarray(labels)
     n = images.shape[0]
@@ -229,7 +227,9 @@ def fit(
         for epoch in range(int(epochs)):
             ekey = jax.random.fold_in(key, epoch)
             auxes = []
-            batches = iterate_batches(ekey, images, labels, int(batch_size), drop_remainder=True)
+            batches = iterate_batches(
+                images, labels, int(batch_size), key=ekey, drop_remainder=True
+            )
             for b, (x, y) in enumerate(batches):
                 state, aux = step_fn(jax.random.fold_in(ekey, b + 1), state, x, y)
                 auxes.append(aux)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import check_batch
 from ..ops._norms import as_norm
 from ..search import fgsm, pgd
@@ -86,6 +87,7 @@ def detect_catastrophic_overfitting(
     return bool(collapsed and fgsm_acc[-1] > fgsm_acc[b])
 
 
+@renamed(epsilons="eval_eps")
 def robustness_metrics(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -93,16 +95,17 @@ def robustness_metrics(
     *,
     eps: float,
     key: Array,
-    epsilons: Sequence[float] | None = None,
+    eval_eps: Sequence[float] | None = None,
     norm=jnp.inf,
     pgd_steps: int = 10,
-    bounds: tuple | None = (0.0, 1.0),
+    bounds: tuple | None = None,
 ) -> dict[str, Array]:
     """Clean, FGSM and PGD accuracy and gradient alignment on one batch (pure, jittable).
 
-    For every ``e`` in ``epsilons`` (default ``[eps]``): accuracy under
+    For every ``e`` in ``eval_eps`` (default ``[eps]``): accuracy under
     :func:`geomrobust.search.fgsm` and under :func:`geomrobust.search.pgd` (``pgd_steps``
-    steps of ``2.5 e / pgd_steps``, random start from ``key``), both clipped to ``bounds``.
+    steps of ``2.5 e / pgd_steps``, random start from ``key``), both clipped to ``bounds``
+    (default None: no box; pass ``(0.0, 1.0)`` for images).
     ``grad_cosine`` is the mean over examples of ``cos(∇ℓ(x), ∇ℓ(x + η))``, ``η`` uniform
     in the Linf ``eps``-cube (rows with a zero gradient left out).
 
@@ -112,7 +115,7 @@ def robustness_metrics(
     ``fgsm_by_eps`` / ``pgd_by_eps`` ``(E,)``, ``grad_cosine``; dtype of ``x``.
     """
     p = as_norm(norm)
-    eps_list = [float(eps)] if epsilons is None else [float(e) for e in epsilons]
+    eps_list = [float(eps)] if eval_eps is None else [float(e) for e in eval_eps]
     dtype = x.dtype
     clean = jnp.argmax(logits_fn(x), axis=-1) == y
 
@@ -145,6 +148,7 @@ def robustness_metrics(
     }
 
 
+@renamed(epsilons="eval_eps")
 def robustness_monitor(
     apply: Callable,
     x,
@@ -152,10 +156,10 @@ def robustness_monitor(
     *,
     eps: float,
     key: Array,
-    epsilons: Sequence[float] | None = None,
+    eval_eps: Sequence[float] | None = None,
     norm=jnp.inf,
     pgd_steps: int = 10,
-    bounds: tuple | None = (0.0, 1.0),
+    bounds: tuple | None = None,
     drop: float = 0.5,
     min_drop: float = 0.05,
     gap: float = 0.3,
@@ -176,7 +180,7 @@ def robustness_monitor(
     check_batch(x, "x")
     if not (math.isfinite(float(eps)) and float(eps) > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    eps_list = [float(eps)] if epsilons is None else [float(e) for e in epsilons]
+    eps_list = [float(eps)] if eval_eps is None else [float(e) for e in eval_eps]
 
     # the held-out batch and the key are arguments, not constants baked into the program
     @jax.jit
@@ -187,7 +191,7 @@ def robustness_monitor(
             y,
             eps=eps,
             key=key,
-            epsilons=eps_list,
+            eval_eps=eps_list,
             norm=norm,
             pgd_steps=pgd_steps,
             bounds=bounds,

@@ -12,10 +12,11 @@ attack, as in every reference implementation); regularizers that involve input g
 evaluated at: adversarial inputs for the adversarial methods, clean ones for CURE / LLR) and
 method-specific terms (``reg``, ``cos``, ...).
 
-Input box. Digits (and every image set of :mod:`geomrobust.data`) lie in ``[0, 1]``; the
-builders take ``bounds=(0.0, 1.0)`` by default and clip the *adversarial input* ``x + δ`` to
-it (``bounds=None`` disables the box). N-FGSM never projects its perturbation onto the
-ε-ball (de Jorge et al. 2022: that clipping is what it removes), only the input onto the box.
+Input box. Digits (and every image set of :mod:`geomrobust.data`) lie in ``[0, 1]``; pass
+``bounds=(0.0, 1.0)`` to clip the *adversarial input* ``x + δ`` to it (the default ``None``,
+as everywhere in the package, is no box: docs/api.md). N-FGSM never projects its
+perturbation onto the ε-ball (de Jorge et al. 2022: that clipping is what it removes), only
+the input onto the box.
 
 References: Madry et al. ICLR 2018 (PGD-AT); Wong, Rice, Kolter ICLR 2020 (FGSM-RS);
 de Jorge, Bibi, Volpi, Sanyal, Torr, Rogez, Dokania NeurIPS 2022 (N-FGSM); Andriushchenko &
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 Bounds = tuple[float, float] | None
-DEFAULT_BOUNDS = (0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,7 +144,7 @@ def pgd_at_loss(
     steps: int = 7,
     step_size: float | None = None,
     random_start: bool = True,
-    bounds: Bounds = DEFAULT_BOUNDS,
+    bounds: Bounds = None,
     unroll: int | bool = 1,
 ) -> LossFn:
     """PGD adversarial training (Madry et al. 2018): ``min_θ E ℓ(f_θ(x + δ*), y)`` with
@@ -186,7 +186,7 @@ def pgd_at_loss(
     return loss_fn
 
 
-def fgsm_loss(eps: float, *, alpha: float | None = None, bounds: Bounds = DEFAULT_BOUNDS) -> LossFn:
+def fgsm_loss(eps: float, *, alpha: float | None = None, bounds: Bounds = None) -> LossFn:
     """Single-step FGSM training without random start (Goodfellow et al. 2015):
     ``x' = clip_box(x + α sign(∇ℓ(x)))`` with ``α = eps`` by default. Prone to catastrophic
     overfitting at large ``eps`` (Wong et al. 2020); see :func:`fgsm_rs_loss`.
@@ -205,9 +205,7 @@ def fgsm_loss(eps: float, *, alpha: float | None = None, bounds: Bounds = DEFAUL
     return loss_fn
 
 
-def fgsm_rs_loss(
-    eps: float, *, alpha: float | None = None, bounds: Bounds = DEFAULT_BOUNDS
-) -> LossFn:
+def fgsm_rs_loss(eps: float, *, alpha: float | None = None, bounds: Bounds = None) -> LossFn:
     """FGSM with random start (Wong, Rice, Kolter, "Fast is better than free", ICLR 2020).
 
     ``δ_0 ~ U[-ε, ε]^D`` (clipped so that ``x + δ_0`` is in the box), one FGSM step of size
@@ -235,7 +233,7 @@ def nfgsm_loss(
     *,
     noise: float | None = None,
     step: float | None = None,
-    bounds: Bounds = DEFAULT_BOUNDS,
+    bounds: Bounds = None,
 ) -> LossFn:
     """N-FGSM (de Jorge et al., "Make some noise", NeurIPS 2022).
 
@@ -264,7 +262,7 @@ def gradalign_loss(
     lam: float,
     *,
     alpha: float | None = None,
-    bounds: Bounds = DEFAULT_BOUNDS,
+    bounds: Bounds = None,
 ) -> LossFn:
     """FGSM training + GradAlign (Andriushchenko & Flammarion, NeurIPS 2020).
 
@@ -345,7 +343,7 @@ def llr_loss(
     steps: int = 5,
     step_size: float | None = None,
     norm=jnp.inf,
-    bounds: Bounds = DEFAULT_BOUNDS,
+    bounds: Bounds = None,
 ) -> LossFn:
     """Local linearity regularization (Qin et al., NeurIPS 2019, eq. (8)):
 

@@ -11,15 +11,33 @@ and papers").
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
+
+from geomrobust._validation import check_int, check_positive
+from geomrobust.data import load_dataset
+from geomrobust.models import create_model, pure_apply
+from geomrobust.search import robust_accuracy
+
+from ._checkpoint import load_checkpoint
+from ._loop import evaluate, fit
+from ._monitor import robustness_monitor
+from ._optim import make_optimizer
+from ._robust import METHODS, make_loss
 
 __all__ = ["DEFAULTS", "DEFAULT_LR", "check_settings", "train_from_settings"]
+
+#: The input box of the adversarial training losses (every dataset's images lie in [0, 1]),
+#: unless ``method_settings`` names another ``bounds``.
+TRAIN_BOUNDS = (0.0, 1.0)
 
 #: Peak learning rate per optimizer when ``lr`` is None.
 DEFAULT_LR = {"sgd": 0.05, "adam": 3e-3}
@@ -69,8 +87,6 @@ def check_settings(s: Mapping[str, Any]) -> dict:
     integers >= 1, ``monitor`` an integer >= 0, ``key`` an integer, ``eval_eps`` finite
     numbers > 0. Raises ``TypeError`` / ``ValueError`` naming the setting.
     """
-    from geomrobust._validation import check_int, check_positive
-
     s = dict(s)
     for name in ("lr", "weight_decay", "momentum"):
         if isinstance(s[name], bool):
@@ -144,18 +160,6 @@ def train_from_settings(
         The training loss became non-finite (:func:`geomrobust.train.fit`); no model is
         returned, so no checkpoint is written.
     """
-    import jax
-    from flax import nnx
-
-    from geomrobust.data import load_dataset
-    from geomrobust.models import create_model, pure_apply
-
-    from ._checkpoint import load_checkpoint
-    from ._loop import evaluate, fit
-    from ._monitor import robustness_monitor
-    from ._optim import make_optimizer
-    from ._robust import make_loss
-
     unknown = sorted(set(settings) - set(DEFAULTS) - {"init_from"})
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; known: {sorted(DEFAULTS)}")
@@ -186,7 +190,11 @@ def train_from_settings(
         weight_decay=s["weight_decay"],
         momentum=s["momentum"],
     )
-    loss_fn = make_loss(s["method"], **_loss_kwargs(s["method_settings"]))
+    loss_kwargs = _loss_kwargs(s["method_settings"])
+    if "bounds" in inspect.signature(METHODS[s["method"]]).parameters:
+        # the images of every dataset lie in [0, 1]; the builders' own default is no box
+        loss_kwargs.setdefault("bounds", TRAIN_BOUNDS)
+    loss_fn = make_loss(s["method"], **loss_kwargs)
     hook = None
     if eval_eps and s["monitor"] > 0:
         m = min(int(s["monitor"]), int(test.images.shape[0]))
@@ -195,7 +203,7 @@ def train_from_settings(
             test.images[:m],
             test.labels[:m],
             eps=s["monitor_eps"] or eval_eps[0],
-            epsilons=eval_eps,
+            eval_eps=eval_eps,
             key=jax.random.fold_in(train_key, 10**6),
             norm=norm,
             bounds=bounds,
@@ -259,8 +267,6 @@ def _robust_accuracies(apply, params, test, epsilons, *, key, norm, bounds) -> d
     """FGSM and PGD accuracy of the trained parameters on the test split at ``epsilons``."""
     if not epsilons:
         return {}
-    from geomrobust.search import robust_accuracy
-
     out = {}
     for attack in ("fgsm", "pgd"):
         ra = robust_accuracy(
