@@ -161,12 +161,11 @@ def child_first_result(root: str, arch: str) -> dict:
         from geomrobust.models import create_model
 
         model = create_model("resnet", shape, 10, key=jax.random.key(0))
-    else:  # the WideResNet definition of this checkout, loaded by path (any --root)
-        spec = importlib.util.spec_from_file_location(
-            "torch_archs", REPO / "geomrobust" / "models" / "_torch_archs.py"
-        )
-        archs = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(archs)
+    else:  # the measured checkout's WideResNet (its package, or the older single file)
+        try:
+            from geomrobust.models import torch as archs
+        except ImportError:
+            archs = importlib.import_module("geomrobust.models._torch_archs")
         from flax import nnx
 
         model = archs.WideResNet(28, 10, num_classes=10, rngs=nnx.Rngs(0))
@@ -176,7 +175,7 @@ def child_first_result(root: str, arch: str) -> dict:
     x = jax.random.uniform(jax.random.key(1), (4, *shape))
     t_built = time.perf_counter()
     f = _classifier(gr, model)
-    kw = dict(slots=2, chunk_size=4, max_iter=3)
+    kw = dict(slots=2, chunk_size=4, steps=3)
     t_first, _ = _wall(lambda: gr.deepfool_dataset(f, x, **kw).margin)
     t_warm, _ = _wall(lambda: gr.deepfool_dataset(f, x, **kw).margin)
     f2 = _classifier(gr, model)

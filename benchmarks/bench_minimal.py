@@ -157,7 +157,7 @@ def run(n: int = 200, d: int = 1024, cw_steps: int = 100, cw_binary: int = 5, ro
                 key=jax.random.key(0),
                 bounds=BOUNDS,
                 steps=check_steps,
-                queries=check_queries,
+                square_steps=check_queries,
             )
             t_chk = time.perf_counter() - t0  # fmt: skip
             info = dict(

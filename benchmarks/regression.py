@@ -144,7 +144,7 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
     ra = gr.robust_accuracy(f, x, y, [0.0, 0.05, 0.1], key=key, steps=5, chunk_size=16)
     out["robust_accuracy.accuracy"] = np.asarray(ra.accuracy)
     out["robust_accuracy.success"] = np.asarray(ra.success)
-    uap = gr.universal_perturbation(f, x[:20], key=key, xi=1.0, norm=2, max_passes=2)
+    uap = gr.universal_perturbation(f, x[:20], key=key, eps=1.0, norm=2, steps=2)
     out["uap.v"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, chunk_size=16))
     sig = gr.margin_signature(f, x, y)

@@ -54,6 +54,7 @@ from .measures import subspace_margins as subspace_margins
 
 # models
 from .models import Classifier as Classifier
+from .models import PureApply as PureApply
 from .models import as_classifier as as_classifier
 from .models import create_model as create_model
 from .models import pure_apply as pure_apply

@@ -90,9 +90,7 @@ fig, ax = plot_singular_values(tops.normalized, label="top curved directions")
 plot_singular_values(normals.normalized, ax=ax, label="normals")
 
 # %%
-uap = universal_perturbation(
-    logits_fn, x, key=jax.random.key(2), xi=0.3, norm=jnp.inf, max_passes=3
-)
+uap = universal_perturbation(logits_fn, x, key=jax.random.key(2), eps=0.3, norm=jnp.inf, steps=3)
 print("universal perturbation fooling rate:", float(uap.fooling_rate))
 v = np.asarray(uap.perturbation).ravel()
 v = v / np.linalg.norm(v)

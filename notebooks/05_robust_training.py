@@ -16,7 +16,7 @@
 # once and cached. The literature reports larger margins (Madry et al. 2018) and a flatter
 # loss in input space (smaller loss-Hessian eigenvalues; CURE, Moosavi-Dezfooli et al. 2019).
 # This notebook measures both and prints whether this run agrees: on these small digits
-# models it need not (the README's measurements find larger margins, but larger top
+# models it need not (the measurements of docs/results.md find larger margins, but larger top
 # loss-Hessian eigenvalues for the robust model, and a DCT profile that changes only in some
 # bands).
 

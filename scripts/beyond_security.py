@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geomrobust.cli import OneLineParser, positive_int, run_script, seed
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--checkpoint", nargs="+", default=None, help="checkpoints to compare")
     p.add_argument("--quick", action="store_true", help="8×8 digits, 32 examples")
-    p.add_argument("--n", type=int, default=None, help="held-out examples")
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--n", type=positive_int, default=None, help="held-out examples")
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="beyond_security", help="output directory")
     return p.parse_args(argv)
 
@@ -60,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

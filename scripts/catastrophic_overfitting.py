@@ -20,6 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
+from geomrobust.cli import OneLineParser, positive_float, positive_int, run_script, seed
+
 DEFAULTS = {
     "resize": 16,
     "eps": 0.2,
@@ -194,16 +196,14 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="runs/catastrophic_overfitting", help="output directory")
-    p.add_argument("--eps", type=float, default=DEFAULTS["eps"], help="Linf radius")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="epochs")
-    p.add_argument("--resize", type=int, default=DEFAULTS["resize"], help="image side")
-    p.add_argument("--width", type=int, default=DEFAULTS["width"], help="MLP hidden width")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
+    p.add_argument("--eps", type=positive_float, default=DEFAULTS["eps"], help="Linf radius")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"], help="epochs")
+    p.add_argument("--resize", type=positive_int, default=DEFAULTS["resize"], help="image side")
+    p.add_argument("--width", type=positive_int, default=DEFAULTS["width"], help="MLP hidden width")
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="Adam learning rate")
     p.add_argument("--methods", nargs="+", default=DEFAULTS["methods"], help="training methods")
     args = p.parse_args(argv)
     from geomrobust.engine import enable_compilation_cache
@@ -229,4 +229,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

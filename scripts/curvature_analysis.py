@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, nonnegative_int, positive_int, run_script, seed
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -31,10 +33,10 @@ def parse_args(argv=None):
         action="store_true",
         help="use (train once and cache) the quick standard LeNet of the report",
     )
-    p.add_argument("--n", type=int, default=64, help="test examples")
-    p.add_argument("--num", type=int, default=10, help="principal curvatures per point")
-    p.add_argument("--loss-eigs", type=int, default=10, help="loss-Hessian eigenvalues")
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--n", type=positive_int, default=64, help="test examples")
+    p.add_argument("--num", type=positive_int, default=10, help="principal curvatures per point")
+    p.add_argument("--loss-eigs", type=nonnegative_int, default=10, help="loss-Hessian eigenvalues")
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="curvature_analysis", help="output directory")
     return p.parse_args(argv)
 
@@ -106,4 +108,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

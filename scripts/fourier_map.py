@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, positive_int, run_script, seed
+
 RECIPES = {
     "fast": dict(map_train=1000, map_steps=300, map_batch=64, map_lr=1e-2,
                  map_optimizer="adam", map_schedule="constant"),
@@ -61,21 +63,23 @@ MODELS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=["lenet", "logreg"])
     p.add_argument("--recipe", choices=tuple(RECIPES), default="fast")
-    p.add_argument("--size", type=int, default=32, help="images are size×size×1")
-    p.add_argument("--stride", type=int, default=2, help="every S-th frequency on each axis")
+    p.add_argument("--size", type=positive_int, default=32, help="images are size×size×1")
+    p.add_argument(
+        "--stride", type=positive_int, default=2, help="every S-th frequency on each axis"
+    )
     p.add_argument(
         "--test",
-        type=int,
+        type=positive_int,
         default=None,
         help="test examples per direction (default 10,000 authors, 2,000 fast)",
     )
-    p.add_argument("--chunk", type=int, default=16, help="directions trained at once")
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--chunk", type=positive_int, default=16, help="directions trained at once")
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="fourier_map", help="output directory")
     p.add_argument("--restart", action="store_true", help="discard finished chunks")
     return p.parse_args(argv)
@@ -151,4 +155,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

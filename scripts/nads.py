@@ -17,19 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, nonnegative_int, positive_int, run_script, seed
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--model", choices=("lenet", "mlp", "resnet"), default="lenet")
-    p.add_argument("--size", type=int, default=8, help="input images are size×size×1")
-    p.add_argument("--networks", type=int, default=256, help="random initialisations")
-    p.add_argument("--num", type=int, default=16, help="NADs kept")
-    p.add_argument("--map-stride", type=int, default=1, help="every S-th frequency (0: no map)")
-    p.add_argument("--map-steps", type=int, default=300, help="Adam steps per direction")
-    p.add_argument("--map-train", type=int, default=1000, help="training examples per D(v)")
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--size", type=positive_int, default=8, help="input images are size×size×1")
+    p.add_argument("--networks", type=positive_int, default=256, help="random initialisations")
+    p.add_argument("--num", type=positive_int, default=16, help="NADs kept")
+    p.add_argument(
+        "--map-stride", type=nonnegative_int, default=1, help="every S-th frequency (0: no map)"
+    )
+    p.add_argument("--map-steps", type=positive_int, default=300, help="Adam steps per direction")
+    p.add_argument(
+        "--map-train", type=positive_int, default=1000, help="training examples per D(v)"
+    )
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="nads_results", help="output directory")
     return p.parse_args(argv)
 
@@ -78,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -37,19 +37,27 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, positive_float, positive_int, run_script, seed
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--epochs", type=int, default=20, help="epochs of every training run")
-    p.add_argument("--resize", type=int, default=16, help="digits resized to S×S")
-    p.add_argument("--eps", type=float, default=0.1, help="L∞ radius of PGD-AT and evaluation")
-    p.add_argument("--robustify-steps", type=int, default=300, help="Adam steps of D_R")
-    p.add_argument("--attack-eps", type=float, default=1.0, help="L2 radius of D_det's attack")
-    p.add_argument("--attack-steps", type=int, default=100, help="PGD steps of D_det's attack")
-    p.add_argument("--n-eval", type=int, default=355, help="test examples evaluated")
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--epochs", type=positive_int, default=20, help="epochs of every training run")
+    p.add_argument("--resize", type=positive_int, default=16, help="digits resized to S×S")
+    p.add_argument(
+        "--eps", type=positive_float, default=0.1, help="L∞ radius of PGD-AT and evaluation"
+    )
+    p.add_argument("--robustify-steps", type=positive_int, default=300, help="Adam steps of D_R")
+    p.add_argument(
+        "--attack-eps", type=positive_float, default=1.0, help="L2 radius of D_det's attack"
+    )
+    p.add_argument(
+        "--attack-steps", type=positive_int, default=100, help="PGD steps of D_det's attack"
+    )
+    p.add_argument("--n-eval", type=positive_int, default=355, help="test examples evaluated")
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="robust_features", help="output directory")
     return p.parse_args(argv)
 
@@ -296,4 +304,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, positive_float, positive_int, run_script, seed
+
 
 def _q(a) -> dict:
     a = np.asarray(a, np.float64)
@@ -210,14 +212,12 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="runs/robust_vs_standard", help="output directory")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs per model")
-    p.add_argument("--eps", type=float, default=0.1, help="PGD-AT Linf radius")
-    p.add_argument("--resize", type=int, default=16, help="image side")
+    p.add_argument("--epochs", type=positive_int, default=15, help="training epochs per model")
+    p.add_argument("--eps", type=positive_float, default=0.1, help="PGD-AT Linf radius")
+    p.add_argument("--resize", type=positive_int, default=16, help="image side")
     args = p.parse_args(argv)
     from geomrobust.engine import enable_compilation_cache
 
@@ -236,4 +236,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

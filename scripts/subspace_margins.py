@@ -18,17 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from geomrobust.cli import OneLineParser, positive_int, run_script, seed
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--model", choices=("mlp", "lenet"), default="mlp", help="architecture")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs per variant")
-    p.add_argument("--n", type=int, default=100, help="test examples measured")
-    p.add_argument("--block", type=int, default=2, help="DCT block size K")
-    p.add_argument("--stride", type=int, default=1, help="DCT block stride T")
-    p.add_argument("--cutoff", type=int, default=4, help="low-pass cutoff frequency")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs per variant")
+    p.add_argument("--n", type=positive_int, default=100, help="test examples measured")
+    p.add_argument("--block", type=positive_int, default=2, help="DCT block size K")
+    p.add_argument("--stride", type=positive_int, default=1, help="DCT block stride T")
+    p.add_argument("--cutoff", type=positive_int, default=4, help="low-pass cutoff frequency")
     p.add_argument(
         "--variants",
         nargs="+",
@@ -36,7 +38,7 @@ def parse_args(argv=None):
         choices=("original", "flipped", "low_pass"),
         help="data variants",
     )
-    p.add_argument("--key", type=int, default=0, help="PRNG seed")
+    p.add_argument("--key", type=seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="subspace_margins", help="output directory")
     return p.parse_args(argv)
 
@@ -127,4 +129,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

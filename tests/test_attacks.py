@@ -169,13 +169,13 @@ def test_sparsefool_is_sparse_and_flips(dtype):
 def test_universal_perturbation_on_affine():
     fn, _ = _binary(jnp.float64)
     x = 0.05 * jax.random.normal(jax.random.key(8), (30, 8), jnp.float64)  # mostly class 0
-    res = universal_perturbation(fn, x, key=jax.random.key(9), xi=0.5, delta=0.1, max_passes=3)
+    res = universal_perturbation(fn, x, key=jax.random.key(9), eps=0.5, delta=0.1, steps=3)
     assert float(jnp.abs(res.perturbation).max()) <= 0.5 + 1e-12
     assert res.converged and res.fooling_rate >= 0.9 and len(res.history) >= 1
     fooled = fn(x + res.perturbation).argmax(1) != fn(x).argmax(1)
     np.testing.assert_allclose(float(fooled.mean()), res.fooling_rate)
     # the same key gives the same perturbation
-    res2 = universal_perturbation(fn, x, key=jax.random.key(9), xi=0.5, delta=0.1, max_passes=3)
+    res2 = universal_perturbation(fn, x, key=jax.random.key(9), eps=0.5, delta=0.1, steps=3)
     np.testing.assert_array_equal(res.perturbation, res2.perturbation)
     rho = normalized_robustness(jnp.full(30, 0.1), x)
     np.testing.assert_allclose(rho, np.mean(0.1 / np.linalg.norm(x, axis=1)))

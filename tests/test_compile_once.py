@@ -134,7 +134,7 @@ def test_margin_along_compiles_once(per_example):
 def test_robust_accuracy_compiles_once(attack):
     f = Counted(16, seed=5)
     kw = {"pgd": dict(steps=2, step_size=0.05), "fgsm": {}, "apgd-ce": dict(steps=3),
-          "square": dict(queries=3)}[attack]  # fmt: skip
+          "square": dict(steps=3)}[attack]  # fmt: skip
 
     def run(n, seed, eps=(0.0, 0.1, 0.3), **more):
         x = jnp.clip(_data(n, (16,), seed), -2.0, 2.0)  # inside the box
@@ -181,7 +181,7 @@ def test_minimal_norm_searches_compile_once(search):
             return cw_l2(f, x, steps=3, binary_steps=2, chunk_size=4, **more).margin
         y = jnp.argmax(f(x), -1)
         return masking_checks(f, x, y, [0.1, 0.2], key=jax.random.key(seed), steps=2,
-                              queries=2, chunk_size=4, **more).worst_case  # fmt: skip
+                              square_steps=2, chunk_size=4, **more).worst_case  # fmt: skip
 
     first = f.run(lambda: run(10, 0), 10)
     assert first >= 1
@@ -195,7 +195,7 @@ def test_universal_perturbation_compiles_once():
 
     def run(seed, xi, lo):
         x = jnp.clip(_data(10, (16,), seed), lo, 3.0)  # inside the box
-        kw = dict(key=jax.random.key(seed), xi=xi, delta=0.0, max_passes=2, deepfool_iter=3)
+        kw = dict(key=jax.random.key(seed), eps=xi, delta=0.0, steps=2, deepfool_steps=3)
         return universal_perturbation(f, x, bounds=(lo, 3.0), **kw).perturbation
 
     first = f.run(lambda: run(0, 0.5, -3.0), 10)

@@ -121,7 +121,7 @@ def test_misclassified_and_unflippable(dtype):
     assert np.all(np.asarray(res.margin[2:]) > 0)
 
     const = affine(jnp.zeros((12, 3), dtype), jnp.asarray([1.0, 0.0, 0.0], dtype))
-    res = deepfool(const, x, max_iter=5)  # zero gradients: nothing to follow
+    res = deepfool(const, x, steps=5)  # zero gradients: nothing to follow
     assert not bool(res.converged.any()) and bool(jnp.isinf(res.margin).all())
     assert bool(jnp.isfinite(res.perturbation).all())
     np.testing.assert_array_equal(res.adv_label, -1)
@@ -132,7 +132,7 @@ def test_box_keeps_iterates_feasible(dtype):
     fn, _, x = _affine_problem(key, dtype)
     x = jax.nn.sigmoid(x)  # inside [0, 1]
     free = deepfool(fn, x)
-    res = deepfool(fn, x, bounds=(0.0, 1.0), max_iter=100)
+    res = deepfool(fn, x, bounds=(0.0, 1.0), steps=100)
     adv = x + res.perturbation
     ok = np.asarray(res.converged)
     assert ok.mean() > 0.5
@@ -168,14 +168,14 @@ def test_continuous_batching_numpy_input_stays_on_host(dtype, loop):
     key = jax.random.key(5)
     fn = mlp(key, (6,), 4, dtype=dtype)
     x = jax.random.normal(jax.random.fold_in(key, 1), (45, 6), dtype)
-    kw = dict(slots=16, chunk_size=20, loop=loop, max_iter=30)  # 3 chunks, the last padded
+    kw = dict(slots=16, chunk_size=20, loop=loop, steps=30)  # 3 chunks, the last padded
     a = deepfool_dataset(fn, x, **kw)
     b = deepfool_dataset(fn, np.asarray(x), **kw)
     for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     assert b.margin.dtype == dtype and b.perturbation.shape == x.shape
     assert np.all(np.asarray(b.converged)) and np.all(np.isfinite(np.asarray(b.margin)))
-    plain = deepfool(fn, x, max_iter=30)  # same arithmetic, other batch composition
+    plain = deepfool(fn, x, steps=30)  # same arithmetic, other batch composition
     np.testing.assert_array_equal(a.iterations, plain.iterations)
     np.testing.assert_allclose(a.margin, plain.margin, rtol=10 * rtol_for(dtype))
 

@@ -32,16 +32,7 @@ OPTIONAL = {
 }
 """Top-level packages that may be imported in a function body, and why."""
 
-LAZY: dict[str, str] = {
-    "models/_torch_import.py": "helper torcharch (issue 23)",
-    "report/_driver.py": "helper report (issue 23)",
-    "report/_figures.py": "helper report (issue 23)",
-    "report/_html.py": "helper report (issue 23)",
-    "report/_models.py": "helper report (issue 23)",
-    "report/_stages.py": "helper report (issue 23)",
-    "search/_attacks.py": "helper search (issue 23)",
-    "search/_deepfool.py": "helper search (issue 23)",
-}
+LAZY: dict[str, str] = {}
 """Files (relative to geomrobust/) whose function-body imports other helpers of issue 23 are
 still removing, with their owner. Shrinks only."""
 

@@ -170,7 +170,7 @@ def test_random_direction_margins_on_hyperplane():
     fn = affine(jnp.stack([jnp.zeros(d), nvec], axis=1), jnp.asarray([0.0, -1.0]))
     x = jnp.zeros((1, d))
     u = _unit(jax.random.normal(jax.random.fold_in(key, 1), (m, d), jnp.float64))
-    res = margin_along(fn, x, jnp.concatenate([u, -u]), max_dist=1e4, num_steps=4096, tol=1e-10)
+    res = margin_along(fn, x, jnp.concatenate([u, -u]), max_dist=1e4, steps=4096, tol=1e-10)
     both = np.asarray(res.margin).reshape(2, m)
     t = both.min(axis=0)  # margin inside the line span(u)
     cos = np.abs(np.asarray(u) @ np.asarray(nvec))

@@ -16,7 +16,7 @@ from geomrobust.train import fit, make_loss, make_optimizer, pgd_at_loss
 pytestmark = pytest.mark.xdist_group("masking")
 
 EPS = [0.05, 0.1, 0.2]
-KW = dict(key=jax.random.key(0), bounds=(0.0, 1.0), steps=20, queries=200)
+KW = dict(key=jax.random.key(0), bounds=(0.0, 1.0), steps=20, square_steps=200)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_robust_accuracy_with_apgd_and_square(models):
     pgd = gr.robust_accuracy(f, x, y, EPS, steps=20, **kw)
     ce = gr.robust_accuracy(f, x, y, EPS, attack="apgd-ce", steps=20, **kw)
     dlr = gr.robust_accuracy(f, x, y, EPS, attack="apgd-dlr", steps=20, **kw)
-    sq = gr.robust_accuracy(f, x, y, EPS, attack="square", queries=100, **kw)
+    sq = gr.robust_accuracy(f, x, y, EPS, attack="square", steps=100, **kw)
     for r in (ce, dlr, sq):
         assert r.accuracy.shape == (3,) and r.flags == ()
         assert r.clean_accuracy == pgd.clean_accuracy

@@ -130,12 +130,13 @@ def test_map_in_chunks_pads_and_compiles_once():
     a = np.arange(22.0).reshape(11, 2)
     b = np.arange(11.0)
     seen = []
-    out = ops.map_in_chunks(f, a, b, chunk_size=4, progress=seen.append)
+    with pytest.warns(DeprecationWarning, match="engine.map_chunks"):
+        out = ops.map_in_chunks(f, a, b, chunk_size=4, progress=seen.append)
     np.testing.assert_array_equal(out["s"], a.sum(axis=1) + b)
     np.testing.assert_array_equal(out["a"], a)
     assert seen == [4, 4, 3]
     assert traces == [(4, 2)]
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(ValueError, match="chunk_size"), pytest.warns(DeprecationWarning):
         ops.map_in_chunks(f, a, b, chunk_size=0)
-    with pytest.raises(ValueError, match="leading axis"):
+    with pytest.raises(ValueError, match="leading axis"), pytest.warns(DeprecationWarning):
         ops.map_in_chunks(f, a, b[:3], chunk_size=4)

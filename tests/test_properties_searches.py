@@ -85,7 +85,7 @@ BOXED = {
         lambda c, x, b: gr.robust_accuracy(c, x, Y0, [0.1], key=KEY, steps=2, bounds=b)
     ),
     "universal": _no_points(
-        lambda c, x, b: gr.universal_perturbation(c, x, key=KEY, xi=0.2, max_passes=1, bounds=b)
+        lambda c, x, b: gr.universal_perturbation(c, x, key=KEY, eps=0.2, steps=1, bounds=b)
     ),
     "fmn": lambda c, x, b: x + gr.fmn(c, x, steps=5, bounds=b).perturbation,
     "cw_l2": lambda c, x, b: x + gr.cw_l2(c, x, steps=5, binary_steps=1, bounds=b).perturbation,
@@ -170,7 +170,7 @@ def _run_all(name, clf, x):
     if name == "pgd":
         return (gr.pgd(clf, x, y, key=KEY, eps=0.1, steps=2).perturbation,)
     if name == "universal":
-        return (gr.universal_perturbation(clf, x, key=KEY, xi=0.5, max_passes=1).perturbation,)
+        return (gr.universal_perturbation(clf, x, key=KEY, eps=0.5, steps=1).perturbation,)
     if name == "fmn":
         return (gr.fmn(clf, x, steps=5).perturbation,)
     if name == "cw_l2":
@@ -210,3 +210,84 @@ def test_dtype_rule_of_every_search(name, x_dtype, model_dtype, u):
     for g, r in zip(got, ref, strict=True):
         assert g.dtype == rule, (name, g.dtype, rule)
         np.testing.assert_allclose(g, r, rtol=1e-12 if rule == jnp.float64 else 0, atol=0)
+
+
+# ------------------------------------------------------------------ the non-finite logits rule
+def _nan_model(dtype=jnp.float32):
+    """An affine 3-class model whose logit row is all NaN where ``x[:, 0] > 5`` (inputs of
+    the last two examples): the argmax of such a row is 0, a label like any other."""
+
+    def apply(p, x):
+        z = _affine(p, x)
+        bad = x.reshape(x.shape[0], -1)[:, :1] > 5
+        return jnp.where(bad, jnp.nan, z)
+
+    base = _model(dtype)
+    return gr.Classifier(apply, base.params)
+
+
+def _nan_data(dtype=jnp.float32):
+    x = 0.4 + 0.2 * jax.random.uniform(jax.random.key(7), (4, D), dtype)
+    return x.at[2:, 0].set(10.0)  # examples 2 and 3: NaN logits (and stay so in small balls)
+
+
+NAN_ROWS = np.array([False, False, True, True])
+
+
+@pytest.mark.parametrize("label", [0, 1])
+@pytest.mark.parametrize(
+    "name",
+    ["deepfool", "fmn", "cw", "minimal_margin", "sparsefool", "refine_boundary",
+     "margin_along", "pgd", "fgsm", "apgd", "square"],
+)  # fmt: skip
+def test_nonfinite_rows_never_succeed(name, label):
+    """A NaN logit row is never a success, never converged, whatever its label (0 is the
+    argmax of a NaN row: a label-0 example looks correct, a label-1 one looks broken)."""
+    f, x = _nan_model(), _nan_data()
+    y = jnp.argmax(_model(jnp.float32)(x), -1).at[2:].set(label).astype(jnp.int32)
+    if name == "deepfool":
+        ok = gr.deepfool(f, x, y).converged
+    elif name == "fmn":
+        ok = gr.fmn(f, x, y, steps=5).converged
+    elif name == "cw":
+        ok = gr.cw_l2(f, x, y, steps=3, binary_steps=2).converged
+    elif name == "minimal_margin":
+        ok = gr.search.minimal_margin(f, x, y, fmn_kw=dict(steps=3),
+                                      cw_kw=dict(steps=3, binary_steps=2)).converged  # fmt: skip
+    elif name == "sparsefool":
+        ok = gr.search.sparsefool(f, x, y, bounds=(0.0, 11.0)).converged
+    elif name == "refine_boundary":
+        x_adv = x + jnp.asarray([1.0, 0, 0, 0, 0, 0])
+        ok = gr.search.refine_boundary(f, x, x_adv, y).converged
+    elif name == "margin_along":
+        d = jnp.ones((4, 1, D)) / np.sqrt(D)
+        ok = gr.search.margin_along(f, x, d, max_dist=3.0).converged[:, 0]
+    elif name == "pgd":
+        ok = gr.pgd(f, x, y, key=KEY, eps=0.1, steps=3).success
+    elif name == "fgsm":
+        ok = gr.search.fgsm(f, x, y, eps=0.1).success
+    elif name == "apgd":
+        ok = gr.search.apgd(f, x, y, key=KEY, eps=0.1, steps=3).success
+    else:
+        ok = gr.search.square_attack(f, x, y, key=KEY, eps=0.1, steps=3).success
+    assert not np.any(np.asarray(ok)[NAN_ROWS]), name
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_nonfinite_rows_never_correct(label):
+    """robust_accuracy and masking_checks: a clean input with a NaN logit row is never
+    counted correct (nor robust), whatever its label."""
+    f, x = _nan_model(), _nan_data()
+    y = jnp.argmax(_model(jnp.float32)(x), -1).at[2:].set(label).astype(jnp.int32)
+    ra = gr.search.robust_accuracy(f, x, y, [0.0, 0.05], key=KEY, steps=2)
+    assert ra.clean_accuracy <= 0.5 and np.all(ra.accuracy <= 0.5)
+    mc = gr.search.masking_checks(f, x, y, [0.05], key=KEY, steps=2, square_steps=2)
+    assert mc.clean_accuracy <= 0.5 and np.all(mc.worst_case <= 0.5)
+    for acc in mc.accuracy.values():
+        assert np.all(acc <= 0.5)
+
+
+def test_nonfinite_rows_never_fooled_by_a_universal_perturbation():
+    f, x = _nan_model(), _nan_data()
+    r = gr.search.universal_perturbation(f, x, key=KEY, eps=0.05, steps=1)
+    assert r.fooling_rate <= 0.5

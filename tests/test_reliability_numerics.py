@@ -143,7 +143,7 @@ OUT_OF_BOX = {
         c, X_OUT, Y_OUT, [0.1], key=jax.random.key(0), bounds=BOX
     ),
     "universal": lambda c: gr.universal_perturbation(
-        c, X_OUT, key=jax.random.key(0), xi=0.1, bounds=BOX
+        c, X_OUT, key=jax.random.key(0), eps=0.1, bounds=BOX
     ),
 }
 
@@ -210,7 +210,7 @@ def _searches(clf, x):
         "margin_along": gr.margin_along(clf, x, u, max_dist=4.0).margin,
         "fgsm": gr.fgsm(clf, x, y, eps=0.1).perturbation,
         "pgd": gr.pgd(clf, x, y, key=key, eps=0.1, steps=3).perturbation,
-        "universal": gr.universal_perturbation(clf, x, key=key, xi=1.0, max_passes=1).perturbation,
+        "universal": gr.universal_perturbation(clf, x, key=key, eps=1.0, steps=1).perturbation,
     }
     return out
 

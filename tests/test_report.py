@@ -155,3 +155,50 @@ def test_report_on_any_classifiers_and_arrays(tmp_path):
     assert all(t["reused"] for t in again["timings"]["stages"].values())
     with pytest.raises(ValueError, match=r"images in \[0, 1\]"):
         run({"tanh": smooth}, 2 * x + 1, y, out=tmp_path / "bad")
+
+
+def _tables(html: str) -> list[str]:
+    return re.findall(r"<table>.*?</table>", html, flags=re.S)
+
+
+def test_index_reads_in_stage_order_with_contents_and_introductions(report):
+    """The page follows the analysis (accuracy, DeepFool margins, then what builds on them),
+    not the alphabetical order of results.json; a table of contents links every section;
+    every section opens with an introduction; every table lists the standard model before
+    the robust one."""
+    out, _, _ = report
+    html = (out / "index.html").read_text()
+    ids = re.findall(r"<h2 id='([^']+)'>", html)
+    assert ids == ["settings", *STAGES], ids
+    nav = re.search(r"<nav>.*?</nav>", html, flags=re.S).group(0)
+    assert re.findall(r"href='#([^']+)'", nav) == ids
+    chunks = re.split(r"<h2 id='[^']+'>", html)[2:]  # the text of each stage's section
+    for name, chunk in zip(STAGES, chunks, strict=True):
+        intro = re.search(r"<p class='intro'>(.*?)<small>", chunk, flags=re.S)
+        assert intro and len(intro.group(1).split()) >= 8, name  # a sentence, not only a time
+    tables = _tables(html)
+    both = [t for t in tables if "standard" in t and "PGD-AT" in t]
+    assert len(both) >= 10, len(both)
+    for t in both:
+        assert t.index("standard") < t.index("PGD-AT"), t[:300]
+    assert "{&quot;" not in html and '{"' not in html  # no raw JSON dict on the page
+    # fractions are percentages; a rate never reached is said in words
+    assert re.search(r"minimum found by fmn", html) and " %" in html
+    record = json.loads((out / "results.json").read_text())
+    for m in ("standard", "pgd"):
+        if record["sections"]["noise"][m]["sigma_at_50pct_error"] in (None, "nan"):
+            assert "not reached (&gt;" in html or "not reached (>" in html
+
+
+def test_stage_progress_prints_while_a_stage_runs():
+    import time
+
+    from geomrobust.report._driver import StageProgress
+
+    lines = []
+    with StageProgress("margins", interval=0.05, log=lines.append) as p:
+        time.sleep(0.12)
+        p(16)
+        time.sleep(0.12)
+    assert lines and "margins:" in lines[0] and "compiling" in lines[0]
+    assert any("16 examples done" in s for s in lines), lines

@@ -144,3 +144,81 @@ def test_robust_features_pieces():
         "linear_probe_accuracy": {"a": {"robust features": 0.9, "standard features": 0.8}},
     }
     assert list(rf.verdicts(r).values()) == [True, True, False, True]
+
+
+ALL_SCRIPTS = [
+    "beyond_security",
+    "catastrophic_overfitting",
+    "curvature_analysis",
+    "fourier_map",
+    "nads",
+    "robust_features",
+    "robust_vs_standard",
+    "subspace_margins",
+]
+# Bad arguments of every script: ONE `error:` line naming the option, exit code 2, as the
+# `geomrobust` command (before: `--n -3` analysed 352 examples, `--stride 0` or `--eps -1`
+# ended in a traceback after the imports or the training).
+BAD_SCRIPT_ARGS = {
+    "beyond_security --n -3": (["--n", "-3"], "--n: expected a positive integer"),
+    "beyond_security --key x": (["--key", "x"], "--key: expected an integer seed"),
+    "catastrophic_overfitting --lr nan": (["--lr", "nan"], "--lr: expected a positive finite"),
+    "catastrophic_overfitting --epochs 0": (["--epochs", "0"], "--epochs: expected a positive"),
+    "curvature_analysis --n 0": (["--quick-model", "--n", "0"], "--n: expected a positive"),
+    "curvature_analysis --loss-eigs -1": (
+        ["--quick-model", "--loss-eigs", "-1"],
+        "--loss-eigs: expected an integer >= 0",
+    ),
+    "fourier_map --stride 0": (["--stride", "0"], "--stride: expected a positive integer"),
+    "fourier_map --chunk 0": (["--chunk", "0"], "--chunk: expected a positive integer"),
+    "nads --map-stride -1": (["--map-stride", "-1"], "--map-stride: expected an integer >= 0"),
+    "nads --networks 0": (["--networks", "0"], "--networks: expected a positive integer"),
+    "robust_features --eps -1": (["--eps", "-1"], "--eps: expected a positive finite number"),
+    "robust_features --n-eval 0": (["--n-eval", "0"], "--n-eval: expected a positive integer"),
+    "robust_vs_standard --eps inf": (["--eps", "inf"], "--eps: expected a positive finite"),
+    "subspace_margins --block 0": (["--block", "0"], "--block: expected a positive integer"),
+    "subspace_margins --bogus": (["--bogus"], "unrecognized arguments: --bogus"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SCRIPT_ARGS))
+def test_script_bad_arguments_are_one_line_exit_2(case, tmp_path, capsys):
+    """Only the argument parsing runs (in this process; nothing is trained)."""
+    from geomrobust.cli import run_script
+
+    name = case.split()[0]
+    argv, text = BAD_SCRIPT_ARGS[case]
+    mod = _script_module(name)
+    with pytest.raises(SystemExit) as info:
+        run_script(mod.main, [*argv, "--out", str(tmp_path / "o")], prog=f"{name}.py")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(err) == 1, err
+    assert ": error: " in err[0] and text in err[0], err  # prog: argv[0]
+
+
+def test_every_script_uses_the_command_rules():
+    for name in ALL_SCRIPTS:
+        text = (SCRIPTS / f"{name}.py").read_text()
+        assert "run_script(main)" in text and "OneLineParser(" in text, name
+        assert "argparse.ArgumentParser(" not in text and "type=int" not in text, name
+
+
+@pytest.mark.parametrize("name", ["beyond_security", "curvature_analysis"])
+def test_script_missing_checkpoint_is_one_line(name, tmp_path, capsys):
+    """A missing --checkpoint: one line naming it, exit code 2 (was a traceback)."""
+    from geomrobust.cli import run_script
+
+    mod = _script_module(name)
+    argv = ["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    code = run_script(mod.main, argv, prog=f"{name}.py")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "error:" in err[0] and "missing" in err[0] and "does not exist" in err[0]
+
+
+def test_script_error_through_the_interpreter_has_no_traceback(tmp_path):
+    r = _run([str(SCRIPTS / "fourier_map.py"), "--stride", "0"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "fourier_map.py: error: argument --stride: expected a positive integer, got '0'"
+    ]

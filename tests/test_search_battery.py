@@ -93,7 +93,7 @@ def _apgd(loss):
 def _square(fn, x, y):
     # one example per program (vmapped): each example's random draws do not depend on N
     def one(xi, yi):
-        r = square_attack(fn, xi[None], yi[None], key=jax.random.key(0), eps=0.5, queries=20)
+        r = square_attack(fn, xi[None], yi[None], key=jax.random.key(0), eps=0.5, steps=20)
         return r.success[0], r.perturbation[0]
 
     ok, pert = jax.vmap(one)(x, y)
@@ -101,7 +101,7 @@ def _square(fn, x, y):
 
 
 def _sparse(fn, x, y):
-    r = sparsefool(fn, x, y, bounds=None, max_iter=5)
+    r = sparsefool(fn, x, y, bounds=None, steps=5)
     return r.l1, r.converged, (r.perturbation, r.l1, r.sparsity)
 
 

@@ -215,16 +215,24 @@ def test_map_sharded_one_device_matches_map_in_chunks():
     a = np.arange(21.0).reshape(7, 3)
     b = np.ones((7, 3))
     seen = []
-    ref = map_in_chunks(lambda a, b: f(a, b, w=jnp.float64(2.0)), a, b, chunk_size=3)
-    got = map_sharded(
-        f, a, b, chunk_size=3, devices=1, replicated={"w": jnp.float64(2.0)}, progress=seen.append
-    )
+    with pytest.warns(DeprecationWarning, match="engine.map_chunks"):
+        ref = map_in_chunks(lambda a, b: f(a, b, w=jnp.float64(2.0)), a, b, chunk_size=3)
+    with pytest.warns(DeprecationWarning, match="engine.map_chunks"):
+        got = map_sharded(
+            f,
+            a,
+            b,
+            chunk_size=3,
+            devices=1,
+            replicated={"w": jnp.float64(2.0)},
+            progress=seen.append,
+        )
     for u, v in zip(ref, got, strict=True):
         np.testing.assert_array_equal(u, v)
     assert got[0].shape == (7, 3) and sum(seen) == 7
-    with pytest.raises(ValueError, match="leading axis"):
+    with pytest.raises(ValueError, match="leading axis"), pytest.warns(DeprecationWarning):
         map_sharded(f, a, b[:5], chunk_size=3, devices=1)
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(ValueError, match="chunk_size"), pytest.warns(DeprecationWarning):
         map_sharded(f, a, b, chunk_size=0, devices=1)
 
 

@@ -56,7 +56,7 @@ ENTRY = {
     "pgd": lambda f, x, y: gr.pgd(f, x, y, key=KEY, eps=0.1, steps=2),
     "robust_accuracy": lambda f, x, y: gr.robust_accuracy(f, x, y, [0.1], key=KEY, steps=2),
     "sparsefool": lambda f, x, y: gr.sparsefool(f, x, y, bounds=(-5.0, 5.0)),
-    "universal_perturbation": lambda f, x, y: gr.universal_perturbation(f, x, key=KEY, xi=0.5),
+    "universal_perturbation": lambda f, x, y: gr.universal_perturbation(f, x, key=KEY, eps=0.5),
     "boundary_thickness": lambda f, x, y: gr.boundary_thickness(f, x, x + 1.0, y),
     "margin_signature": lambda f, x, y: gr.margin_signature(f, x, y),
     "local_linearity": lambda f, x, y: measures.local_linearity(f, x, y, eps=0.1, key=KEY),
@@ -125,8 +125,8 @@ SPECIFIC = {
         ValueError,
         "overshoot",
     ),
-    "deepfool max_iter=-1": (lambda: gr.deepfool(F, X, max_iter=-1), ValueError, "max_iter"),
-    "deepfool max_iter=2.5": (lambda: gr.deepfool(F, X, max_iter=2.5), ValueError, "max_iter"),
+    "deepfool steps=-1": (lambda: gr.deepfool(F, X, steps=-1), ValueError, "steps"),
+    "deepfool steps=2.5": (lambda: gr.deepfool(F, X, steps=2.5), ValueError, "steps"),
     "deepfool candidates=0": (lambda: gr.deepfool(F, X, candidates=0), ValueError, "candidates"),
     "deepfool non-orthonormal subspace": (
         lambda: gr.deepfool(F, X, subspace=NONORTHO),
@@ -296,10 +296,10 @@ SPECIFIC = {
         TypeError,
         r"key must be a JAX PRNG key",
     ),
-    "robust_accuracy no epsilons": (
+    "robust_accuracy no eps": (
         lambda: gr.robust_accuracy(F, X, Y, [], key=KEY),
         ValueError,
-        r"epsilons",
+        r"eps must be a non-empty",
     ),
     "robust_accuracy attack='cw'": (
         lambda: gr.robust_accuracy(F, X, Y, [0.1], key=KEY, attack="cw"),
@@ -311,13 +311,13 @@ SPECIFIC = {
         ValueError,
         r"lambda_ must be a positive",
     ),
-    "universal xi<0": (
-        lambda: gr.universal_perturbation(F, X, key=KEY, xi=-1.0),
+    "universal eps<0": (
+        lambda: gr.universal_perturbation(F, X, key=KEY, eps=-1.0),
         ValueError,
-        r"xi must be a positive",
+        r"eps must be a positive",
     ),
     "universal delta=1.5": (
-        lambda: gr.universal_perturbation(F, X, key=KEY, xi=1.0, delta=1.5),
+        lambda: gr.universal_perturbation(F, X, key=KEY, eps=1.0, delta=1.5),
         ValueError,
         r"delta",
     ),
@@ -380,3 +380,100 @@ def test_normal_curvature_normalizes_u_explicitly():
     a = gr.normal_curvature(F, X, Y, OTHER, U, **off)
     b = gr.normal_curvature(F, X, Y, OTHER, 3.0 * U, **off)
     np.testing.assert_allclose(a.values, b.values, rtol=1e-12)
+
+
+def _never_called(x):
+    raise AssertionError("the classifier ran before the settings were checked")
+
+
+IMG = jnp.full((2, 4, 4, 1), 0.5)
+IMG_Y = jnp.zeros(2, jnp.int32)
+
+
+def _heat(**kw):
+    return measures.fourier_heat_map(_never_called, IMG, IMG_Y, eps=1.0, key=KEY, **kw)
+
+
+def _amap(**kw):
+    def init(key):
+        raise AssertionError("init ran before the settings were checked")
+
+    return measures.fourier_accuracy_map(init, lambda p, x: x, (4, 4), key=KEY, **kw)
+
+
+def _noise_errors():
+    return measures.gaussian_noise_errors(F, X, Y, sigmas=[0.1], key=KEY, samples=4)
+
+
+NAN = float("nan")
+# Settings accepted silently (or failing with a raw error) before: a ValueError naming the
+# argument, the value and the accepted range, before the classifier runs.
+SETTINGS = {
+    "fmn alpha_max=nan": (lambda: gr.fmn(_never_called, X, alpha_max=NAN), r"alpha_max.*nan"),
+    "fmn alpha_max<0": (lambda: gr.fmn(_never_called, X, alpha_max=-1.0), r"alpha_max.*-1"),
+    "fmn gamma=nan": (lambda: gr.fmn(_never_called, X, gamma=NAN), r"gamma.*nan"),
+    "fmn gamma=1": (lambda: gr.fmn(_never_called, X, gamma=1.0), r"gamma must lie in \(0, 1\)"),
+    "fmn gamma_min=1.5": (
+        lambda: gr.fmn(_never_called, X, gamma_min=1.5),
+        r"gamma_min must lie in \[0, 1\).*1.5",
+    ),
+    "square p_init=1.5": (
+        lambda: gr.search.square_attack(_never_called, X, Y, key=KEY, eps=0.1, p_init=1.5),
+        r"p_init must lie in \(0, 1\].*1.5",
+    ),
+    "heat map phase=nan": (lambda: _heat(phase=NAN), r"phase must be a finite.*nan"),
+    "heat map frequencies=[1, 2, 3]": (
+        lambda: _heat(frequencies=[1, 2, 3]),
+        r"frequencies must be a non-empty sequence of \(i, j\) integer pairs.*\[1, 2, 3\]",
+    ),
+    "heat map frequencies=[1, 2, 3, 4]": (  # was read as two pairs silently
+        lambda: _heat(frequencies=[1, 2, 3, 4]),
+        r"\(i, j\) integer pairs",
+    ),
+    "heat map frequencies=[(0.5, 1)]": (
+        lambda: _heat(frequencies=[(0.5, 1)]),
+        r"integer \(i, j\) pairs",
+    ),
+    "heat map stride=0": (lambda: _heat(stride=0), r"stride must be an integer >= 1, got 0"),
+    "accuracy map eps=nan": (lambda: _amap(eps=NAN), r"eps must be a positive.*nan"),
+    "accuracy map sigma<0": (lambda: _amap(sigma=-1.0), r"sigma must be a non-negative.*-1"),
+    "accuracy map chunk_size=0": (lambda: _amap(chunk_size=0), r"chunk_size must be.*>= 1.*0"),
+    "accuracy map batch_size=0": (lambda: _amap(batch_size=0), r"batch_size must be.*>= 1.*0"),
+    "accuracy map frequencies=[1, 2, 3]": (
+        lambda: _amap(frequencies=[1, 2, 3]),
+        r"\(i, j\) integer pairs",
+    ),
+    "class_synthesis eps=0": (
+        lambda: measures.class_synthesis(_never_called, X, eps=0),
+        r"eps must be a positive finite number, got 0",
+    ),
+    "class_synthesis steps=0": (
+        lambda: measures.class_synthesis(_never_called, X, eps=1.0, steps=0),
+        r"steps must be an integer >= 1, got 0",
+    ),
+    "minimal_margin norm=inf searches=('cw',)": (
+        lambda: gr.minimal_margin(_never_called, X, norm=jnp.inf, searches=("cw",)),
+        r"C&W is an L2 search.*'deepfool' or 'fmn'",
+    ),
+    "corrupt ids of the wrong length": (
+        lambda: gr.data.corrupt(IMG, "gaussian_noise", 1, key=KEY, ids=[0, 1, 2]),
+        r"ids must be \(2,\) integers.*shape \(3,\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SETTINGS))
+def test_bad_settings_name_argument_value_and_range(case):
+    call, pattern = SETTINGS[case]
+    with pytest.raises(ValueError, match=pattern) as info:
+        call()
+    assert len(str(info.value)) < 500
+
+
+def test_noise_vs_margin_refuses_negative_margins():
+    res = _noise_errors()
+    margin = np.array([0.5, -0.2, np.inf])
+    with pytest.raises(ValueError, match=r"distances >= 0.*-0.2.*example 1"):
+        measures.noise_vs_margin(res, margin)
+    out = measures.noise_vs_margin(res, np.abs(margin))  # the fix works
+    assert out.predicted.shape[0] == N

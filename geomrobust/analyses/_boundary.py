@@ -100,7 +100,7 @@ def boundary_points(
             y,
             norm=2,
             overshoot=overshoot,
-            max_iter=deepfool_steps,
+            steps=deepfool_steps,
             bounds=bounds,
             chunk_size=size,
             devices=devices,

@@ -193,7 +193,7 @@ def _batched(x, y):
 def _deepfool_kw(s: MarginSettings) -> dict:
     return {
         "overshoot": s.overshoot,
-        "max_iter": s.deepfool_steps,
+        "steps": s.deepfool_steps,
         "slots": s.slots,
         "bounds": s.bounds,
     }
@@ -220,7 +220,7 @@ def _deepfool(clf, x, y, pred, clean, s, run, key):
 
 def _best(clf, x, y, pred, clean, s, run, key):
     kw = _deepfool_kw(s)
-    df_kw = {k: kw[k] for k in ("overshoot", "max_iter")}
+    df_kw = {k: kw[k] for k in ("overshoot", "steps")}
     cw_kw = dict(steps=s.cw_steps, binary_steps=s.cw_binary_steps)
 
     def chunk(clf, xc, yc=None, *, chunk):

@@ -27,9 +27,22 @@ import threading
 
 from geomrobust import __version__
 
-from ._errors import CLIError, os_message
+from ._args import OneLineParser, nonnegative_int, positive_float, positive_int, seed
+from ._errors import CLIError, os_message, run_script
 
-__all__ = ["CLIError", "build_parser", "main"]
+# OneLineParser, run_script and the argparse types are what every script under scripts/
+# uses to follow the command's rules (one `error:` line, exit code 2 for bad arguments).
+__all__ = [
+    "CLIError",
+    "OneLineParser",
+    "build_parser",
+    "main",
+    "nonnegative_int",
+    "positive_float",
+    "positive_int",
+    "run_script",
+    "seed",
+]
 
 # Subcommand modules, in the order they appear in ``geomrobust --help``.
 _COMMANDS = (
@@ -44,11 +57,7 @@ _COMMANDS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str):  # pragma: no cover - exercised through the CLI tests
-        self.exit(2, f"{self.prog}: error: {message}\n")
+_Parser = OneLineParser  # errors: one line on stderr, exit code 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import math
 
 __all__ = [
     "DEFAULT_DATASET",
+    "OneLineParser",
     "add_box_arg",
     "add_deepfool_args",
     "add_devices_arg",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 DEFAULT_DATASET = "digits"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are ONE line ``prog: error: ...`` on stderr, exit code 2
+    (the ``geomrobust`` command's parsers and every script under ``scripts/``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def positive_int(text: str) -> int:

@@ -13,12 +13,14 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 __all__ = [
     "USER_ERRORS",
     "CLIError",
     "one_line",
     "os_message",
+    "run_script",
     "user_errors",
     "warnings_as_lines",
 ]
@@ -79,3 +81,37 @@ def warnings_as_lines(command: str) -> Iterator[None]:
         if text not in seen:
             seen.add(text)
             print(f"geomrobust {command}: warning: {text}", file=sys.stderr)
+
+
+#: Errors of a script's inputs (a missing checkpoint, a bad setting): exit code 2.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, ImportError, FileNotFoundError,
+                 NotADirectoryError, IsADirectoryError)  # fmt: skip
+
+
+def run_script(main, argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run a script's ``main(argv) -> int`` under the command's rules: a library error that the
+    user's inputs caused (:data:`_INPUT_ERRORS`, or a :class:`CLIError` with its own code) is
+    ONE line ``prog: error: ...`` with exit code 2, an environment fault (another
+    ``OSError``, ``MemoryError``) one line with exit code 1, never a traceback. Use it as
+    ``sys.exit(run_script(main))`` with an :class:`OneLineParser` for the arguments."""
+    prog = prog or Path(sys.argv[0]).name
+    try:
+        return int(main(argv) or 0)
+    except CLIError as e:
+        print(f"{prog}: error: {one_line(e.message)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _INPUT_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError):
+            message = os_message(e)
+        print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{prog}: error: {os_message(e)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"{prog}: error: out of memory", file=sys.stderr)
+        return 1

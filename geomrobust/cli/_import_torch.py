@@ -18,7 +18,25 @@ from ._dispatch import Implementation
 
 __all__ = ["add_parser"]
 
-ARCHS = ("wide_resnet", "preact_resnet18", "resnet18", "resnet50")
+ARCHS = (
+    "wide_resnet",
+    "preact_resnet18",
+    "resnet18",
+    "resnet50",
+    "dm_wide_resnet",
+    "dm_preact_resnet",
+)
+# families whose published weights expect normalised inputs, and the usual statistics
+_NORMALISED = {
+    "resnet18": "torchvision's ImageNet weights expect --mean '0.485 0.456 0.406' --std "
+    "'0.229 0.224 0.225'",
+    "resnet50": "torchvision's ImageNet weights expect --mean '0.485 0.456 0.406' --std "
+    "'0.229 0.224 0.225'",
+    "dm_wide_resnet": "DeepMind's models normalise inside with statistics that are not in the "
+    "state dict; CIFAR-10's (their constructor's default) are used: give --mean/--std for "
+    "other data (CIFAR-100: --mean '0.5071 0.4865 0.4409' --std '0.2673 0.2564 0.2762')",
+}
+_NORMALISED["dm_preact_resnet"] = _NORMALISED["dm_wide_resnet"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -46,8 +64,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("weights", metavar="WEIGHTS", help="the .safetensors / .pt / .pth file")
     p.add_argument("--arch", required=True, choices=ARCHS, help="architecture (key layout)")
-    p.add_argument("--depth", type=positive_int, default=None, help="WideResNet depth (6n+4)")
-    p.add_argument("--widen-factor", type=positive_int, default=None, help="WideResNet width")
+    p.add_argument(
+        "--depth",
+        type=positive_int,
+        default=None,
+        help="WideResNet depth (6n+4; default 28); DeepMind PreActResNet: 18 or 34",
+    )
+    p.add_argument(
+        "--widen-factor",
+        type=positive_int,
+        default=None,
+        help="WideResNet width factor (default 10; DeepMind's 'width')",
+    )
+    p.add_argument(
+        "--activation",
+        choices=("relu", "swish"),
+        default=None,
+        help="DeepMind models: ReLU or Swish (SiLU) (default relu)",
+    )
     p.add_argument("--num-classes", type=positive_int, default=10, help="number of logits")
     p.add_argument(
         "--input-shape", type=positive_int, nargs=3, default=(32, 32, 3), metavar=("H", "W", "C"),

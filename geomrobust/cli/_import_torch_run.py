@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from geomrobust.io import file_sha256
@@ -16,6 +17,7 @@ from geomrobust.models import from_torch
 from geomrobust.train import save_checkpoint
 
 from ._errors import CLIError, one_line
+from ._import_torch import _NORMALISED
 from ._locks import OutputLocks
 
 __all__ = ["run"]
@@ -32,15 +34,27 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
         raise CLIError(f"--config is not valid JSON: {e}", 2) from None
     if not isinstance(config, dict):
         raise CLIError(f"--config must be a JSON object, got {args.config!r}", 2)
-    if args.arch == "wide_resnet":
+    if args.arch in ("wide_resnet", "dm_wide_resnet"):
         config.setdefault("depth", args.depth or 28)
-        config.setdefault("widen_factor", args.widen_factor or 10)
+        width = "widen_factor" if args.arch == "wide_resnet" else "width"
+        config.setdefault(width, args.widen_factor or 10)
+    elif args.arch == "dm_preact_resnet":
+        if args.widen_factor is not None:
+            raise CLIError("--widen-factor applies to the WideResNets only", 2)
+        config.setdefault("depth", args.depth or 18)
     elif args.depth is not None or args.widen_factor is not None:
-        raise CLIError("--depth/--widen-factor apply to --arch wide_resnet only", 2)
+        raise CLIError("--depth/--widen-factor apply to the WideResNets and dm_preact_resnet", 2)
+    if args.activation is not None:
+        if not args.arch.startswith("dm_"):
+            raise CLIError("--activation applies to --arch dm_wide_resnet/dm_preact_resnet", 2)
+        config["activation"] = args.activation
     if (args.mean is None) != (args.std is None):
         raise CLIError("give both --mean and --std, or neither", 2)
     if args.mean is not None:
         config.update(mean=list(args.mean), std=list(args.std))
+    elif args.arch in _NORMALISED and "mean" not in config:
+        print(f"geomrobust import-torch: warning: no --mean/--std: {_NORMALISED[args.arch]}",
+              file=sys.stderr)  # fmt: skip
     config["input_shape"] = list(args.input_shape)
     try:
         model = from_torch(source, args.arch, num_classes=args.num_classes, **config)

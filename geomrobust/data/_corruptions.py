@@ -98,6 +98,13 @@ def corrupt(x: Array, name: str, severity: int, *, key: Array | None = None, ids
     """
     _check(x, name, severity)
     x = jnp.asarray(x)
+    if ids is not None:
+        shape, dtype = np.shape(ids), getattr(ids, "dtype", np.asarray(ids).dtype)
+        if shape != (x.shape[0],) or not np.issubdtype(dtype, np.integer):
+            raise ValueError(
+                f"ids must be ({x.shape[0]},) integers, one example index per image, got "
+                f"shape {shape} dtype {dtype}; pass ids=None for arange(N)"
+            )
     if name in _RANDOM:
         if key is None:
             raise ValueError(f"corruption {name!r} is random: pass key=jax.random.key(...)")

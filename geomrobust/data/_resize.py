@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust.engine import CHUNK_SIZE
+
 __all__ = ["as_size", "resize_images"]
 
 
@@ -29,7 +31,7 @@ def as_size(resize, name: str = "resize") -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def resize_images(images, size, *, chunk_size: int = 4096) -> np.ndarray:
+def resize_images(images, size, *, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
     """Resize a batch of NHWC images to ``size = (H', W')`` (or an int for a square).
 
     Bilinear interpolation with antialiasing when downsampling (``jax.image.resize`` with

@@ -15,6 +15,7 @@ from ._defaults import CHUNK_SIZE as CHUNK_SIZE
 from ._devices import CPUDevicesWarning as CPUDevicesWarning
 from ._devices import resolve_devices as resolve_devices
 from ._executor import Chunk as Chunk
+from ._executor import ChunkBounds as ChunkBounds
 from ._executor import chunk_bounds as chunk_bounds
 from ._executor import home_device as home_device
 from ._executor import map_chunks as map_chunks

@@ -66,7 +66,14 @@ class Chunk(NamedTuple):
     report: Callable[[int], None]
 
 
-def chunk_bounds(n: int, chunk_size: int | None) -> tuple[int, list[tuple[int, int]]]:
+class ChunkBounds(NamedTuple):
+    """size: the padded chunk size; bounds: the ``(start, stop)`` of every chunk."""
+
+    size: int
+    bounds: list
+
+
+def chunk_bounds(n: int, chunk_size: int | None) -> ChunkBounds:
     """The padded chunk size and the ``(start, stop)`` of every chunk of ``n`` rows."""
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"there must be at least one example, got N={n}")
@@ -78,7 +85,7 @@ def chunk_bounds(n: int, chunk_size: int | None) -> tuple[int, list[tuple[int, i
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         size = min(int(chunk_size), int(n))
-    return size, [(s, min(s + size, int(n))) for s in range(0, int(n), size)]
+    return ChunkBounds(size, [(s, min(s + size, int(n))) for s in range(0, int(n), size)])
 
 
 def home_device(*trees):
@@ -159,12 +166,12 @@ def map_chunks(
     batched: Sequence,
     shared: Sequence = (),
     *,
-    chunk_size: int | None,
-    devices=None,
-    progress: Callable[[int], None] | None = None,
     store=None,
     with_chunk: bool = False,
     processes: bool = True,
+    chunk_size: int | None,
+    devices=None,
+    progress: Callable[[int], None] | None = None,
 ):
     """Run ``fn`` over fixed-size chunks of ``batched`` and join the outputs.
 
@@ -336,10 +343,10 @@ def run_program(
     shared: Sequence,
     batched: Sequence,
     *,
+    desc: str = "",
     chunk_size: int | None,
     devices=None,
     progress=None,
-    desc: str = "",
 ):
     """A measurement's jitted ``program(*shared, *batched)`` over a dataset.
 

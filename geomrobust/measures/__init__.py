@@ -14,6 +14,7 @@ from ._frequency import fourier_basis as fourier_basis
 from ._frequency import fourier_heat_map as fourier_heat_map
 from ._frequency import frequency_radius as frequency_radius
 from ._frequency import perturbation_spectrum as perturbation_spectrum
+from ._linearity import LinearityGap as LinearityGap
 from ._linearity import LocalLinearity as LocalLinearity
 from ._linearity import linearity_gap as linearity_gap
 from ._linearity import linearity_search as linearity_search
@@ -47,6 +48,7 @@ from ._signature import MarginSignature as MarginSignature
 from ._signature import first_order_margins as first_order_margins
 from ._signature import layer_splits as layer_splits
 from ._signature import margin_signature as margin_signature
+from ._slices import OrthonormalPlane as OrthonormalPlane
 from ._slices import Slice as Slice
 from ._slices import boundary_slice as boundary_slice
 from ._slices import orthonormal_plane as orthonormal_plane

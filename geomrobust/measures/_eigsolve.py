@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["EigResult", "LanczosState", "lanczos_init", "lanczos_step", "thick_restart_lanczos"]
+__all__ = [
+    "EigResult",
+    "LanczosInfo",
+    "LanczosState",
+    "lanczos_init",
+    "lanczos_step",
+    "thick_restart_lanczos",
+]
 
 
 class LanczosState(NamedTuple):
@@ -50,6 +57,14 @@ class LanczosState(NamedTuple):
     restarts: Array
     done: Array
     key: Array
+
+
+class LanczosInfo(NamedTuple):
+    """Per-cycle diagnostics of :func:`lanczos_step`: the wanted Ritz values ``(num,)`` and
+    their residual norms ``(num,)`` after the cycle."""
+
+    values: Array
+    residuals: Array
 
 
 class EigResult(NamedTuple):
@@ -139,20 +154,22 @@ def lanczos_init(
 
 
 def lanczos_step(
-    state: LanczosState,
     matvec: Callable[[Array], Array],
+    state: LanczosState,
     *,
     num: int,
     keep: int,
     which: str = "LM",
     tol: float,
     project: Callable[[Array], Array] | None = None,
-) -> LanczosState:
+) -> tuple[LanczosState, LanczosInfo]:
     """One Krylov cycle: the first extends ``v0`` to ``m`` vectors (``m`` operator calls); each
     later one is a thick restart keeping ``keep`` wanted Ritz vectors and the residual
     direction, then extending to ``m`` again (``m - keep`` operator calls).
 
-    ``state.restarts`` counts restarts (``-1`` before the first cycle).
+    ``state.restarts`` counts restarts (``-1`` before the first cycle). The operator comes
+    first, the state second (the kernel signature of docs/api.md); returns
+    ``(state, LanczosInfo)``.
     """
     project = (lambda v: v) if project is None else project
     m = state.projected.shape[0]
@@ -173,7 +190,8 @@ def lanczos_step(
     V, T, beta, key = _extend(matvec, project, V, T, state.key, start, m)
     theta, _, res = _ritz(V, T, beta, which, m)
     done = _converged(theta[:num], res[:num], tol).all()
-    return LanczosState(V, T, beta, theta[:num], res[:num], state.restarts + 1, done, key)
+    new = LanczosState(V, T, beta, theta[:num], res[:num], state.restarts + 1, done, key)
+    return new, LanczosInfo(theta[:num], res[:num])
 
 
 def thick_restart_lanczos(
@@ -229,7 +247,7 @@ def thick_restart_lanczos(
         return (~s.done) & (s.restarts < restarts)
 
     def body(s):
-        return lanczos_step(s, matvec, num=num, keep=keep, which=which, tol=tol, project=project)
+        return lanczos_step(matvec, s, num=num, keep=keep, which=which, tol=tol, project=project)[0]
 
     state = jax.lax.while_loop(cond, body, state)
     m = krylov_dim

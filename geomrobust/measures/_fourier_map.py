@@ -30,9 +30,11 @@ import optax
 from jax import Array
 
 from geomrobust._deprecation import renamed
-from geomrobust._validation import check_positive
+from geomrobust._validation import check_int, check_positive
 from geomrobust.data import directional_dataset, fourier_direction
 from geomrobust.models import StaticFunction
+
+from ._frequency import frequency_pairs
 
 __all__ = ["AccuracyMap", "fourier_accuracy_map"]
 
@@ -111,13 +113,13 @@ def fourier_accuracy_map(
     h, w = input_shape[:2]
     if frequencies is None:
         frequencies = [(i, j) for i in range(h) for j in range(w)]
-    freqs = np.asarray(frequencies, dtype=np.int64).reshape(-1, 2)
-    if freqs.shape[0] == 0:
-        raise ValueError("frequencies must hold at least one (i, j) pair")
-    for name, val in (("n_train", n_train), ("n_test", n_test), ("steps", steps)):
-        if int(val) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    freqs = frequency_pairs(frequencies)
+    for name, val in (("n_train", n_train), ("n_test", n_test), ("steps", steps),
+                      ("batch_size", batch_size), ("chunk_size", chunk_size)):  # fmt: skip
+        check_int(val, name)
     check_positive(learning_rate, "learning_rate")
+    check_positive(eps, "eps")
+    check_positive(sigma, "sigma", allow_zero=True)
     if batching not in ("auto", "vmap", "map"):
         raise ValueError(f"batching must be 'auto', 'vmap' or 'map', got {batching!r}")
     if batching == "auto":

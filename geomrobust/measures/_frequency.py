@@ -38,6 +38,7 @@ from .._validation import (
     check_batch,
     check_bounds,
     check_classifier,
+    check_int,
     check_key,
     check_labels,
     check_positive,
@@ -93,15 +94,31 @@ def frequency_radius(frequencies, shape) -> np.ndarray:
     return np.hypot(np.minimum(fi, h - fi), np.minimum(fj, w - fj))
 
 
+def frequency_pairs(frequencies, name: str = "frequencies") -> np.ndarray:
+    """``frequencies`` as an ``(F, 2)`` int64 array of ``(i, j)`` pairs (one pair ``(i, j)``
+    is accepted too); anything else (a flat list of 3 or 4 numbers, fractions, an empty
+    list) is refused with a ``ValueError`` that says the expected form."""
+    try:
+        f = np.asarray(frequencies)
+    except ValueError:  # ragged
+        f = np.asarray([], object)
+    if f.ndim == 1 and f.shape[0] == 2:
+        f = f[None]
+    if f.ndim != 2 or f.shape[1] != 2 or f.shape[0] == 0 or f.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{name} must be a non-empty sequence of (i, j) integer pairs, e.g. [(0, 1), "
+            f"(2, 3)], got {frequencies!r}"
+        )
+    if f.dtype.kind == "f" and not np.all(np.isfinite(f) & (f == np.round(f))):
+        raise ValueError(f"{name} must hold integer (i, j) pairs, got {frequencies!r}")
+    return f.astype(np.int64)
+
+
 def _frequencies(h, w, frequencies, stride):
     if frequencies is None:
-        s = int(stride)
-        if s < 1:
-            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        s = check_int(stride, "stride")
         return np.asarray([(i, j) for i in range(0, h, s) for j in range(0, w, s)], np.int32)
-    f = np.asarray(frequencies, dtype=np.int64).reshape(-1, 2)
-    if f.shape[0] == 0:
-        raise ValueError("frequencies must hold at least one (i, j) pair")
+    f = frequency_pairs(frequencies)
     return (f % np.array([h, w])).astype(np.int32)
 
 
@@ -146,10 +163,13 @@ def fourier_heat_map(
     -------
     FourierHeatMap.
     """
+    if not np.isfinite(float(phase)):
+        raise ValueError(f"phase must be a finite number (radians), got {phase!r}")
     clf = as_classifier(logits_fn)
     check_batch(x, "x", min_ndim=3)
     x = jnp.asarray(x)
     n = x.shape[0]
+    freqs = _frequencies(x.shape[1], x.shape[2], frequencies, stride)
     k = check_classifier(clf, x)
     y = jnp.asarray(y)
     check_labels(y, k, n, "y")
@@ -163,7 +183,6 @@ def fourier_heat_map(
         )
     bounds = check_bounds(bounds)
     lo, hi = (-jnp.inf, jnp.inf) if bounds is None else bounds
-    freqs = _frequencies(h, w, frequencies, stride)
     mask = np.ones(c, bool) if channel is None else np.arange(c) == int(channel)
     wrong, valid = run_program(
         partial(_heat_program, phase=float(phase)),

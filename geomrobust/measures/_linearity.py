@@ -77,16 +77,23 @@ def _project(delta, x, eps, p, bounds):
     return flat
 
 
+class LinearityGap(NamedTuple):
+    """gap ``(N,)`` ``|ℓ(x + δ) - ℓ(x) - δᵀ∇ℓ(x)|``; linear ``(N,)`` ``δᵀ∇ℓ(x)``."""
+
+    gap: Array
+    linear: Array
+
+
 def linearity_gap(
     loss_fn: Callable[[Array], Array], x: Array, delta: Array, loss0: Array, grad0: Array
-) -> tuple[Array, Array]:
+) -> LinearityGap:
     """``|g(δ; x)| = |ℓ(x + δ) - ℓ(x) - δᵀ∇ℓ(x)|`` and ``δᵀ∇ℓ(x)``, both ``(N,)``.
 
     ``loss_fn`` maps a batch to per-example losses; ``loss0 = ℓ(x)`` and ``grad0 = ∇ℓ(x)``.
     Shared by :func:`local_linearity` and the LLR training loss.
     """
     lin = jnp.sum(delta * grad0, axis=tuple(range(1, x.ndim)))
-    return jnp.abs(loss_fn(x + delta) - loss0 - lin), lin
+    return LinearityGap(jnp.abs(loss_fn(x + delta) - loss0 - lin), lin)
 
 
 def linearity_search(

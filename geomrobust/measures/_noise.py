@@ -195,6 +195,12 @@ def noise_vs_margin(result: NoiseErrors, margin) -> NoiseMargin:
     ex = np.asarray(result.example_error, np.float64)
     if d.shape[0] != ex.shape[0]:
         raise ValueError(f"margin must have one value per example ({ex.shape[0]}), got {d.shape}")
+    if np.any(d < 0):
+        i = int(np.argmax(d < 0))
+        raise ValueError(
+            f"margin must hold distances >= 0 (inf or NaN where none was found), got {d[i]!r} "
+            f"for example {i}; pass the margins' absolute values, e.g. deepfool(...).margin"
+        )
     s = np.asarray(result.sigmas, np.float64)
     correct = np.asarray(result.correct)
     signed = np.where(correct, d, -d)[:, None]  # misclassified: the error is Φ(d/σ)

@@ -230,6 +230,10 @@ def class_synthesis(
     target class ("perceptually aligned gradients", Tsipras et al. 2019; Santurkar et al. 2019).
     ``bounds``: the input box of the search (default None, no box; ``(0.0, 1.0)`` for images).
     """
+    check_positive(eps, "eps")
+    check_int(steps, "steps")
+    if step_size is not None:
+        check_positive(step_size, "step_size")
     clf = as_classifier(logits_fn)
     check_batch(seeds, "seeds")
     seeds = jnp.asarray(seeds)

@@ -57,7 +57,14 @@ class Slice(NamedTuple):
     v: Array
 
 
-def orthonormal_plane(u: Array, v: Array) -> tuple[Array, Array]:
+class OrthonormalPlane(NamedTuple):
+    """u, v: the orthonormal directions of a plane (:func:`orthonormal_plane`)."""
+
+    u: Array
+    v: Array
+
+
+def orthonormal_plane(u: Array, v: Array) -> OrthonormalPlane:
     """Gram-Schmidt: ``u <- u/||u||``, ``v <- (v - (u·v) u)/||·||``; raises if ``v ∥ u``."""
     u = jnp.asarray(u)
     v = jnp.asarray(v, u.dtype)
@@ -69,7 +76,7 @@ def orthonormal_plane(u: Array, v: Array) -> tuple[Array, Array]:
     nw = jnp.linalg.norm(w)
     if not float(nw) > 1e-6 * float(jnp.linalg.norm(v)):
         raise ValueError("v must not be parallel to u (the plane would be degenerate)")
-    return u, w / nw
+    return OrthonormalPlane(u, w / nw)
 
 
 @positional_key(0)

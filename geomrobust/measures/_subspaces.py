@@ -106,7 +106,7 @@ def subspace_margins(
     subspaces : sequence of orthonormal ``(D, s)`` bases, e.g. :func:`dct_subspaces`.
     progress : None, True (a bar counting subspaces) or a callable called with 1 after each
         subspace.
-    deepfool_kw : passed to ``deepfool_dataset`` (``overshoot``, ``max_iter``, ``bounds``,
+    deepfool_kw : passed to ``deepfool_dataset`` (``overshoot``, ``steps``, ``bounds``,
         ``candidates``, ``slots``, ``chunk_size``, ``devices``); the norm is 2.
 
     Returns
@@ -137,7 +137,7 @@ class BandSummary(NamedTuple):
 
     median, q25, q75 : over converged examples only (NaN for a band with none);
     median_all : median counting unconverged examples as ``+inf`` (a lower-bound reading:
-        DeepFool found no flip inside the band within ``max_iter``);
+        DeepFool found no flip inside the band within ``steps``);
     n_converged, n_unconverged : counts.
     """
 

@@ -7,7 +7,7 @@ Measurements take any classifier (see :mod:`geomrobust.models._classifier`); tra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 from flax import nnx
@@ -19,7 +19,14 @@ from ._classifier import Classifier, _Identity, _Key, as_classifier
 __all__ = ["as_logits_fn", "pure_apply"]
 
 
-def pure_apply(model: nnx.Module) -> tuple[Callable, Any]:
+class PureApply(NamedTuple):
+    """apply: ``apply(params, x) -> logits``, pure; params: the module's ``nnx.Param`` state."""
+
+    apply: Callable
+    params: Any
+
+
+def pure_apply(model: nnx.Module) -> PureApply:
     """Split an NNX module into a pure function and its parameters.
 
     Returns ``(apply, params)`` with ``apply(params, x) -> logits``: pure, jittable,
@@ -37,7 +44,7 @@ def pure_apply(model: nnx.Module) -> tuple[Callable, Any]:
     graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
     # New containers: later in-place updates of ``model`` do not reach this snapshot.
     params = jax.tree.map(lambda a: a, params)
-    return _ParamsApply(graphdef, jax.tree.map(lambda a: a, rest)), params
+    return PureApply(_ParamsApply(graphdef, jax.tree.map(lambda a: a, rest)), params)
 
 
 class _ParamsApply:

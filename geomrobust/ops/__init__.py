@@ -1,5 +1,7 @@
 """Differential operators on any JAX classifier, and chunked batching over examples."""
 
+from ._batched import LogitDifference as LogitDifference
+from ._batched import LogitGradients as LogitGradients
 from ._batched import batch_class_gradients as batch_class_gradients
 from ._batched import batch_hvp as batch_hvp
 from ._batched import batch_logit_difference_grads as batch_logit_difference_grads

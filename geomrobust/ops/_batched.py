@@ -9,11 +9,13 @@ example from ONE forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from ..engine import CHUNK_SIZE
 from ._chunk import chunked_vmap
 from ._diff import hvp, logit_difference
 
@@ -25,9 +27,23 @@ __all__ = [
 ]
 
 
+class LogitGradients(NamedTuple):
+    """logits ``(N, K)``; grads ``(N, C, *s)`` the gradients of the chosen logits."""
+
+    logits: Array
+    grads: Array
+
+
+class LogitDifference(NamedTuple):
+    """value ``(N,)`` ``F_k = f_k - f_y``; grad ``(N, *s)`` its input gradient."""
+
+    value: Array
+    grad: Array
+
+
 def batch_class_gradients(
     logits_fn: Callable[[Array], Array], x: Array, classes: Array
-) -> tuple[Array, Array]:
+) -> LogitGradients:
     """Logits and the gradients of chosen logits, per example.
 
     Parameters
@@ -45,10 +61,10 @@ def batch_class_gradients(
     k = logits.shape[-1]
     cot = jax.nn.one_hot(classes, k, dtype=logits.dtype)  # (N, C, K)
     grads = jax.vmap(lambda c: pullback(c)[0], in_axes=1, out_axes=1)(cot)
-    return logits, grads
+    return LogitGradients(logits, grads)
 
 
-def batch_logit_jacobian(logits_fn: Callable[[Array], Array], x: Array) -> tuple[Array, Array]:
+def batch_logit_jacobian(logits_fn: Callable[[Array], Array], x: Array) -> LogitGradients:
     """Logits ``(N, K)`` and Jacobians ``(N, K, *s)`` of a batch, one forward + one batched VJP."""
     n = x.shape[0]
     k = jax.eval_shape(logits_fn, x).shape[-1]
@@ -58,12 +74,12 @@ def batch_logit_jacobian(logits_fn: Callable[[Array], Array], x: Array) -> tuple
 
 def batch_logit_difference_grads(
     logits_fn: Callable[[Array], Array], x: Array, y: Array, k: Array
-) -> tuple[Array, Array]:
+) -> LogitDifference:
     """``F_k(x_n) = f_k - f_y`` and its gradient for each example: ``(N,)`` and ``(N, *s)``."""
     logits, grads = batch_class_gradients(logits_fn, x, jnp.stack([k, y], axis=1))
     idx = jnp.arange(x.shape[0])
     F = (logits[idx, k] - logits[idx, y]).astype(x.dtype)  # in the dtype of the search
-    return F, grads[:, 0] - grads[:, 1]
+    return LogitDifference(F, grads[:, 0] - grads[:, 1])
 
 
 def batch_hvp(
@@ -73,7 +89,7 @@ def batch_hvp(
     k: Array,
     v: Array,
     *,
-    chunk_size: int | None = None,
+    chunk_size: int | None = CHUNK_SIZE,
 ) -> Array:
     """``∇²F_k(x_n) v_n`` for each example (forward-over-reverse), ``(N, *s)``."""
 

@@ -5,9 +5,9 @@ Two levels, for the two places where batching happens:
 * :func:`chunked_vmap` is a transformable building block: ``vmap`` over chunks of the leading
   axis inside one traced program (``lax.map`` with ``batch_size``), so peak memory is that of
   one chunk, not of ``N`` examples.
-* :func:`map_in_chunks` is the host-side driver used by dataset-level measurements: it feeds a
-  jitted function fixed-size chunks, padding the last one, so the function compiles once for
-  every chunk and any ``N``; it can report progress and be interrupted between chunks.
+* :func:`map_in_chunks` (deprecated) was the host-side driver of dataset-level measurements;
+  there is now one host chunker, :func:`geomrobust.engine.map_chunks` (docs/api.md, section
+  4), which it calls.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._deprecation import deprecated_alias
 from ..engine import map_chunks
 
 __all__ = ["chunked_vmap", "map_in_chunks", "pad_to_multiple"]
@@ -61,7 +62,9 @@ def map_in_chunks(
     chunk_size: int,
     progress: Callable[[int], None] | None = None,
 ):
-    """Apply a (jitted) batched ``fn`` to ``arrays`` in chunks of exactly ``chunk_size``.
+    """Deprecated: use ``geomrobust.engine.map_chunks(fn, arrays, chunk_size=...)``.
+
+    Apply a (jitted) batched ``fn`` to ``arrays`` in chunks of exactly ``chunk_size``.
 
     Every call sees the same shapes (the last chunk is padded by repeating its last row,
     then trimmed), so a jitted ``fn`` compiles once. Outputs (any pytree of arrays with a
@@ -75,6 +78,9 @@ def map_in_chunks(
     chunk_size : examples per call.
     progress : optional callback called with the number of examples done after each chunk.
     """
+    deprecated_alias(
+        "geomrobust.ops.map_in_chunks", "geomrobust.engine.map_chunks(fn, arrays, chunk_size=...)"
+    )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
         raise TypeError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if chunk_size < 1:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._deprecation import deprecated_alias
 from ..engine import map_chunks, resolve_devices
 
 __all__ = ["BATCH_AXIS", "batch_mesh", "batch_sharding", "map_sharded", "resolve_devices"]
@@ -48,12 +49,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def map_sharded(
     fn: Callable,
     *arrays,
+    replicated: dict | None = None,
     chunk_size: int,
     devices,
-    replicated: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ):
-    """``fn(*chunks, **replicated)`` over fixed-size chunks of ``arrays`` on ``devices``.
+    """Deprecated: use ``geomrobust.engine.map_chunks(fn, arrays, shared, chunk_size=...,
+    devices=...)``, the one host chunker (docs/api.md, section 4).
+
+    ``fn(*chunks, **replicated)`` over fixed-size chunks of ``arrays`` on ``devices``.
 
     A keyword front end to :func:`geomrobust.engine.map_chunks` (which see): rows are cut
     into chunks of ``chunk_size`` (the last one padded by repeating its last row), chunk
@@ -61,6 +65,10 @@ def map_sharded(
     key, shared directions) is copied once to every device, and the outputs come back to the
     host trimmed to ``N`` rows, as NumPy arrays, bit-for-bit those of one device.
     """
+    deprecated_alias(
+        "geomrobust.parallel.map_sharded",
+        "geomrobust.engine.map_chunks(fn, arrays, shared, chunk_size=..., devices=...)",
+    )
     replicated = {} if replicated is None else dict(replicated)
     names = tuple(sorted(replicated))
 

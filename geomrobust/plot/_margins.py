@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_margin_distribution", "plot_perturbation_grid", "plot_subspace_profile"]
+__all__ = [
+    "plot_band_margins",
+    "plot_ecdf",
+    "plot_histograms",
+    "plot_margin_distribution",
+    "plot_perturbation_grid",
+    "plot_subspace_profile",
+    "plot_subspace_ratios",
+]
 
 
 def _axes(ax, figsize=(5.0, 3.5)):
@@ -155,3 +163,145 @@ def plot_perturbation_grid(
             axes[0, j].set_title(t, fontsize=9)
     fig.tight_layout()
     return fig, axes
+
+
+def _colors(n: int, colors=None) -> list:
+    return list(colors) if colors is not None else [f"C{i}" for i in range(n)]
+
+
+def plot_ecdf(
+    values: Mapping[str, np.ndarray],
+    *,
+    ax=None,
+    xlabel: str = "value",
+    ylabel: str = "fraction of examples ≤ x",
+    colors=None,
+    legend_loc: str = "lower right",
+):
+    """Cumulative distributions of several models' values (margins, ratios), one step curve
+    per ``{label: values}`` entry, its median in the legend.
+
+    Non-finite values (unconverged searches) are left out of each curve; the y axis is the
+    fraction of the finite ones (the caller reports how many were left out)."""
+    fig, ax = _axes(ax)
+    for (name, v), c in zip(values.items(), _colors(len(values), colors), strict=True):
+        v = np.asarray(v, np.float64).ravel()
+        v = np.sort(v[np.isfinite(v)])
+        if v.size == 0:
+            continue
+        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=c,
+                label=f"{name} (median {np.median(v):.3g})")  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    return fig, ax
+
+
+def plot_histograms(
+    values: Mapping[str, np.ndarray], *, ax=None, bins: int = 24, xlabel: str = "value",
+    colors=None,
+):  # fmt: skip
+    """Step histograms of several models' values on common bins (non-finite values left
+    out), the median of each in the legend."""
+    fig, ax = _axes(ax, (5.5, 3.4))
+    vals = {k: np.asarray(v, np.float64).ravel() for k, v in values.items()}
+    vals = {k: v[np.isfinite(v)] for k, v in vals.items()}
+    allv = np.concatenate([v for v in vals.values() if v.size] or [np.zeros(1)])
+    edges = np.linspace(min(0.0, float(allv.min())), max(float(allv.max()), 1e-6) * 1.05,
+                        bins + 1)  # fmt: skip
+    for (name, v), c in zip(vals.items(), _colors(len(vals), colors), strict=True):
+        if v.size:
+            ax.hist(v, bins=edges, histtype="step", lw=2, color=c,
+                    label=f"{name} (median {np.median(v):.3g})")  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("number of examples")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_band_margins(
+    profiles: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    ax=None,
+    xlabel: str = "DCT band j (low → high frequency)",
+    colors=None,
+):
+    """Median margin per subspace band for several models, with the 25–75% band, on a log
+    scale; ``profiles = {label: {"median", "q25", "q75", "n_unconverged"}}`` (per band).
+
+    The number of examples without a boundary inside each band (left out of the median) is
+    written in a row per model above the axes, in the model's colour, so it never overlaps
+    the curves or the frame."""
+    fig, ax = _axes(ax, (6.5, 3.8))
+    cs = _colors(len(profiles), colors)
+    nb = 0
+    for (name, p), c in zip(profiles.items(), cs, strict=True):
+        med, q1, q3 = (np.array([np.nan if v is None else float(v) for v in p[k]], np.float64)
+                       for k in ("median", "q25", "q75"))  # fmt: skip
+        band = np.arange(med.size)
+        nb = max(nb, med.size)
+        ax.fill_between(band, q1, q3, color=c, alpha=0.2)
+        ax.plot(band, med, marker="o", color=c, label=f"{name} (median, 25–75%)")
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(nb))
+    ax.set_xlim(-0.5, nb - 0.5)
+    ax.margins(y=0.1)
+    from matplotlib.transforms import blended_transform_factory
+
+    tr = blended_transform_factory(ax.transData, ax.transAxes)
+    rows = [(name, p, c) for (name, p), c in zip(profiles.items(), cs, strict=True)
+            if any(int(u or 0) for u in p.get("n_unconverged", ()))]  # fmt: skip
+    step = 10  # points per row of counts
+    for r, (_, p, c) in enumerate(rows):
+        for j, u in enumerate(p["n_unconverged"]):
+            ax.annotate(str(int(u or 0)), (j, 1.0), xycoords=tr, xytext=(0, 4 + step * r),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        color=c, annotation_clip=False)  # fmt: skip
+    if rows:
+        ax.annotate("no boundary in band:", (0.0, 1.0), xycoords="axes fraction",
+                    xytext=(-4, 4), textcoords="offset points", ha="right", va="bottom",
+                    fontsize=7, annotation_clip=False)  # fmt: skip
+    ax.set_title("Margins in DCT subspaces", pad=8 + step * len(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("L2 margin inside the band")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return fig, ax
+
+
+def plot_subspace_ratios(
+    dims: Sequence[int],
+    ratios: Mapping[str, Sequence[float]],
+    *,
+    total_dim: int,
+    ax=None,
+    colors=None,
+):
+    """Median ratio of the margin in a random ``m``-dimensional subspace to the minimal
+    margin against ``m`` (log-log), with the flat-boundary prediction ``sqrt(D/m)``
+    (Fawzi et al. 2016); ``ratios = {label: median ratio per m}``."""
+    import matplotlib.ticker as mticker
+
+    fig, ax = _axes(ax, (5.5, 3.6))
+    d = np.asarray(dims, np.float64)
+    ax.plot(d, np.sqrt(total_dim / d), "k--", label="√(D/m): flat boundary")
+    for (name, r), c in zip(ratios.items(), _colors(len(ratios), colors), strict=True):
+        r = np.array([np.nan if v is None else float(v) for v in r], np.float64)
+        ax.plot(d, r, marker="o", color=c, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # label the measured dimensions only: log-axis minor labels overlap on a short range
+    ax.xaxis.set_major_locator(mticker.FixedLocator(d))
+    ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("subspace dimension m")
+    ax.set_ylabel("median random-subspace / minimal margin")
+    ax.set_title(f"Random vs adversarial margins (D = {total_dim})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig, ax

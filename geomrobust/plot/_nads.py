@@ -44,7 +44,9 @@ def plot_nads(eigenvectors, eigenvalues=None, *, ncols: int = 8, fourier: bool =
                                     symmetric=False)  # fmt: skip
     else:
         fig, axes = plot_image_grid(eigenvectors, ncols=ncols, titles=titles)
-    fig.suptitle("NADs: |DFT|" if fourier else "Neural anisotropy directions")
+    # above the tiles' titles, never on them (saved with bbox_inches="tight")
+    fig.suptitle("NADs: |DFT|" if fourier else "Neural anisotropy directions", y=1.0,
+                 va="bottom")  # fmt: skip
     return fig, axes
 
 

@@ -17,10 +17,15 @@ def _axes(ax, figsize=(4.5, 4)):
 
 def plot_slice(
     labels, a, b, contour=None, *, ax=None, xlabel: str = "a (u)", ylabel: str = "b (v)",
-    title: str = "Decision regions",
+    title: str = "Decision regions", legend: bool = False, center_label: str = "x",
+    classes=None,
 ):  # fmt: skip
     """Predicted labels on a plane (``Slice.labels``, rows follow ``b``), the boundary points
-    (``Slice.contour``, ``(P, 2)`` in ``(a, b)``) and the centre point ``(0, 0)``."""
+    (``Slice.contour``, ``(P, 2)`` in ``(a, b)``) and the centre point ``(0, 0)``.
+
+    ``legend=True`` adds a legend (outside the axes, on the right) naming the colour of
+    every class present (or of ``classes``, e.g. those of several panels side by side), the
+    boundary points and the centre point (``center_label``)."""
     lab = np.asarray(labels)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -34,10 +39,25 @@ def plot_slice(
     if contour is not None and len(contour):
         c = np.asarray(contour, dtype=np.float64)
         ax.plot(c[:, 0], c[:, 1], "k.", ms=1.5, label="boundary")
-    ax.plot([0], [0], "w*", ms=10, mec="k", label="x")
+    ax.plot([0], [0], "w*", ms=10, mec="k", label=center_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if legend:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        cmap = plt.get_cmap("tab10")
+        shown = np.unique(lab) if classes is None else np.unique(np.asarray(classes))
+        handles = [Patch(color=cmap(int(k) % 10), alpha=0.8, label=f"class {int(k)}")
+                   for k in shown]  # fmt: skip
+        if contour is not None and len(contour):
+            handles.append(Line2D([], [], ls="none", marker=".", color="k", ms=5,
+                                  label="boundary"))  # fmt: skip
+        handles.append(Line2D([], [], ls="none", marker="*", color="w", mec="k", ms=10,
+                              label=center_label))  # fmt: skip
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+                  frameon=False)  # fmt: skip
     return fig, ax
 
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from geomrobust import __version__
+from geomrobust.analyses import predict
+from geomrobust.data import load_dataset
+from geomrobust.engine._processes import allgather_blocks
 from geomrobust.io import (
     CorruptFileError,
     file_sha256,
@@ -22,6 +31,13 @@ from geomrobust.io import (
     settings_hash,
     to_json_text,
 )
+from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier
+from geomrobust.train import checkpoint_hash, load_checkpoint, load_metadata
+
+from ._figures import draw_stage
+from ._html import write_html
+from ._models import cached_model, model_cache_key
+from ._stages import REQUIRES, STAGES, Context, ReportModel
 
 __all__ = ["SIZES", "model_settings", "run_report"]
 
@@ -109,7 +125,6 @@ def model_settings(method: str, sizes: dict, *, dataset: str, data_dir, resize, 
     """Training settings of the report's LeNet (softplus, average pooling: a C² network, so
     curvatures are defined): ``method`` is ``"standard"`` or ``"pgd"`` (Linf PGD-AT,
     fine-tuned from the standard model: ``init_from`` holds the standard model's cache key)."""
-    from ._models import model_cache_key
 
     pgd = method == "pgd"
     return {
@@ -147,8 +162,6 @@ def _writer() -> bool:
     """Whether this process writes the report: with several JAX processes
     (``jax.distributed``) every process computes (the stages' chunks are shared out and
     gathered by the engine), process 0 alone writes the files."""
-    import jax
-
     return jax.process_index() == 0
 
 
@@ -156,12 +169,8 @@ def _agreed(loaded: bool) -> bool:
     """A finished stage is reused only when every process found it (each reads ``out`` as
     it sees it): otherwise every process recomputes it, so they all run the same chunked
     calls (their collectives pair up)."""
-    import jax
-
     if jax.process_count() == 1:
         return loaded
-    from geomrobust.engine._processes import allgather_blocks
-
     (flags,) = allgather_blocks([np.asarray([loaded], bool)], 1)
     return bool(np.all(flags))
 
@@ -169,6 +178,47 @@ def _agreed(loaded: bool) -> bool:
 def _log(msg: str) -> None:
     if _writer():  # one log for a multi-process run
         print(msg, file=sys.stderr, flush=True)
+
+
+#: Seconds between two progress lines of a running stage when stderr is not a terminal.
+PROGRESS_INTERVAL = 20.0
+
+
+class StageProgress:
+    """Progress inside a stage when stderr is not a terminal (a log file, CI, a notebook):
+    the analyses' ``progress(n)`` callback (:func:`geomrobust.engine.track`) counts the
+    examples they finish, and a line ``    <stage>: 40 s, 96 examples done`` is printed every
+    ``interval`` seconds while the stage runs, so a long stage is never silent. (On a
+    terminal the analyses draw tqdm bars instead.)"""
+
+    def __init__(
+        self, title: str, interval: float = PROGRESS_INTERVAL, log=None,
+        idle: str = "compiling / first chunk",
+    ):  # fmt: skip
+        self.title, self.interval, self.log, self.idle = title, interval, log or _log, idle
+        self.done, self.t0 = 0, time.perf_counter()
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __call__(self, n: int) -> None:
+        with self.lock:
+            self.done += int(n)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                done = self.done
+            dt = time.perf_counter() - self.t0
+            what = f"{done} examples done" if done else self.idle
+            self.log(f"    {self.title}: {dt:.0f} s, {what}")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
 
 
 def canonical(obj):
@@ -212,11 +262,6 @@ def _save_stage(folder: Path, name: str, digest: str, arrays, summary, seconds) 
 
 
 def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_dir, progress):
-    from geomrobust.models import SMOOTH_ACTIVATIONS, as_classifier
-    from geomrobust.train import checkpoint_hash, load_checkpoint
-
-    from ._models import cached_model
-    from ._stages import ReportModel
 
     entries, timings = [], {}
     if checkpoints:
@@ -233,9 +278,14 @@ def _load_models(checkpoints, sizes, *, dataset, data_dir, resize, key, cache_di
             )
             t0 = time.perf_counter()
             _log(f"[models] {label} LeNet: looking in the cache ...")
-            path, trained = cached_model(
-                method, s, cache_dir=cache_dir, init=init, progress=progress, log=_log
-            )
+            on_terminal = progress or (progress is None and sys.stderr.isatty())
+            with contextlib.ExitStack() as stack:
+                if not on_terminal:  # no tqdm bar: a line every 20 s while it trains
+                    busy = StageProgress(f"[models] {label} LeNet", idle="training or loading")
+                    stack.enter_context(busy)
+                path, trained = cached_model(
+                    method, s, cache_dir=cache_dir, init=init, progress=progress, log=_log
+                )
             init = path
             dt = time.perf_counter() - t0
             timings[method] = {"seconds": dt, "trained": trained}
@@ -291,11 +341,6 @@ def run_report(
     -------
     The ``results.json`` record (dict).
     """
-    import jax.numpy as jnp
-
-    from geomrobust.data import load_dataset
-
-    from ._stages import STAGES
 
     t_start = time.perf_counter()
     sizes = dict(SIZES["quick" if quick else "full"])
@@ -305,8 +350,6 @@ def run_report(
     if unknown:
         raise ValueError(f"stages must be among {list(STAGES)}, got unknown {unknown}")
     if checkpoints:
-        from geomrobust.train import load_metadata
-
         first = load_metadata(checkpoints[0])  # type-checked (untrusted input)
         dataset = dataset or first.get("dataset") or "digits"
         if resize is None:
@@ -351,12 +394,6 @@ def run_report(
 def _weights_digest(classifier) -> str:
     """SHA-256 of a classifier's structure and weights (the stage cache key of a model that
     comes without a checkpoint)."""
-    import hashlib
-
-    import jax
-    import numpy as np
-
-    from geomrobust.models import as_classifier
 
     clf = as_classifier(classifier)
     leaves, treedef = jax.tree.flatten(clf)
@@ -406,9 +443,6 @@ def run(
     Piecewise-linear models (ReLU) are detected at the boundary points and their curvature is
     measured at a scale (docs/curvature.md).
     """
-    import jax.numpy as jnp
-
-    from ._stages import ReportModel
 
     t_start = time.perf_counter()
     if not classifiers:
@@ -424,7 +458,6 @@ def run(
             "(geomrobust.models.Normalized)"
         )
     first = next(iter(classifiers.values()))
-    from geomrobust.analyses import predict
 
     y = jnp.asarray(predict(first, x) if y is None else y)
     all_sizes = dict(SIZES["quick" if quick else "full"])
@@ -448,13 +481,6 @@ def run(
 def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timings, t_start):
     """Every selected stage on ``models`` and ``(x, y)``, resuming finished stages, then
     ``results.json`` and ``index.html`` (shared by :func:`run_report` and :func:`run`)."""
-    import jax
-
-    from geomrobust import __version__
-
-    from ._figures import draw_stage
-    from ._html import write_html
-    from ._stages import REQUIRES, STAGES, Context
 
     unknown = sorted(set(stages or ()) - set(STAGES))
     if unknown:
@@ -493,8 +519,11 @@ def _run_stages(models, x, y, out, sizes, key, stages, bars, source, train_timin
             _log(f"    reused the finished stage from {out / 'stages'}")
         else:
             t0 = time.perf_counter()
-            ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, bars)
-            arrays, summary = fn(ctx)
+            with contextlib.ExitStack() as stack:
+                # on a terminal tqdm bars (bars=True); elsewhere a line every 20 s
+                prog = bars or stack.enter_context(StageProgress(name))
+                ctx = Context(models, x, y, sizes, jax.random.fold_in(root_key, i), previous, prog)
+                arrays, summary = fn(ctx)
             summary = canonical(summary)
             seconds = time.perf_counter() - t0
             if _writer():

@@ -1,7 +1,9 @@
 """Figures of the report: one function per stage, arrays in, PNG files + plain-words captions out.
 
 No JAX here: every figure is drawn from the arrays a stage saved, so a resumed report redraws
-its figures without recomputing anything.
+its figures without recomputing anything. The drawing itself is done by the public
+:mod:`geomrobust.plot` functions (a notebook calls the same ones); this module picks the
+arrays, writes the PNGs and the captions.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker
 import numpy as np
 
+from geomrobust import plot
 from geomrobust.io import atomic_write
 
 __all__ = ["draw_stage"]
@@ -31,10 +33,6 @@ def _save(fig, out: Path, file: str, title: str, caption: str) -> dict:
         plt.close(fig)
     atomic_write(out / file, buf.getvalue())  # never a half-written PNG
     return {"file": file, "title": title, "caption": caption}
-
-
-def _color(i: int) -> str:
-    return f"C{i}"
 
 
 def _floats(values) -> np.ndarray:
@@ -107,26 +105,42 @@ def _median_of(arrays, models, values: str, valid: str, column=None) -> dict:
     return out
 
 
+def _color_of(models, m) -> str:
+    """The colour of model ``m`` in every figure: ``C<i>`` for its position in ``models``."""
+    return f"C{[k.name for k in models].index(m.name)}"
+
+
+def _labelled(models, arrays, key: str, fn=None) -> dict:
+    """``{model label: arrays[f"{name}__{key}"]}`` (optionally ``fn(model, array)``) for the
+    models that have the array, in the order of ``models``."""
+    out = {}
+    for m in models:
+        a = arrays.get(f"{m.name}__{key}")
+        if a is not None:
+            out[m.label] = a if fn is None else fn(m, a)
+    return out
+
+
+def _converged(arrays, values: str, converged: str):
+    """A function ``(model, values) -> values`` with the unconverged ones set to NaN (or left
+    out, for 2-D values)."""
+
+    def pick(m, v):
+        ok = np.asarray(arrays[f"{m.name}__{converged}"], bool)
+        v = np.asarray(v, float)
+        return v[ok] if v.ndim == 2 else np.where(ok, v, np.nan)
+
+    return pick
+
+
 def _margins(arrays, summary, models, out):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, tag, name in zip(axes, ("l2", "linf"), ("L2", "L∞"), strict=True):
-        for i, m in enumerate(models):
-            v = arrays[f"{m.name}__{tag}_margin"][arrays[f"{m.name}__{tag}_converged"]]
-            if v.size == 0:
-                continue
-            s = np.sort(v)
-            ax.step(
-                s,
-                np.arange(1, s.size + 1) / s.size,
-                where="post",
-                color=_color(i),
-                label=f"{m.label} (median {np.median(s):.3g})",
-            )
-        ax.set_xlabel(f"DeepFool {name} margin ‖r‖")
-        ax.set_ylabel("fraction of examples ≤ margin")
+        values = _labelled(models, arrays, f"{tag}_margin",
+                           _converged(arrays, f"{tag}_margin", f"{tag}_converged"))  # fmt: skip
+        plot.plot_ecdf(values, ax=ax, xlabel=f"DeepFool {name} margin ‖r‖",
+                       ylabel="fraction of examples ≤ margin")  # fmt: skip
         ax.set_title(f"{name} margins")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
     cap = (
         "Cumulative distribution of the distance from each held-out example to the nearest "
         "decision boundary, estimated by DeepFool (left: Euclidean L2 distance; right: "
@@ -145,63 +159,27 @@ def _margins(arrays, summary, models, out):
 
 
 def _dct(arrays, summary, models, out):
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    nb = summary["n_bands"]
-    band = np.arange(nb)
-    for i, m in enumerate(models):
-        s = summary[m.name]
-        med, q1, q3 = (_floats(s[k]) for k in ("median", "q25", "q75"))
-        ax.fill_between(band, q1, q3, color=_color(i), alpha=0.2)
-        ax.plot(band, med, marker="o", color=_color(i), label=f"{m.label} (median, 25–75%)")
-        for j, bad in enumerate(s["n_unconverged"]):
-            if bad and np.isfinite(med[j]):
-                ax.annotate(
-                    f"{bad}∞",
-                    (j, med[j]),
-                    fontsize=7,
-                    color=_color(i),
-                    xytext=(3, 4),
-                    textcoords="offset points",
-                )
-    ax.set_yscale("log")
-    ax.set_xticks(band)
+    profiles = {m.label: summary[m.name] for m in models if isinstance(summary.get(m.name), dict)}
     k, t = summary["block"], summary["stride"]
-    ax.set_xlabel(f"DCT band j: frequencies [{t}j, {t}j+{k}) on both axes (low → high)")
-    ax.set_ylabel("L2 margin inside the band")
-    ax.set_title("Margins in DCT subspaces (Hold me tight!)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    fig, _ = plot.plot_band_margins(
+        profiles, xlabel=f"DCT band j: frequencies [{t}j, {t}j+{k}) on both axes (low → high)"
+    )
     cap = (
         f"Distance to the boundary when the perturbation may only use a {k}×{k} block of 2-D "
         "DCT frequencies (x axis: from the lowest-frequency block on the left to the "
-        "highest on the right; log scale). Small values mean the model is sensitive to "
-        "that frequency band; very large values mean it is nearly invariant there. Labels "
-        "'n∞' count examples for which no boundary was found inside the band (excluded "
-        "from the median, a lower bound on the true margin)."
+        "highest on the right; log scale; line: median, shaded: 25–75%). Small values mean "
+        "the model is sensitive to that frequency band; very large values mean it is nearly "
+        "invariant there. The numbers above the plot, in each model's colour, count the "
+        "examples for which no boundary was found inside the band (left out of the median, "
+        "which is then a lower bound on the true one)."
     )
     return [_save(fig, out, "dct_margins.png", "DCT-subspace margin profile", cap)]
 
 
 def _random(arrays, summary, models, out):
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    dims = np.asarray(summary["dims"], float)
-    ax.plot(dims, summary["predicted_ratio"], "k--", label="√(D/m): flat boundary")
-    for i, m in enumerate(models):
-        med = _floats(summary[m.name]["median_ratio"])
-        ax.plot(dims, med, marker="o", color=_color(i), label=m.label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    # label the measured dimensions only: log-axis minor labels overlap on a short range
-    ax.xaxis.set_major_locator(mticker.FixedLocator(dims))
-    ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
-    ax.set_xlabel("subspace dimension m")
-    ax.set_ylabel("median random-subspace / minimal margin")
-    ax.set_title(f"Random vs adversarial margins (D = {summary['D']})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ratios = {m.label: _floats(summary[m.name]["median_ratio"]) for m in models
+              if isinstance(summary.get(m.name), dict)}  # fmt: skip
+    fig, _ = plot.plot_subspace_ratios(summary["dims"], ratios, total_dim=summary["D"])
     cap = (
         "How much further the boundary is along a random m-dimensional subspace than along "
         "the worst-case (adversarial) direction, as the median ratio of the two margins. "
@@ -213,31 +191,36 @@ def _random(arrays, summary, models, out):
 
 
 def _curvature(arrays, summary, models, out):
-    from geomrobust.plot import plot_curvature_spectrum, plot_singular_values
-
     have = [m for m in models if f"{m.name}__values" in arrays]
     if not have:
         return []
-    fig, axes = plt.subplots(1, len(have), figsize=(4.6 * len(have), 3.4), squeeze=False)
-    lim = 0.0
-    for ax, m in zip(axes[0], have, strict=True):
-        v = arrays[f"{m.name}__values"][arrays[f"{m.name}__converged"]]
-        if v.size == 0:
+    values = _labelled(have, arrays, "values", _converged(arrays, "values", "converged"))
+    fig, axes = plt.subplots(1, 1 + len(have), figsize=(4.4 * (1 + len(have)), 3.6),
+                             squeeze=False)  # fmt: skip
+    plot.plot_curvature_magnitudes(values, ax=axes[0, 0],
+                                   colors=[_color_of(models, m) for m in have])  # fmt: skip
+    top = 0.0
+    for ax, m in zip(axes[0, 1:], have, strict=True):
+        v = values[m.label]
+        if v.shape[0] == 0:
             ax.set_title(f"{m.label}: no converged point")
             continue
-        plot_curvature_spectrum(v, ax=ax)
-        ax.set_title(f"{m.label}: principal curvatures")
-        lim = max(lim, float(np.abs(v).max()))
-    for ax in axes[0]:
-        if lim > 0:
-            ax.set_ylim(-1.05 * lim, 1.05 * lim)
+        plot.plot_curvature_spectrum(v, ax=ax, color=_color_of(models, m))
+        ax.set_title(f"{m.label}: every point, with its sign", fontsize=10)
+        top = max(top, float(np.abs(v).max()))
+    for ax in axes[0, 1:]:
+        if top > 0:
+            ax.set_ylim(0, 1.08 * top)
+    fig.tight_layout()
     cap = (
         "Principal curvatures of the decision boundary at boundary points next to held-out "
-        "examples, sorted by magnitude (grey: one line per point; blue: median and 25–75% "
-        "band). Zero means a flat boundary in that direction; positive means it bends "
-        "towards the example's class. A few large values followed by values near zero "
-        "mean the boundary is flat in most directions and curved in a few; both panels "
-        "share the y axis. "
+        "examples, ranked by magnitude. Left: the median |κ_i| of each rank with its "
+        "25–75% band, the models side by side (the numbers of the table: rank 1 is the "
+        "median |κ₁|). Right, one panel per model on a common scale: each point's "
+        "curvatures, ▲ red where the boundary bends towards the example's class (κ > 0), "
+        "▼ blue where it bends away (κ < 0). Zero means flat in that direction; a few "
+        "large values followed by values near zero mean the boundary is flat in most "
+        "directions and curved in a few. "
     ) + versus_literature(
         models,
         _median_of(arrays, models, "values", "converged", column=0),
@@ -247,42 +230,27 @@ def _curvature(arrays, summary, models, out):
         robust_higher=False,
     )
     figs = [_save(fig, out, "curvature_spectrum.png", "Boundary curvature spectra", cap)]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for i, m in enumerate(have):
-        plot_singular_values(arrays[f"{m.name}__normals_sv"], ax=ax, label=f"{m.label}: normals")
-        ax.lines[-1].set_color(_color(i))
-        plot_singular_values(
-            arrays[f"{m.name}__top_sv"], ax=ax, label=f"{m.label}: top curved directions"
-        )
-        ax.lines[-1].set_color(_color(i))
-        ax.lines[-1].set_linestyle("--")
+    fig, _ = plot.plot_shared_directions(
+        _labelled(have, arrays, "normals_sv"),
+        _labelled(have, arrays, "top_sv"),
+        colors=[_color_of(models, m) for m in have],
+    )
     cap = (
         "Are the boundary normals and the most curved directions shared across examples? "
-        "Normalised singular values σ_i/σ_1 of the stacked unit vectors (one per example). "
-        "A fast drop means the vectors from different examples span only a few common "
-        "directions (a shared, low-dimensional subspace, the one universal perturbations "
-        "exploit); a flat curve means they point in unrelated directions."
+        "Normalised singular values σ_i/σ_1 of the stacked unit vectors (one per example; "
+        "solid: normals, dashed: top curved directions, one colour per model). A fast drop "
+        "means the vectors from different examples span only a few common directions (a "
+        "shared, low-dimensional subspace, the one universal perturbations exploit); a flat "
+        "curve means they point in unrelated directions."
     )
     figs.append(_save(fig, out, "shared_directions.png", "Shared directions", cap))
     return figs
 
 
 def _loss_hessian(arrays, summary, models, out):
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for i, m in enumerate(models):
-        v = arrays[f"{m.name}__values"][arrays[f"{m.name}__converged"]]
-        if v.size == 0:
-            continue
-        rank = np.arange(1, v.shape[1] + 1)
-        q1, med, q3 = np.percentile(v, [25, 50, 75], axis=0)
-        ax.fill_between(rank, q1, q3, color=_color(i), alpha=0.2)
-        ax.plot(rank, med, marker="o", color=_color(i), label=m.label)
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("eigenvalue rank")
-    ax.set_ylabel("eigenvalue of ∇²ₓ loss")
+    values = _labelled(models, arrays, "values", _converged(arrays, "values", "converged"))
+    fig, ax = plot.plot_eigenvalue_spectra(values, ylabel="eigenvalue of ∇²ₓ loss")
     ax.set_title("Input-space loss Hessian: top eigenvalues")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
     cap = (
         "The largest eigenvalues of the Hessian of the cross-entropy loss with respect to "
         "the input, at held-out examples (median and 25–75% band; symmetric log scale). "
@@ -300,8 +268,6 @@ def _loss_hessian(arrays, summary, models, out):
 
 
 def _slices(arrays, summary, models, out):
-    from geomrobust.plot import plot_slice
-
     have = [m for m in models if f"{m.name}__curved_labels" in arrays]
     if not have:
         return []
@@ -310,38 +276,34 @@ def _slices(arrays, summary, models, out):
         ("flat", "random tangent direction", "boundary normal"),
         ("data", "adversarial direction", "random direction"),
     )
-    fig, axes = plt.subplots(len(have), 3, figsize=(12, 3.6 * len(have)), squeeze=False)
+    fig, axes = plt.subplots(len(have), 3, figsize=(13, 3.7 * len(have)), squeeze=False)
     for row, m in zip(axes, have, strict=True):
-        for ax, (tag, xl, yl) in zip(row, planes, strict=True):
+        classes = np.unique(np.concatenate([np.ravel(arrays[f"{m.name}__{t}_labels"])
+                                            for t, _, _ in planes]))  # fmt: skip
+        for j, (ax, (tag, xl, yl)) in enumerate(zip(row, planes, strict=True)):
             p = f"{m.name}__{tag}"
-            plot_slice(
-                arrays[f"{p}_labels"],
-                arrays[f"{p}_a"],
-                arrays[f"{p}_b"],
-                arrays[f"{p}_contour"],
-                ax=ax,
-                xlabel=xl,
-                ylabel=yl,
+            plot.plot_slice(
+                arrays[f"{p}_labels"], arrays[f"{p}_a"], arrays[f"{p}_b"],
+                arrays[f"{p}_contour"], ax=ax, xlabel=xl, ylabel=yl,
                 title=f"{m.label}: {'data point' if tag == 'data' else tag + ' plane'}",
-            )
+                legend=j == 2, classes=classes, center_label="centre",
+            )  # fmt: skip
     fig.tight_layout(h_pad=1.5, w_pad=1.5)
     cap = (
-        "Two-dimensional cuts through input space; colours are the predicted classes and "
-        "black dots the boundary between the example's class and its DeepFool class. Left: "
-        "centred on a boundary point (star), spanned by the boundary normal (vertical) and "
-        "its most curved direction: the boundary bends. Middle: the same point with a "
-        "random tangent direction: the boundary looks almost straight. Right: centred on "
-        "the data point itself, spanned by its adversarial direction and a random one: the "
-        "boundary is close along the first axis and far along the second. Axes are "
-        "distances in input space."
+        "Two-dimensional cuts through input space; colours are the predicted classes (legend "
+        "at right of each row) and black dots the boundary between the example's class and "
+        "its DeepFool class. Left: centred on a boundary point (star), spanned by the "
+        "boundary normal (vertical) and its most curved direction: the boundary bends. "
+        "Middle: the same point with a random tangent direction: the boundary looks almost "
+        "straight. Right: centred on the data point itself, spanned by its adversarial "
+        "direction and a random one: the boundary is close along the first axis and far "
+        "along the second. Axes are distances in input space."
     )
     return [_save(fig, out, "slices.png", "Boundary slices", cap)]
 
 
 def _nads(arrays, summary, models, out):
-    from geomrobust.plot import plot_nads
-
-    fig, _ = plot_nads(arrays["eigenvectors"], arrays["eigenvalues"])
+    fig, _ = plot.plot_nads(arrays["eigenvectors"], arrays["eigenvalues"])
     cap = (
         "Neural anisotropy directions of the architecture: the input directions along "
         "which randomly initialised networks of this architecture are most sensitive "
@@ -350,7 +312,7 @@ def _nads(arrays, summary, models, out):
         "architecture learns to use most easily."
     )
     figs = [_save(fig, out, "nads.png", "Neural anisotropy directions", cap)]
-    fig, _ = plot_nads(arrays["fourier_magnitude"], arrays["eigenvalues"], fourier=True)
+    fig, _ = plot.plot_nads(arrays["fourier_magnitude"], arrays["eigenvalues"], fourier=True)
     cap = (
         "The same NADs seen in frequency: magnitude of each direction's 2-D Fourier "
         "transform (zero frequency at the centre of each tile, bright = strong). A NAD "
@@ -361,25 +323,9 @@ def _nads(arrays, summary, models, out):
 
 
 def _thickness(arrays, summary, models, out):
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    vals = [arrays[f"{m.name}__thickness"][arrays[f"{m.name}__valid"]] for m in models]
-    allv = np.concatenate([v for v in vals if v.size] or [np.zeros(1)])
-    bins = np.linspace(0, max(float(allv.max()), 1e-6) * 1.05, 25)
-    for i, (m, v) in enumerate(zip(models, vals, strict=True)):
-        if v.size:
-            ax.hist(
-                v,
-                bins=bins,
-                histtype="step",
-                lw=2,
-                color=_color(i),
-                label=f"{m.label} (median {np.median(v):.3g})",
-            )
-    ax.set_xlabel("boundary thickness (L2 length)")
-    ax.set_ylabel("number of examples")
+    values = _labelled(models, arrays, "thickness", _converged(arrays, "thickness", "valid"))
+    fig, ax = plot.plot_histograms(values, xlabel="boundary thickness (L2 length)")
     ax.set_title("Boundary thickness (α = 0, β = 0.75)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     cap = (
         "Boundary thickness: along the straight segment from each example to its DeepFool "
         "point, the length over which the model is uncertain (probability gap between the "
@@ -394,21 +340,6 @@ def _thickness(arrays, summary, models, out):
     return [_save(fig, out, "thickness.png", "Boundary thickness", cap)]
 
 
-def _image(ax, img, *, signed=False, title=None):
-    v = np.asarray(img, float)
-    v = v[..., 0] if v.ndim == 3 and v.shape[-1] == 1 else v
-    if signed:
-        v = v.sum(-1) if v.ndim == 3 else v
-        lim = max(float(np.abs(v).max()), 1e-12)
-        ax.imshow(v, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    else:
-        ax.imshow(np.clip(v, 0, 1), cmap="gray" if v.ndim == 2 else None, vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
-
-
 def _summary_of(summary, models, key) -> dict:
     out = {}
     for m in models:
@@ -421,20 +352,9 @@ def _frequency(arrays, summary, models, out):
     have = [m for m in models if f"{m.name}__heat_grid" in arrays]
     if not have:
         return []
-    fig, axes = plt.subplots(2, len(have), figsize=(4.2 * len(have), 7), squeeze=False)
-    for col, m in enumerate(have):
-        g = arrays[f"{m.name}__heat_grid"]
-        im = axes[0, col].imshow(g, vmin=0, vmax=1, cmap="viridis")
-        axes[0, col].set_title(f"{m.label}: error under Fourier noise", fontsize=9)
-        fig.colorbar(im, ax=axes[0, col], fraction=0.046)
-        spec = arrays.get(f"{m.name}__spectrum")
-        if spec is not None:
-            im = axes[1, col].imshow(np.log10(np.maximum(spec, 1e-6)), cmap="magma")
-            fig.colorbar(im, ax=axes[1, col], fraction=0.046, label="log10 |DFT|")
-        axes[1, col].set_title(f"{m.label}: spectrum of DeepFool perturbations", fontsize=9)
-        for ax in axes[:, col]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    fig, _ = plot.plot_fourier_heat_maps(
+        _labelled(have, arrays, "heat_grid"), _labelled(have, arrays, "spectrum")
+    )
     cap = (
         (
             f"Top: test error when every example is perturbed by a single Fourier basis image of "
@@ -466,43 +386,25 @@ def _frequency(arrays, summary, models, out):
 
 
 def _noise(arrays, summary, models, out):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    sig = np.asarray(summary["sigmas"], float)
-    for i, m in enumerate(models):
-        if f"{m.name}__noise_error" not in arrays:
-            continue
-        axes[0].plot(sig, arrays[f"{m.name}__noise_error"], marker="o", color=_color(i),
-                     label=f"{m.label}: measured")  # fmt: skip
-        pred = np.nanmean(arrays[f"{m.name}__predicted"], axis=0)
-        axes[0].plot(sig, pred, ls="--", color=_color(i), label=f"{m.label}: Φ(-d/σ)")
-    axes[0].set_xscale("log")
-    axes[0].xaxis.set_major_locator(mticker.FixedLocator(sig))
-    axes[0].xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-    axes[0].xaxis.set_minor_formatter(mticker.NullFormatter())
-    axes[0].set_xlabel("noise std σ (per pixel)")
-    axes[0].set_ylabel("error rate in Gaussian noise")
-    axes[0].grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
-    names = summary["corruptions"]
-    width = 0.8 / max(len(models), 1)
-    for i, m in enumerate(models):
-        acc = arrays.get(f"{m.name}__corruption_accuracy")
-        if acc is None:
-            continue
-        axes[1].bar(np.arange(len(names)) + i * width, acc.mean(axis=1), width,
-                    color=_color(i), label=m.label)  # fmt: skip
-    axes[1].set_xticks(np.arange(len(names)) + 0.4 - width / 2)
-    axes[1].set_xticklabels([n.replace("_", " ") for n in names], rotation=30, fontsize=8)
-    axes[1].set_ylabel("accuracy (mean of severities 1–5)")
-    axes[1].set_ylim(0, 1)
-    axes[1].legend(fontsize=8)
+    have = [m for m in models if f"{m.name}__noise_error" in arrays]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    plot.plot_noise_errors(
+        summary["sigmas"],
+        _labelled(have, arrays, "noise_error"),
+        _labelled(have, arrays, "predicted", lambda m, p: np.nanmean(p, axis=0)),
+        ax=axes[0],
+    )
+    plot.plot_corruption_accuracy(
+        summary["corruptions"], _labelled(models, arrays, "corruption_accuracy"), ax=axes[1]
+    )
+    fig.tight_layout()
     cap = (
         (
             "Left: error rate under additive Gaussian noise (solid; no clipping) and the error a "
             "flat boundary at each example's DeepFool distance d would give, Φ(-d/σ) (dashed): "
             "measured above dashed means noise finds the boundary sooner than the adversarial "
             "distance predicts for a flat boundary. Right: accuracy under common corruptions "
-            "(Hendrycks & Dietterich 2019 severities, in JAX). "
+            "(Hendrycks & Dietterich 2019 severities, in JAX), the mean of severities 1–5. "
         )
         + versus_literature(
             models,
@@ -533,15 +435,12 @@ def _interpretability(arrays, summary, models, out):
     have = [m for m in models if f"{m.name}__alignment" in arrays]
     if not have:
         return []
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for i, m in enumerate(have):
-        a, d = arrays[f"{m.name}__alignment"], arrays[f"{m.name}__margin"]
-        ok = arrays[f"{m.name}__alignment_valid"] & np.isfinite(d)
-        ax.scatter(d[ok], a[ok], s=10, color=_color(i), label=m.label)
-    ax.set_xlabel("DeepFool L2 margin")
-    ax.set_ylabel("alignment |<x, ∇f_y>| / (‖x‖‖∇f_y‖)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, _ = plot.plot_alignment(
+        _labelled(have, arrays, "margin"),
+        _labelled(have, arrays, "alignment",
+                  lambda m, a: np.where(arrays[f"{m.name}__alignment_valid"], a, np.nan)),
+        colors=[_color_of(models, m) for m in have],
+    )  # fmt: skip
     cap = (
         "Gradient-image alignment per example against its distance to the boundary. For a "
         "bias-free linear model alignment × ‖x‖ equals the margin exactly (Etmann et al. "
@@ -555,32 +454,21 @@ def _interpretability(arrays, summary, models, out):
     )
     figs = [_save(fig, out, "alignment.png", "Gradient-image alignment", cap)]
     k = arrays["inputs"].shape[0]
-    fig, axes = plt.subplots(len(have), 1 + 2 * k, figsize=(1.5 * (1 + 2 * k), 1.7 * len(have)),
-                             squeeze=False)  # fmt: skip
-    for row, m in zip(axes, have, strict=True):
-        _image(row[0], arrays["inputs"][0], title="input")
-        row[0].set_ylabel(m.label, fontsize=8)
-        for j in range(k):
-            _image(row[1 + j], arrays[f"{m.name}__gradient"][j], signed=True,
-                   title=f"gradient {j}")  # fmt: skip
-            _image(row[1 + k + j], arrays[f"{m.name}__smoothgrad"][j], signed=True,
-                   title=f"SmoothGrad {j}")  # fmt: skip
+    maps = {m.label: {"gradient": arrays[f"{m.name}__gradient"],
+                      "SmoothGrad": arrays[f"{m.name}__smoothgrad"]} for m in have}  # fmt: skip
+    fig, _ = plot.plot_saliency(arrays["inputs"], maps)
     cap = (
-        f"Saliency maps of the label's logit for the first {k} held-out examples (the first "
-        "is shown at left): the gradient and SmoothGrad (mean gradient under noise; Smilkov "
-        "et al. 2017); red positive, blue negative."
+        f"Saliency maps of the label's logit for the first {k} held-out examples, one row per "
+        "example with the input at left: the gradient and SmoothGrad (mean gradient under "
+        "noise; Smilkov et al. 2017) of each model; red positive, blue negative, each map on "
+        "its own scale."
     )
     figs.append(_save(fig, out, "saliency.png", "Saliency maps", cap))
-    ncls = arrays[f"{have[0].name}__synthesis"].shape[0]
-    fig, axes = plt.subplots(len(have), ncls + 1, figsize=(1.3 * (ncls + 1), 1.5 * len(have)),
-                             squeeze=False)  # fmt: skip
-    for row, m in zip(axes, have, strict=True):
-        _image(row[0], arrays["inputs"][0], title="seed")
-        row[0].set_ylabel(m.label, fontsize=8)
-        ok = arrays[f"{m.name}__synthesis_success"]
-        for c in range(ncls):
-            _image(row[1 + c], arrays[f"{m.name}__synthesis"][c],
-                   title=f"→ {c}" + ("" if ok[c] else " ✗"))  # fmt: skip
+    fig, _ = plot.plot_class_synthesis(
+        arrays["inputs"][0],
+        _labelled(have, arrays, "synthesis"),
+        _labelled(have, arrays, "synthesis_success"),
+    )
     cap = (
         f"Targeted L2 PGD with a large radius (ε = {summary['synth_eps']}, "
         f"{summary['synth_steps']} steps) from the seed towards every class (✗: the class was "
@@ -594,20 +482,12 @@ def _interpretability(arrays, summary, models, out):
 
 
 def _minimal(arrays, summary, models, out):
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for i, m in enumerate(models):
-        r = arrays[f"{m.name}__ratio"]
-        r = np.sort(r[np.isfinite(r)])
-        if r.size == 0:
-            continue
-        ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", color=_color(i),
-                label=f"{m.label} (median {np.median(r):.3g})")  # fmt: skip
+    fig, ax = plot.plot_ecdf(_labelled(models, arrays, "ratio"),
+                             xlabel="DeepFool margin / minimal margin",
+                             ylabel="fraction of examples ≤ ratio")  # fmt: skip
     ax.axvline(1.02, color="0.5", ls=":", lw=1, label="1 + overshoot (0.02)")
-    ax.set_xlabel("DeepFool margin / minimal margin")
-    ax.set_ylabel("fraction of examples ≤ ratio")
-    ax.set_title("How loose DeepFool's L2 margin is")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("How loose DeepFool's L2 margin is")
     searches = ", ".join(summary.get("searches") or [])
     cap = (
         "For each example, DeepFool's L2 margin divided by the smallest adversarial "

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from geomrobust.io import atomic_write
+
+from ._stages import STAGES
 
 __all__ = ["write_html"]
 
@@ -22,7 +23,8 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.92em;color:#333;max-width:900px}.note{background:#fff6d6;padding:.4em .7em}
-code{background:#f4f4f4;padding:0 .2em}
+code{background:#f4f4f4;padding:0 .2em}table.kv td{text-align:left}
+nav ol{columns:2;max-width:900px}
 """
 
 INTRO = {
@@ -42,15 +44,31 @@ INTRO = {
     "curved directions with isotropic ones.",
     "loss_hessian": "Top eigenvalues of the Hessian of the loss with respect to the input "
     "(Moosavi-Dezfooli et al., CURE, CVPR 2019).",
-    "slices": "2-D sections of the classifier through a boundary point and through its example.",
+    "slices": "2-D sections of the classifier through a boundary point and through its "
+    "example (Fawzi et al., CVPR 2018): what the curvature numbers look like in a plane.",
     "nads": "Neural anisotropy directions of the architecture (Ortiz-Jimenez et al., NeurIPS "
     "2020): eigenvectors of E_θ[∇f_θ(x₀)∇f_θ(x₀)ᵀ] over random initialisations θ (two-class "
     "logit difference at a fixed Gaussian x₀). They depend on the architecture, not the weights.",
-    "thickness": "Boundary thickness (Yang et al., NeurIPS 2020).",
+    "thickness": "Boundary thickness (Yang et al., NeurIPS 2020): along the segment from each "
+    "example to its DeepFool point, the length over which the model hesitates between the two "
+    "classes. Thicker boundaries go with robustness.",
     "minimal": "DeepFool's margin is an upper bound on the distance to the boundary. The "
     "smallest L2 perturbation over DeepFool and FMN (Pintor et al., NeurIPS 2021; C&W can be "
     "added through the sizes), with modest step counts, says how loose it is: the ratio "
     "||r_DeepFool|| / ||r_min|| per example (1.02 is the overshoot alone).",
+    "frequency": 'Sensitivity to single Fourier basis perturbations (Yin et al., "A Fourier '
+    'perspective on model robustness", NeurIPS 2019): the error when every example is '
+    "perturbed by one 2-D Fourier basis image of a fixed L2 norm, per frequency (the heat "
+    "map), and in which frequencies the DeepFool perturbations lie (their mean spectrum).",
+    "noise": "Robustness to random rather than adversarial perturbations: the error under "
+    "additive Gaussian noise of growing σ, compared with what a flat boundary at each "
+    "example's DeepFool distance d would give, Φ(-d/σ) (Ford et al., ICML 2019), and the "
+    "accuracy under common image corruptions at severities 1 to 5 (Hendrycks & Dietterich, "
+    "ICLR 2019).",
+    "interpretability": "Do the input gradients look like the image? The alignment between "
+    "an example and the gradient of its logit (Etmann et al., ICML 2019), saliency maps "
+    "(the gradient and SmoothGrad), and images synthesised from one seed towards every class "
+    "by a large targeted attack (Santurkar et al., NeurIPS 2019).",
 }
 
 
@@ -59,15 +77,30 @@ def _f(v, digits=4) -> str:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, _Pct):
+        return f"{100 * v:.3g} %"
     if isinstance(v, float):
         return f"{v:.{digits}g}"
     return html.escape(str(v))
 
 
-def _table(header, rows) -> str:
+class _Pct(float):
+    """A fraction shown as a percentage by :func:`_f`."""
+
+
+def _pct(v):
+    """``v`` (a fraction in [0, 1], or None / a non-finite string) marked to print as a
+    percentage: 0.8125 -> "81.2 %"."""
+    if v is None or v in _NON_FINITE:
+        return v
+    return _Pct(v)
+
+
+def _table(header, rows, *, kv: bool = False) -> str:
+    cls = " class='kv'" if kv else ""
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{_f(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+    return f"<table{cls}><tr>{h}</tr>{body}</table>"
 
 
 def _section_table(name: str, s: dict, models) -> str:
@@ -85,9 +118,9 @@ def _section_table(name: str, s: dict, models) -> str:
                 [
                     m.label,
                     s[m.name]["method"],
-                    s[m.name]["test_accuracy_full_split"],
-                    s[m.name]["clean_accuracy"],
-                    s[m.name]["pgd_accuracy"],
+                    _pct(s[m.name]["test_accuracy_full_split"]),
+                    _pct(s[m.name]["clean_accuracy"]),
+                    _pct(s[m.name]["pgd_accuracy"]),
                 ]
                 for m in ms
             ],
@@ -145,8 +178,8 @@ def _section_table(name: str, s: dict, models) -> str:
                     c.get("n_unconverged"),
                     med[0],
                     med[-1],
-                    c.get("fooling_rate_shared"),
-                    c.get("fooling_rate_isotropic"),
+                    _pct(c.get("fooling_rate_shared")),
+                    _pct(c.get("fooling_rate_isotropic")),
                 ]
             )
         note = "".join(
@@ -228,14 +261,15 @@ def _section_table(name: str, s: dict, models) -> str:
     if name == "minimal":
         searches = s.get("searches") or []
         return _table(
-            ["model", "median ratio", "90% ratio", "max ratio", "ratio > 1.05",
-             "median minimal margin", *(f"found by {n}" for n in searches), "unconverged"],
+            ["model", "median ratio", "90% ratio", "max ratio", "examples with ratio > 1.05",
+             "median minimal margin", *(f"minimum found by {n}" for n in searches),
+             "unconverged"],
             [
                 [
                     m.label, s[m.name]["ratio"].get("median"), s[m.name]["ratio"].get("p90"),
-                    s[m.name]["ratio"].get("max"), s[m.name]["ratio"].get("above_1_05"),
+                    s[m.name]["ratio"].get("max"), _pct(s[m.name]["ratio"].get("above_1_05")),
                     s[m.name].get("median_minimal_margin"),
-                    *(s[m.name]["found_by"].get(n) for n in searches),
+                    *(_pct(s[m.name]["found_by"].get(n)) for n in searches),
                     s[m.name]["n_unconverged"],
                 ]
                 for m in ms
@@ -260,27 +294,43 @@ def _section_table(name: str, s: dict, models) -> str:
         return _table(
             ["model", "clean error", "mean error", "max error", "low frequencies",
              "high frequencies", "invalid"],
-            [[m.label, s[m.name]["clean_error"], s[m.name]["mean_error"], s[m.name]["max_error"],
-              s[m.name]["mean_error_low_frequencies"], s[m.name]["mean_error_high_frequencies"],
+            [[m.label, *(_pct(s[m.name][k]) for k in ("clean_error", "mean_error", "max_error",
+              "mean_error_low_frequencies", "mean_error_high_frequencies")),
               s[m.name]["n_invalid"]] for m in ms],
         )  # fmt: skip
     if name == "noise":
+        low, top = min(s["sigmas"]), max(s["sigmas"])
+
+        def reached(v):
+            if v is None or v in _NON_FINITE:
+                return f"not reached (> {top:g})"
+            return f"≤ {low:g}" if v <= low else _f(v, 3)
+
         noise = _table(
-            ["model"] + [f"σ = {v:g}: error (Φ(-d/σ))" for v in s["sigmas"]]
-            + ["σ at 10 % / 50 % error", "invalid"],
-            [[m.label] + [f"{_f(e, 3)} ({_f(p, 3)})" for e, p in
+            ["model"] + [f"σ = {v:g}" for v in s["sigmas"]]
+            + ["σ at 10 % error", "σ at 50 % error", "invalid"],
+            [[m.label] + [f"{_f(_pct(e))} ({_f(_pct(p))})" for e, p in
                           zip(s[m.name]["error"], s[m.name]["predicted_error"], strict=True)]
-             + [f"{_f(s[m.name]['sigma_at_10pct_error'], 3)} / "
-                f"{_f(s[m.name]['sigma_at_50pct_error'], 3)}", s[m.name]["n_invalid"]]
+             + [reached(s[m.name]["sigma_at_10pct_error"]),
+                reached(s[m.name]["sigma_at_50pct_error"]), s[m.name]["n_invalid"]]
              for m in ms],
         )  # fmt: skip
         acc = {m.name: s[m.name]["corruption_accuracy"] for m in ms}
         corr = _table(
-            ["corruption"] + [f"{m.label}: severity 1–5" for m in ms],
-            [[c.replace("_", " ")] + [" ".join(_f(v, 2) for v in acc[m.name][c]) for m in ms]
+            ["corruption"] + [f"{m.label}: accuracy (%) at severity 1, 2, 3, 4, 5" for m in ms],
+            [[c.replace("_", " ")] + [" ".join(f"{100 * float(v):.0f}" for v in acc[m.name][c])
+                                      for m in ms]
              for c in s["corruptions"]],
         )  # fmt: skip
-        return noise + "<p>Accuracy under common corruptions:</p>" + corr
+        return (
+            "<p>Error in Gaussian noise of per-pixel standard deviation σ (no clipping), and in "
+            "brackets the error Φ(-d/σ) a flat boundary at each example's DeepFool distance d "
+            "would give. “Not reached”: the error stays below that rate up to the largest σ "
+            "tried; “≤”: it is reached at the smallest σ tried already.</p>"
+            + noise.replace("<td>", "<td style='white-space:nowrap'>")
+            + "<p>Accuracy under common corruptions:</p>"
+            + corr
+        )
     if name == "interpretability":
         return _table(
             ["model", "median alignment", "25%", "75%", "valid", "excluded",
@@ -289,15 +339,55 @@ def _section_table(name: str, s: dict, models) -> str:
               s[m.name].get("alignment_q75"), s[m.name]["alignment_n_valid"],
               s[m.name]["alignment_n_excluded"], s[m.name]["correlation_alignment_norm_vs_margin"],
               f"{s[m.name]['synthesis_success']}/{s[m.name]['synthesis_classes']}",
-              s[m.name]["synthesis_mean_confidence"]] for m in ms],
+              _pct(s[m.name]["synthesis_mean_confidence"])] for m in ms],
         )  # fmt: skip
     return ""
 
 
+def _sizes_table(sizes: dict) -> str:
+    """The problem sizes as a two-column table (folded: a reader rarely needs them)."""
+    rows = [[k.replace("_", " "), ", ".join(map(str, v)) if isinstance(v, list) else str(v)]
+            for k, v in sizes.items()]  # fmt: skip
+    return (
+        "<details><summary>problem sizes of every stage (the <code>sizes</code> of "
+        "<code>results.json</code>)</summary>"
+        + _table(["size", "value"], rows, kv=True)
+        + "</details>"
+    )
+
+
+def section_order(record: dict) -> list[str]:
+    """The sections of ``record`` in the order the analysis runs them
+    (:data:`geomrobust.report.STAGES`: accuracy and DeepFool margins first, the stages that
+    build on them after), not the alphabetical order of the JSON keys."""
+
+    present = record["sections"]
+    return [n for n in STAGES if n in present] + sorted(set(present) - set(STAGES))
+
+
 def write_html(out, record: dict, figures: dict, models) -> Path:
-    """Write ``out/index.html`` from the ``results.json`` record and the figure list."""
+    """Write ``out/index.html`` from the ``results.json`` record and the figure list.
+
+    Sections follow the order of the analysis (:func:`section_order`) behind a table of
+    contents; every table lists the models in the order of ``models`` (the standard model
+    before the robust one in the default report)."""
     out = Path(out)
     st = record["settings"]
+    df = st.get("deepfool", {})
+    box = df.get("bounds")
+    order = section_order(record)
+    toc = "".join(
+        f"<li><a href='#{html.escape(n)}'>{html.escape(_title(n))}</a></li>" for n in order
+    )
+    model_rows = []
+    for m in models:
+        r = record["models"].get(m.name)
+        if r is None:
+            continue
+        model_rows.append([
+            r["label"], r["method"], _pct(r["accuracy"]), r["smooth"],
+            (r["checkpoint_sha256"] or "")[:16] + "…", r["checkpoint_path"],
+        ])  # fmt: skip
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>geomrobust report</title><style>{CSS}</style></head><body>",
@@ -305,42 +395,45 @@ def write_html(out, record: dict, figures: dict, models) -> Path:
         f"<p>geomrobust {html.escape(record['geomrobust_version'])}, created "
         f"{html.escape(record['created'])}; total time "
         f"{record['timings']['total_seconds']:.1f} s. All numbers are in "
-        "<code>results.json</code>; every figure is a PNG beside this file.</p>",
-        "<h2>Settings</h2>",
+        "<code>results.json</code>; every figure is a PNG beside this file. Fractions "
+        "(accuracies, error rates, shares of examples) are shown as percentages.</p>",
+        "<nav><b>Contents</b><ol><li><a href='#settings'>Settings and models</a></li>"
+        f"{toc}</ol></nav>",
+        "<h2 id='settings'>Settings and models</h2>",
         _table(
             ["setting", "value"],
             [
                 ["dataset (test split)", st["dataset"]],
-                ["resize", str(st["resize"])],
+                ["image size", "as stored" if st["resize"] is None else str(st["resize"])],
                 ["held-out examples analysed", st["n"]],
                 ["quick mode", st["quick"]],
                 ["PRNG seed", st["key"]],
-                ["DeepFool", "overshoot 0.02, max 50 iterations, predicted labels, no box"],
-                ["sizes", json.dumps(st["sizes"])],
+                [
+                    "DeepFool",
+                    f"overshoot {df.get('overshoot', 0.02)}, at most {df.get('max_iter', 50)} "
+                    f"iterations, around the predicted labels, "
+                    + ("no box" if not box else f"inside the box [{box[0]:g}, {box[1]:g}]"),
+                ],
             ],
+            kv=True,
         ),
+        _sizes_table(st["sizes"]),
         "<h3>Models</h3>",
         _table(
             ["model", "method", "test accuracy", "smooth (C²)", "checkpoint sha256", "path"],
-            [
-                [
-                    m["label"],
-                    m["method"],
-                    m["accuracy"],
-                    m["smooth"],
-                    (m["checkpoint_sha256"] or "")[:16] + "…",
-                    m["checkpoint_path"],
-                ]
-                for m in record["models"].values()
-            ],
+            model_rows,
         ),
     ]
-    for name, s in record["sections"].items():
+    for name in order:
+        s = record["sections"][name]
         t = record["timings"]["stages"].get(name, {})
         secs = t.get("seconds")
         when = f" ({secs:.1f} s{', reused' if t.get('reused') else ''})" if secs else ""
-        parts.append(f"<h2 id='{name}'>{html.escape(_title(name))}</h2>")
-        parts.append(f"<p>{html.escape(INTRO.get(name, ''))}<small>{when}</small></p>")
+        parts.append(f"<h2 id='{html.escape(name)}'>{html.escape(_title(name))}</h2>")
+        parts.append(
+            f"<p class='intro'>{html.escape(INTRO.get(name, _title(name) + '.'))}"
+            f"<small>{when}</small></p>"
+        )
         parts.append(_section_table(name, s, models))
         for f in figures.get(name, []):
             parts.append(
@@ -355,6 +448,6 @@ def write_html(out, record: dict, figures: dict, models) -> Path:
 
 
 def _title(name: str) -> str:
-    from ._stages import STAGES
 
-    return STAGES[name][0][:1].upper() + STAGES[name][0][1:]
+    title = STAGES[name][0] if name in STAGES else name.replace("_", " ")
+    return title[:1].upper() + title[1:]

@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geomrobust import __version__
+from geomrobust.io import lock_folder, settings_hash
+from geomrobust.train import load_checkpoint, save_checkpoint, train_from_settings
+
 __all__ = ["cached_model", "default_cache_dir", "model_cache_key", "train_model"]
 
 
@@ -32,8 +36,6 @@ def default_cache_dir() -> Path:
 def model_cache_key(settings: dict[str, Any]) -> str:
     """First 16 hex digits of :func:`geomrobust.io.settings_hash` of ``settings`` and the
     package version."""
-    from geomrobust import __version__
-    from geomrobust.io import settings_hash
 
     return settings_hash({"settings": settings, "version": __version__})[:16]
 
@@ -55,7 +57,6 @@ def train_model(
     where PGD-AT from scratch sits on a long chance-level plateau on small data); None starts
     from a fresh initialization. Returns the checkpoint path.
     """
-    from geomrobust.train import save_checkpoint, train_from_settings
 
     model, metadata = train_from_settings(settings, init=init, progress=progress)
     metadata["trained_by"] = "geomrobust report"
@@ -79,8 +80,6 @@ def cached_model(
     A damaged cache entry (unreadable checkpoint) is retrained and replaced. The entry is
     locked while it is read or trained, so concurrent reports never train it twice at once.
     """
-    from geomrobust.io import lock_folder
-    from geomrobust.train import load_checkpoint
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = root / f"{name}-{model_cache_key(settings)}"

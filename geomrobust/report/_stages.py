@@ -58,7 +58,21 @@ from geomrobust.analyses import (
     NADSettings,
     SliceSettings,
 )
-from geomrobust.measures import PiecewiseLinearWarning
+from geomrobust.data import CORRUPTIONS, corrupt
+from geomrobust.measures import (
+    PiecewiseLinearWarning,
+    boundary_thickness,
+    class_synthesis,
+    fourier_heat_map,
+    frequency_radius,
+    gaussian_noise_errors,
+    gradient_alignment,
+    noise_vs_margin,
+    perturbation_spectrum,
+    saliency_maps,
+    sigma_at_error,
+)
+from geomrobust.search._minimal import ratio_summary
 
 __all__ = ["REQUIRES", "STAGES", "Context", "ReportModel"]
 
@@ -86,7 +100,8 @@ class Context(NamedTuple):
     """Everything a stage reads: the models, the held-out examples ``x`` ``(N, *s)`` with
     labels ``y``, the size settings, the stage's PRNG ``key``, results of earlier stages
     (``previous[stage] = (arrays, summary)``) and ``progress`` (the analyses' option: True
-    for progress bars, None for none)."""
+    for progress bars, a callable ``progress(n)`` counting finished examples, None for
+    none)."""
 
     models: list
     x: jax.Array
@@ -351,7 +366,6 @@ def stage_thickness(ctx: Context):
     """Boundary thickness (alpha = 0, beta = 0.75) on the segment from x to its L2 DeepFool
     point around the predicted label (the margins stage's search, not run again); examples
     whose DeepFool did not converge are excluded."""
-    from geomrobust.measures import boundary_thickness
 
     settings = DiagnoseSettings(what=("thickness",), chunk_size=CHUNK)
     arrays, summary = {}, {"alpha": settings.alpha, "beta": settings.beta}
@@ -377,7 +391,6 @@ def stage_thickness(ctx: Context):
 def stage_frequency(ctx: Context):
     """Fourier heat map (error under ``x + r ε U_ij`` per frequency, clipped to [0, 1]) and the
     mean DFT magnitude of the margins stage's L2 DeepFool perturbations."""
-    from geomrobust.measures import fourier_heat_map, frequency_radius, perturbation_spectrum
 
     eps, stride = ctx.sizes["heat_eps"], ctx.sizes["heat_stride"]
     arrays, summary = {}, {"eps": eps, "stride": stride, "n_examples": int(ctx.x.shape[0])}
@@ -414,8 +427,6 @@ def stage_frequency(ctx: Context):
 def stage_noise(ctx: Context):
     """Error in Gaussian noise over a grid of σ (no clipping, the half-space setting) against
     ``Φ(-d/σ)`` from the L2 DeepFool margins, and accuracy under common corruptions."""
-    from geomrobust.data import CORRUPTIONS, corrupt
-    from geomrobust.measures import gaussian_noise_errors, noise_vs_margin, sigma_at_error
 
     sigmas = list(ctx.sizes["noise_sigmas"])
     summary = {"sigmas": sigmas, "samples": ctx.sizes["noise_samples"],
@@ -464,7 +475,6 @@ def stage_interpretability(ctx: Context):
     """Gradient-image alignment against the DeepFool margin, saliency maps (gradient,
     SmoothGrad) of a few examples, and images synthesised from one seed towards every class by
     large-radius targeted L2 PGD."""
-    from geomrobust.measures import class_synthesis, gradient_alignment, saliency_maps
 
     k = ctx.sizes["saliency_n"]
     arrays, summary = {}, {"saliency_examples": k, "synth_eps": ctx.sizes["synth_eps"],
@@ -509,7 +519,6 @@ def stage_minimal(ctx: Context):
     around the predicted labels, and the ratio ``||r_DeepFool|| / ||r_min||`` per example.
     C&W is left out by default: at a budget that keeps the report fast (a few hundred steps)
     it rarely beats FMN, and costs several times as much."""
-    from geomrobust.search._minimal import ratio_summary
 
     n = min(ctx.sizes.get("minimal_n", 32), ctx.x.shape[0])
     settings = MarginSettings(

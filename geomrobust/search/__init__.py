@@ -2,23 +2,33 @@
 boundary refinement, ray bisection, FGSM / PGD / APGD / square search and the gradient-masking
 checks, SparseFool and universal perturbations."""
 
+from ._apgd import APGDInfo as APGDInfo
 from ._apgd import APGDState as APGDState
+from ._apgd import SquareInfo as SquareInfo
+from ._apgd import SquareState as SquareState
 from ._apgd import apgd as apgd
 from ._apgd import apgd_checkpoints as apgd_checkpoints
 from ._apgd import apgd_init as apgd_init
 from ._apgd import apgd_step as apgd_step
 from ._apgd import square_attack as square_attack
+from ._apgd import square_init as square_init
+from ._apgd import square_result as square_result
+from ._apgd import square_step as square_step
 from ._attacks import AttackResult as AttackResult
-from ._attacks import RobustAccuracy as RobustAccuracy
+from ._attacks import PGDInfo as PGDInfo
+from ._attacks import PGDState as PGDState
 from ._attacks import fgsm as fgsm
 from ._attacks import pgd as pgd
-from ._attacks import robust_accuracy as robust_accuracy
+from ._attacks import pgd_init as pgd_init
+from ._attacks import pgd_result as pgd_result
+from ._attacks import pgd_step as pgd_step
 from ._boundary import BisectionInfo as BisectionInfo
 from ._boundary import BisectionState as BisectionState
 from ._boundary import BoundaryPoints as BoundaryPoints
 from ._boundary import bisection_init as bisection_init
 from ._boundary import bisection_step as bisection_step
 from ._boundary import refine_boundary as refine_boundary
+from ._cw import CWInfo as CWInfo
 from ._cw import CWState as CWState
 from ._cw import cw_init as cw_init
 from ._cw import cw_l2 as cw_l2
@@ -27,11 +37,14 @@ from ._cw import cw_step as cw_step
 from ._deepfool import DeepFoolInfo as DeepFoolInfo
 from ._deepfool import DeepFoolState as DeepFoolState
 from ._deepfool import MarginResult as MarginResult
-from ._deepfool import deepfool as deepfool
 from ._deepfool import deepfool_init as deepfool_init
 from ._deepfool import deepfool_result as deepfool_result
 from ._deepfool import deepfool_step as deepfool_step
+from ._driver import deepfool as deepfool
 from ._driver import deepfool_dataset as deepfool_dataset
+from ._evaluate import RobustAccuracy as RobustAccuracy
+from ._evaluate import robust_accuracy as robust_accuracy
+from ._fmn import FMNInfo as FMNInfo
 from ._fmn import FMNState as FMNState
 from ._fmn import fmn as fmn
 from ._fmn import fmn_init as fmn_init

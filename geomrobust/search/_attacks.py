@@ -8,7 +8,7 @@ adversarial attacks", ICLR 2018. Foolbox vocabulary: ``epsilons``, ``success``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -26,11 +26,21 @@ from .._validation import (
     search_inputs,
     to_classifier_device,
 )
-from ..engine import run_program
 from ..models import as_classifier
 from ..ops._norms import as_norm, lp_norm, project_ball
+from ._fmn import finite_rows
+from ._loop import Method, drive, loop_form
 
-__all__ = ["AttackResult", "RobustAccuracy", "fgsm", "pgd", "robust_accuracy"]
+__all__ = [
+    "AttackResult",
+    "PGDInfo",
+    "PGDState",
+    "fgsm",
+    "pgd",
+    "pgd_init",
+    "pgd_result",
+    "pgd_step",
+]
 
 
 class AttackResult(NamedTuple):
@@ -74,9 +84,12 @@ def _project(delta: Array, eps, p: float) -> Array:
 
 
 def _finish(logits_fn, x, adv, y, target) -> AttackResult:
-    label = jnp.argmax(logits_fn(adv), axis=-1).astype(jnp.int32)
+    """The result at ``adv``: one forward pass; a non-finite logit row is never a success
+    (the argmax of a NaN row is 0, a label like any other)."""
+    logits = logits_fn(adv)
+    label = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     success = label != y if target is None else label == target
-    return AttackResult(adv - x, adv, success, label)
+    return AttackResult(adv - x, adv, success & finite_rows(logits), label)
 
 
 def _clip(v, bounds):
@@ -167,6 +180,7 @@ def pgd(
     target: Array | None = None,
     bounds: tuple | None = None,
     unroll: int | bool = 1,
+    loop: str = "auto",
 ) -> AttackResult:
     """Projected gradient ascent on the cross-entropy inside the Lp ball of radius ``eps``.
 
@@ -178,7 +192,11 @@ def pgd(
     ``unroll`` is passed to ``fori_loop`` (``True``: straight-line code). Same results; on
     the CPU, XLA runs loop bodies slower than straight-line code: unrolling the 7 steps of
     PGD-AT training raised its throughput 1.34x on a LeNet (``benchmarks/bench_training.py``)
-    at the price of a compilation that grows with ``steps``.
+    at the price of a compilation that grows with ``steps``. For the same reason, on
+    concrete inputs ``loop="auto"`` (the CPU backend) or ``"host"`` runs the kernels
+    :func:`pgd_init` / :func:`pgd_step` / :func:`pgd_result` as a host loop of jitted steps
+    (:mod:`geomrobust.search._loop`); ``"device"`` and any traced input run the
+    ``fori_loop`` form. A non-finite logit row at the returned point is never a success.
 
     Input checks as :func:`fgsm`: with ``bounds``, an ``x`` outside the box (beyond
     ``max(1e-6 (hi - lo), 8 eps max(|lo|, |hi|))``) raises ``ValueError`` (clipping it would
@@ -201,21 +219,43 @@ def pgd(
     lo, hi = _bounds_arrays(bounds, dtype)
     # canonical unroll (True and 1 hash alike as static arguments: True means all steps)
     unroll = max(int(steps), 1) if unroll is True else 1 if unroll is False else int(unroll)
-    return _pgd_program(
-        clf, x, y, key if random_start else None, eps, alpha, target, lo, hi, p=p,
-        steps=int(steps), random_start=bool(random_start), unroll=unroll,
-        has_bounds=bounds is not None,
-    )  # fmt: skip
+    static = _PGDStatic(p, int(steps), bool(random_start), target is not None,
+                        bounds is not None, unroll)  # fmt: skip
+    settings = (key if random_start else None, eps, alpha, lo, hi)
+    batch = (x, y) if target is None else (x, y, target)
+    if loop_form(loop, clf, x, y, eps, alpha, key, target) == "device":
+        return _pgd_program(clf, settings, batch, static=static)
+    return AttackResult(*drive(PGD, clf, settings, batch, static, loop="host",
+                               chunk_size=None))  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("p", "steps", "random_start", "unroll", "has_bounds"))
-def _pgd_program(clf, x, y, key, eps, alpha, target, lo, hi, *, p, steps, random_start,
-                 unroll, has_bounds):  # fmt: skip
-    """PGD on a batch: one compilation per architecture, shapes and structural settings
-    (weights, data, key, radius, step size, target and box are arguments)."""
-    bounds = (lo, hi) if has_bounds else None
+class PGDState(NamedTuple):
+    """The PGD state: clean points ``x``, labels ``y`` ``(N,)``, the ``target`` labels
+    (``y`` when untargeted), the radius ``eps`` (a scalar or ``(N, 1, ..)``-broadcastable),
+    the current point ``adv`` ``(N, *s)`` and the step count ``k`` (scalar: every row takes
+    the same ``steps`` steps, as in Madry et al.)."""
+
+    x: Array
+    y: Array
+    target: Array
+    eps: Array
+    adv: Array
+    k: Array
+
+
+class PGDInfo(NamedTuple):
+    """Per-step diagnostics of :func:`pgd_step` (none: a step evaluates no logits)."""
+
+
+def pgd_init(logits_fn, x, y, *, eps, key=None, norm=jnp.inf, target=None, bounds=None):
+    """The start ``x + δ_0`` (``key``: ``δ_0`` uniform in the ball, Linf uniform in the cube,
+    L2 uniform in the ball; ``key=None``: ``δ_0 = 0``), clipped to ``bounds``; no model
+    call. ``logits_fn`` is unused (the kernel signature of docs/api.md)."""
+    del logits_fn
+    p = float(norm)
     dtype = x.dtype
-    if random_start:
+    eps = jnp.asarray(eps, dtype)
+    if key is not None:
         if math.isinf(p):
             delta = jax.random.uniform(key, x.shape, dtype, -1.0, 1.0) * eps
         else:
@@ -227,165 +267,81 @@ def _pgd_program(clf, x, y, key, eps, alpha, target, lo, hi, *, p, steps, random
             delta = (g * rad * eps).reshape(x.shape)
     else:
         delta = jnp.zeros_like(x)
-    adv = _clip(x + delta, bounds)
-
-    def body(_, adv):
-        g = _loss_grad(clf, adv, y, target)
-        delta = _project(adv + alpha * _ascent(g, p) - x, eps, p)
-        return _clip(x + delta, bounds)
-
-    adv = jax.lax.fori_loop(0, steps, body, adv, unroll=unroll)
-    return _finish(clf, x, adv, y, target)
+    y = jnp.asarray(y, jnp.int32)
+    tgt = y if target is None else jnp.asarray(target, jnp.int32)
+    return PGDState(x, y, tgt, eps, _clip(x + delta, bounds), jnp.zeros((), jnp.int32))
 
 
-class RobustAccuracy(NamedTuple):
-    """epsilons ``(E,)``; accuracy ``(E,)`` fraction correct under the attack at each
-    ``eps``; clean_accuracy; success ``(E, N)`` bool per example; flags: the gradient-masking
-    checks failed, as sentences (see :func:`geomrobust.search.masking_checks`)."""
-
-    epsilons: np.ndarray
-    accuracy: np.ndarray
-    clean_accuracy: float
-    success: np.ndarray
-    flags: tuple = ()
-
-
-def robust_accuracy(
-    logits_fn: Callable[[Array], Array],
-    x,
-    y,
-    epsilons: Sequence[float],
-    *,
-    key: Array,
-    attack: str = "pgd",
-    checks: bool = False,
-    chunk_size: int = 256,
-    progress=None,
-    devices=None,
-    **attack_kw,
-) -> RobustAccuracy:
-    """Accuracy under ``fgsm`` or ``pgd`` for every ``eps`` in ``epsilons``, in one call.
-
-    One jitted function runs the attack for all ``E`` epsilons (``lax.map`` over ``eps``) on
-    a chunk of ``chunk_size`` examples; chunks are fed by the executor
-    (:func:`geomrobust.engine.map_chunks`; ``devices`` and ``progress`` as there), so it
-    compiles once per architecture and attack settings, with the weights, data, ``key``,
-    ``epsilons`` and array settings (``step_size``, per-pixel ``bounds``) as arguments:
-    calling again with another model of the same architecture, other data, another key or
-    other epsilons of the same length does not recompile. An example
-    counts as robust at ``eps`` when it is correctly classified and the attack fails. Each
-    chunk uses ``fold_in(key, chunk_start)``, so results do not depend on the device or chunk
-    order. ``attack_kw`` are passed on to :func:`pgd` / :func:`fgsm` (a ``target`` ``(N,)``
-    is split into chunks with ``x``), or to :func:`geomrobust.search.apgd` (``attack=
-    "apgd-ce"`` or ``"apgd-dlr"``) / :func:`geomrobust.search.square_attack` (``"square"``).
-
-    ``flags`` reports every gradient-masking check that fails: always whether the accuracy
-    rises with ``eps`` (by more than 2 %); with ``checks=True`` also the checks of
-    :func:`geomrobust.search.masking_checks` (FGSM stronger than PGD, the square search
-    stronger than the gradient attacks, accuracy above 0 in a ball covering the box), run on
-    the same data, ``epsilons``, ``norm``, ``bounds`` and ``key`` (its own attacks, at their
-    default strengths; its cost is several attacks').
-    """
-    if attack not in _ATTACK_NAMES:
-        raise ValueError(f"attack must be one of {_ATTACK_NAMES}, got {attack!r}")
-    clf = as_classifier(logits_fn)
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-    eps = np.asarray(epsilons, np.float64).reshape(-1)
-    if eps.size == 0 or not np.all(eps >= 0):
-        raise ValueError(f"epsilons must be a non-empty list of values >= 0, got {epsilons!r}")
-    attack_kw = dict(attack_kw)
-    target = attack_kw.pop("target", None)
-    if target is not None:
-        target = jnp.asarray(target)
-        if attack not in ("pgd", "fgsm"):
-            raise ValueError(f"target is supported by attack='pgd' or 'fgsm', not {attack!r}")
-    # checked here: inside the program, traced settings (array bounds, a traced key) are not
-    norm = attack_kw.get("norm", jnp.inf)  # x in the search dtype (then eps is cast to it)
-    _, x, _ = _check(clf, x, y, 0.0, norm, target, attack_kw.get("bounds"))
-    check_key(key, "key")
-    step_size = attack_kw.get("step_size")
-    if attack == "pgd" and step_size is not None and is_concrete(step_size):
-        check_positive(step_size, "step_size")
-    static, traced = _split_settings(attack_kw)
-    program = partial(_robust_program, attack=attack, static=static)
-    n = x.shape[0]
-    starts = jnp.arange(n, dtype=jnp.uint32)
-    arrays = (x, y, starts) if target is None else (x, y, starts, target)
-    clean, success = run_program(
-        program, (clf, key, jnp.asarray(eps, x.dtype), traced), arrays,
-        chunk_size=min(int(chunk_size), n), devices=devices, progress=progress,
-        desc=f"{attack} accuracy",
-    )  # fmt: skip
-    clean, success = np.asarray(clean), np.asarray(success).T
-    robust = clean[None, :] & ~success
-    accuracy = robust.mean(axis=1)
-    from ._masking import masking_checks, monotone_flags
-
-    flags = monotone_flags(eps, accuracy, attack)
-    if checks:
-        mc = masking_checks(
-            clf, x, y, eps, key=key, norm=attack_kw.get("norm", jnp.inf),
-            bounds=attack_kw.get("bounds"), chunk_size=chunk_size, devices=devices,
-        )  # fmt: skip
-        flags += [f for f in mc.flags if f not in flags]
-    return RobustAccuracy(eps, accuracy, float(clean.mean()), success, tuple(flags))
+def pgd_step(logits_fn, state: PGDState, *, step_size, norm=jnp.inf, targeted=False,
+             bounds=None) -> tuple[PGDState, PGDInfo]:  # fmt: skip
+    """``δ ← Π_ball(δ + α u)`` with ``u = sign(∇ℓ)`` (Linf) or ``∇ℓ / ||∇ℓ||_2`` (L2) of
+    the cross-entropy (ascending on ``y``; descending on ``target`` when ``targeted``), then
+    ``x + δ`` clipped to ``bounds``: one forward + VJP."""
+    p = float(norm)
+    x = state.x
+    g = _loss_grad(logits_fn, state.adv, state.y, state.target if targeted else None)
+    delta = _project(state.adv + step_size * _ascent(g, p) - x, state.eps, p)
+    return state._replace(adv=_clip(x + delta, bounds), k=state.k + 1), PGDInfo()
 
 
-_ATTACK_NAMES = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "square")
-
-# settings of the attacks that shape the program (Python values): never traced
-_STRUCTURAL = ("norm", "steps", "random_start", "unroll", "restarts", "queries", "loss")
-
-
-def _split_settings(attack_kw: dict) -> tuple[tuple, dict]:
-    """Split the attack settings into a hashable key ``((name, type, value), ...)`` (sorted
-    by name; the type keeps ``unroll=True`` and ``unroll=1`` apart) and the settings holding
-    arrays (``step_size``, per-pixel ``bounds``), which the program takes as traced arguments
-    so that neither they nor their values are baked into it."""
-    static, traced = [], {}
-    for name in sorted(attack_kw):
-        v = attack_kw[name]
-        has_array = any(isinstance(a, jax.Array | np.ndarray) for a in jax.tree.leaves(v))
-        if name in _STRUCTURAL and has_array:
-            if np.ndim(v) != 0 or not is_concrete(v):
-                raise TypeError(
-                    f"{name} must be a Python value (it selects the compiled program), "
-                    f"got {type(v).__name__} of shape {np.shape(v)}"
-                )
-            v, has_array = np.asarray(v).item(), False
-        if not has_array:
-            try:
-                hash(v)
-            except TypeError:
-                has_array = True  # e.g. bounds as a list [lo, hi]: traced like an array
-        if has_array:
-            traced[name] = v
-        else:
-            static.append((name, type(v), v))
-    return tuple(static), traced
+def pgd_result(logits_fn, state: PGDState, *, targeted=False) -> AttackResult:
+    """The :class:`AttackResult` at the current point: one forward pass for its label (the
+    step evaluates the gradient before moving, so the label at the last point is not in the
+    state). A non-finite logit row there is never a success."""
+    return _finish(logits_fn, state.x, state.adv, state.y,
+                   state.target if targeted else None)  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("attack", "static"))
-def _robust_program(clf, key, eps, traced, xc, yc, start, target=None, *, attack, static):
-    """The chunk of :func:`robust_accuracy`: ``-> (clean (C,), success (C, E))``; one
-    compilation per architecture, shapes and attack settings."""
-    kw = {name: v for name, _, v in static}
-    k = jax.random.fold_in(key, start[0])
-    settings = dict(kw, **traced)
-    if target is not None:
-        settings["target"] = target
+class _PGDStatic(NamedTuple):
+    p: float
+    steps: int
+    random_start: bool
+    targeted: bool
+    has_bounds: bool
+    unroll: int
 
-    def one(e):
-        if attack == "pgd":
-            return pgd(clf, xc, yc, key=k, eps=e, **settings).success
-        if attack == "fgsm":
-            return fgsm(clf, xc, yc, eps=e, **settings).success
-        from ._apgd import apgd, square_attack
 
-        if attack == "square":
-            return square_attack(clf, xc, yc, key=k, eps=e, **settings).success
-        return apgd(clf, xc, yc, key=k, eps=e, loss=attack[5:], **settings).success
+def _p_init(clf, settings, batch, st: _PGDStatic):
+    key, eps, _, lo, hi = settings
+    x, y = batch[0], batch[1]
+    return pgd_init(clf, x, y, eps=eps, key=key if st.random_start else None, norm=st.p,
+                    target=batch[2] if st.targeted else None,
+                    bounds=(lo, hi) if st.has_bounds else None)  # fmt: skip
 
-    clean = jnp.argmax(clf(xc), axis=-1) == yc
-    return clean, jax.lax.map(one, eps).T  # (C,), (C, E)
+
+def _p_step(clf, settings, state, st: _PGDStatic):
+    _, _, alpha, lo, hi = settings
+    return pgd_step(clf, state, step_size=alpha, norm=st.p, targeted=st.targeted,
+                    bounds=(lo, hi) if st.has_bounds else None)  # fmt: skip
+
+
+def _p_done(state, st: _PGDStatic):
+    return jnp.broadcast_to(state.k >= st.steps, state.y.shape)
+
+
+def _p_result(clf, settings, state, st: _PGDStatic):
+    return pgd_result(clf, state, targeted=st.targeted)
+
+
+PGD = Method("pgd", _p_init, _p_step, _p_done, _p_result)
+"""PGD as a method of the search driver (every row takes ``steps`` steps)."""
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _pgd_program(clf, settings, batch, *, static: _PGDStatic):
+    """PGD on a batch under ``lax.fori_loop`` (``unroll``): the transformable form, one
+    compilation per architecture, shapes and structural settings."""
+    state = _p_init(clf, settings, batch, static)
+
+    def body(_, s):
+        return _p_step(clf, settings, s, static)[0]
+
+    state = jax.lax.fori_loop(0, static.steps, body, state, unroll=static.unroll)
+    return _p_result(clf, settings, state, static)
+
+
+def pgd_run(clf, x, y, key, eps, alpha, lo, hi, *, p, steps, has_bounds):
+    """Untargeted PGD with a random start in its transformable form (``lax.fori_loop``), for
+    programs that run it on traced data (:func:`geomrobust.search.masking_checks`)."""
+    static = _PGDStatic(p, steps, True, False, has_bounds, 1)
+    return _pgd_program(clf, (key, eps, alpha, lo, hi), (x, y), static=static)

@@ -10,7 +10,6 @@ bracket ``F_k(lower) < 0 < F_k(upper)``; the state follows Optimistix's ``Bisect
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -18,11 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import check_batch, check_labels, search_inputs
-from ..engine import run_program
+from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
 from ..ops._norms import lp_norm
+from ._loop import Method, drive
 
 __all__ = [
     "BisectionInfo",
@@ -135,6 +136,7 @@ def bisection_step(
     return new, BisectionInfo(mid, F)
 
 
+@renamed(max_iter="steps")
 def refine_boundary(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -142,8 +144,9 @@ def refine_boundary(
     y: Array,
     *,
     tol: float = 1e-6,
-    max_iter: int = 60,
-    chunk_size: int | None = 1024,
+    steps: int = 60,
+    loop: str = "auto",
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> BoundaryPoints:
@@ -165,7 +168,12 @@ def refine_boundary(
         wider of ``x``'s and the logits' dtype; docs/conventions.md "Input checks").
     y : ``(N,)`` integer labels of ``x``.
     tol : relative tolerance (on ``F_k`` and on the segment), > 0.
-    max_iter : bisection steps at most (60 halvings reach float64 resolution).
+    steps : bisection steps at most (60 halvings reach float64 resolution; formerly
+        ``max_iter``).
+    loop : ``"host"`` (a host loop of jitted bisection steps), ``"device"`` (one
+        ``lax.while_loop``) or ``"auto"`` (host on the CPU backend): the kernels
+        :func:`bisection_init` / :func:`bisection_step` through the search driver
+        (:mod:`geomrobust.search._loop`).
     chunk_size, devices, progress : the executor's options (one compilation per
         architecture and chunk shape).
 
@@ -174,13 +182,13 @@ def refine_boundary(
     BoundaryPoints
         ``z``, ``y``, ``k``, unit ``normal`` ``∇F_k(z)/||∇F_k(z)||``, ``grad_norm``,
         ``converged`` (False: no valid bracket (``k == y``, ``F_k(x) >= 0``), non-finite
-        values, ``max_iter`` reached, or a zero gradient at ``z``).
+        values, ``steps`` reached, or a zero gradient at ``z``).
     """
     check_batch(x_adv, "x_adv")
     if tuple(x_adv.shape) != tuple(x.shape):
         raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {x_adv.shape}")
-    if not isinstance(max_iter, int | np.integer) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     clf = as_classifier(logits_fn)
@@ -189,42 +197,67 @@ def refine_boundary(
     y = jnp.asarray(y)
     check_labels(y, k_classes, x.shape[0], "y")
     y = y.astype(jnp.int32)
-    program = partial(_refine_program, max_iter=int(max_iter))
-    return run_program(
-        program, (clf, jnp.asarray(tol, x.dtype)), (x, x_adv, y), chunk_size=chunk_size,
-        devices=devices, progress=progress, desc="refine boundary",
-    )  # fmt: skip
+    out = drive(REFINE, clf, (jnp.asarray(tol, x.dtype),), (x, x_adv, y), int(steps),
+                loop=loop, chunk_size=chunk_size, devices=devices, progress=progress)  # fmt: skip
+    return BoundaryPoints(*out)
 
 
-@partial(jax.jit, static_argnames="max_iter")
-def _refine_program(clf, tol, x, x_adv, y, *, max_iter):
-    """Bisection onto the boundary for a chunk (one compilation per architecture, shapes
-    and ``max_iter``; ``tol`` is traced)."""
+class _RefineState(NamedTuple):
+    """:func:`refine_boundary`'s state: the segment ``x`` -> ``x_adv``, labels ``y``, the
+    class ``k`` at ``x_adv`` and the bisection state."""
+
+    x: Array
+    x_adv: Array
+    y: Array
+    k: Array
+    bisection: BisectionState
+
+
+def _F_at(clf, st: _RefineState):
+    d = st.x_adv - st.x
+
+    def F_at(t):
+        return _gap(clf(_along(st.x, d, t)).astype(st.x.dtype), st.y, st.k)
+
+    return F_at
+
+
+def _r_init(clf, settings, batch, max_steps):
+    x, x_adv, y = batch
     logits_adv = clf(x_adv).astype(x.dtype)
     k = jnp.argmax(logits_adv, axis=-1).astype(jnp.int32)
     F_lo = _gap(clf(x).astype(x.dtype), y, k)
     F_hi = _gap(logits_adv, y, k)
-    d = x_adv - x
     valid = (k != y) & jnp.isfinite(F_lo) & jnp.isfinite(F_hi)
+    return _RefineState(x, x_adv, y, k, bisection_init(F_lo, F_hi, valid))
 
-    def F_at(t):
-        return _gap(clf(_along(x, d, t)).astype(x.dtype), y, k)
 
-    state = bisection_init(F_lo, F_hi, valid)
-    state = jax.lax.while_loop(
-        lambda s: jnp.any(~s.done & (s.steps < max_iter)),
-        lambda s: bisection_step(F_at, s, tol=tol)[0],
-        state,
-    )
-    z = _along(x, d, state.t)
+def _r_step(clf, settings, st: _RefineState, max_steps):
+    (tol,) = settings
+    new, info = bisection_step(_F_at(clf, st), st.bisection, tol=tol)
+    run = st.bisection.steps < max_steps  # rows out of budget stay as they are
+    bis = jax.tree.map(lambda a, b: jnp.where(run, a, b), new, st.bisection)
+    return st._replace(bisection=bis), info
+
+
+def _r_done(st: _RefineState, max_steps):
+    return st.bisection.done | (st.bisection.steps >= max_steps)
+
+
+def _r_result(clf, settings, st: _RefineState, max_steps):
+    """The boundary point, its unit normal (one forward + batched VJP) and convergence."""
+    x, y, k, x_adv = st.x, st.y, st.k, st.x_adv
+    z = _along(x, x_adv - x, st.bisection.t)
     _, g = batch_logit_difference_grads(clf, z, y, k)
     gn = lp_norm(g.reshape(g.shape[0], -1), 2)  # scaled: no overflow for huge logits
     good = (gn > 0) & jnp.isfinite(gn)
-    normal = jnp.where(
-        good.reshape((-1,) + (1,) * (x.ndim - 1)),
-        g / jnp.where(good, gn, 1).reshape((-1,) + (1,) * (x.ndim - 1)),
-        0,
-    )
-    converged = state.converged & good
-    z = jnp.where(converged.reshape((-1,) + (1,) * (x.ndim - 1)), z, x_adv)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    normal = jnp.where(good.reshape(shape), g / jnp.where(good, gn, 1).reshape(shape), 0)
+    converged = st.bisection.converged & good
+    z = jnp.where(converged.reshape(shape), z, x_adv)
     return BoundaryPoints(z, y, k, normal, jnp.where(good, gn, 0), converged)
+
+
+REFINE = Method("refine_boundary", _r_init, _r_step, _r_done, _r_result)
+"""Bisection onto the boundary as a method of the search driver (``static``: the step
+budget)."""

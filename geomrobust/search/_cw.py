@@ -4,14 +4,15 @@ search over the constant, for a batch of examples.
 Carlini, Wagner, "Towards evaluating the robustness of neural networks", IEEE S&P 2017.
 
 :func:`cw_init` / :func:`cw_step` / :func:`cw_result` as for DeepFool and FMN; :func:`cw_l2`
-runs ``binary_steps × steps`` steps under one ``lax.while_loop`` per chunk
-(:func:`geomrobust.engine.run_program`). Each step costs one forward pass and one VJP.
+runs up to ``binary_steps × steps`` steps per example through the search driver
+(:func:`geomrobust.search._loop.drive`: a host loop of jitted steps on the CPU, one
+``lax.while_loop`` per chunk elsewhere and under ``jit``). Each step costs one forward pass
+and one VJP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -20,7 +21,7 @@ import numpy as np
 from jax import Array
 
 from .._validation import check_positive
-from ..engine import run_program
+from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ._deepfool import MarginResult
 from ._fmn import (
@@ -34,8 +35,9 @@ from ._fmn import (
     labels_or_predicted,
     rows,
 )
+from ._loop import Method, drive
 
-__all__ = ["CWState", "cw_init", "cw_l2", "cw_result", "cw_step"]
+__all__ = ["CWInfo", "CWState", "cw_init", "cw_l2", "cw_result", "cw_step"]
 
 _TANH_SHRINK = 0.999999  # keeps arctanh finite on the faces of the box
 
@@ -72,6 +74,14 @@ class CWState(NamedTuple):
     done: Array
     converged: Array
     iterations: Array
+
+
+class CWInfo(NamedTuple):
+    """Per-step diagnostics of :func:`cw_step`: the per-example objective ``(N,)`` at the
+    point evaluated and whether it was adversarial ``(N,)``."""
+
+    loss: Array
+    adversarial: Array
 
 
 def _to_input(w, bounds):
@@ -142,7 +152,7 @@ def cw_step(
     confidence=0.0,
     abort_early: bool = False,
     bounds=None,
-) -> CWState:
+) -> tuple[CWState, CWInfo]:
     """One Adam step on the C&W objective for every example not done.
 
     At ``z = x + δ(w)`` (``z = lo + (hi - lo)(tanh w + 1) / 2`` with a box), ONE forward pass
@@ -226,7 +236,8 @@ def cw_step(
         converged=jnp.isfinite(best_norm),
         iterations=state.iterations + 1,
     )
-    return jax.tree.map(lambda a, b: jnp.where(rows(active, a.ndim), a, b), new, state)
+    out = jax.tree.map(lambda a, b: jnp.where(rows(active, a.ndim), a, b), new, state)
+    return out, CWInfo(loss=per, adversarial=adv)
 
 
 def cw_result(state: CWState) -> MarginResult:
@@ -238,19 +249,38 @@ def cw_result(state: CWState) -> MarginResult:
     return MarginResult(pert, margin, conv, adv, state.iterations)
 
 
-@partial(jax.jit, static_argnames=("steps", "binary_steps", "abort_early", "has_y", "has_bounds"))
-def _cw_program(clf, settings, x, y=None, *, steps, binary_steps, abort_early, has_y,
-                has_bounds):  # fmt: skip
-    c0, stepsize, confidence, lo, hi = settings
-    bounds = (lo, hi) if has_bounds else None
-    state = cw_init(clf, x, y if has_y else None, initial_const=c0, bounds=bounds)
+class _Static(NamedTuple):
+    steps: int
+    binary_steps: int
+    abort_early: bool
+    has_y: bool
+    has_bounds: bool
 
-    def body(s):
-        return cw_step(clf, s, steps=steps, binary_steps=binary_steps, stepsize=stepsize,
-                       confidence=confidence, abort_early=abort_early, bounds=bounds)  # fmt: skip
 
-    state = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, state)
+def _m_init(clf, settings, batch, st: _Static):
+    c0, _, _, lo, hi = settings
+    y = batch[1] if st.has_y else None
+    return cw_init(clf, batch[0], y, initial_const=c0,
+                   bounds=(lo, hi) if st.has_bounds else None)  # fmt: skip
+
+
+def _m_step(clf, settings, state, st: _Static):
+    _, stepsize, confidence, lo, hi = settings
+    return cw_step(clf, state, steps=st.steps, binary_steps=st.binary_steps,
+                   stepsize=stepsize, confidence=confidence, abort_early=st.abort_early,
+                   bounds=(lo, hi) if st.has_bounds else None)  # fmt: skip
+
+
+def _m_done(state, st: _Static):
+    return state.done
+
+
+def _m_result(clf, settings, state, st: _Static):
     return cw_result(state)
+
+
+CW = Method("cw_l2", _m_init, _m_step, _m_done, _m_result)
+"""C&W L2 as a method of the search driver (:func:`geomrobust.search._loop.drive`)."""
 
 
 def cw_l2(
@@ -265,7 +295,8 @@ def cw_l2(
     confidence: float = 0.0,
     abort_early: bool = False,
     bounds: tuple | None = None,
-    chunk_size: int = 1024,
+    loop: str = "auto",
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MarginResult:
@@ -291,6 +322,7 @@ def cw_l2(
     abort_early : end an example's round when its objective stalls (:func:`cw_step`); off
     by default: every example then runs every step.
     bounds : ``(lo, hi)`` (scalars) box, or None.
+    loop : ``"host"``, ``"device"`` or ``"auto"``, as for :func:`geomrobust.search.fmn`.
     chunk_size, devices, progress : the executor's options (concrete inputs only).
 
     Returns
@@ -312,11 +344,8 @@ def cw_l2(
     dtype = x.dtype
     lo, hi = bounds_pair(bounds, dtype)
     settings = tuple(jnp.asarray(v, dtype) for v in (initial_const, stepsize, confidence))
-    program = partial(_cw_program, steps=steps, binary_steps=binary_steps,
-                      abort_early=bool(abort_early), has_y=y is not None,
-                      has_bounds=bounds is not None)  # fmt: skip
+    static = _Static(steps, binary_steps, bool(abort_early), y is not None, bounds is not None)
     batched = (x,) if y is None else (x, jnp.asarray(y).astype(jnp.int32))
-    out = run_program(program, (clf, (*settings, lo, hi)), batched,
-                      chunk_size=min(chunk_size, x.shape[0]), devices=devices,
-                      progress=progress, desc="cw_l2")  # fmt: skip
+    out = drive(CW, clf, (*settings, lo, hi), batched, static, loop=loop,
+                chunk_size=chunk_size, devices=devices, progress=progress)  # fmt: skip
     return MarginResult(*out)

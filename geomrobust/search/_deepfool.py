@@ -8,8 +8,10 @@ network boundaries", NeurIPS 2020.
 BlackJAX-style building blocks: :func:`deepfool_init` evaluates the classifier at the clean
 points, :func:`deepfool_step` takes one DeepFool step for every example that is still running
 (a per-example ``done`` mask), and :func:`deepfool_result` turns a state into a
-:class:`MarginResult`. :func:`deepfool` is the plain batched driver (one ``lax.while_loop``);
-:func:`geomrobust.search.deepfool_dataset` is the continuous-batching driver for datasets.
+:class:`MarginResult`; :func:`_deepfool_loop` runs them under one ``lax.while_loop`` (the
+transformable form). The public entry points :func:`geomrobust.search.deepfool` and
+:func:`geomrobust.search.deepfool_dataset` (the continuous-batching driver) live in the
+driver module above, :mod:`geomrobust.search._driver`.
 
 Each iteration costs ONE forward pass and ONE batched VJP: the pullback of the batch is
 applied (vmapped) to the ``C`` cotangents ``e_k - e_y``, which gives ``w_k = ∇F_k`` of every
@@ -28,22 +30,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import (
-    all_concrete,
     check_bounds,
     check_labels,
     check_orthonormal,
     check_positive,
     search_inputs,
 )
-from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm
 
 __all__ = [
     "DeepFoolInfo",
     "DeepFoolState",
     "MarginResult",
-    "deepfool",
     "deepfool_init",
     "deepfool_result",
     "deepfool_step",
@@ -274,17 +274,18 @@ def _step_decide(state: DeepFoolState, r, point, logits, grads, info: DeepFoolIn
     )
 
 
+@renamed(max_iter="steps")
 def deepfool_step(
     logits_fn: Callable[[Array], Array],
     state: DeepFoolState,
     *,
     norm=2,
     overshoot=0.02,
-    max_iter: int = 50,
+    steps: int = 50,
     subspace: Array | None = None,
     bounds=None,
 ) -> tuple[DeepFoolState, DeepFoolInfo]:
-    """One DeepFool step for every example not yet done (and under ``max_iter`` steps).
+    """One DeepFool step for every example not yet done (and under ``steps`` steps).
 
     From the cached ``f`` and ``w_k = ∇F_k`` at ``x_i``: ``l = argmin_k |F_k| / ||w_k||_q``,
     ``r ← r + |F_l| / ||w_l||_q^q |w_l|^(q-1) sign(w_l)``, ``x_{i+1} = clip(x + (1+η) r)``;
@@ -294,7 +295,7 @@ def deepfool_step(
     dtype = state.x.dtype
     bounds = _as_bounds(bounds, dtype)
     subspace = None if subspace is None else jnp.asarray(subspace, dtype)
-    active = ~state.done & (state.iterations < max_iter)
+    active = ~state.done & (state.iterations < steps)
     r, point, info = _propose(state, q=q, overshoot=overshoot, subspace=subspace, bounds=bounds)
 
     def select(_):
@@ -375,14 +376,14 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     return MarginResult(pert, margin.astype(x.dtype), conv, adv.astype(jnp.int32), res.iterations)
 
 
-def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
+def _validate(logits_fn, x, y, norm, overshoot, steps, candidates, subspace, bounds):
     """Eager argument checks shared by the DeepFool drivers (value checks are no-ops on
     tracers); returns ``x`` in the search dtype, see
     :func:`geomrobust._validation.search_inputs`."""
     p = as_norm(norm)
     check_positive(overshoot, "overshoot", allow_zero=True)
-    if not isinstance(max_iter, int | np.integer) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if bounds is not None:
         if not isinstance(bounds, tuple | list) or len(bounds) != 2:
             raise ValueError(f"bounds must be a pair (lo, hi), got {bounds!r}")
@@ -407,127 +408,14 @@ def _validate(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, 
     return x
 
 
-def deepfool(
-    logits_fn: Callable[[Array], Array],
-    x: Array,
-    y: Array | None = None,
-    *,
-    norm=2,
-    overshoot: float = 0.02,
-    max_iter: int = 50,
-    candidates: int | None = None,
-    subspace: Array | None = None,
-    bounds: tuple | None = None,
-    chunk_size: int = 1024,
-    devices=None,
-    progress=None,
-) -> MarginResult:
-    """Minimal Lp perturbations of a batch by DeepFool.
-
-    From ``x_0 = x`` with ``r = 0``: at the iterate ``x_i``, for the candidate classes
-    ``k != y`` take ``F_k = f_k - f_y`` and ``w_k = ∇F_k(x_i)`` (projected, ``w_k ← S Sᵀ w_k``,
-    when ``subspace`` is given), pick ``l = argmin_k |F_k| / ||w_k||_q`` with the dual exponent
-    ``q = p / (p - 1)``, and accumulate the minimal linearized step
-
-        r ← r + |F_l| / ||w_l||_q^q · |w_l|^(q-1) ⊙ sign(w_l)
-
-    (``|F_l| w_l / ||w_l||²`` for ``p = 2``, ``|F_l| sign(w_l) / ||w_l||_1`` for ``p = inf``).
-    The next iterate is ``x_{i+1} = clip(x + (1 + η) r)``; stop when its label differs from
-    ``y``.
-
-    **Overshoot** (the reference implementations differ): applied to the *accumulated*
-    perturbation, as in the authors' PyTorch DeepFool code: the label is tested at, and the
-    gradients re-linearized at, ``x + (1 + η) r``, and the returned perturbation is
-    ``(1 + η) r``, so ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact:
-    ``margin = (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to
-    ``|F_l|``. The subspace code of "Hold me tight!" linearizes at ``x + r`` instead (and
-    tests at ``x + (1 + η) r``); every difference from each reference implementation, and how
-    to reproduce it: docs/conventions.md.
-
-    **Box** ``bounds = (lo, hi)``: coordinates of the iterate that sit on a face of the box
-    and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
-    active set, so the step moves along the free coordinates instead of stalling against the
-    box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
-    so state and iterate agree. The overshoot then acts on the last step only, so at the end
-    every converged point is re-tested, and where it crosses by less than
-    ``64 eps (min(1, max |f(x)|) + max |f|)`` in logits the total perturbation is extended,
-    ``r' = clip(x + (1 + η) r) - x`` (not converged if that does not cross either): every
-    returned point crosses by a margin that survives rounding (another batch size, another
-    precision). The returned
-    perturbation is always feasible; when no feasible step flips the label the example is
-    not converged.
-
-    **Execution.** On concrete inputs (a call from Python) this runs the continuous-batching
-    driver :func:`geomrobust.search.deepfool_dataset` with its defaults (fixed working slots
-    refilled as examples finish; one compilation per architecture and shape, reused by every
-    call and every model of the same architecture). Under ``jit``/``vmap``/``grad`` (traced
-    inputs or classifier) it is one transformable ``lax.while_loop`` over the batch. Both
-    follow the same per-example arithmetic; they agree up to the rounding of batched forward
-    passes (a different batch composition).
-
-    Parameters
-    ----------
-    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, a
-        :class:`geomrobust.Classifier`, a Flax NNX module or an Equinox module (see
-        :func:`geomrobust.as_classifier`); rows must not interact.
-    x : ``(N, *s)`` floating. The search runs, and returns, in one dtype (the rule of every
-        search, docs/conventions.md "Input checks"): float32 for float16 / bfloat16 inputs,
-        otherwise the wider of ``x``'s and the logits' dtype (a float32 ``x`` with a float64
-        model runs in float64). ``x`` and the classifier's weights may sit on different
-        devices: the executor runs on ``x``'s (see ``devices``) and places the weights there.
-    y : ``(N,)`` integer reference labels, or None for the predicted labels.
-    norm : ``p`` in ``(1, inf]`` (2 and ``jnp.inf`` the usual ones).
-    overshoot : ``η >= 0``.
-    max_iter : steps per example; examples not flipped by then are not converged.
-    candidates : ``C``: search only the ``C`` classes ``k != y`` with the largest clean
-        logits (the reference code's top-``C``, where its ``num_classes = C + 1`` counts the
-        label), or None for all ``K - 1``.
-    subspace : ``(D, s)`` orthonormal basis (``D = prod(s)``, flattened in ``x``'s order),
-        restricting the search to ``x + span(S)`` (Hold me tight!); norm 2 only.
-    bounds : ``(lo, hi)`` scalars or arrays broadcastable to ``x``, or None. ``x`` must lie
-        in the box: an example outside it by more than ``max(1e-6 (hi - lo),
-        8 eps max(|lo|, |hi|))`` raises ``ValueError`` (naming how many; clip ``x`` or pass
-        ``bounds=None``), since the search would otherwise report the distance to the box.
-    chunk_size, devices, progress : the executor's options (concrete inputs only), see
-        :func:`geomrobust.search.deepfool_dataset`.
-
-    Returns
-    -------
-    MarginResult
-        ``perturbation (N, *s)``, ``margin (N,)`` (``inf`` where not converged),
-        ``converged (N,)``, ``adv_label (N,)`` (``-1`` where not converged), ``iterations``.
-        An example already misclassified (``argmax f(x) != y``), or exactly ON the boundary
-        (tied top logits ``max_{k != y} f_k(x) = f_y(x)``: adv_label the tied class), has
-        margin 0, converged True and 0 iterations. Margins are invariant to the logits'
-        scale: the step arithmetic is normalized by a power of two near ``max |∇F_k|``, so
-        logits scaled by ``1e±20`` in float32 give the unscaled margins. Zero gradients
-        (no reachable boundary) or non-finite logits give converged False without affecting
-        the other examples.
-    """
-    from ._driver import deepfool_dataset
-
-    clf = as_classifier(logits_fn)
-    if all_concrete(clf, x, y, subspace, bounds, overshoot):
-        return deepfool_dataset(
-            clf, x, y, norm=norm, overshoot=overshoot, max_iter=max_iter,
-            candidates=candidates, subspace=subspace, bounds=bounds, chunk_size=chunk_size,
-            devices=devices, progress=progress,
-        )  # fmt: skip
-    if y is not None:
-        y = jnp.asarray(y) if not hasattr(y, "dtype") else y
-    x = _validate(clf, jnp.asarray(x), y, norm, overshoot, max_iter, candidates, subspace,
-                  bounds)  # fmt: skip
-    return _deepfool_loop(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
-
-
-def _deepfool_loop(logits_fn, x, y, norm, overshoot, max_iter, candidates, subspace, bounds):
+def _deepfool_loop(logits_fn, x, y, norm, overshoot, steps, candidates, subspace, bounds):
     """The transformable driver of :func:`deepfool`: ``init``, then ``step`` under one
     ``lax.while_loop`` until every example is done, then ``result``; no eager checks (for
     callers that checked once up front and pass traced settings, e.g. traced ``bounds``)."""
     state = deepfool_init(logits_fn, x, y, candidates=candidates)
 
     def cond(s):
-        return jnp.any(~s.done & (s.iterations < max_iter))
+        return jnp.any(~s.done & (s.iterations < steps))
 
     def body(s):
         return deepfool_step(
@@ -535,7 +423,7 @@ def _deepfool_loop(logits_fn, x, y, norm, overshoot, max_iter, candidates, subsp
             s,
             norm=norm,
             overshoot=overshoot,
-            max_iter=max_iter,
+            steps=steps,
             subspace=subspace,
             bounds=bounds,
         )[0]

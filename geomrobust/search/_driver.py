@@ -7,9 +7,9 @@ finishes, its result is scattered into the output buffers and the next unprocess
 loaded into the slot, its clean evaluation sharing the same forward pass as the other slots'
 steps. The total cost is about ``(sum of iterations + N) / B`` batched forward+VJPs instead
 of ``max iterations × N / B``. At the end of the queue, the stragglers (examples that need
-many steps, up to ``max_iter``) would keep ``B`` slots busy for a few examples: the loop then
+many steps, up to ``steps``) would keep ``B`` slots busy for a few examples: the loop then
 returns to the host, which compacts the remaining examples into ``B / 4`` slots (then
-``B / 16``, ...), each size compiled once, so the tail costs ``max_iter`` small evaluations.
+``B / 16``, ...), each size compiled once, so the tail costs ``steps`` small evaluations.
 
 Every example follows exactly the arithmetic of the transformable DeepFool loop (the same
 evaluation, decision and proposal functions as ``deepfool_init`` / ``deepfool_step``), so
@@ -20,7 +20,10 @@ settings (the classifier is a pytree argument, its weights traced): ``_slots_sta
 first slots' clean evaluation), ``_slots_step`` (one refill + evaluation; the host tests
 when to stop) and ``_slots_loop`` (the same steps under one ``lax.while_loop``). A chunk's
 runner (:func:`_run_chunk`) drives them; :func:`geomrobust.engine.map_chunks` deals the
-chunks to devices, reports progress and assembles the results.
+chunks to devices, reports progress and assembles the results. Each tail size compiles the
+first time a chunk reaches it, then comes from JAX's jit cache (no module-level state).
+The generic form of this driver, for the other iterative searches, is
+:mod:`geomrobust.search._loop`.
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import all_concrete
-from ..engine import map_chunks, track
+from ..engine import CHUNK_SIZE, map_chunks, track
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent
 from ._deepfool import (
     MarginResult,
     _as_bounds,
     _box_finalize,
+    _deepfool_loop,
     _evaluate,
     _init_decide,
     _propose,
@@ -50,7 +55,7 @@ from ._deepfool import (
     deepfool_result,
 )
 
-__all__ = ["deepfool_dataset"]
+__all__ = ["deepfool", "deepfool_dataset"]
 
 _STATIC = ("p", "has_y", "candidates", "has_bounds")
 
@@ -95,7 +100,7 @@ def _slots_start(clf, X, Y, n_valid, *, slots, has_y, candidates, with_out):
     return carry
 
 
-def _advance(clf, state, ids, nxt, X, Y, n_valid, overshoot, max_iter, subspace, lo, hi, *,
+def _advance(clf, state, ids, nxt, X, Y, n_valid, overshoot, steps, subspace, lo, hi, *,
              p, has_y, candidates, has_bounds):  # fmt: skip
     """Hand out the finished slots (``where``: their example index, ``m`` elsewhere) and
     their results, refill the free slots with the next examples, and evaluate once."""
@@ -103,7 +108,7 @@ def _advance(clf, state, ids, nxt, X, Y, n_valid, overshoot, max_iter, subspace,
     q = dual_exponent(p)
     bounds = (lo, hi) if has_bounds else None
     overshoot = jnp.asarray(overshoot, X.dtype)
-    finished = (ids >= 0) & (state.done | (state.iterations >= max_iter))
+    finished = (ids >= 0) & (state.done | (state.iterations >= steps))
     res = deepfool_result(state, p)
     where = jnp.where(finished, ids, m)
     free = finished | (ids < 0)
@@ -117,7 +122,7 @@ def _advance(clf, state, ids, nxt, X, Y, n_valid, overshoot, max_iter, subspace,
     x_slot = jnp.where(_rows(load, X.ndim), x_new, state.x)
     state = state._replace(x=x_slot)
     # one evaluation: clean points for fresh slots, DeepFool steps for running ones
-    active = ~fresh & ~state.done & (state.iterations < max_iter)
+    active = ~fresh & ~state.done & (state.iterations < steps)
     r, point, info = _propose(state, q=q, overshoot=overshoot, subspace=subspace, bounds=bounds)
     point = jnp.where(_rows(fresh, X.ndim), x_slot, point)
 
@@ -133,14 +138,14 @@ def _advance(clf, state, ids, nxt, X, Y, n_valid, overshoot, max_iter, subspace,
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _slots_step(clf, carry, X, Y, n_valid, overshoot, max_iter, subspace, lo, hi, **static):
+def _slots_step(clf, carry, X, Y, n_valid, overshoot, steps, subspace, lo, hi, **static):
     """One step of the slot loop: ``carry -> (carry, (where, results))``; the host writes the
     finished slots' results and decides when to stop."""
-    return _advance(clf, *carry, X, Y, n_valid, overshoot, max_iter, subspace, lo, hi, **static)
+    return _advance(clf, *carry, X, Y, n_valid, overshoot, steps, subspace, lo, hi, **static)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
-def _slots_loop(clf, carry, X, Y, n_valid, overshoot, max_iter, subspace, lo, hi, min_active,
+def _slots_loop(clf, carry, X, Y, n_valid, overshoot, steps, subspace, lo, hi, min_active,
                 **static):  # fmt: skip
     """The slot loop under one ``lax.while_loop``, results written into the carry's
     ``(m, ...)`` buffers; it stops when every slot is idle, or when the queue is empty and at
@@ -153,7 +158,7 @@ def _slots_loop(clf, carry, X, Y, n_valid, overshoot, max_iter, subspace, lo, hi
 
     def body(c):
         (state, ids, nxt), (where, res) = _advance(
-            clf, *c[:3], X, Y, n_valid, overshoot, max_iter, subspace, lo, hi, **static
+            clf, *c[:3], X, Y, n_valid, overshoot, steps, subspace, lo, hi, **static
         )
         out = MarginResult(  # index m is dropped
             *(o.at[where].set(r, mode="drop") for o, r in zip(c[3], res, strict=True))
@@ -182,15 +187,6 @@ def _ladder(n_active: int, b: int) -> int:
     return b
 
 
-def _ladder_sizes(b: int) -> list[int]:
-    """Every working-set size the tail can use from ``b`` slots (``b, b/4, b/16, ...``)."""
-    sizes = [b]
-    while b >= 4:
-        b //= 4
-        sizes.append(b)
-    return sizes
-
-
 def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static):
     """Run the slot loop with ``b`` slots until the queue is empty and at most ``_tail(b)``
     slots are busy (or all are idle): one ``while_loop`` ("device", results written into the
@@ -214,49 +210,8 @@ def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, de
         sink(where, res)
 
 
-# (device id, classifier structure, shapes, settings) of the chunk programs already compiled
-# ahead of time: lowering again would re-trace the classifier on every call
-_LADDERS: set = set()
-
-
-def _ladder_key(clf, data, settings, static, loop, slots, dev):
-    leaves, treedef = jax.tree.flatten((clf, data, settings))
-    avals = tuple((np.shape(v), str(getattr(v, "dtype", type(v)))) for v in leaves)
-    return (dev.id, treedef, avals, tuple(sorted(static.items())), loop, slots)
-
-
-def _compile_ladder(clf, data, settings, static, loop: str, slots: int, dev) -> None:
-    """Compile (ahead of time, nothing runs) every program a chunk can need: the first stage
-    and each tail size. Which tail sizes a chunk reaches depends on its data, so compiling
-    them lazily would put compilations, and the memory the compiler keeps afterwards, in the
-    middle of a long run at points that depend on ``N``; compiled up front, the set of
-    programs and their order are the same for any ``N``. Calls then hit the jit cache."""
-    key = _ladder_key(clf, data, settings, static, loop, slots, dev)
-    if key in _LADDERS:
-        return
-    X, Y, nv = data
-    tail_arg = jax.ShapeDtypeStruct((), np.int32)
-    start_kw = dict(has_y=static["has_y"], candidates=static["candidates"],
-                    with_out=loop == "device")  # fmt: skip
-    states = []  # the slot state of each size so far: the tail can skip sizes
-    for b in _ladder_sizes(slots):
-        carry = jax.eval_shape(partial(_slots_start, slots=b, **start_kw), clf, X, Y, nv)
-        if not states:  # the first stage starts from the first examples
-            _slots_start.lower(clf, X, Y, nv, slots=b, **start_kw).compile()
-        for prev in states:  # a tail stage starts from a larger stage's compacted slots
-            _take.lower(prev, jax.ShapeDtypeStruct((b,), np.int32)).compile()
-        if loop == "device":
-            _slots_loop.lower(clf, carry, X, Y, nv, *settings, tail_arg, **static).compile()
-        else:
-            _slots_step.lower(clf, carry, X, Y, nv, *settings, **static).compile()
-        states.append(carry[0])
-    if len(_LADDERS) > 256:
-        _LADDERS.clear()
-    _LADDERS.add(key)
-
-
-def _run_chunk(clf, overshoot, max_iter, subspace, lo, hi, X, Y, *, chunk, slots, loop,
-               precompile, static):  # fmt: skip
+def _run_chunk(clf, overshoot, steps, subspace, lo, hi, X, Y, *, chunk, slots, loop,
+               static):  # fmt: skip
     """DeepFool on one chunk (``X``, ``Y`` padded to ``chunk.size`` rows, on ``chunk.device``)
     with the slot loop and its shrinking tail; returns the chunk's :class:`MarginResult`
     as NumPy arrays (rows past ``chunk.stop - chunk.start`` are padding, left unset)."""
@@ -264,9 +219,7 @@ def _run_chunk(clf, overshoot, max_iter, subspace, lo, hi, X, Y, *, chunk, slots
     m = chunk.size
     n_valid = chunk.stop - chunk.start
     data = (X, Y, jax.device_put(np.int32(n_valid), dev))
-    settings = (overshoot, max_iter, subspace, lo, hi)
-    if precompile:  # several chunks: every program before the first
-        _compile_ladder(clf, data, settings, static, loop, slots, dev)
+    settings = (overshoot, steps, subspace, lo, hi)
     bufs = MarginResult(
         perturbation=np.zeros(X.shape, X.dtype),
         margin=np.full((m,), np.inf, X.dtype),
@@ -302,6 +255,7 @@ def _run_chunk(clf, overshoot, max_iter, subspace, lo, hi, X, Y, *, chunk, slots
     return bufs
 
 
+@renamed(max_iter="steps")
 def deepfool_dataset(
     logits_fn: Callable[[Array], Array],
     x,
@@ -309,15 +263,15 @@ def deepfool_dataset(
     *,
     norm=2,
     overshoot: float = 0.02,
-    max_iter: int = 50,
+    steps: int = 50,
     candidates: int | None = None,
     subspace=None,
     bounds: tuple | None = None,
     slots: int = 32,
-    chunk_size: int = 1024,
     loop: str = "auto",
-    progress=None,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
+    progress=None,
 ) -> MarginResult:
     """DeepFool over a dataset with continuous batching (see the module docstring).
 
@@ -325,7 +279,7 @@ def deepfool_dataset(
     docstring for the definition, the overshoot and the box; ``gr.deepfool`` on concrete
     inputs runs this driver with its defaults). The dataset is processed ``chunk_size``
     examples at a time (the last chunk padded, never computed), each chunk by ``slots``
-    working slots; the classifier's weights, ``overshoot``, ``max_iter``, ``bounds`` values
+    working slots; the classifier's weights, ``overshoot``, ``steps``, ``bounds`` values
     and the ``subspace`` matrix are traced arguments, so one compilation serves every chunk,
     every call, every model of the same architecture, and every DCT band of
     ``subspace_margins``.
@@ -337,8 +291,9 @@ def deepfool_dataset(
     x : ``(N, *s)``; y : ``(N,)`` labels or None (predicted labels).
     slots : working-set size ``B`` (the batch of each forward + VJP); smaller ``B`` wastes
         fewer evaluations at the tail, larger ``B`` uses the hardware better.
-    chunk_size : examples per chunk (default 1024): the device holds one chunk's
-        ``(chunk_size, *s)`` working buffers at a time, so memory beyond the inputs and the
+    chunk_size : examples per chunk (default :data:`geomrobust.engine.CHUNK_SIZE`): the
+        device holds one chunk's ``(chunk_size, *s)`` working buffers at a time, so memory beyond
+        the inputs and the
         outputs does not grow with ``N`` (each chunk also pays its start-up evaluation and
         shrinking tail, about 0.3 s for a LeNet on 2 CPU cores).
     loop : ``"device"``: the slot loop is one ``lax.while_loop`` per tail stage (no host
@@ -349,7 +304,7 @@ def deepfool_dataset(
         modes run the same per-example arithmetic, but XLA compiles a loop body and a
         top-level program separately, so results can differ in the last bits, and an example
         sitting right at a stopping threshold can take a different number of steps (on the
-        500-digit benchmark one example ran to ``max_iter`` in one mode only). Use one mode
+        500-digit benchmark one example ran to ``steps`` in one mode only). Use one mode
         for results you compare bit for bit.
     progress : None, True (a progress bar counting examples as they finish) or a callable
         ``progress(n)`` called with the number of examples finished since the last call
@@ -377,7 +332,7 @@ def deepfool_dataset(
         x = jnp.asarray(x)
     if y is not None:
         y = jnp.asarray(y)
-    x = _validate(clf, x, y, norm, overshoot, max_iter, candidates, subspace, bounds)
+    x = _validate(clf, x, y, norm, overshoot, steps, candidates, subspace, bounds)
     p = as_norm(norm)
     if not isinstance(slots, int | np.integer) or slots < 1:
         raise ValueError(f"slots must be a positive integer, got {slots!r}")
@@ -398,8 +353,8 @@ def deepfool_dataset(
     sub = None if subspace is None else np.asarray(subspace, dtype)
     yy = np.zeros((n,), np.int32) if y is None else np.asarray(y).astype(np.int32)
     static = dict(p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None)
-    shared = (clf, np.asarray(overshoot, dtype), np.int32(max_iter), sub, lo, hi)
-    run = partial(_run_chunk, slots=slots, loop=loop, precompile=n > m, static=static)
+    shared = (clf, np.asarray(overshoot, dtype), np.int32(steps), sub, lo, hi)
+    run = partial(_run_chunk, slots=slots, loop=loop, static=static)
     with track(progress, n, "deepfool") as report:
         out = map_chunks(
             run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,
@@ -418,3 +373,116 @@ def deepfool_dataset(
 def _finalize_program(clf, overshoot, lo, hi, x, y, *res, p, has_y):
     """The box finalization of a chunk of results (one forward pass per candidate point)."""
     return _box_finalize(clf, x, y if has_y else None, MarginResult(*res), overshoot, (lo, hi), p)
+
+
+@renamed(max_iter="steps")
+def deepfool(
+    logits_fn: Callable[[Array], Array],
+    x: Array,
+    y: Array | None = None,
+    *,
+    norm=2,
+    overshoot: float = 0.02,
+    steps: int = 50,
+    candidates: int | None = None,
+    subspace: Array | None = None,
+    bounds: tuple | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    devices=None,
+    progress=None,
+) -> MarginResult:
+    """Minimal Lp perturbations of a batch by DeepFool.
+
+    From ``x_0 = x`` with ``r = 0``: at the iterate ``x_i``, for the candidate classes
+    ``k != y`` take ``F_k = f_k - f_y`` and ``w_k = ∇F_k(x_i)`` (projected, ``w_k ← S Sᵀ w_k``,
+    when ``subspace`` is given), pick ``l = argmin_k |F_k| / ||w_k||_q`` with the dual exponent
+    ``q = p / (p - 1)``, and accumulate the minimal linearized step
+
+        r ← r + |F_l| / ||w_l||_q^q · |w_l|^(q-1) ⊙ sign(w_l)
+
+    (``|F_l| w_l / ||w_l||²`` for ``p = 2``, ``|F_l| sign(w_l) / ||w_l||_1`` for ``p = inf``).
+    The next iterate is ``x_{i+1} = clip(x + (1 + η) r)``; stop when its label differs from
+    ``y``.
+
+    **Overshoot** (the reference implementations differ): applied to the *accumulated*
+    perturbation, as in the authors' PyTorch DeepFool code: the label is tested at, and the
+    gradients re-linearized at, ``x + (1 + η) r``, and the returned perturbation is
+    ``(1 + η) r``, so ``margin = (1 + η) ||r||_p``. On an affine classifier one step is exact:
+    ``margin = (1 + η) |F(x)| / ||w||_q``. Unlike the reference code, no ``1e-4`` is added to
+    ``|F_l|``. The subspace code of "Hold me tight!" linearizes at ``x + r`` instead (and
+    tests at ``x + (1 + η) r``); every difference from each reference implementation, and how
+    to reproduce it: docs/conventions.md.
+
+    **Box** ``bounds = (lo, hi)``: coordinates of the iterate that sit on a face of the box
+    and whose gradient component points out of it are frozen (set to 0 in every ``w_k``, an
+    active set, so the step moves along the free coordinates instead of stalling against the
+    box); the iterate is then clipped, and ``r`` is replaced by ``(x_{i+1} - x) / (1 + η)``
+    so state and iterate agree. The overshoot then acts on the last step only, so at the end
+    every converged point is re-tested, and where it crosses by less than
+    ``64 eps (min(1, max |f(x)|) + max |f|)`` in logits the total perturbation is extended,
+    ``r' = clip(x + (1 + η) r) - x`` (not converged if that does not cross either): every
+    returned point crosses by a margin that survives rounding (another batch size, another
+    precision). The returned
+    perturbation is always feasible; when no feasible step flips the label the example is
+    not converged.
+
+    **Execution.** On concrete inputs (a call from Python) this runs the continuous-batching
+    driver :func:`geomrobust.search.deepfool_dataset` with its defaults (fixed working slots
+    refilled as examples finish; one compilation per architecture and shape, reused by every
+    call and every model of the same architecture). Under ``jit``/``vmap``/``grad`` (traced
+    inputs or classifier) it is one transformable ``lax.while_loop`` over the batch. Both
+    follow the same per-example arithmetic; they agree up to the rounding of batched forward
+    passes (a different batch composition).
+
+    Parameters
+    ----------
+    logits_fn : the classifier ``(N, *s) -> (N, K)``: a function, a
+        :class:`geomrobust.Classifier`, a Flax NNX module or an Equinox module (see
+        :func:`geomrobust.as_classifier`); rows must not interact.
+    x : ``(N, *s)`` floating. The search runs, and returns, in one dtype (the rule of every
+        search, docs/conventions.md "Input checks"): float32 for float16 / bfloat16 inputs,
+        otherwise the wider of ``x``'s and the logits' dtype (a float32 ``x`` with a float64
+        model runs in float64). ``x`` and the classifier's weights may sit on different
+        devices: the executor runs on ``x``'s (see ``devices``) and places the weights there.
+    y : ``(N,)`` integer reference labels, or None for the predicted labels.
+    norm : ``p`` in ``(1, inf]`` (2 and ``jnp.inf`` the usual ones).
+    overshoot : ``η >= 0``.
+    steps : DeepFool steps per example (formerly ``max_iter``); examples not flipped by
+        then are not converged.
+    candidates : ``C``: search only the ``C`` classes ``k != y`` with the largest clean
+        logits (the reference code's top-``C``, where its ``num_classes = C + 1`` counts the
+        label), or None for all ``K - 1``.
+    subspace : ``(D, s)`` orthonormal basis (``D = prod(s)``, flattened in ``x``'s order),
+        restricting the search to ``x + span(S)`` (Hold me tight!); norm 2 only.
+    bounds : ``(lo, hi)`` scalars or arrays broadcastable to ``x``, or None. ``x`` must lie
+        in the box: an example outside it by more than ``max(1e-6 (hi - lo),
+        8 eps max(|lo|, |hi|))`` raises ``ValueError`` (naming how many; clip ``x`` or pass
+        ``bounds=None``), since the search would otherwise report the distance to the box.
+    chunk_size, devices, progress : the executor's options (concrete inputs only), see
+        :func:`geomrobust.search.deepfool_dataset`.
+
+    Returns
+    -------
+    MarginResult
+        ``perturbation (N, *s)``, ``margin (N,)`` (``inf`` where not converged),
+        ``converged (N,)``, ``adv_label (N,)`` (``-1`` where not converged), ``iterations``.
+        An example already misclassified (``argmax f(x) != y``), or exactly ON the boundary
+        (tied top logits ``max_{k != y} f_k(x) = f_y(x)``: adv_label the tied class), has
+        margin 0, converged True and 0 iterations. Margins are invariant to the logits'
+        scale: the step arithmetic is normalized by a power of two near ``max |∇F_k|``, so
+        logits scaled by ``1e±20`` in float32 give the unscaled margins. Zero gradients
+        (no reachable boundary) or non-finite logits give converged False without affecting
+        the other examples.
+    """
+    clf = as_classifier(logits_fn)
+    if all_concrete(clf, x, y, subspace, bounds, overshoot):
+        return deepfool_dataset(
+            clf, x, y, norm=norm, overshoot=overshoot, steps=steps,
+            candidates=candidates, subspace=subspace, bounds=bounds, chunk_size=chunk_size,
+            devices=devices, progress=progress,
+        )  # fmt: skip
+    if y is not None:
+        y = jnp.asarray(y) if not hasattr(y, "dtype") else y
+    x = _validate(clf, jnp.asarray(x), y, norm, overshoot, steps, candidates, subspace,
+                  bounds)  # fmt: skip
+    return _deepfool_loop(clf, x, y, norm, overshoot, steps, candidates, subspace, bounds)

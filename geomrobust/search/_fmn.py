@@ -6,8 +6,9 @@ Constraints", NeurIPS 2021.
 Like DeepFool (:mod:`geomrobust.search._deepfool`): :func:`fmn_init` evaluates the classifier
 at the clean points, :func:`fmn_step` takes one FMN step for every example still running (a
 per-example ``done`` mask), :func:`fmn_result` turns a state into a
-:class:`~geomrobust.search.MarginResult`; :func:`fmn` runs them under one ``lax.while_loop``
-per chunk of examples (:func:`geomrobust.engine.run_program`). Each step costs ONE forward
+:class:`~geomrobust.search.MarginResult`; :func:`fmn` runs them through the search driver
+(:func:`geomrobust.search._loop.drive`: a host loop of jitted steps on the CPU, one
+``lax.while_loop`` per chunk elsewhere and under ``jit``). Each step costs ONE forward
 pass and ONE VJP (the gradient of the logit margin). The helpers shared with the other
 minimal-norm searches (the margin loss, per-row projections) live here.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._validation import check_bounds, check_labels, search_inputs
-from ..engine import run_program
+from .._validation import check_bounds, check_labels, check_positive, search_inputs
+from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ..ops._norms import as_norm, dual_exponent, lp_norm
 from ._deepfool import MarginResult
+from ._loop import Method, drive
 
-__all__ = ["FMNState", "fmn", "fmn_init", "fmn_result", "fmn_step"]
+__all__ = ["FMNInfo", "FMNState", "fmn", "fmn_init", "fmn_result", "fmn_step"]
 
 
 # ---------------------------------------------------------------- helpers shared by searches
@@ -168,6 +169,14 @@ class FMNState(NamedTuple):
     iterations: Array
 
 
+class FMNInfo(NamedTuple):
+    """Per-step diagnostics of :func:`fmn_step`: the logit margin ``(N,)`` at the new
+    iterate (``> 0``: label kept) and the new constraint ``epsilon`` ``(N,)``."""
+
+    margin: Array
+    epsilon: Array
+
+
 def _worst_norm(x, bounds, p):
     if bounds is None:
         return jnp.full((x.shape[0],), jnp.inf, x.dtype)
@@ -234,7 +243,7 @@ def fmn_step(
     gamma=0.05,
     gamma_min=0.001,
     bounds=None,
-) -> FMNState:
+) -> tuple[FMNState, FMNInfo]:
     """One FMN step for every example not done (and under ``steps`` steps).
 
     At step ``k`` (cosine-annealed step size ``α_k`` from ``alpha_max`` to ``alpha_min``,
@@ -300,7 +309,8 @@ def fmn_step(
         return jnp.where(rows(active, a.ndim), a, b)
 
     out = jax.tree.map(upd, new, state)
-    return out._replace(iterations=state.iterations + active.astype(jnp.int32))
+    out = out._replace(iterations=state.iterations + active.astype(jnp.int32))
+    return out, FMNInfo(margin=m, epsilon=out.epsilon)
 
 
 def fmn_result(state: FMNState, norm=2) -> MarginResult:
@@ -314,21 +324,52 @@ def fmn_result(state: FMNState, norm=2) -> MarginResult:
     return MarginResult(pert, margin, conv, adv, state.iterations)
 
 
-@partial(jax.jit, static_argnames=("p", "steps", "has_y", "has_bounds"))
-def _fmn_program(clf, settings, x, y=None, *, p, steps, has_y, has_bounds):
-    """FMN on a chunk: one compilation per architecture, shapes and structural settings."""
+class _Static(NamedTuple):
+    p: float
+    steps: int
+    has_y: bool
+    has_bounds: bool
+
+
+def _m_init(clf, settings, batch, st: _Static):
+    bounds = (settings[4], settings[5]) if st.has_bounds else None
+    y = batch[1] if st.has_y else None
+    return fmn_init(clf, batch[0], y, norm=st.p, bounds=bounds)
+
+
+def _m_step(clf, settings, state, st: _Static):
     a_max, a_min, gamma, gamma_min, lo, hi = settings
-    bounds = (lo, hi) if has_bounds else None
-    state = fmn_init(clf, x, y if has_y else None, norm=p, bounds=bounds)
+    return fmn_step(clf, state, norm=st.p, steps=st.steps, alpha_max=a_max, alpha_min=a_min,
+                    gamma=gamma, gamma_min=gamma_min,
+                    bounds=(lo, hi) if st.has_bounds else None)  # fmt: skip
 
-    def cond(s):
-        return jnp.any(~s.done & (s.iterations < steps))
 
-    def body(s):
-        return fmn_step(clf, s, norm=p, steps=steps, alpha_max=a_max, alpha_min=a_min,
-                        gamma=gamma, gamma_min=gamma_min, bounds=bounds)  # fmt: skip
+def _m_done(state, st: _Static):
+    return state.done | (state.iterations >= st.steps)
 
-    return fmn_result(jax.lax.while_loop(cond, body, state), p)
+
+def _m_result(clf, settings, state, st: _Static):
+    return fmn_result(state, st.p)
+
+
+FMN = Method("fmn", _m_init, _m_step, _m_done, _m_result)
+"""FMN as a method of the search driver (:func:`geomrobust.search._loop.drive`)."""
+
+
+def _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min) -> None:
+    """FMN's step sizes ``alpha_max > 0``, ``alpha_min >= 0``, and radius factors
+    ``gamma`` in ``(0, 1)``, ``gamma_min`` in ``[0, 1)`` (the radius is scaled by
+    ``1 ± gamma``), checked before anything is compiled."""
+    if alpha_max is not None:
+        check_positive(alpha_max, "alpha_max")
+    if alpha_min is not None:
+        check_positive(alpha_min, "alpha_min", allow_zero=True)
+    for name, g, interval in (("gamma", gamma, "(0, 1)"), ("gamma_min", gamma_min, "[0, 1)")):
+        check_positive(g, name, allow_zero=name == "gamma_min")
+        if not float(g) < 1:
+            raise ValueError(
+                f"{name} must lie in {interval} (the radius is scaled by 1 +- {name}), got {g!r}"
+            )
 
 
 def fmn(
@@ -343,7 +384,8 @@ def fmn(
     gamma: float = 0.05,
     gamma_min: float = 0.001,
     bounds: tuple | None = None,
-    chunk_size: int = 1024,
+    loop: str = "auto",
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MarginResult:
@@ -372,6 +414,9 @@ def fmn(
     gamma, gamma_min : the constraint's update factor, annealed from ``gamma`` to
         ``gamma_min`` (the authors' 0.05 and 0.001).
     bounds : ``(lo, hi)`` box of valid inputs, or None.
+    loop : ``"host"`` (a host loop of jitted steps), ``"device"`` (one ``lax.while_loop``)
+        or ``"auto"`` (host on the CPU backend): the same per-example arithmetic
+        (:mod:`geomrobust.search._loop`, docs/performance.md).
     chunk_size, devices, progress : the executor's options (concrete inputs only).
 
     Returns
@@ -380,6 +425,7 @@ def fmn(
         ``margin`` ``inf`` where no adversarial point was found; misclassified examples have
         margin 0; non-finite logits give converged False without affecting other examples.
     """
+    _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min)
     clf = as_classifier(logits_fn)
     p, x = check_common(clf, x, y, norm, bounds)
     steps = check_steps(steps, "steps")
@@ -389,9 +435,8 @@ def fmn(
     lo, hi = bounds_pair(bounds, dtype)
     a_min = a_max / 100 if alpha_min is None else alpha_min
     settings = (*(jnp.asarray(v, dtype) for v in (a_max, a_min, gamma, gamma_min)), lo, hi)
-    program = partial(_fmn_program, p=p, steps=steps, has_y=y is not None,
-                      has_bounds=bounds is not None)  # fmt: skip
+    static = _Static(p, steps, y is not None, bounds is not None)
     batched = (x,) if y is None else (x, jnp.asarray(y).astype(jnp.int32))
-    out = run_program(program, (clf, settings), batched, chunk_size=min(chunk_size, x.shape[0]),
-                      devices=devices, progress=progress, desc="fmn")  # fmt: skip
+    out = drive(FMN, clf, settings, batched, static, loop=loop, chunk_size=chunk_size,
+                devices=devices, progress=progress)  # fmt: skip
     return MarginResult(*out)

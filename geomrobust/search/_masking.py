@@ -22,12 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import deprecated_alias, renamed
 from .._validation import check_key, check_positive
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
-from ._apgd import _apgd_program, _square_program
-from ._attacks import _fgsm_program, _pgd_program
-from ._fmn import bounds_pair, check_common, check_steps
+from ._apgd import apgd_run, square_run
+from ._attacks import _fgsm_program, pgd_run
+from ._fmn import bounds_pair, check_common, check_steps, finite_rows
 
 __all__ = ["ATTACKS", "MaskingChecks", "masking_checks", "monotone_flags"]
 
@@ -38,7 +39,7 @@ WHITE_BOX = ("pgd", "apgd-ce", "apgd-dlr")
 class MaskingChecks(NamedTuple):
     """Accuracy under each attack, and the gradient-masking flags raised.
 
-    epsilons : ``(E,)``; clean_accuracy : float.
+    eps : ``(E,)`` (``epsilons``, its old name, still reads it); clean_accuracy : float.
     accuracy : ``{attack: (E,)}`` fraction of examples correct and not broken, per attack in
     :data:`ATTACKS` (``apgd-dlr`` absent for ``K < 3``, ``square`` for L2).
     worst_case : ``(E,)``, the fraction correct and broken by NO attack (the reliable figure).
@@ -48,7 +49,7 @@ class MaskingChecks(NamedTuple):
     success : ``{attack: (E + 1, N)}`` bool per example (the last row at ``large_eps``).
     """
 
-    epsilons: np.ndarray
+    eps: np.ndarray
     clean_accuracy: float
     accuracy: dict
     worst_case: np.ndarray
@@ -56,6 +57,12 @@ class MaskingChecks(NamedTuple):
     large_eps_accuracy: float
     flags: tuple
     success: dict
+
+    @property
+    def epsilons(self) -> np.ndarray:
+        """Deprecated: the field ``eps``."""
+        deprecated_alias("MaskingChecks.epsilons", "MaskingChecks.eps")
+        return self.eps
 
 
 def monotone_flags(epsilons, accuracy, name: str, tol: float = 0.02) -> list[str]:
@@ -91,37 +98,38 @@ def _checks_program(clf, key, eps, lo, hi, xc, yc, start, *, p, names, steps, qu
             if name == "fgsm":
                 r = _fgsm_program(clf, xc, yc, e, None, lo, hi, p=p, has_bounds=has_bounds)
             elif name == "pgd":
-                r = _pgd_program(clf, xc, yc, ki, e, alpha_scale * e, None, lo, hi, p=p,
-                                 steps=steps, random_start=True, unroll=1,
-                                 has_bounds=has_bounds)  # fmt: skip
+                r = pgd_run(clf, xc, yc, ki, e, alpha_scale * e, lo, hi, p=p, steps=steps,
+                            has_bounds=has_bounds)  # fmt: skip
             elif name == "square":
-                r = _square_program(clf, xc, yc, ki, e, jnp.asarray(0.05, jnp.float32), lo, hi,
-                                    queries=queries, has_bounds=has_bounds)  # fmt: skip
+                r = square_run(clf, xc, yc, ki, e, jnp.asarray(0.05, jnp.float32), lo, hi,
+                               steps=queries, has_bounds=has_bounds)  # fmt: skip
             else:
-                r = _apgd_program(clf, xc, yc, ki, e, lo, hi, p=p, loss=name[5:], steps=steps,
-                                  restarts=1, has_bounds=has_bounds)  # fmt: skip
+                r = apgd_run(clf, xc, yc, ki, e, lo, hi, p=p, loss=name[5:], steps=steps,
+                             restarts=1, has_bounds=has_bounds)  # fmt: skip
             out.append(r.success)
         return jnp.stack(out, axis=-1)  # (C, A)
 
-    clean = jnp.argmax(clf(xc), -1) == yc
+    logits = clf(xc)
+    clean = (jnp.argmax(logits, -1) == yc) & finite_rows(logits)  # a NaN row is never correct
     return clean, jnp.moveaxis(jax.lax.map(one, eps), 0, -1)  # (C,), (C, A, E)
 
 
+@renamed(epsilons="eps", queries="square_steps")
 def masking_checks(
     logits_fn: Callable[[Array], Array],
     x,
     y,
-    epsilons: Sequence[float],
+    eps: Sequence[float],
     *,
     key: Array,
     norm=jnp.inf,
     bounds: tuple | None = None,
     attacks: Sequence[str] = ATTACKS,
     steps: int = 50,
-    queries: int = 500,
+    square_steps: int = 500,
     large_eps: float | None = None,
     tol: float = 0.02,
-    chunk_size: int = 256,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MaskingChecks:
@@ -140,8 +148,10 @@ def masking_checks(
        be misclassified; without a box, ``100 max(epsilons)``.
 
     Each attack runs ``steps`` iterations (PGD: step ``2.5 ε / steps``, random start; APGD:
-    its own schedule), the square search ``queries`` forward passes (Linf only; skipped for
-    L2). An example counts as robust at ``ε`` when it is correctly classified and not broken.
+    its own schedule), the square search ``square_steps`` forward passes (Linf only; skipped
+    for L2; formerly ``queries``). ``eps`` (formerly ``epsilons``): the radii. A clean input
+    whose logit row is not finite is never correct. An example counts as robust at ``ε`` when it is
+    correctly classified and not broken.
     Chunks of ``chunk_size`` examples run through :func:`geomrobust.engine.run_program`,
     each with ``fold_in(key, chunk_start)``.
 
@@ -156,11 +166,12 @@ def masking_checks(
         raise ValueError("y (the labels) is required")
     check_key(key, "key")
     steps = check_steps(steps, "steps")
-    queries = check_steps(queries, "queries")
+    queries = check_steps(square_steps, "square_steps")
     check_positive(tol, "tol", allow_zero=True)
-    eps = np.asarray(epsilons, np.float64).reshape(-1)
+    eps_in = eps
+    eps = np.asarray(eps_in, np.float64).reshape(-1)
     if eps.size == 0 or not np.all(eps >= 0):
-        raise ValueError(f"epsilons must be a non-empty list of values >= 0, got {epsilons!r}")
+        raise ValueError(f"eps must be a non-empty list of values >= 0, got {eps_in!r}")
     names = tuple(attacks)
     bad = [a for a in names if a not in ATTACKS]
     if bad or not names:
@@ -230,7 +241,7 @@ def masking_checks(
             "gradients)"
         )
     return MaskingChecks(
-        epsilons=eps,
+        eps=eps,
         clean_accuracy=float(clean.mean()),
         accuracy={a: v[:-1] for a, v in acc.items()},
         worst_case=worst[:-1],

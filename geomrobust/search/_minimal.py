@@ -4,6 +4,13 @@ DeepFool's margin is.
 Every search returns an upper bound on the distance to the decision boundary (an adversarial
 point it found); the smallest over DeepFool, FMN and C&W is the tightest bound available, and
 ``||r_DeepFool|| / ||r_min||`` says how much DeepFool overestimates it (docs/methods.md).
+
+DeepFool's point is also pulled back along its own ray ``x + t r_DeepFool``, ``t`` in
+``[0, 1]``, to the first label change (bisection on the label, no overshoot): FMN and C&W can
+both converge to the boundary of the runner-up logit while the nearest boundary is another
+class's, which DeepFool finds (on an affine classifier its linearisation is exact, so its
+direction is the nearest boundary's normal and the pulled-back point is at the exact
+distance ``min_k (f_y - f_k) / ||w_y - w_k||_*``).
 """
 
 from __future__ import annotations
@@ -18,15 +25,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
+from ..ops._norms import as_norm
 from ._cw import cw_l2
-from ._deepfool import MarginResult, deepfool
+from ._deepfool import MarginResult
+from ._driver import deepfool
 from ._fmn import check_common, fmn, rows
 
 __all__ = ["SEARCHES", "MinimalMargin", "minimal_margin"]
 
 SEARCHES = ("deepfool", "fmn", "cw")
+
+#: Relative length of the final bracket of the pull-back along DeepFool's ray.
+_RAY_TOL = 1e-6
+_RAY_MAX_ITER = 64
 
 
 class MinimalMargin(NamedTuple):
@@ -71,6 +84,47 @@ def _verify_program(clf, x, pert, y=None, *, p, has_y):
     return jax.vmap(one, in_axes=1, out_axes=1)(pert)  # (C, S) each
 
 
+@partial(jax.jit, static_argnames=("has_y",))
+def _pull_back_program(clf, x, d, y=None, *, has_y):
+    """The first label change on the segment ``x + t d``, ``t`` in ``[0, 1]``, by bisection
+    on the label: ``(t_hi d, ok)``, ``t_hi`` the smallest adversarial ``t`` of the final
+    bracket (at ``x + t_hi d`` another logit exceeds ``y``'s by ``8 eps max|f|``, so it is
+    not within rounding of the boundary; ``ok`` False where ``x + d`` is not adversarial so,
+    or ``x`` is, or a logit row is non-finite: the caller keeps ``d`` there)."""
+    dtype = x.dtype
+    yy = jnp.argmax(clf(x), -1).astype(jnp.int32) if not has_y else y
+
+    def adversarial(t):
+        # clearly adversarial: another logit above y's by a few roundings, so the point
+        # re-tests adversarial in a batch of its own (not within rounding of the boundary)
+        logits = clf(x + rows(t, x.ndim) * d).astype(dtype)
+        own = jnp.take_along_axis(logits, yy[:, None], -1)[:, 0]
+        other = jnp.max(
+            jnp.where(jnp.arange(logits.shape[-1]) == yy[:, None], -jnp.inf, logits), -1
+        )
+        slack = 8 * jnp.finfo(dtype).eps * jnp.max(jnp.abs(logits), -1)
+        return (other - own > slack) & jnp.all(jnp.isfinite(logits), -1)
+
+    n = x.shape[0]
+    ok = adversarial(jnp.ones(n, dtype)) & ~adversarial(jnp.zeros(n, dtype))
+    lo, hi = jnp.zeros(n, dtype), jnp.ones(n, dtype)
+
+    def cond(c):
+        lo, hi, i = c
+        run = ok & (hi - lo > _RAY_TOL * hi)
+        return jnp.any(run) & (i < _RAY_MAX_ITER)
+
+    def body(c):
+        lo, hi, i = c
+        mid = 0.5 * (lo + hi)
+        run = ok & (hi - lo > _RAY_TOL * hi) & (mid > lo) & (mid < hi)
+        adv = adversarial(mid)
+        return jnp.where(run & ~adv, mid, lo), jnp.where(run & adv, mid, hi), i + 1
+
+    _, hi, _ = jax.lax.while_loop(cond, body, (lo, hi, jnp.zeros((), jnp.int32)))
+    return jnp.where(rows(ok, x.ndim), rows(hi, x.ndim) * d, d), ok
+
+
 def minimal_margin(
     logits_fn: Callable[[Array], Array],
     x,
@@ -82,7 +136,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> MinimalMargin:
@@ -98,10 +152,16 @@ def minimal_margin(
         ||r_min||_p = min_s ||r_s||_p   over the searches whose point re-tests adversarial,
 
     with ``found_by`` the search it came from and ``deepfool_ratio = ||r_DeepFool||_p /
-    ||r_min||_p``. With DeepFool among the searches, ``margin <= deepfool margin`` for every
-    example, and ``margin`` is finite wherever any search succeeded. DeepFool's margin
-    includes its overshoot ``(1 + η)`` (``η = 0.02`` by default), so even on an affine
-    boundary its ratio is ``1 + η`` against a search that stops at the boundary.
+    ||r_min||_p``. DeepFool's point is also pulled back along its own ray ``x + t r``,
+    ``t`` in ``[0, 1]``, to the first label change (bisection on the label to a bracket of
+    relative length 1e-6, no overshoot); that point is a candidate too, credited to
+    ``"deepfool"`` in ``found_by`` (``margins`` keeps each search's own point). So with
+    DeepFool among the searches, ``margin`` is at most DeepFool's margin without overshoot
+    for every example, exact (to 1e-6 relative) on an affine classifier, where DeepFool's
+    linearisation is exact and its direction is the nearest boundary's normal, and finite
+    wherever any search succeeded. DeepFool's own margin includes its overshoot
+    ``(1 + η)`` (``η = 0.02`` by default), so even on an affine boundary its ratio is
+    ``1 + η``.
 
     Parameters
     ----------
@@ -117,16 +177,21 @@ def minimal_margin(
     -------
     MinimalMargin
     """
-    clf = as_classifier(logits_fn)
-    p, x = check_common(clf, x, y, norm, bounds)
     names = tuple(searches)
     unknown = [s for s in names if s not in SEARCHES]
     if not names or unknown or len(set(names)) != len(names):
         raise ValueError(
             f"searches must be distinct names among {SEARCHES}, got {tuple(searches)!r}"
         )
-    if math.isinf(p):
+    if math.isinf(as_norm(norm)):  # before anything is traced
         names = tuple(s for s in names if s != "cw")
+        if not names:
+            raise ValueError(
+                "searches=('cw',) with norm=inf: C&W is an L2 search, so no search is left; "
+                "add 'deepfool' or 'fmn' to searches, or use norm=2"
+            )
+    clf = as_classifier(logits_fn)
+    p, x = check_common(clf, x, y, norm, bounds)
     x = jnp.asarray(x)
     run_kw = dict(chunk_size=chunk_size, devices=devices, progress=progress)
     results: list[MarginResult] = []
@@ -138,22 +203,41 @@ def minimal_margin(
         else:
             r = cw_l2(clf, x, y, bounds=bounds, **run_kw, **(cw_kw or {}))
         results.append(r)
-    pert = jnp.stack([r.perturbation for r in results], axis=1)  # (N, S, *s)
-    batched = (x, pert) if y is None else (x, pert, jnp.asarray(y).astype(jnp.int32))
-    adv, lab, _ = run_program(
+    perts = [r.perturbation for r in results]
+    y32 = None if y is None else jnp.asarray(y).astype(jnp.int32)
+    if "deepfool" in names:  # DeepFool's point pulled back along its ray: one more candidate
+        i_df = names.index("deepfool")
+        r_df = results[i_df]
+        d = jnp.where(rows(r_df.converged & (r_df.margin > 0), x.ndim), r_df.perturbation, 0)
+        pulled, _ = run_program(
+            partial(_pull_back_program, has_y=y is not None), (clf,),
+            (x, d) if y is None else (x, d, y32), chunk_size=min(chunk_size, x.shape[0]),
+            devices=devices,
+        )  # fmt: skip
+        perts.append(pulled)
+    pert = jnp.stack(perts, axis=1)  # (N, S or S + 1, *s)
+    batched = (x, pert) if y is None else (x, pert, y32)
+    adv, lab, nrm = run_program(
         partial(_verify_program, p=p, has_y=y is not None), (clf,), batched,
         chunk_size=min(chunk_size, x.shape[0]), devices=devices,
     )  # fmt: skip
-    adv, lab = adv.T, lab.T  # (S, N)
+    adv, lab, nrm = adv.T, lab.T, nrm.T  # (S or S + 1, N)
     conv = jnp.stack([r.converged for r in results])
+    own = jnp.stack([r.margin for r in results])
+    if "deepfool" in names:
+        conv = jnp.concatenate([conv, conv[i_df][None]])
+        own = jnp.concatenate([own, nrm[-1][None]])
     ok = conv & adv
-    margins = jnp.where(ok, jnp.stack([r.margin for r in results]), jnp.inf).astype(x.dtype)
-    best = jnp.argmin(margins, axis=0)
+    candidates = jnp.where(ok, own, jnp.inf).astype(x.dtype)
+    margins = candidates[: len(names)]
+    best = jnp.argmin(candidates, axis=0)
     idx = jnp.arange(x.shape[0])
-    margin = margins[best, idx]
+    margin = candidates[best, idx]
     found = jnp.isfinite(margin)
     perturbation = jnp.where(rows(found, x.ndim), pert[idx, best], 0)
     adv_label = jnp.where(found, lab[best, idx], -1).astype(jnp.int32)
+    if "deepfool" in names:
+        best = jnp.where(best == len(names), i_df, best)
     if "deepfool" in names:
         m_df = margins[names.index("deepfool")]
         pos = found & (margin > 0)

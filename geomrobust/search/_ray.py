@@ -1,7 +1,7 @@
 """Margins along directions: the first label change on the rays ``x + t d``, ``t > 0``.
 
 docs/methods.md section 3. For each example and each unit direction, bracket the first label change
-by stepping ``t = h, 2h, ...`` (``h = max_dist / num_steps``), then bisect the bracket to a
+by stepping ``t = h, 2h, ...`` (``h = max_dist / steps``), then bisect the bracket to a
 tolerance relative to ``t``. Random directions uniform on the sphere give the "random margins"
 of Fawzi, Moosavi-Dezfooli, Frossard, "Robustness of classifiers: from adversarial to random
 noise", NeurIPS 2016.
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import check_positive, is_concrete, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
@@ -57,6 +58,7 @@ def _check_unit(directions, x_ndim: int, per_example: bool):
         )
 
 
+@renamed(num_steps="steps", max_bisect="bisect_steps")
 def margin_along(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -64,17 +66,17 @@ def margin_along(
     *,
     max_dist: float,
     tol: float = 1e-4,
-    num_steps: int = 32,
-    max_bisect: int = 64,
+    steps: int = 32,
+    bisect_steps: int = 64,
     chunk_size: int = 256,
     devices=None,
     progress=None,
 ) -> DirectionalMargins:
     """Smallest ``t > 0`` with ``argmax f(x + t d) != argmax f(x)``, per example and direction.
 
-    Bracketing: ``t_j = j · max_dist / num_steps``, ``j = 1..num_steps``, until the label
+    Bracketing: ``t_j = j · max_dist / steps``, ``j = 1..steps``, until the label
     changes (a change between two grid points and back is not seen: refine the grid with
-    ``num_steps``); then bisection until ``hi - lo <= tol · hi``. All rays are evaluated
+    ``steps``); then bisection until ``hi - lo <= tol · hi``. All rays are evaluated
     together, one forward pass of ``N·M`` points per step, and finished rays are masked.
 
     Parameters
@@ -88,8 +90,9 @@ def margin_along(
         (float32) / 1e-8 (float64) raises, since ``t`` is only a distance for unit ``d``.
     max_dist : the largest ``t`` searched, > 0.
     tol : bisection tolerance relative to ``t``, > 0.
-    num_steps : grid steps of the bracketing phase.
-    max_bisect : bisection steps at most (64 reach float64 resolution).
+    steps : grid steps of the bracketing phase (formerly ``num_steps``).
+    bisect_steps : bisection steps at most (64 reach float64 resolution; formerly
+        ``max_bisect``).
     chunk_size : examples per jitted call (the last chunk padded), so peak memory is that of
         ``chunk_size · M`` rays and one compilation serves every chunk and every call with
         the same shapes; ``max_dist`` and ``tol`` are traced (changing them does not
@@ -124,15 +127,15 @@ def margin_along(
     _check_unit(directions, x.ndim, per_example)
     max_dist = check_positive(max_dist, "max_dist")
     tol = check_positive(tol, "tol")
-    if not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
     dtype = x.dtype
     directions = directions.astype(dtype)
     if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    program = partial(_along_program, per_example=per_example, num_steps=int(num_steps),
-                      max_bisect=int(max_bisect))  # fmt: skip
-    step = jnp.asarray(max_dist / num_steps, dtype)
+    program = partial(_along_program, per_example=per_example, steps=int(steps),
+                      bisect_steps=int(bisect_steps))  # fmt: skip
+    step = jnp.asarray(max_dist / steps, dtype)
     tol = jnp.asarray(tol, dtype)
     if per_example:
         shared, batched = (clf, step, tol, None), (x, directions)
@@ -145,16 +148,16 @@ def margin_along(
     return DirectionalMargins(*out)
 
 
-@partial(jax.jit, static_argnames=("per_example", "num_steps", "max_bisect"))
-def _along_program(clf, step, tol, shared, x, directions=None, *, per_example, num_steps,
-                   max_bisect):  # fmt: skip
+@partial(jax.jit, static_argnames=("per_example", "steps", "bisect_steps"))
+def _along_program(clf, step, tol, shared, x, directions=None, *, per_example, steps,
+                   bisect_steps):  # fmt: skip
     """The batched search of a chunk: one compilation per architecture and shapes (weights,
     data, directions, ``max_dist`` and ``tol`` are arguments)."""
     d = directions if per_example else shared
-    return _search(clf, x, d, per_example, step, tol, num_steps, max_bisect)
+    return _search(clf, x, d, per_example, step, tol, steps, bisect_steps)
 
 
-def _search(logits_fn, x, directions, per_example, h, tol, num_steps, max_bisect):
+def _search(logits_fn, x, directions, per_example, h, tol, steps, bisect_steps):
     n, shape = x.shape[0], x.shape[1:]
     dtype = x.dtype
     m = directions.shape[1] if per_example else directions.shape[0]
@@ -173,11 +176,11 @@ def _search(logits_fn, x, directions, per_example, h, tol, num_steps, max_bisect
     # phase 1: bracket by stepping
     def s_cond(c):
         j, _, stop, *_ = c
-        return jnp.any(~stop & (j < num_steps))
+        return jnp.any(~stop & (j < steps))
 
     def s_body(c):
         j, found, stop, bad, adv = c
-        run = ~stop & (j < num_steps)
+        run = ~stop & (j < steps)
         j = j + run.astype(jnp.int32)
         lab, fin = _labels(logits_fn, at(j.astype(dtype) * h))
         hit = run & fin & (lab != label0)
@@ -204,7 +207,7 @@ def _search(logits_fn, x, directions, per_example, h, tol, num_steps, max_bisect
     # phase 2: bisection inside [lo, hi], keeping a label change at hi
     def b_cond(c):
         lo, hi, _, k = c
-        return jnp.any(found & (hi - lo > tol * hi)) & (k < max_bisect)
+        return jnp.any(found & (hi - lo > tol * hi)) & (k < bisect_steps)
 
     def b_body(c):
         lo, hi, adv, k = c

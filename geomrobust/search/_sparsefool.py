@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._deprecation import renamed
 from .._validation import check_bounds, check_labels, check_positive, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
@@ -77,6 +78,7 @@ def linear_solver(x: Array, w: Array, point: Array, lo, hi) -> Array:
     return jnp.where((g > 0)[:, None], out, x)
 
 
+@renamed(max_iter="steps", deepfool_iter="deepfool_steps")
 def sparsefool(
     logits_fn: Callable[[Array], Array],
     x: Array,
@@ -84,9 +86,9 @@ def sparsefool(
     *,
     lambda_: float = 3.0,
     overshoot: float = 0.02,
-    max_iter: int = 20,
+    steps: int = 20,
     bounds: tuple | None = (0.0, 1.0),
-    deepfool_iter: int = 50,
+    deepfool_steps: int = 50,
     chunk_size: int | None = 256,
     devices=None,
     progress=None,
@@ -102,10 +104,11 @@ def sparsefool(
         (docs/conventions.md "Input checks"). y : labels or None.
     lambda_ : ``λ >= 1``, how far beyond the DeepFool boundary point the hyperplane is put.
     overshoot : ``η``, applied to ``x_LS - x_0`` after each linear solve.
-    max_iter : outer iterations (each one runs a DeepFool to convergence).
+    steps : outer iterations (each one runs a DeepFool to convergence; formerly
+        ``steps``).
     bounds : the box ``(lo, hi)`` (image range); None for no box (each linear solve then
         moves the single coordinate with the largest ``|w_j|``).
-    deepfool_iter : ``max_iter`` of the inner DeepFool.
+    deepfool_steps : the inner DeepFool's step budget (formerly ``deepfool_iter``).
     chunk_size, devices, progress : the executor's options (one compilation per
         architecture and chunk shape; inside ``jit`` the whole batch is one program).
 
@@ -121,8 +124,8 @@ def sparsefool(
         check_labels(y, n_classes, x.shape[0], "y")
     lam = check_positive(lambda_, "lambda_")
     check_positive(overshoot, "overshoot", allow_zero=True)
-    if not isinstance(max_iter, int | np.integer) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     dtype = x.dtype
     if bounds is None:
         lo = jnp.asarray(-jnp.inf, dtype)
@@ -130,8 +133,8 @@ def sparsefool(
     else:
         lo, hi = (jnp.asarray(b, dtype) for b in bounds)
     program = partial(
-        _sparsefool_program, lam=float(lam), overshoot=float(overshoot), max_iter=int(max_iter),
-        deepfool_iter=int(deepfool_iter),
+        _sparsefool_program, lam=float(lam), overshoot=float(overshoot), steps=int(steps),
+        deepfool_steps=int(deepfool_steps),
     )  # fmt: skip
     if y is None:
         return run_program(
@@ -145,8 +148,8 @@ def sparsefool(
     )  # fmt: skip
 
 
-@partial(jax.jit, static_argnames=("lam", "overshoot", "max_iter", "deepfool_iter"))
-def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, max_iter, deepfool_iter):
+@partial(jax.jit, static_argnames=("lam", "overshoot", "steps", "deepfool_steps"))
+def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, steps, deepfool_steps):
     """SparseFool on a batch: one compilation per architecture, shapes and settings
     (weights, data and box are arguments)."""
     dtype = x.dtype
@@ -162,12 +165,12 @@ def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, max_iter, deepfool
 
     def cond(c):
         _, done, _, it, _ = c
-        return jnp.any(~done & (it < max_iter))
+        return jnp.any(~done & (it < steps))
 
     def body(c):
         xi, done, conv, it, bad = c
-        run = ~done & (it < max_iter)
-        df = _deepfool_loop(clf, xi, y, 2, overshoot, deepfool_iter, None, None, None)
+        run = ~done & (it < steps)
+        df = _deepfool_loop(clf, xi, y, 2, overshoot, deepfool_steps, None, None, None)
         xb = xi + df.perturbation
         k = jnp.where(df.converged, df.adv_label, 0)
         k = jnp.where(k == y, (y + 1) % logits0.shape[-1], k)

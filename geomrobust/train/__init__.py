@@ -13,6 +13,7 @@ from ._loop import evaluate as evaluate
 from ._loop import fit as fit
 from ._loop import init_train_state as init_train_state
 from ._loop import make_train_step as make_train_step
+from ._losses import ExampleMetrics as ExampleMetrics
 from ._losses import LossFn as LossFn
 from ._losses import cross_entropy_loss as cross_entropy_loss
 from ._losses import per_example_metrics as per_example_metrics
@@ -25,6 +26,7 @@ from ._optim import SCHEDULES as SCHEDULES
 from ._optim import make_optimizer as make_optimizer
 from ._optim import make_schedule as make_schedule
 from ._robust import METHODS as METHODS
+from ._robust import GradientCosine as GradientCosine
 from ._robust import cure_loss as cure_loss
 from ._robust import cure_regularizer as cure_regularizer
 from ._robust import fgsm_loss as fgsm_loss

@@ -164,9 +164,9 @@ def fit(
     loss_fn: LossFn = cross_entropy_loss,
     eval_data: tuple | None = None,
     eval_batch_size: int = 512,
-    progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
     eval_hook: Callable[[int, Any, dict], dict] | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """Train ``params`` for ``epochs`` epochs of shuffled minibatches.
 

@@ -10,7 +10,7 @@ a scalar to minimize and ``aux`` a dict of scalar metrics averaged per epoch by 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +25,18 @@ class LossFn(Protocol):
     ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
 
 
-def per_example_metrics(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+class ExampleMetrics(NamedTuple):
+    """loss ``(N,)`` per-example cross-entropy; correct ``(N,)`` ``argmax f = y``."""
+
+    loss: jax.Array
+    correct: jax.Array
+
+
+def per_example_metrics(logits: jax.Array, y: jax.Array) -> ExampleMetrics:
     """Cross-entropy ``ℓ_i = -log softmax(f(x_i))_{y_i}`` and correctness ``argmax f = y``."""
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, axis=-1) == y
-    return loss, correct
+    return ExampleMetrics(loss, correct)
 
 
 def cross_entropy_loss(

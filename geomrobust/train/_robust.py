@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,7 +117,14 @@ def _ce_on(apply, params, x_in, y, **extra):
     return loss, aux
 
 
-def gradient_cosine(g1: Array, g2: Array) -> tuple[Array, Array]:
+class GradientCosine(NamedTuple):
+    """cosine ``(N,)`` (1 where undefined); valid ``(N,)`` both gradients non-zero."""
+
+    cosine: Array
+    valid: Array
+
+
+def gradient_cosine(g1: Array, g2: Array) -> GradientCosine:
     """Per-example cosine ``<g1, g2> / (||g1|| ||g2||)`` ``(N,)`` and a mask ``(N,)`` of the
     rows where both gradients are non-zero (elsewhere the cosine is undefined; it is
     reported as 1 there and should be excluded with the mask)."""
@@ -126,7 +133,7 @@ def gradient_cosine(g1: Array, g2: Array) -> tuple[Array, Array]:
     nb = jnp.sqrt(jnp.sum(b * b, axis=1))
     ok = (na > 0) & (nb > 0)
     cos = jnp.sum(a * b, axis=1) / jnp.where(ok, na * nb, 1)
-    return jnp.where(ok, cos, 1), ok
+    return GradientCosine(jnp.where(ok, cos, 1), ok)
 
 
 # --------------------------------------------------------------------------- builders

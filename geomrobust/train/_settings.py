@@ -120,8 +120,8 @@ def train_from_settings(
     settings: Mapping[str, Any],
     *,
     init: str | os.PathLike | None = None,
-    progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    progress: bool | None = None,
 ):
     """Train the model that ``settings`` describes; returns ``(model, metadata)``.
 
