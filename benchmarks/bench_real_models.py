@@ -1,4 +1,5 @@
-"""Real architectures end to end: ResNet-18, PreActResNet-18 and WRN-28-10 at CIFAR size.
+"""Real architectures end to end: ResNet-18, PreActResNet-18, WRN-28-10 and DeepMind's
+WRN-28-10 (Swish) at CIFAR size.
 
 For each architecture (PyTorch layouts, random weights with randomized BatchNorm statistics,
 CIFAR-10 normalization inside the classifier, so every distance is in pixel units of images in
@@ -11,10 +12,15 @@ CIFAR-10 normalization inside the classifier, so every distance is in pixel unit
 * the top eigenvalues of the input-space loss Hessian (Lanczos, matrix-free);
 
 with the wall time per example of each (warm: the first call compiles, the time is that of a
-second call on other inputs of the same shape), the compile time (first minus second), and
-the process's peak resident memory (VmHWM). ``--gpu`` runs the accelerator row instead:
-WRN-28-10 on 1,000 inputs, ``gr.deepfool`` against the floor (mean iterations + 1) x one
-batched forward + 9-class VJP over the N inputs.
+second call on other inputs of the same shape), for the smooth (Swish) network the exact
+principal curvatures (Lanczos on the Hessian, no smoothing) per boundary point, the compile
+time (first minus second), and the process's peak resident memory (VmHWM). ``--gpu`` runs
+the accelerator row instead: WRN-28-10 on 1,000 inputs, ``gr.deepfool`` against the floor
+(mean iterations + 1) x one batched forward + 9-class VJP over the N inputs.
+
+The DeepMind row (``dm_wrn28_10_swish``) goes through the import path of published
+checkpoints: its random weights (:func:`random_state_dict`, PyTorch names and shapes) are
+written to a ``.safetensors`` file and read back with ``geomrobust.models.from_torch``.
 
 ``python -m benchmarks.bench_real_models [--only NAME ...] [--n N] [--gpu]`` writes
 ``benchmarks/results/real_models.{json,md}`` (``real_models_gpu`` with ``--gpu``).
@@ -38,7 +44,55 @@ ARCHS = {
     "resnet18": ("resnet18", {}),
     "preact_resnet18": ("preact_resnet18", {}),
     "wrn28_10": ("wide_resnet", {"depth": 28, "widen_factor": 10}),
+    "dm_wrn28_10_swish": ("dm_wide_resnet", {"depth": 28, "width": 10, "activation": "swish"}),
 }
+# rows whose random weights go through a .safetensors file and geomrobust.models.from_torch
+# (the import path of published checkpoints), not through create_model
+SAFETENSORS_ROWS = ("dm_wrn28_10_swish",)
+
+
+def random_state_dict(name: str, seed: int = 0) -> dict:
+    """A PyTorch state dict (NumPy float32, PyTorch names and shapes) of the architecture
+    ``name`` with random weights: He-normal convolutions (fan-out), uniform linear layers,
+    random BatchNorm affine parameters and running statistics. The same dict loads into the
+    PyTorch definition (``load_state_dict``) and into :func:`geomrobust.models.from_torch`."""
+    import numpy as np
+
+    from geomrobust.models import torch_state_dict_keys
+
+    arch, config = ARCHS[name]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in torch_state_dict_keys(arch, num_classes=10, **config).items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "weight" and len(shape) == 4:
+            fan_out = shape[0] * shape[2] * shape[3]
+            v = rng.normal(0.0, np.sqrt(2.0 / fan_out), shape)
+        elif leaf == "weight" and len(shape) == 2:
+            v = rng.uniform(-1, 1, shape) / np.sqrt(shape[1])
+        elif leaf == "weight":  # BatchNorm scale
+            v = 0.5 + rng.random(shape)
+        elif leaf == "running_var":
+            v = 0.5 + rng.random(shape)
+        else:  # biases, running means
+            v = 0.1 * rng.normal(size=shape)
+        out[key] = v.astype(np.float32)
+    return out
+
+
+def build_from_safetensors(name: str, folder, seed: int = 0):
+    """The row ``name`` through the safetensors path: random weights written to
+    ``folder/<name>.safetensors`` and read back with ``from_torch`` (its own normalization
+    inside: CIFAR-10's for DeepMind's models)."""
+    from safetensors.numpy import save_file
+
+    from geomrobust.models import from_torch
+
+    arch, config = ARCHS[name]
+    path = Path(folder) / f"{name}.safetensors"
+    save_file(random_state_dict(name, seed), str(path))
+    model = from_torch(path, arch, num_classes=10, input_shape=(32, 32, 3), **config)
+    return model, path
 
 
 def _peak_mib() -> float:
@@ -58,6 +112,13 @@ def build(name: str, seed: int = 0):
 
     from geomrobust.models import Normalized, create_model
 
+    if name in SAFETENSORS_ROWS:  # DeepMind's models normalize inside (CIFAR-10's statistics)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model, _ = build_from_safetensors(name, tmp, seed)
+        n_params = sum(int(v.size) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        return model, n_params
     arch, config = ARCHS[name]
     model = create_model(arch, (32, 32, 3), 10, key=jax.random.key(seed), **config)
     state = nnx.state(model, nnx.BatchStat)
@@ -107,20 +168,23 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
                deepfool_median_margin=float(np.median(np.asarray(df.margin)[conv]))
                if conv.any() else None,
                deepfool_mean_iterations=float(np.mean(np.asarray(df.iterations))))  # fmt: skip
-    band = gr.dct_subspaces((32, 32, 3), 8, 8, dtype=np.float32)[:1]
+    # the smooth DeepMind row measures its exact curvature only (a few minutes on 2 cores)
+    full = name not in SAFETENSORS_ROWS
+    if full:
+        band = gr.dct_subspaces((32, 32, 3), 8, 8, dtype=np.float32)[:1]
 
-    def dct(x):
-        return gr.subspace_margins(clf, x, None, band, bounds=(0.0, 1.0), steps=20)
+        def dct(x):
+            return gr.subspace_margins(clf, x, None, band, bounds=(0.0, 1.0), steps=20)
 
-    cold, warm, sm = _timed(dct, xa, xb)
-    inside = np.asarray(sm.converged[0])
-    row.update(dct_s_per_example=warm / n, dct_compile_s=cold - warm,
-               dct_band_boundary_inside_box=float(inside.mean()))  # fmt: skip
+        cold, warm, sm = _timed(dct, xa, xb)
+        inside = np.asarray(sm.converged[0])
+        row.update(dct_s_per_example=warm / n, dct_compile_s=cold - warm,
+                   dct_band_boundary_inside_box=float(inside.mean()))  # fmt: skip
     pred = jnp.argmax(clf(xb), -1)
     bp = gr.refine_boundary(clf, xb, xb + df.perturbation, pred)
     ok = np.nonzero(np.asarray(bp.converged & df.converged))[0][:curv_n]
     row["curvature_points"] = int(ok.size)
-    if ok.size:
+    if ok.size and full:
         z, y, k = bp.z[ok], bp.y[ok], bp.k[ok]
         kw = dict(num=3, scale=0.02, num_samples=samples, chunk_size=int(ok.size))
 
@@ -138,16 +202,33 @@ def child_cpu(name: str, n: int, curv_n: int, samples: int) -> dict:
         row["exact_curvature_flagged_piecewise_linear"] = bool(
             exact.status[0] == gr.Status.PIECEWISE_LINEAR
         )
-    m = min(curv_n, n)
+    elif ok.size:  # smooth: the exact principal curvatures (Lanczos on the Hessian)
+        z, y, k = bp.z[ok], bp.y[ok], bp.k[ok]
 
-    def loss(x):
-        return gr.loss_hessian_eigs(clf, x[:m], pred[:m], num=3, key=jax.random.key(0),
-                                    method="lanczos", krylov_dim=12, restarts=5)  # fmt: skip
+        def exact_curv(key):
+            return gr.principal_curvatures(clf, z, y, k, num=3, key=key, method="lanczos",
+                                           krylov_dim=12, chunk_size=int(ok.size))  # fmt: skip
 
-    cold, warm, le = _timed(loss, xa, xb)
-    row.update(loss_eigs_s_per_example=warm / m, loss_eigs_compile_s=cold - warm,
-               loss_eigs_converged=float(np.mean(np.asarray(le.converged))),
-               median_top_loss_eig=float(np.median(np.asarray(le.values)[:, 0])))  # fmt: skip
+        cold, warm, exact = _timed(exact_curv, jax.random.key(0), jax.random.key(1))
+        ev = np.asarray(exact.values)
+        flagged = bool(exact.status[0] == gr.Status.PIECEWISE_LINEAR)
+        row.update(exact_curvature_flagged_piecewise_linear=flagged,
+                   exact_curvature_s_per_point=warm / ok.size,
+                   exact_curvature_compile_s=cold - warm,
+                   exact_curvature_converged=float(np.mean(np.asarray(exact.converged))),
+                   median_abs_top_exact_curvature=float(np.median(np.abs(ev[:, 0]))))  # fmt: skip
+    if full:
+        m = min(curv_n, n)
+
+        def loss(x):
+            return gr.loss_hessian_eigs(clf, x[:m], pred[:m], num=3, key=jax.random.key(0),
+                                        method="lanczos", krylov_dim=12,
+                                        restarts=5)  # fmt: skip
+
+        cold, warm, le = _timed(loss, xa, xb)
+        row.update(loss_eigs_s_per_example=warm / m, loss_eigs_compile_s=cold - warm,
+                   loss_eigs_converged=float(np.mean(np.asarray(le.converged))),
+                   median_top_loss_eig=float(np.median(np.asarray(le.values)[:, 0])))  # fmt: skip
     row["peak_rss_mib"] = round(_peak_mib(), 1)
     return row
 
@@ -324,6 +405,7 @@ def main(argv=None) -> int:
             raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["process_s"] = round(time.perf_counter() - t0, 1)
+        row["load"] = [round(v, 2) for v in os.getloadavg()]
         rows.append(row)
         print("  " + json.dumps(row), flush=True)
     tag = (
@@ -331,6 +413,10 @@ def main(argv=None) -> int:
     )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
+    if tag == "real_models" and (out / f"{tag}.json").exists():  # rows not re-measured are kept
+        done = {r["arch"] for r in rows}
+        old = json.loads((out / f"{tag}.json").read_text()).get("rows", [])
+        rows = [r for r in old if r["arch"] not in done] + rows
     meta = dict(load=[round(v, 2) for v in os.getloadavg()], rows=rows)
     (out / f"{tag}.json").write_text(json.dumps(meta, indent=1) + "\n")
     lines = [f"# {tag}", ""] + ["- " + json.dumps(r) for r in rows]
