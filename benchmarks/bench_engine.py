@@ -161,12 +161,11 @@ def child_first_result(root: str, arch: str) -> dict:
         from geomrobust.models import create_model
 
         model = create_model("resnet", shape, 10, key=jax.random.key(0))
-    else:  # the WideResNet definition of this checkout, loaded by path (any --root)
-        spec = importlib.util.spec_from_file_location(
-            "torch_archs", REPO / "geomrobust" / "models" / "_torch_archs.py"
-        )
-        archs = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(archs)
+    else:  # the measured checkout's WideResNet (its package, or the older single file)
+        try:
+            from geomrobust.models import torch as archs
+        except ImportError:
+            archs = importlib.import_module("geomrobust.models._torch_archs")
         from flax import nnx
 
         model = archs.WideResNet(28, 10, num_classes=10, rngs=nnx.Rngs(0))

@@ -11,6 +11,8 @@ import inspect
 import warnings
 from collections.abc import Callable
 
+import jax
+
 __all__ = ["deprecated_alias", "positional_key", "renamed"]
 
 
@@ -56,8 +58,9 @@ def positional_key(position: int = 0) -> Callable[[Callable], Callable]:
     form for one release (docs/api.md: ``key`` is keyword-only).
 
     The old signature had ``key`` at ``position`` among the positional parameters; a call with
-    one positional argument more than the new signature takes is the old form: that argument
-    becomes ``key=`` with a ``DeprecationWarning``.
+    one positional argument more than the new signature takes, or with a typed PRNG key (or
+    None) at ``position``, is the old form: that argument becomes ``key=`` with a
+    ``DeprecationWarning``.
     """
 
     def wrap(fn: Callable) -> Callable:
@@ -69,7 +72,14 @@ def positional_key(position: int = 0) -> Callable[[Callable], Callable]:
 
         @functools.wraps(fn)
         def inner(*args, **kwargs):
-            if len(args) == n_positional + 1:
+            old = len(args) == n_positional + 1
+            if not old and len(args) > position and "key" not in kwargs:
+                first = args[position]  # a typed key (or None) where data belongs: old form
+                dtype = getattr(first, "dtype", None)
+                old = first is None or (
+                    dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+                )
+            if old:
                 if "key" in kwargs:
                     raise TypeError(
                         f"{fn.__name__}() got a positional key and key=; pass key= only"

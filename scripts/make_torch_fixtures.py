@@ -5,9 +5,17 @@ files it writes and need neither PyTorch nor this script)::
 
     python3 -m venv /work/torchenv
     /work/torchenv/bin/pip install torch==2.13.0 safetensors numpy   # not torchvision
+    /work/torchenv/bin/pip install --no-deps robustbench               # its code, no deps
     /work/torchenv/bin/python scripts/make_torch_fixtures.py [--out tests/fixtures/torch]
 
-The script defines the four reference architectures itself, following the PyTorch sources
+DeepMind's architectures (``DMWideResNet``, ``DMPreActResNet``, ReLU and Swish) come from
+RobustBench's own file ``robustbench/model_zoo/architectures/dm_wide_resnet.py``, loaded by
+path (it imports only torch; ``import robustbench`` would pull in its many dependencies).
+``DMPreActResNet`` has fixed widths 64-512 (11M parameters); its fixture is built by the same
+RobustBench code with ``nn.Conv2d``, ``nn.BatchNorm2d`` and ``nn.Linear`` narrowed 16-fold
+while the constructor runs (:func:`narrowed`), so every forward line is RobustBench's.
+
+The script defines the other reference architectures itself, following the PyTorch sources
 module for module (names, paddings, strides, bias flags, BatchNorm ``eps=1e-5``):
 
 * ``WideResNet`` -- Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016), as in
@@ -53,6 +61,8 @@ non-square sizes (e.g. 37x45), where PyTorch's padding arithmetic differs from `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -298,11 +308,75 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+# ----------------------------------------------------------------------------- DeepMind
+
+
+def robustbench_dm():
+    """RobustBench's ``dm_wide_resnet.py`` module, loaded by file path (no ``robustbench``
+    package import: that would need timm, pandas, ...)."""
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps robustbench (its architecture code is read)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    path = root / "model_zoo" / "architectures" / "dm_wide_resnet.py"
+    mod_spec = importlib.util.spec_from_file_location("rb_dm_wide_resnet", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def narrowed(factor: int):
+    """While it runs, ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear`` build layers with
+    ``factor`` times fewer hidden channels (image channels and logits unchanged), so a
+    fixed-width PyTorch definition builds a small network with the same structure."""
+    conv, bn, linear = nn.Conv2d, nn.BatchNorm2d, nn.Linear
+
+    def narrow(c):
+        return c if c == 3 else max(1, c // factor)
+
+    class Conv(conv):
+        def __init__(self, cin, cout, *args, **kwargs):
+            super().__init__(narrow(cin), narrow(cout), *args, **kwargs)
+
+    class BN(bn):
+        def __init__(self, c, *args, **kwargs):
+            super().__init__(narrow(c), *args, **kwargs)
+
+    class Lin(linear):
+        def __init__(self, cin, cout, *args, **kwargs):
+            super().__init__(narrow(cin), cout, *args, **kwargs)
+
+    nn.Conv2d, nn.BatchNorm2d, nn.Linear = Conv, BN, Lin
+    try:
+        yield
+    finally:
+        nn.Conv2d, nn.BatchNorm2d, nn.Linear = conv, bn, linear
+
+
+def build_dm(architecture: str, num_classes: int, **config) -> nn.Module:
+    """RobustBench's ``DMWideResNet`` / ``DMPreActResNet`` for the JAX configuration."""
+    dm = robustbench_dm()
+    act = {"relu": nn.ReLU, "swish": dm.Swish}[config.get("activation", "relu")]
+    kw = dict(num_classes=num_classes, activation_fn=act)
+    if "mean" in config:
+        kw.update(mean=tuple(config["mean"]), std=tuple(config["std"]))
+    if architecture == "dm_wide_resnet":
+        return dm.DMWideResNet(depth=config["depth"], width=config["width"], **kw)
+    widths = tuple(config.get("widths", (64, 128, 256, 512)))
+    factor = 64 // widths[0]
+    assert widths == tuple(w // factor for w in (64, 128, 256, 512)), widths
+    with narrowed(factor):
+        return dm.DMPreActResNet(depth=config.get("depth", 18), **kw)
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 
 def build(architecture: str, num_classes: int, **config) -> nn.Module:
-    """The reference model of ``geomrobust.models._torch_import.from_torch(architecture)``."""
+    """The reference model of ``geomrobust.models.from_torch(architecture)``."""
+    if architecture.startswith("dm_"):
+        return build_dm(architecture, num_classes, **config)
     if architecture == "wide_resnet":
         return WideResNet(num_classes=num_classes, **config)
     if architecture == "preact_resnet18":
@@ -339,6 +413,27 @@ FIXTURES = {
     "resnet50_w4": ("resnet50", dict(widths=TINY), 10, (40, 33)),
     # grouped 3x3 convolutions (ResNeXt-style): width = int(planes * 32 / 64) * 2 = planes
     "resnet50_w4_g2": ("resnet50", dict(widths=TINY, groups=2, width_per_group=32), 7, (32, 32)),
+    # DeepMind (RobustBench's own code): ReLU; Swish with CIFAR-100 statistics and classes;
+    # the PreActResNet with its 3x3 projection shortcuts
+    "dm_wrn_10_1_relu": ("dm_wide_resnet", dict(depth=10, width=1), 10, (32, 32)),
+    "dm_wrn_10_1_swish": (
+        "dm_wide_resnet",
+        dict(
+            depth=10,
+            width=1,
+            activation="swish",
+            mean=[0.5071, 0.4865, 0.4409],
+            std=[0.2673, 0.2564, 0.2762],
+        ),
+        100,
+        (32, 32),
+    ),
+    "dm_preact18_w4_swish": (
+        "dm_preact_resnet",
+        dict(widths=TINY, activation="swish"),
+        10,
+        (32, 32),
+    ),
 }
 PT_FIXTURE = ("wrn_10_1_dataparallel", "wide_resnet", dict(depth=10, widen_factor=1), 10, (32, 32))
 
@@ -356,6 +451,9 @@ FULL = {
     "resnet50_cifar10": ("resnet50", {}, 10),
     "resnext50_32x4d": ("resnet50", dict(groups=32, width_per_group=4), 1000),
     "wide_resnet50_2": ("resnet50", dict(width_per_group=128), 1000),
+    "dm_wrn_28_10_swish": ("dm_wide_resnet", dict(depth=28, width=10, activation="swish"), 10),
+    "dm_preact_resnet18": ("dm_preact_resnet", {}, 10),
+    "dm_preact_resnet34_cifar100": ("dm_preact_resnet", dict(depth=34), 100),
 }
 
 
@@ -412,12 +510,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "torch"
     parser.add_argument("--out", type=Path, default=default, help="output folder")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(FIXTURES),
+        default=None,
+        help="write only these numerical fixtures (and torch_keys.json)",
+    )
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
 
     for seed, (name, (arch, config, k, hw)) in enumerate(FIXTURES.items()):
+        if args.only is not None and name not in args.only:
+            continue
         model, images, logits, logits64 = reference(arch, config, k, hw, seed)
         sd = {key: v.detach().contiguous() for key, v in model.state_dict().items()}
         save_file(sd, str(out / f"{name}.safetensors"))
@@ -426,11 +533,12 @@ def main() -> None:
         print(f"{name}: {n} parameters, logits max |.| {np.abs(logits).max():.3g}")
 
     name, arch, config, k, hw = PT_FIXTURE
-    model, images, logits, logits64 = reference(arch, config, k, hw, 100)
-    wrapped = {"state_dict": {"module." + key: v for key, v in model.state_dict().items()}}
-    torch.save(wrapped, out / f"{name}.pt")
-    write_io(out, name, arch, config, k, images, logits, logits64)
-    print(f"{name}.pt written")
+    if args.only is None:
+        model, images, logits, logits64 = reference(arch, config, k, hw, 100)
+        wrapped = {"state_dict": {"module." + key: v for key, v in model.state_dict().items()}}
+        torch.save(wrapped, out / f"{name}.pt")
+        write_io(out, name, arch, config, k, images, logits, logits64)
+        print(f"{name}.pt written")
 
     keys = {}
     for name, (arch, config, k) in FULL.items():

@@ -116,3 +116,123 @@ def test_report_on_the_imported_checkpoint(imported, tmp_path):
     assert not curv["smooth_network"] and curv["scale"] > 0
     assert rec["settings"]["deepfool"]["bounds"] == [0.0, 1.0]
     assert "piecewise linear" in (out / "index.html").read_text()
+
+
+# ----------------------------------------------------------------------------- every family
+
+TINY = '{"widths": [4, 8, 16, 32]}'
+SMALL = '{"widths": [8, 16, 32, 64]}'
+CIFAR100 = ["--mean", "0.5071 0.4865 0.4409", "--std", "0.2673 0.2564 0.2762"]
+DM_WRN = ["--depth", "10", "--widen-factor", "1", "--activation", "swish", "--num-classes", "100"]
+# family -> (fixture, import-torch options); tiny networks of every --arch import-torch takes
+FAMILIES = {
+    "wide_resnet": ("wrn_16_1", ["--depth", "16", "--widen-factor", "1"]),
+    "preact_resnet18": (
+        "preact18_w4_bn_outsc",
+        ["--config", '{"widths": [4, 8, 16, 32], "bn_before_fc": true, "out_shortcut": true}'],
+    ),
+    "resnet18": ("resnet18_w8", ["--config", SMALL]),
+    "resnet50": ("resnet50_w4", ["--config", TINY]),
+    "dm_wide_resnet": (
+        "dm_wrn_10_1_swish",
+        [*DM_WRN, *CIFAR100],
+    ),
+    "dm_preact_resnet": ("dm_preact18_w4_swish", ["--activation", "swish", "--config", TINY]),
+}
+
+
+def _import(arch, out, capsys):
+    fixture, options = FAMILIES[arch]
+    code = main(["import-torch", str(FIXTURES / f"{fixture}.safetensors"), "--arch", arch,
+                 *options, "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    return fixture
+
+
+def _cifar_like(path, num_classes=10, n=4):
+    rng = np.random.default_rng(1)
+    np.savez(path, test_images=rng.random((n, 32, 32, 3), np.float32),
+             test_labels=rng.integers(0, num_classes, n), num_classes=num_classes)  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def cifar_npz(tmp_path_factory):
+    return _cifar_like(tmp_path_factory.mktemp("data") / "cifar_like.npz")
+
+
+# the report's margin-histogram legend is empty when no example is classified correctly (the
+# random-weight fixtures classify random images at chance): matplotlib warns
+@pytest.mark.filterwarnings("ignore:No artists with labels found")
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+def test_every_family_rebuilds_in_every_command(arch, tmp_path, capsys):
+    """import-torch, then the checkpoint rebuilt from its model_config (what every command
+    does) gives the PyTorch logits, and margins and the report's curvature stage run on it."""
+    ckpt = tmp_path / "ckpt"
+    fixture = _import(arch, ckpt, capsys)
+    loaded = gr.load_checkpoint(ckpt)
+    cifar_npz = _cifar_like(tmp_path / "data.npz", loaded.metadata["num_classes"], n=2)
+    assert loaded.metadata["model_config"]["name"] in gr.models.MODELS
+    with np.load(FIXTURES / f"{fixture}_io.npz") as z:
+        images, ref = np.transpose(z["images"], (0, 2, 3, 1)), z["logits"]
+    if not arch.startswith("dm_"):  # they normalise inside; the fixture fed plain images
+        out = np.asarray(loaded.model(jnp.asarray(images[..., :32, :32, :])))
+        if images.shape[1:3] == (32, 32):
+            assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    else:
+        out = np.asarray(loaded.model(jnp.asarray(images)))
+        assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
+    data = ["--checkpoint", str(ckpt), "--dataset", str(cifar_npz), "--chunk-size", "2"]
+    assert main(["margins", *data, "--method", "deepfool", "--out", str(tmp_path / "m"),
+                 "--no-plots"]) == 0, capsys.readouterr().err  # fmt: skip
+    res = np.load(tmp_path / "m" / "results.npz")
+    assert res["margin"].shape == (2,) and np.all(np.isfinite(res["margin"][res["converged"]]))
+    rep = tmp_path / "rep"
+    assert main(["report", *data[:4], "--quick", "--n", "2", "--stages", "margins",
+                 "curvature", "--out", str(rep)]) == 0, capsys.readouterr().err  # fmt: skip
+    rec = json.loads((rep / "results.json").read_text())
+    (name,) = rec["models"]
+    curv = rec["sections"]["curvature"][name]
+    # the Swish networks are smooth: measured exactly; the ReLU ones at a scale
+    assert curv["smooth_network"] == arch.startswith("dm_")
+
+
+def test_curvature_slice_and_diagnose_on_an_imported_torchvision_resnet(
+    cifar_npz, tmp_path, capsys
+):
+    """The remaining commands on a family whose configuration name ('torchvision_resnet')
+    differs from its --arch: they rebuild it from the checkpoint."""
+    ckpt = tmp_path / "r18"
+    _import("resnet18", ckpt, capsys)
+    assert "--mean/--std" in capsys.readouterr().err  # torchvision weights are normalised
+    data = ["--checkpoint", str(ckpt), "--dataset", str(cifar_npz), "--chunk-size", "4"]
+    assert main(["curvature", *data, "--num", "2", "--fooling-samples", "0", "--scale",
+                 "0.05", "--samples", "8", "--out", str(tmp_path / "c"),
+                 "--no-plots"]) == 0, capsys.readouterr().err  # fmt: skip
+    assert main(["slice", *data[:4], "--n", "2", "--index", "0", "--resolution", "5",
+                 "--planes", "adversarial", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    assert main(["diagnose", *data, "--n", "2", "--what", "linearity", "--out",
+                 str(tmp_path / "d"), "--no-plots"]) == 0, capsys.readouterr().err  # fmt: skip
+
+
+def test_import_time_errors(tmp_path, capsys):
+    """An --input-shape the network cannot take fails at import, and DeepMind's keys under
+    --arch wide_resnet name their layout."""
+    wrn = str(FIXTURES / "wrn_16_1.safetensors")
+    code = main(["import-torch", wrn, "--arch", "wide_resnet", "--depth", "16",
+                 "--widen-factor", "1", "--input-shape", "16", "16", "3",
+                 "--out", str(tmp_path / "a")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot take input_shape (16, 16, 3)" in err and "8x8 window" in err
+    assert not (tmp_path / "a").exists()
+    dm = str(FIXTURES / "dm_wrn_10_1_relu.safetensors")
+    code = main(["import-torch", dm, "--arch", "wide_resnet", "--depth", "10",
+                 "--widen-factor", "1", "--out", str(tmp_path / "b")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--arch dm_wide_resnet" in err and "DeepMind" in err
+    code = main(["import-torch", dm, "--arch", "dm_wide_resnet", "--depth", "10",
+                 "--widen-factor", "1", "--out", str(tmp_path / "c")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "warning: no --mean/--std" in err and "CIFAR-10" in err
+    assert main(["import-torch", wrn, "--arch", "wide_resnet", "--activation", "swish",
+                 "--out", str(tmp_path / "d")]) == 2  # fmt: skip

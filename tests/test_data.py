@@ -289,6 +289,9 @@ def test_iterate_batches_positional_key_deprecated():
     )
     with pytest.raises(TypeError, match="pass key= only"):
         iterate_batches(key, x, y, 3, key=key)
+    with pytest.warns(DeprecationWarning, match="pass key="):
+        kw = list(iterate_batches(key, x, y, batch_size=3))  # old form, batch_size by name
+    np.testing.assert_array_equal(kw[0][1], new[0][1])
 
 
 def test_npz_dataset_file(tmp_path):

@@ -23,8 +23,8 @@ from flax import nnx
 
 import geomrobust as gr
 from geomrobust.io import CorruptFileError
-from geomrobust.models import _torch_archs as archs
-from geomrobust.models._torch_import import from_torch, read_state_dict, torch_state_dict_keys
+from geomrobust.models import torch as archs
+from geomrobust.models.torch import from_torch, read_state_dict, torch_state_dict_keys
 from geomrobust.ops import batch_logit_difference_grads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
@@ -47,6 +47,9 @@ PARAM_COUNTS = {
     "resnet50_cifar10": 23_528_522,
     "resnext50_32x4d": 25_028_904,
     "wide_resnet50_2": 68_883_240,
+    "dm_wrn_28_10_swish": 36_479_194,
+    "dm_preact_resnet18": 12_548_426,
+    "dm_preact_resnet34_cifar100": 22_702_756,
 }
 
 # max |JAX - PyTorch| / max |PyTorch| over the fixture logits
@@ -378,6 +381,117 @@ def test_source_errors(tmp_path, wrn):
         from_torch(nan, "wide_resnet", depth=16, widen_factor=1)
 
 
+# ----------------------------------------------------------------------------- DeepMind
+
+
+@pytest.mark.parametrize("name", [n for n in SAFETENSORS if n.startswith("dm_")])
+def test_deepmind_logits_to_1e5_in_float32(name):
+    """DeepMind's models (RobustBench's own code made the fixtures): float32 logits within
+    1e-5 relative (float64 and the input gradients: the general tests above, 1e-9)."""
+    spec, images, logits32, _ = _io(name)
+    model = _load(FIXTURES / f"{name}.safetensors", spec, **spec["config"])
+    assert _rel(_logits(model, images), logits32) <= 1e-5
+
+
+def test_deepmind_defaults_and_layout():
+    """Without mean/std the DeepMind models normalise with CIFAR-10's statistics (their
+    constructor's default; the state dict has none), rounded to float32 as PyTorch holds them."""
+    spec = _io("dm_wrn_10_1_relu")[0]
+    assert "mean" not in spec["config"]
+    model = _load(FIXTURES / "dm_wrn_10_1_relu.safetensors", spec, **spec["config"])
+    mean = dict(model.config)["mean"]
+    assert mean == tuple(float(np.float32(v)) for v in (0.4914, 0.4822, 0.4465))
+    keys = torch_state_dict_keys("dm_wide_resnet", depth=10, width=1)
+    assert "layer.1.block.0.shortcut.weight" in keys and "logits.bias" in keys
+    assert keys["layer.1.block.0.shortcut.weight"] == (32, 16, 1, 1)
+    keys = torch_state_dict_keys("dm_preact_resnet", widths=(4, 8, 16, 32))
+    assert keys["layer_1.0.shortcut.weight"] == (8, 4, 3, 3)  # a 3x3 projection
+    assert "layer_0.0.shortcut.weight" not in keys
+    with pytest.raises(ValueError, match="depth must be one of"):
+        archs.DMPreActResNet(50, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        archs.DMWideResNet(10, 1, activation="gelu", rngs=nnx.Rngs(0))
+
+
+def test_swish_curvature_is_exact_not_piecewise_linear():
+    """DeepMind's Swish WideResNet is smooth: at a boundary point its exact principal
+    curvatures (Lanczos on the Hessian) are finite and not flagged piecewise linear."""
+    spec, images, _, _ = _io("dm_wrn_10_1_swish")
+    model = _load(FIXTURES / "dm_wrn_10_1_swish.safetensors", spec, **spec["config"])
+    clf = gr.as_classifier(model)
+    x = jnp.asarray(np.transpose(images, (0, 2, 3, 1)))[:2]
+    y = jnp.argmax(clf(x), -1)
+    df = gr.deepfool(clf, x)
+    assert np.all(np.asarray(df.converged))
+    bp = gr.refine_boundary(clf, x, x + df.perturbation, y)
+    c = gr.principal_curvatures(
+        clf, bp.z, bp.y, bp.k, num=2, key=jax.random.key(0), method="lanczos", krylov_dim=8
+    )
+    status = np.asarray(c.status)
+    assert np.all(status != int(gr.Status.PIECEWISE_LINEAR)), status
+    assert np.all(np.isfinite(np.asarray(c.values))) and np.any(np.asarray(c.values) != 0)
+
+
+# ----------------------------------------------------------------------------- import checks
+
+
+def test_strict_false_with_no_matching_key_is_refused(wrn):
+    sd, spec, _, _ = wrn
+    dm = read_state_dict(FIXTURES / "dm_wrn_10_1_relu.safetensors")
+    with pytest.raises(ValueError) as info:
+        _load(dm, spec, strict=False, **spec["config"])
+    msg = str(info.value)
+    assert "not one of the" in msg and "nothing would be loaded" in msg
+    assert "use architecture 'dm_wide_resnet' (--arch dm_wide_resnet)" in msg
+    with pytest.raises(ValueError, match="DeepMind's WideResNet"):  # strict too
+        _load(dm, spec, **spec["config"])
+    with pytest.raises(ValueError, match="RobustBench's WideResNet: use architecture 'wide_"):
+        from_torch(sd, "dm_wide_resnet", depth=16, width=1)
+
+
+def test_bad_weight_values_are_refused(wrn):
+    sd, spec, _, _ = wrn
+    var = sd["block1.layer.0.bn1.running_var"].copy()
+    var[3] = -0.5
+    with pytest.raises(ValueError, match=r"1 BatchNorm running_var: block1\.layer\.0\.bn1"):
+        _load(dict(sd, **{"block1.layer.0.bn1.running_var": var}), spec, **spec["config"])
+    nan = sd["bn1.running_var"].copy()
+    nan[0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        _load(dict(sd, **{"bn1.running_var": nan}), spec, **spec["config"])
+    q = dict(sd, **{"conv1.weight": np.ones(sd["conv1.weight"].shape, np.int8)})
+    with pytest.raises(ValueError, match=r"conv1\.weight \(int8\) with non-floating.*quantized"):
+        _load(q, spec, **spec["config"])
+
+
+def test_the_probe_forward_pass(wrn):
+    """With an input_shape the model runs once at import: a shape it cannot take, and
+    weights that give non-finite logits, fail there, not at the first analysis."""
+    sd, spec, _, _ = wrn
+    with pytest.raises(ValueError, match=r"cannot take input_shape \(16, 16, 3\).*8x8 window"):
+        _load(sd, spec, input_shape=(16, 16, 3), **spec["config"])
+    huge = dict(sd, **{"fc.weight": np.full(sd["fc.weight"].shape, 3e38, np.float32)})
+    with pytest.raises(ValueError, match="non-finite logits on images in"):
+        _load(huge, spec, input_shape=(32, 32, 3), **spec["config"])
+    _load(huge, spec, **spec["config"])  # no input_shape: no probe
+
+
+def test_normalisation_is_checked_at_construction(wrn):
+    sd, spec, _, _ = wrn
+    for mean, std in [((0, 0, 0), (1e-50, 1, 1)), ((0, 0, 0), (1e39, 1, 1)),
+                      ((1e39, 0, 0), (1, 1, 1))]:  # fmt: skip
+        with pytest.raises(ValueError, match="float32"):
+            _load(sd, spec, mean=mean, std=std, **spec["config"])
+        model = _load(sd, spec, input_shape=(32, 32, 3), **spec["config"])
+        with pytest.raises(ValueError, match="float32"):
+            gr.models.Normalized(model, mean, std)
+    with pytest.raises(ValueError, match="need 3 entries"):
+        _load(sd, spec, mean=(0.5, 0.5), std=(0.2, 0.2), **spec["config"])
+    with pytest.raises(ValueError, match=r"does not broadcast to the classifier's input shape"):
+        gr.models.Normalized(model, (0.5, 0.5), (0.2, 0.2))
+    gr.models.Normalized(model, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+
+
 # ----------------------------------------------------------------------------- model inputs
 
 
@@ -414,25 +528,18 @@ def test_precision_option(wrn):
         _load(sd, spec, precision="fast", **spec["config"])
 
 
-def test_architectures_file_is_self_contained():
-    """``_torch_archs.py`` imports only the standard library, NumPy, JAX and Flax, so a
-    benchmark can load it by file path."""
-    import ast
-    import importlib.util
+def test_the_safetensors_path_needs_no_pytorch():
+    """``geomrobust.models.torch`` imports no PyTorch: a ``.safetensors`` file loads and runs in
+    a process where ``import torch`` fails."""
+    import subprocess
 
-    path = Path(archs.__file__)
-    allowed = {"__future__", "math", "collections", "typing", "jax", "numpy", "flax"}
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports"
-            names = [node.module]
-        else:
-            continue
-        assert {n.split(".")[0] for n in names} <= allowed, names
-    spec = importlib.util.spec_from_file_location("standalone_torch_archs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build("wide_resnet", 10, rngs=nnx.Rngs(0), depth=10, widen_factor=1)
-    assert dict(model.config)["depth"] == 10
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from geomrobust.models.torch import from_torch\n"
+        f"m = from_torch({str(FIXTURES / 'wrn_16_1.safetensors')!r}, 'wide_resnet', depth=16, "
+        "widen_factor=1)\n"
+        "print(np.asarray(m(np.zeros((1, 32, 32, 3), np.float32))).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(1, 10)"

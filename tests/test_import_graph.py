@@ -43,7 +43,6 @@ LAZY: dict[str, str] = {
     "cli/_report.py": "helper speed (issue 23)",
     "cli/_slice.py": "helper speed (issue 23)",
     "cli/_train.py": "helper speed (issue 23)",
-    "models/_torch_import.py": "helper torcharch (issue 23)",
 }
 """Files (relative to geomrobust/) whose function-body imports other helpers of issue 23 are
 still removing, with their owner. Shrinks only."""

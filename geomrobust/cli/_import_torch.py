@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 from . import _common as common
@@ -21,7 +22,25 @@ from ._common import CLIError, one_line, positive_int
 
 __all__ = ["add_parser", "run"]
 
-ARCHS = ("wide_resnet", "preact_resnet18", "resnet18", "resnet50")
+ARCHS = (
+    "wide_resnet",
+    "preact_resnet18",
+    "resnet18",
+    "resnet50",
+    "dm_wide_resnet",
+    "dm_preact_resnet",
+)
+# families whose published weights expect normalised inputs, and the usual statistics
+_NORMALISED = {
+    "resnet18": "torchvision's ImageNet weights expect --mean '0.485 0.456 0.406' --std "
+    "'0.229 0.224 0.225'",
+    "resnet50": "torchvision's ImageNet weights expect --mean '0.485 0.456 0.406' --std "
+    "'0.229 0.224 0.225'",
+    "dm_wide_resnet": "DeepMind's models normalise inside with statistics that are not in the "
+    "state dict; CIFAR-10's (their constructor's default) are used: give --mean/--std for "
+    "other data (CIFAR-100: --mean '0.5071 0.4865 0.4409' --std '0.2673 0.2564 0.2762')",
+}
+_NORMALISED["dm_preact_resnet"] = _NORMALISED["dm_wide_resnet"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -49,8 +68,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("weights", metavar="WEIGHTS", help="the .safetensors / .pt / .pth file")
     p.add_argument("--arch", required=True, choices=ARCHS, help="architecture (key layout)")
-    p.add_argument("--depth", type=positive_int, default=None, help="WideResNet depth (6n+4)")
-    p.add_argument("--widen-factor", type=positive_int, default=None, help="WideResNet width")
+    p.add_argument(
+        "--depth",
+        type=positive_int,
+        default=None,
+        help="WideResNet depth (6n+4; default 28); DeepMind PreActResNet: 18 or 34",
+    )
+    p.add_argument(
+        "--widen-factor",
+        type=positive_int,
+        default=None,
+        help="WideResNet width factor (default 10; DeepMind's 'width')",
+    )
+    p.add_argument(
+        "--activation",
+        choices=("relu", "swish"),
+        default=None,
+        help="DeepMind models: ReLU or Swish (SiLU) (default relu)",
+    )
     p.add_argument("--num-classes", type=positive_int, default=10, help="number of logits")
     p.add_argument(
         "--input-shape", type=positive_int, nargs=3, default=(32, 32, 3), metavar=("H", "W", "C"),
@@ -87,15 +122,27 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--config is not valid JSON: {e}", 2) from None
     if not isinstance(config, dict):
         raise CLIError(f"--config must be a JSON object, got {args.config!r}", 2)
-    if args.arch == "wide_resnet":
+    if args.arch in ("wide_resnet", "dm_wide_resnet"):
         config.setdefault("depth", args.depth or 28)
-        config.setdefault("widen_factor", args.widen_factor or 10)
+        width = "widen_factor" if args.arch == "wide_resnet" else "width"
+        config.setdefault(width, args.widen_factor or 10)
+    elif args.arch == "dm_preact_resnet":
+        if args.widen_factor is not None:
+            raise CLIError("--widen-factor applies to the WideResNets only", 2)
+        config.setdefault("depth", args.depth or 18)
     elif args.depth is not None or args.widen_factor is not None:
-        raise CLIError("--depth/--widen-factor apply to --arch wide_resnet only", 2)
+        raise CLIError("--depth/--widen-factor apply to the WideResNets and dm_preact_resnet", 2)
+    if args.activation is not None:
+        if not args.arch.startswith("dm_"):
+            raise CLIError("--activation applies to --arch dm_wide_resnet/dm_preact_resnet", 2)
+        config["activation"] = args.activation
     if (args.mean is None) != (args.std is None):
         raise CLIError("give both --mean and --std, or neither", 2)
     if args.mean is not None:
         config.update(mean=list(args.mean), std=list(args.std))
+    elif args.arch in _NORMALISED and "mean" not in config:
+        print(f"geomrobust import-torch: warning: no --mean/--std: {_NORMALISED[args.arch]}",
+              file=sys.stderr)  # fmt: skip
     config["input_shape"] = list(args.input_shape)
     try:
         model = from_torch(source, args.arch, num_classes=args.num_classes, **config)

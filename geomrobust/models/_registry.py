@@ -11,7 +11,7 @@ from ._layers import thaw_config
 from ._lenet import LeNet
 from ._mlp import MLP
 from ._resnet import ResNet
-from ._torch_archs import ARCHITECTURES, build
+from .torch import ARCHITECTURES, CONFIG_NAMES, build
 
 __all__ = ["MODELS", "create_model", "model_config", "model_from_config", "register_model"]
 
@@ -28,12 +28,26 @@ def _torch_architecture(name: str):
     return make
 
 
+def _torch_config(cls):
+    """The registry's constructor for the configuration a PyTorch-layout model records (its
+    ``config["name"]``, which a checkpoint stores): ``cls(num_classes=..., **config)``."""
+
+    def make(input_shape, num_classes, *, rngs, **config):
+        shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        return cls(num_classes=num_classes, rngs=rngs, input_shape=shape, **config)
+
+    make.__name__ = cls.__name__
+    return make
+
+
 MODELS: dict[str, type] = {
     "mlp": MLP,
     "lenet": LeNet,
     "resnet": ResNet,
     # PyTorch layouts (RobustBench, torchvision) for imported weights
     **{name: _torch_architecture(name) for name in ARCHITECTURES},
+    # ... and the names their configurations record (what a checkpoint rebuilds)
+    **{name: _torch_config(cls) for name, cls in CONFIG_NAMES.items()},
 }
 
 

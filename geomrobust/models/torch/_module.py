@@ -31,6 +31,7 @@ which removed named overloads of ``aten.prod`` and ``aten.qr`` that torchax regi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from collections.abc import Sequence
@@ -230,16 +231,23 @@ class _TorchModuleApply:
 
     def __call__(self, weights, x):
         x = jnp.asarray(x)
+        if self.channels_last and x.ndim != 4:
+            raise ValueError(
+                f"{self.name} takes NHWC images (N, H, W, C), got x of shape {x.shape}"
+            )
+        # through one jitted function keyed by the architecture: a call outside jit runs a
+        # compiled program instead of dispatching the module's ATen operators one by one, and
+        # tracing the same shapes again (eval_shape, a driver's checks) reuses the jaxpr
+        # instead of running the PyTorch forward through torchax again
+        return _run(self, weights, x)
+
+    def forward(self, weights, x):
         dtype = jnp.promote_types(x.dtype, jnp.float32)
         for w in jax.tree.leaves(weights):
             dtype = jnp.promote_types(dtype, w.dtype)
         weights = jax.tree.map(lambda w: w.astype(dtype), weights)
         x = x.astype(dtype)
         if self.channels_last:
-            if x.ndim != 4:
-                raise ValueError(
-                    f"{self.name} takes NHWC images (N, H, W, C), got x of shape {x.shape}"
-                )
             x = jnp.moveaxis(x, -1, 1)
         out = self.fn({**weights, **self.baked}, (x,))
         if not (isinstance(out, jax.Array) and out.ndim == 2 and out.shape[0] == x.shape[0]):
@@ -262,6 +270,11 @@ class _TorchModuleApply:
 
     def __repr__(self):
         return f"torch module {self.name}"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run(apply, weights, x):
+    return apply.forward(weights, x)
 
 
 # ------------------------------------------------------------------------------ the checks
@@ -365,8 +378,9 @@ def from_torch_module(module, input_shape, *, mean=None, std=None) -> Classifier
     Needs ``pip install 'geomrobust[torch]'`` (``torch==2.12.1``, ``torchax==0.0.13``). For
     the architectures :func:`~geomrobust.models.from_torch` knows (WideResNet, PreActResNet,
     torchvision ResNets), its native Flax models need neither PyTorch nor torchax; this route
-    covers everything else. Under ``jit`` a torchax program is as fast as the native one
-    (``benchmarks/bench_real_models.py``); outside ``jit`` each call re-traces the module.
+    covers everything else; ``python -m benchmarks.bench_real_models --torchax`` compares
+    the two routes on the same weights. Every call runs one jitted program per architecture
+    and input shape: the PyTorch forward runs through torchax once per shape, not per call.
 
     Examples
     --------

@@ -4,7 +4,7 @@
 ``safetensors.numpy``: no code runs, no PyTorch needed), a ``.pt``/``.pth`` checkpoint (only
 where PyTorch is installed, with ``torch.load(weights_only=True)``) or an in-memory mapping --
 checks every key name and shape against the architecture, and returns the equivalent NNX model
-of :mod:`geomrobust.models._torch_archs` (evaluation mode) whose logits on NHWC images equal
+of :mod:`geomrobust.models.torch` (evaluation mode) whose logits on NHWC images equal
 the PyTorch model's logits on the same images in NCHW.
 
 Supported architectures (the sources of most published robust and standard checkpoints):
@@ -14,7 +14,13 @@ Supported architectures (the sources of most published robust and standard check
 * ``"preact_resnet18"`` -- RobustBench's PreActResNet-18 (He et al., ECCV 2016); config
   ``bn_before_fc``, ``out_shortcut``;
 * ``"resnet18"``, ``"resnet50"`` -- torchvision's ResNets (He et al., CVPR 2016); config
-  ``groups``, ``width_per_group``.
+  ``groups``, ``width_per_group``;
+* ``"dm_wide_resnet"`` -- DeepMind's WideResNet (Gowal et al. 2020, Rebuffi et al. 2021, as
+  RobustBench's ``DMWideResNet``); config ``depth``, ``width``, ``activation`` (``"relu"`` or
+  ``"swish"``), ``padding``; CIFAR-10's ``mean``/``std`` unless given (they are not in its
+  state dict);
+* ``"dm_preact_resnet"`` -- DeepMind's PreActResNet (RobustBench's ``DMPreActResNet``); config
+  ``depth`` (18 or 34), ``activation``, ``padding``; ``mean``/``std`` as the former.
 
 All of them also take ``mean``/``std`` (input normalisation inside the model, e.g. torchvision's
 ImageNet statistics), ``input_shape``, ``precision`` and ``widths`` (the latter only for tests:
@@ -37,9 +43,12 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
-from ..io import CorruptFileError
-from ._torch_archs import ARCHITECTURES, _dtype_name, build
+from ...io import CorruptFileError
+from ._families import ARCHITECTURES, build
+from ._layers import _dtype_name
 
 __all__ = ["from_torch", "read_state_dict", "torch_state_dict_keys"]
 
@@ -119,13 +128,6 @@ def _unwrap(obj: Any, origin: str) -> Mapping:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    try:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise ImportError(
-            "reading .safetensors files needs the safetensors package: pip install safetensors"
-        ) from None
     try:
         return dict(load_file(str(path)))
     except SafetensorError as e:
@@ -316,6 +318,19 @@ def _guess(architecture: str, sd: Mapping[str, np.ndarray]) -> str:
             parts = [f"num_classes={sd['linear.weight'].shape[0]}"]
             parts.append(f"bn_before_fc={'bn.weight' in sd}")
             return ", ".join(parts)
+        if architecture == "dm_wide_resnet" and "layer.0.block.0.conv_0.weight" in sd:
+            n = _count(sd, "layer.0.block.")
+            k = sd["layer.0.block.0.conv_0.weight"].shape[0] // 16
+            parts = [f"depth={6 * n + 4}", f"width={k}"]
+            if "logits.weight" in sd:
+                parts.append(f"num_classes={sd['logits.weight'].shape[0]}")
+            return ", ".join(parts)
+        if architecture == "dm_preact_resnet" and "logits.weight" in sd:
+            blocks = tuple(_count(sd, f"layer_{i}.") for i in range(4))
+            depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}.get(blocks)
+            parts = [f"depth={depth}" if depth else f"blocks {blocks}"]
+            parts.append(f"num_classes={sd['logits.weight'].shape[0]}")
+            return ", ".join(parts)
         if architecture in ("resnet18", "resnet50") and "fc.weight" in sd:
             layers = tuple(_count(sd, f"layer{i}.") for i in range(1, 5))
             bottleneck = "layer1.0.conv3.weight" in sd
@@ -328,6 +343,37 @@ def _guess(architecture: str, sd: Mapping[str, np.ndarray]) -> str:
     except (IndexError, KeyError, AttributeError):
         pass
     return ""
+
+
+# a key that only one layout has -> (architecture, how it is named)
+_SIGNATURES = (
+    ("init_conv.weight", "dm_wide_resnet", "DeepMind's WideResNet (RobustBench's DMWideResNet)"),
+    ("layer_0.0.batchnorm_0.weight", "dm_preact_resnet",
+     "DeepMind's PreActResNet (RobustBench's DMPreActResNet)"),
+    ("block1.layer.0.conv1.weight", "wide_resnet", "RobustBench's WideResNet"),
+    ("linear.weight", "preact_resnet18", "RobustBench's PreActResNet"),
+    ("layer1.0.conv3.weight", "resnet50", "torchvision's bottleneck ResNet"),
+    ("layer1.0.conv1.weight", "resnet18", "torchvision's ResNet"),
+)  # fmt: skip
+
+
+def layout_of(sd: Mapping) -> tuple[str, str] | None:
+    """``(architecture, description)`` of the layout whose characteristic key ``sd`` holds
+    (None when none does)."""
+    for key, arch, what in _SIGNATURES:
+        if key in sd:
+            return arch, what
+    return None
+
+
+def _layout_hint(architecture: str, sd: Mapping) -> str:
+    """The layout the keys belong to, when it is another architecture's."""
+    found = layout_of(sd)
+    if found is None or found[0] == architecture:
+        return ""
+    if {found[0], architecture} <= {"resnet18", "resnet50"}:
+        return ""  # _guess names the torchvision depth
+    return f"the keys are those of {found[1]}: use architecture {found[0]!r} (--arch {found[0]})"
 
 
 def _prefix_hint(sd: Mapping, expected: Mapping) -> str:
@@ -360,6 +406,8 @@ def _mismatch(
     if misshaped:
         parts.append(_listing(misshaped, "mis-shaped key"))
     hints = []
+    if layout := _layout_hint(architecture, sd):
+        hints.append(layout)
     if prefix := _prefix_hint(sd, expected):
         hints.append(prefix)
     if guess := _guess(architecture, sd):
@@ -391,6 +439,60 @@ def _take_normalisation(sd: dict[str, np.ndarray], config: dict, origin: str) ->
     config["std"] = tuple(float(v) for v in np.ravel(sd.pop("sigma")))
 
 
+def _check_values(sd: Mapping[str, np.ndarray], layout: Mapping[str, _Entry], origin: str):
+    """Weights the model can compute with: floating, finite, BatchNorm variances >= 0."""
+    ints = [
+        f"{k} ({sd[k].dtype})"
+        for k in layout
+        if k in sd and sd[k].dtype.kind != "f" and str(sd[k].dtype) != "bfloat16"
+    ]
+    if ints:
+        raise ValueError(
+            f"{origin}: {_listing(ints, 'key')} with non-floating weights; quantized (int8, "
+            "...) checkpoints are not supported: dequantize to float32 where they were made "
+            "(e.g. torch.ao.quantization's dequantize, or load the float checkpoint)"
+        )
+    bad = [k for k in layout if k in sd and not np.all(np.isfinite(sd[k].astype(np.float64)))]
+    if bad:
+        raise ValueError(f"{origin}: {_listing(bad, 'key')} with non-finite (NaN/inf) values")
+    negative = [
+        f"{k} (min {float(sd[k].min()):.3g})"
+        for k, e in layout.items()
+        if e.leaf == "var" and k in sd and sd[k].size and float(sd[k].min()) < 0
+    ]
+    if negative:
+        raise ValueError(
+            f"{origin}: {_listing(negative, 'BatchNorm running_var')} with negative entries; "
+            "a variance is >= 0 (every later logit would be NaN): the checkpoint is damaged "
+            "or its keys are mislabelled"
+        )
+
+
+def _probe(model: nnx.Module, config: Mapping, num_classes: int, origin: str, what: str):
+    """One forward pass on two images in ``[0, 1]`` of the model's ``input_shape``: an image
+    size the network cannot take, or weights that give non-finite logits, fail here."""
+    shape = config.get("input_shape")
+    if shape is None:
+        return
+    probe = np.random.default_rng(0).random((2, *shape)).astype(np.float32)
+    try:
+        logits = np.asarray(model(jnp.asarray(probe)))
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{what} cannot take input_shape {tuple(shape)}: {e}".replace("\n", " ")
+        ) from None
+    if logits.shape != (2, num_classes):
+        raise ValueError(
+            f"{what} gives logits of shape {logits.shape[1:]} on input_shape "
+            f"{tuple(shape)}, not ({num_classes},)"
+        )
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(
+            f"{origin}: the imported {what} gives non-finite logits on images in [0, 1] of "
+            f"shape {tuple(shape)}; check the weights and the mean/std"
+        )
+
+
 def from_torch(
     source: str | os.PathLike | Mapping,
     architecture: str,
@@ -411,14 +513,17 @@ def from_torch(
         every key, and ``num_batches_tracked`` buffers are handled. RobustBench's ``mu``/
         ``sigma`` normalisation buffers become the model's ``mean``/``std``.
     architecture : ``"wide_resnet"`` (RobustBench; config ``depth``, ``widen_factor``),
-        ``"preact_resnet18"`` (RobustBench), ``"resnet18"`` or ``"resnet50"`` (torchvision).
+        ``"preact_resnet18"`` (RobustBench), ``"resnet18"`` or ``"resnet50"`` (torchvision),
+        ``"dm_wide_resnet"`` (DeepMind; config ``depth``, ``width``, ``activation``) or
+        ``"dm_preact_resnet"`` (DeepMind; config ``depth``, ``activation``).
     num_classes : number of logits of the checkpoint (torchvision ImageNet weights: 1000).
     strict : every key of the architecture must be in the state dict and vice versa (as
         ``torch.nn.Module.load_state_dict``). With ``strict=False`` missing parameters keep
         their default initialisation (seed 0) and unexpected keys are ignored, with a
-        ``UserWarning`` listing them; mis-shaped keys are always an error.
+        ``UserWarning`` listing them; mis-shaped keys, and a state dict that holds not one
+        of the architecture's keys, are always an error.
     dtype : parameter dtype (float32 by default; float64 needs ``jax_enable_x64``).
-    **config : the architecture's options (see :mod:`geomrobust.models._torch_archs`), e.g.
+    **config : the architecture's options (see :mod:`geomrobust.models.torch`), e.g.
         ``depth=28, widen_factor=10``; ``mean``/``std`` to normalise inputs inside the model.
 
     Returns
@@ -429,9 +534,11 @@ def from_torch(
     Raises
     ------
     ValueError : missing, unexpected or mis-shaped keys (all listed, or the first 10 and a
-        count, with the architecture, its configuration and what to check), non-finite weights,
-        an unknown architecture; ``CorruptFileError`` (a ``ValueError``) for a truncated or
-        corrupted ``.safetensors`` file.
+        count, with the architecture, its configuration, the layout the keys belong to and
+        what to check), non-finite or non-floating (quantized) weights, a negative BatchNorm
+        ``running_var``, an ``input_shape`` the network cannot take or non-finite logits on a
+        probe batch of that shape, an unknown architecture; ``CorruptFileError`` (a
+        ``ValueError``) for a truncated or corrupted ``.safetensors`` file.
     ImportError : a ``.pt``/``.pth`` file without PyTorch (the message gives the one-line
         conversion to safetensors).
     """
@@ -460,13 +567,18 @@ def from_torch(
         for k, e in layout.items()
         if k in sd and tuple(sd[k].shape) != e.shape
     ]
-    if misshaped or (strict and (missing or unexpected)):
-        raise _mismatch(
+    if misshaped or (strict and (missing or unexpected)) or len(missing) == len(layout):
+        err = _mismatch(
             architecture, num_classes, config, origin, missing, unexpected, misshaped, sd, layout
         )
-    bad = [k for k in layout if k in sd and not np.all(np.isfinite(sd[k].astype(np.float64)))]
-    if bad:
-        raise ValueError(f"{origin}: {_listing(bad, 'key')} with non-finite (NaN/inf) values")
+        if not strict and not misshaped:  # nothing matches: there is nothing to load
+            err = ValueError(
+                f"strict=False, but not one of the {len(layout)} keys of "
+                f"{_describe(architecture, num_classes, config)} is in the state dict, so "
+                f"nothing would be loaded into a randomly initialised network. {err}"
+            )
+        raise err
+    _check_values(sd, layout, origin)
 
     dt = jnp.dtype(dtype_name)
     pure: dict[tuple, Any] = {}
@@ -494,4 +606,5 @@ def from_torch(
     nnx.replace_by_pure_dict(state, nnx.traversals.unflatten_mapping(pure))
     model = nnx.merge(graphdef, state)
     model.eval()
+    _probe(model, config, num_classes, origin, _describe(architecture, num_classes, config))
     return model
