@@ -22,9 +22,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from geomrobust.data import load_dataset
+from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import boundary_slice, random_orthogonal
 from geomrobust.plot import plot_slice
 from geomrobust.search import deepfool
+
+enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
 
 # %% [markdown]
 # ## An affine classifier: DeepFool's L2 margin is (1 + η) |F(x)| / ||w||

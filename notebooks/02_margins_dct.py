@@ -24,9 +24,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from geomrobust.data import dct_flip, load_dataset
+from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import dct_subspaces, subspace_margins, summarize_bands
 from geomrobust.models import create_model, pure_apply
 from geomrobust.train import evaluate, fit, make_optimizer
+
+enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
 
 train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from geomrobust.analyses import boundary_points
 from geomrobust.data import load_dataset
+from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import (
     boundary_slice,
     principal_curvatures,
@@ -36,6 +37,8 @@ from geomrobust.plot import plot_curvature_spectrum, plot_singular_values, plot_
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import universal_perturbation
 from geomrobust.train import load_checkpoint
+
+enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
 
 settings = model_settings(
     "standard", SIZES["quick"], dataset="digits", data_dir=None, resize=None, key=0

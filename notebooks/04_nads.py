@@ -22,9 +22,12 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
+from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import fourier_accuracy_map, fourier_magnitude, nads
 from geomrobust.models import as_classifier, create_model, pure_apply
 from geomrobust.plot import plot_accuracy_map, plot_nads
+
+enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
 
 shape = (8, 8, 1)
 

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from geomrobust.data import CORRUPTIONS, corrupt, load_dataset
+from geomrobust.engine import enable_compilation_cache
 from geomrobust.measures import (
     class_synthesis,
     fourier_heat_map,
@@ -44,6 +45,8 @@ from geomrobust.models import as_classifier
 from geomrobust.report import SIZES, cached_model, model_settings
 from geomrobust.search import deepfool_dataset
 from geomrobust.train import load_checkpoint
+
+enable_compilation_cache()  # compiled programs kept on disk: ~/.cache/geomrobust/xla
 
 sizes = SIZES["quick"]
 models, init = {}, None

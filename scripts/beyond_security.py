@@ -42,6 +42,9 @@ STAGES = ("margins", "frequency", "noise", "interpretability")
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from geomrobust.engine import enable_compilation_cache
+
+    enable_compilation_cache()  # ~/.cache/geomrobust/xla; GEOMROBUST_XLA_CACHE=0: off
     from geomrobust.report import run_report
 
     record = run_report(

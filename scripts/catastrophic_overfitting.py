@@ -206,6 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="Adam learning rate")
     p.add_argument("--methods", nargs="+", default=DEFAULTS["methods"], help="training methods")
     args = p.parse_args(argv)
+    from geomrobust.engine import enable_compilation_cache
+
+    enable_compilation_cache()  # ~/.cache/geomrobust/xla; GEOMROBUST_XLA_CACHE=0: off
     from geomrobust.io import save_json
 
     out = Path(args.out)

@@ -219,6 +219,9 @@ def main(argv=None) -> int:
     p.add_argument("--eps", type=positive_float, default=0.1, help="PGD-AT Linf radius")
     p.add_argument("--resize", type=positive_int, default=16, help="image side")
     args = p.parse_args(argv)
+    from geomrobust.engine import enable_compilation_cache
+
+    enable_compilation_cache()  # ~/.cache/geomrobust/xla; GEOMROBUST_XLA_CACHE=0: off
     from geomrobust.io import save_json
 
     out = Path(args.out)

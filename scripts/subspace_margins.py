@@ -45,6 +45,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from geomrobust.engine import enable_compilation_cache
+
+    enable_compilation_cache()  # ~/.cache/geomrobust/xla; GEOMROBUST_XLA_CACHE=0: off
     import jax
     import jax.numpy as jnp
     import matplotlib

@@ -9,10 +9,15 @@ its variables, an Equinox module (holding arrays and a non-array activation fiel
 
 import equinox as eqx
 import flax.linen as linen
-import haiku as hk
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
+
+try:  # dm-haiku is a test extra that may not install everywhere: its forms are then skipped
+    import haiku as hk
+except ImportError:  # pragma: no cover - depends on the environment
+    hk = None
 
 import geomrobust as gr
 
@@ -121,11 +126,8 @@ def _haiku_mlp(x):
 
 
 def mlp_forms(p) -> dict:
-    haiku = hk.transform(_haiku_mlp)
-    hparams = {
-        "mlp/~/linear_0": {"w": p["w1"], "b": p["b1"]},
-        "mlp/~/linear_1": {"w": p["w2"], "b": p["b2"]},
-    }
+    """The MLP forms; the Haiku ones (``haiku``, ``haiku_no_rng``) only where dm-haiku is
+    installed (:func:`needs`)."""
     per_example = eqx.nn.MLP(
         SHAPE[0] * SHAPE[1], K, HID, 1, activation=jnp.tanh, key=jax.random.key(0)
     )
@@ -135,9 +137,22 @@ def mlp_forms(p) -> dict:
         (p["w1"].T, p["b1"], p["w2"].T, p["b2"]),
     )
     vmapped = eqx.filter_vmap(lambda m, x: m(x.reshape(-1)), in_axes=(None, 0))
-    return {
+    forms = {
         "plain": lambda x: mlp_apply(p, x),
-        "haiku": gr.as_classifier(haiku, hparams),
-        "haiku_no_rng": gr.as_classifier(hk.without_apply_rng(haiku), hparams),
         "equinox_vmap": jax.tree_util.Partial(vmapped, per_example),
     }
+    if hk is not None:
+        haiku = hk.transform(_haiku_mlp)
+        hparams = {
+            "mlp/~/linear_0": {"w": p["w1"], "b": p["b1"]},
+            "mlp/~/linear_1": {"w": p["w2"], "b": p["b2"]},
+        }
+        forms["haiku"] = gr.as_classifier(haiku, hparams)
+        forms["haiku_no_rng"] = gr.as_classifier(hk.without_apply_rng(haiku), hparams)
+    return forms
+
+
+def needs(form: str) -> None:
+    """Skip the calling test when ``form`` needs a package that is not installed."""
+    if form.startswith("haiku") and hk is None:
+        pytest.skip("dm-haiku is not installed (pip install '.[test]')")

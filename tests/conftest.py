@@ -1,4 +1,17 @@
-"""Shared fixtures: PRNG keys, and float32/float64 parametrization with matching tolerances."""
+"""Shared fixtures: PRNG keys, and float32/float64 parametrization with matching tolerances.
+
+One cache folder serves the whole test session, its xdist workers and every process the tests
+start (scripts, notebooks, CLI runs): ``$GEOMROBUST_CACHE_DIR`` points there, so the report's
+quick models are trained once per session (``models/``), and JAX's persistent compilation
+cache lives in ``xla/`` (a program compiled by one worker or subprocess is loaded, not
+compiled again, by the others and after :func:`_release_compiled_programs`). The folder is a
+fresh temporary one removed at the end, or ``$GEOMROBUST_TEST_CACHE_DIR`` when set (kept: a
+CI cache can carry it from one run to the next).
+"""
+
+import os
+import shutil
+import tempfile
 
 import jax
 
@@ -11,6 +24,38 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 RTOL = {np.dtype("float32"): 1e-4, np.dtype("float64"): 1e-9}
+
+_SESSION_CACHE = "_GEOMROBUST_TEST_SESSION_CACHE"  # set by the controller, read by workers
+
+
+def pytest_configure(config):
+    """The session's cache folder (see the module docstring), chosen once by the controller
+    process and inherited by the xdist workers and every subprocess through the environment."""
+    if _SESSION_CACHE not in os.environ:
+        kept = os.environ.get("GEOMROBUST_TEST_CACHE_DIR")
+        folder = kept or tempfile.mkdtemp(prefix="geomrobust-tests-")
+        os.environ[_SESSION_CACHE] = folder
+        if not kept:
+            config._geomrobust_remove_cache = folder
+    folder = os.environ[_SESSION_CACHE]
+    xla = os.path.join(folder, "xla")
+    os.makedirs(xla, exist_ok=True)
+    # subprocesses read these at import; this process is configured below
+    os.environ.update(
+        GEOMROBUST_CACHE_DIR=folder,
+        JAX_COMPILATION_CACHE_DIR=xla,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+    )
+    jax.config.update("jax_compilation_cache_dir", xla)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_geomrobust_remove_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["float32", "float64"])
@@ -46,6 +91,7 @@ def _release_compiled_programs():
     """Drop JAX's compiled programs after each test module. Programs are cached per
     architecture for the whole process (by design: a second call compiles nothing); over the
     ~1,000 tests of a worker the caches held several GB, and one CI run saw XLA abort while
-    compiling late in a worker. Tests that count compilations run within one module."""
+    compiling late in a worker. Tests that count compilations run within one module. A
+    program needed again later is loaded from the persistent cache, not compiled again."""
     yield
     jax.clear_caches()

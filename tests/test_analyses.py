@@ -231,7 +231,7 @@ def test_nads_and_accuracy_map_equal_the_library(tmp_path):
         SHAPE,
         num_networks=6,
         key=jax.random.key(0),
-        batch=3,
+        chunk_size=3,
         num=3,
         output="difference",
     )

@@ -10,11 +10,14 @@
 * ``gr.as_classifier`` itself: pytree structure, hashing, errors.
 """
 
+import functools
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _forms import SHAPE, cnn_apply, cnn_forms, cnn_params, mlp_forms, mlp_params
+from _forms import SHAPE, cnn_apply, cnn_forms, cnn_params, mlp_forms, mlp_params, needs
 from flax import nnx
 
 import geomrobust as gr
@@ -128,6 +131,7 @@ def mlp_reference():
 
 
 def test_haiku_mlp_agrees_at_every_entry_point(mlp_reference):
+    needs("haiku")
     p, ref = mlp_reference
     _assert_close("haiku", battery(mlp_forms(p)["haiku"]), ref)
 
@@ -135,6 +139,7 @@ def test_haiku_mlp_agrees_at_every_entry_point(mlp_reference):
 @pytest.mark.parametrize("form", ["haiku_no_rng", "equinox_vmap"])
 def test_more_forms_agree(form):
     """The other forms on the headline calls (their adapters are the ones tested above)."""
+    needs(form)
     p = mlp_params(jax.random.key(1))
     forms = mlp_forms(p)
     x = _data()
@@ -218,3 +223,79 @@ def test_model_configs_are_hashable_and_share_programs():
         g1, g2 = nnx.graphdef(m1), nnx.graphdef(m2)
         assert hash(g1) == hash(g2) and g1 == g2, name
         assert gr.models.model_config(m1)["name"] == name
+
+
+# ------------------------------------------------------------ static classifiers with arrays
+_GLOBAL_W = jnp.ones((4, 3))
+
+
+def _reads_global(x):
+    return x @ _GLOBAL_W
+
+
+def _no_arrays(x):
+    return jnp.stack([x.sum(1), -x.sum(1)], 1)
+
+
+class _Holder:
+    def __init__(self, w):
+        self.w = w
+
+    def __call__(self, x):
+        return x @ self.w
+
+    def logits(self, x):
+        return x @ self.w
+
+
+def _closure(w):
+    return lambda x: x @ w
+
+
+@pytest.mark.parametrize(
+    ("case", "what"),
+    [
+        ("global", "global '_GLOBAL_W'"),
+        ("closure", "closure variable 'w'"),
+        ("closure over a list of arrays", "closure variable 'w'"),
+        ("object", "attribute 'w'"),
+        ("bound method", "attribute 'w'"),
+    ],
+)
+def test_static_classifier_holding_arrays_warns_once(case, what):
+    """Rebinding the weights of a static classifier silently gives the old weights' results
+    (JAX's semantics for static arguments): as_classifier says so, naming the fix."""
+    from geomrobust.models import StaticWeightsWarning
+
+    w = jnp.ones((4, 3))
+    fn = {
+        "global": lambda: _reads_global,
+        "closure": lambda: _closure(w),
+        "closure over a list of arrays": lambda: (lambda ws: lambda x: x @ ws[0])([w]),
+        "object": lambda: _Holder(w),
+        "bound method": lambda: _Holder(w).logits,
+    }[case]()
+    if case == "closure over a list of arrays":
+        what = "closure variable 'ws'"
+    with pytest.warns(StaticWeightsWarning, match=r"gr\.Classifier\(apply, params\)") as rec:
+        gr.as_classifier(fn)
+    assert what in str(rec[0].message) and rec[0].filename == __file__  # the user's line
+    if case == "bound method":  # once per object: a bound method is made per access
+        fn = fn.__self__.logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaticWeightsWarning)
+        gr.as_classifier(fn)  # once per function
+
+
+def test_classifiers_without_static_arrays_do_not_warn():
+    from geomrobust.models import StaticWeightsWarning, create_model
+
+    w = jnp.ones((4, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaticWeightsWarning)
+        gr.as_classifier(_no_arrays)
+        gr.as_classifier(gr.Classifier(lambda p, x: x @ p, w))
+        gr.as_classifier(lambda p, x: x @ p, w)
+        gr.as_classifier(functools.partial(lambda p, x: x @ p, w))
+        gr.as_classifier(create_model("mlp", (4,), 3, key=jax.random.key(0)))
+        gr.as_classifier(lambda x: _no_arrays(x) * 2.0)

@@ -180,11 +180,11 @@ def test_help_documents_every_option_with_its_default(capsys):
 
 
 def test_cli_error_is_one_line_with_its_exit_code(monkeypatch, checkpoint, capsys):
-    import geomrobust.cli._margins as margins_cli
+    import geomrobust.cli._margins_run as margins_cli
     from geomrobust.cli import CLIError
-    from geomrobust.cli._common import user_errors
+    from geomrobust.cli._errors import user_errors
 
-    def fails(args):
+    def fails(args, outputs):
         raise CLIError("first line\n   second line", 7)
 
     monkeypatch.setattr(margins_cli, "run", fails)

@@ -258,7 +258,7 @@ def test_write_results_leaves_no_results_without_a_summary(tmp_path, monkeypatch
     since summary.json marks a complete result; the error is one CLIError line, exit 1."""
     import numpy as np
 
-    from geomrobust.cli import _common
+    from geomrobust.cli import CLIError, _outputs
     from geomrobust.io import _files
 
     calls = []
@@ -271,7 +271,7 @@ def test_write_results_leaves_no_results_without_a_summary(tmp_path, monkeypatch
         return real(fd)
 
     monkeypatch.setattr(_files.os, "fsync", full_on_second)
-    with pytest.raises(_common.CLIError, match=r"summary\.json: no space left") as info:
-        _common.write_results(tmp_path / "r", {"margin": np.ones(3)}, {"median": 1.0})
+    with pytest.raises(CLIError, match=r"summary\.json: no space left") as info:
+        _outputs.write_results(tmp_path / "r", {"margin": np.ones(3)}, {"median": 1.0})
     assert info.value.exit_code == 1 and "[Errno" not in info.value.message
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == []

@@ -1,4 +1,5 @@
-"""`geomrobust train` end to end (in-process) and the shared CLI helpers of cli/_common."""
+"""`geomrobust train` end to end (in-process) and the shared CLI helpers (cli/_args, _loading,
+_outputs)."""
 
 import argparse
 import json
@@ -8,15 +9,15 @@ import numpy as np
 import pytest
 
 from geomrobust.cli import main
-from geomrobust.cli._common import (
-    add_model_data_args,
-    load_model_and_data,
-    parse_resize,
-    write_results,
-)
+from geomrobust.cli._args import add_model_data_args, parse_resize
+from geomrobust.cli._loading import load_model_and_data
+from geomrobust.cli._outputs import write_results
 from geomrobust.data import load_dataset
 from geomrobust.models import as_classifier, model_config
 from geomrobust.train import evaluate, load_checkpoint
+
+# the module fixture is built once: every test of this module on one xdist worker
+pytestmark = pytest.mark.xdist_group("cli_train")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_help_and_usage_errors(capsys):
 
 
 def test_default_out_never_reuses_a_directory(tmp_path):
-    from geomrobust.cli._train import default_out
+    from geomrobust.cli._train_run import default_out
 
     args = argparse.Namespace(model="lenet", dataset="digits")
     assert default_out(args, tmp_path) == tmp_path / "lenet-digits"
@@ -158,3 +159,17 @@ def test_write_results_is_complete_and_atomic(tmp_path):
     )
     with pytest.raises(TypeError, match="dtype object"):
         write_results(tmp_path / "r", {"bad": np.array([None])}, {})
+
+
+def test_parser_defaults_agree_with_the_library():
+    """The parsers copy a few library constants (importing them would import JAX before
+    --help): they must agree."""
+    from geomrobust.analyses import diagnose
+    from geomrobust.cli import _diagnose, _report, _train
+    from geomrobust.report import STAGES
+    from geomrobust.train._settings import DEFAULT_LR
+
+    assert _train.DEFAULT_LR == DEFAULT_LR
+    assert _report.STAGES == tuple(STAGES)
+    assert _diagnose.WHAT == tuple(diagnose.WHAT)
+    assert _diagnose.DEFAULT_WHAT == tuple(diagnose.DEFAULT_WHAT)

@@ -156,3 +156,22 @@ def test_home_device_and_explicit_placement():
 
     map_chunks(fn, (np.ones(4),), chunk_size=2, devices=[dev])
     assert all(d == {dev} for _, d in seen)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (0, 7), (1,), (4, 2, 2)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bool", "int32"])
+def test_result_buffers_become_arrays_without_a_copy(shape, dtype):
+    """The host buffers of results are 64-byte aligned, which XLA's CPU client aliases: the
+    final device_put of a dataset-sized result costs no second copy (flat memory in N)."""
+    from geomrobust.engine._buffers import ALIGNMENT, aligned_empty, aligned_zeros
+
+    buf = aligned_empty(shape, dtype)
+    assert buf.shape == shape and buf.dtype == np.dtype(dtype) and buf.flags.c_contiguous
+    z = aligned_zeros(shape, dtype)
+    assert not z.any()
+    if buf.size == 0:
+        return
+    assert buf.ctypes.data % ALIGNMENT == 0 and z.ctypes.data % ALIGNMENT == 0
+    if jax.default_backend() == "cpu" and jax.config.jax_enable_x64:
+        arr = jax.device_put(z)
+        assert arr.unsafe_buffer_pointer() == z.ctypes.data  # aliased, not copied

@@ -1,13 +1,13 @@
 """Every notebook in notebooks/ runs top to bottom on a python3 kernel (jupytext -> nbclient).
 
 The notebooks are jupytext percent-format ``.py`` files (reviewable diffs, no outputs). They
-share one model cache (``$GEOMROBUST_CACHE_DIR``) so the report's quick models are trained
-once per test session.
+share the session's cache (``$GEOMROBUST_CACHE_DIR``, tests/conftest.py) with the report and
+script tests, so the report's quick models are trained once per test session and compiled
+programs are loaded from JAX's persistent cache.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -31,14 +31,8 @@ def test_notebooks_exist():
     ]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("geomrobust-cache")
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, cache_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("GEOMROBUST_CACHE_DIR", os.fspath(cache_dir))
+def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # the kernel must not inherit the test session's x64 setting: notebooks run as users do
     monkeypatch.delenv("JAX_ENABLE_X64", raising=False)

@@ -1,6 +1,11 @@
 """The public names of the package exist at the top level, with the documented fields."""
 
 import inspect
+import os
+import subprocess
+import sys
+
+import pytest
 
 import geomrobust as gr
 
@@ -60,5 +65,33 @@ def test_curvatures_fields():
 
 
 def test_all_exports_resolve():
-    public = [n for n in dir(gr) if not n.startswith("_")]
-    assert len(public) > 40
+    """Every name of ``gr.__all__`` resolves to an object of the package itself, is listed by
+    ``dir(gr)`` and ``from geomrobust import *``; an unknown name is an AttributeError."""
+    names = gr.__all__
+    assert len(names) > 40 and names == sorted(set(names))
+    for name in names:
+        obj = getattr(gr, name)
+        where = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", "")
+        assert where.startswith("geomrobust"), (name, where)
+    assert set(names) <= set(dir(gr))
+    star: dict = {}
+    exec("from geomrobust import *", star)
+    assert set(names) <= set(star)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        gr.no_such_name  # noqa: B018
+
+
+def test_import_is_lazy():
+    """``import geomrobust`` does not import JAX (the command line's --help starts without
+    it); the first ``gr.`` name loads the public API, and does not turn JAX's persistent
+    compilation cache on (only the front ends do: geomrobust.engine.enable_compilation_cache)."""
+    code = (
+        "import sys, geomrobust as gr; assert 'jax' not in sys.modules, 'jax imported'; "
+        "gr.deepfool; assert 'jax' in sys.modules and 'geomrobust.search' in sys.modules; "
+        "import jax; assert jax.config.jax_compilation_cache_dir is None"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}  # conftest sets some
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert r.returncode == 0, r.stderr

@@ -391,6 +391,9 @@ def test_a_damaged_report_stage_is_recomputed_not_reused(tmp_path, capsys):
         "edited summary": lambda: _edit_stage(folder, lambda r: r["summary"].update(median=9)),
         "summary a list": lambda: _edit_stage(folder, lambda r: r.update(summary=[1])),
         "broken json": lambda: (folder / "margins.json").write_text("{"),
+        "json replaced by []": lambda: (folder / "margins.json").write_text("[]"),
+        "json replaced by a string": lambda: (folder / "margins.json").write_text('"done"'),
+        "json replaced by null": lambda: (folder / "margins.json").write_text("null"),
     }
     for name, damage in damages.items():
         _save_stage(folder, "margins", "d" * 64, arrays, {"n": 4, "median": 1.5}, 2.0)

@@ -16,6 +16,9 @@ from geomrobust.cli import main
 from geomrobust.report import SIZES, STAGES, model_cache_key, model_settings
 from geomrobust.report._driver import canonical
 
+# the module fixture is built once: every test of this module on one xdist worker
+pytestmark = pytest.mark.xdist_group("report")
+
 
 def _numbers(o, path=""):
     if isinstance(o, dict):
@@ -30,15 +33,18 @@ def _numbers(o, path=""):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """One quick report per module (its tests run on one xdist worker: ``--dist loadgroup``).
+    The models come from the session's model cache (tests/conftest.py), shared with the
+    notebooks and scripts; a damaged stage file is tested on its own in
+    tests/test_reliability_files.py."""
     out = tmp_path_factory.mktemp("report")
-    cache = tmp_path_factory.mktemp("cache")
-    argv = ["report", "--quick", "--n", "16", "--out", str(out), "--cache-dir", str(cache)]
+    argv = ["report", "--quick", "--n", "16", "--out", str(out)]
     assert main(argv) == 0
-    return out, cache, argv
+    return out, argv
 
 
 def test_index_references_existing_figures(report):
-    out, _, _ = report
+    out, _ = report
     html = (out / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # no network resources
     figures = re.findall(r"<img src='([^']+)'", html)
@@ -49,7 +55,7 @@ def test_index_references_existing_figures(report):
 
 
 def test_results_json_finite_per_section(report):
-    out, _, _ = report
+    out, _ = report
     text = (out / "results.json").read_text()
     record = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert set(record["sections"]) == set(STAGES)
@@ -70,7 +76,7 @@ def test_results_json_finite_per_section(report):
 
 
 def test_frequency_noise_and_interpretability_sections_account_for_every_example(report):
-    out, _, _ = report
+    out, _ = report
     sec = json.loads((out / "results.json").read_text())["sections"]
     for m in ("standard", "pgd"):
         clean = sec["accuracy"][m]["clean_accuracy"]
@@ -93,7 +99,7 @@ def test_frequency_noise_and_interpretability_sections_account_for_every_example
 
 
 def test_second_run_reuses_models_and_stages(report, capsys):
-    out, _, argv = report
+    out, argv = report
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
@@ -101,22 +107,6 @@ def test_second_run_reuses_models_and_stages(report, capsys):
     assert "LeNet: reused" in err
     record = json.loads((out / "results.json").read_text())
     assert all(t["reused"] for t in record["timings"]["stages"].values())
-
-
-def test_a_damaged_stage_is_recomputed_not_reused(report, capsys):
-    """A stage file replaced by another valid archive (or edited) is recomputed, with one log
-    line, instead of being reused (it used to end in a KeyError traceback while drawing)."""
-    from geomrobust.io import save_npz
-
-    out, _, argv = report
-    save_npz(out / "stages" / "accuracy.npz", {"unrelated": np.zeros(3)})
-    capsys.readouterr()
-    assert main(argv) == 0
-    err = capsys.readouterr().err
-    assert "stage files in" in err and "are damaged" in err and "recomputing" in err
-    assert err.count("reused the finished stage") == len(STAGES) - 1
-    record = json.loads((out / "results.json").read_text())
-    assert record["timings"]["stages"]["accuracy"]["reused"] is False
 
 
 def test_cache_key_tracks_settings():

@@ -35,6 +35,14 @@ SCRIPT = textwrap.dedent(
 
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
+    import warnings
+    from geomrobust.engine import CPUDevicesWarning, resolve_devices
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve_devices(4)
+        resolve_devices(1)
+    out["warns"] = [w.category.__name__ for w in caught]
+    warnings.simplefilter("ignore", CPUDevicesWarning)  # devices simulated on purpose
 
     def same(a, b):
         return all(np.array_equal(np.asarray(u), np.asarray(v), equal_nan=True)
@@ -179,6 +187,8 @@ def test_four_devices_nontrivial(four_devices):
         assert four_devices[f"along_finite_{dt}"] > 0.3
     assert four_devices["map_sharded"] is True
     assert four_devices["committed_inputs"] is True
+    # several CPU devices of one host share its cores: a warning says so (not for one)
+    assert four_devices["warns"] == ["CPUDevicesWarning"]
 
 
 def test_resolve_devices():

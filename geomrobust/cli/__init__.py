@@ -1,7 +1,12 @@
 """The ``geomrobust`` command: one subcommand per module in this package.
 
-Each subcommand module exposes ``add_parser(subparsers)``, which registers its parser and sets
-``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+Each subcommand has a parser module ``cli/_<name>.py`` (:mod:`argparse` only) exposing
+``add_parser(subparsers)``, which registers its parser and sets ``func`` to its
+implementation ``cli/_<name>_run.py`` (:class:`~geomrobust.cli._dispatch.Implementation`,
+imported on dispatch), so ``--help`` and bad options are answered before JAX is imported.
+Before a subcommand runs, JAX's persistent compilation cache is turned on
+(:func:`geomrobust.engine.enable_compilation_cache`: ``~/.cache/geomrobust/xla``, or
+``$GEOMROBUST_CACHE_DIR/xla``), unless ``--no-compilation-cache`` or ``GEOMROBUST_XLA_CACHE=0``.
 A subcommand reports an error by raising :class:`CLIError` anywhere below :func:`main`, which
 prints it as one line ``geomrobust <command>: error: ...`` on stderr and returns its exit
 code (2: bad arguments or inputs, 1: failures at run time); argparse's own errors are one
@@ -15,19 +20,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 
-from ._common import (
-    CLIError,
-    OneLineParser,
-    held_outputs,
-    nonnegative_int,
-    os_message,
-    positive_float,
-    positive_int,
-    run_script,
-    seed,
-)
+from geomrobust import __version__
+
+from ._args import OneLineParser, nonnegative_int, positive_float, positive_int, seed
+from ._errors import CLIError, os_message, run_script
 
 # OneLineParser, run_script and the argparse types are what every script under scripts/
 # uses to follow the command's rules (one `error:` line, exit code 2 for bad arguments).
@@ -65,8 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Geometric analysis of neural-network decision boundaries (JAX).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from geomrobust import __version__
-
     parser.add_argument("--version", action="version", version=f"geomrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -78,14 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--no-compilation-cache",
+            action="store_true",
+            help="flag: compile every program again instead of loading it from JAX's persistent "
+            "compilation cache ($GEOMROBUST_CACHE_DIR/xla or ~/.cache/geomrobust/xla; "
+            "GEOMROBUST_XLA_CACHE=0 turns it off too)",
+        )
     return parser
+
+
+def _start(args: argparse.Namespace):
+    """After parsing: turn on the compilation cache (unless ``--no-compilation-cache``) and
+    return the output locks of the run (:class:`geomrobust.cli._locks.OutputLocks`). The
+    engine (JAX) and the locks (NumPy) are imported here, not before ``--help`` is answered."""
+    engine = importlib.import_module("geomrobust.engine")
+    if not args.no_compilation_cache:
+        engine.enable_compilation_cache()
+    return importlib.import_module(f"{__name__}._locks").OutputLocks()
 
 
 def _ignore_sigxfsz() -> None:
     """Exceeding ``ulimit -f`` then fails the write (``EFBIG``) instead of killing us."""
-    import signal
-    import threading
-
     if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
@@ -102,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        with held_outputs():  # the locks of --out (hold_out), released when it returns
-            return int(args.func(args) or 0)
+        with _start(args) as outputs:  # the locks of --out, released when it returns
+            return int(args.func(args, outputs) or 0)
     except CLIError as e:
         print(f"geomrobust {args.command}: error: {e.message}", file=sys.stderr)
         return e.exit_code
@@ -117,9 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"geomrobust {args.command}: error: out of memory", file=sys.stderr)
         return 1
     except RuntimeError as e:  # another process of a --distributed run failed or was lost
-        from geomrobust.engine import ProcessFailure
-
-        if not isinstance(e, ProcessFailure):
+        if not isinstance(e, importlib.import_module("geomrobust.engine").ProcessFailure):
             raise
         print(f"geomrobust {args.command}: error: {e}", file=sys.stderr)
         return 1
@@ -130,8 +142,6 @@ def _end_process(code: int) -> None:
     shutdown would wait at a barrier for the other processes (which may be waiting for this
     one) and abort with a page of runtime logs; leaving at once closes this process's
     connections, so the others' next collective fails and they end with their own line."""
-    import os
-
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

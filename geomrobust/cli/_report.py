@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import argparse
 
-from . import _common as common
+from ._args import add_distributed_args, parse_resize, positive_int, seed
+from ._dispatch import Implementation
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
+
+#: the names of geomrobust.report.STAGES, in order (not imported: --help answers without JAX;
+#: tests/test_cli_errors.py checks that they agree)
+STAGES = (
+    "accuracy",
+    "margins",
+    "dct",
+    "random",
+    "curvature",
+    "loss_hessian",
+    "slices",
+    "nads",
+    "thickness",
+    "frequency",
+    "noise",
+    "interpretability",
+    "minimal",
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from geomrobust.report import STAGES
-
     p = subparsers.add_parser(
         "report",
         help="the whole geometric analysis of a standard and a robust model, as an HTML report",
@@ -44,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--n",
         metavar="N",
-        type=common.positive_int,
+        type=positive_int,
         default=None,
         help="held-out examples to analyse; None means 100 (32 with --quick)",
     )
@@ -52,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--resize",
         metavar="S|HxW",
-        type=common.parse_resize,
+        type=parse_resize,
         default=None,
         help="resize images; None means 16 for digits (8 with --quick), or the "
         "checkpoint's setting",
@@ -71,40 +88,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="run only these stages (slices needs curvature)",
     )
-    p.add_argument("--key", metavar="INT", type=common.seed, default=0, help="PRNG seed")
+    p.add_argument("--key", metavar="INT", type=seed, default=0, help="PRNG seed")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bars on stderr; None means only on a terminal",
     )
-    common.add_distributed_args(p)
-    p.set_defaults(func=run)
+    add_distributed_args(p)
+    p.set_defaults(func=Implementation(f"{__package__}._report_run"))
     return p
-
-
-def run(args: argparse.Namespace) -> int:
-    from geomrobust.report import run_report
-
-    common.start_processes(args)
-    if common.writes_outputs(args):  # --distributed: process 0 writes, the others nothing
-        common.hold_out(args.out)  # another run into the same --out stops here
-    try:
-        run_report(
-            args.out,
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            checkpoints=args.checkpoint,
-            n=args.n,
-            quick=args.quick,
-            key=args.key,
-            resize=args.resize,
-            cache_dir=args.cache_dir,
-            stages=args.stages,
-            progress=args.progress,
-        )
-    except (ValueError, FileNotFoundError) as e:  # a missing dataset too
-        raise common.CLIError(str(e), 2) from e
-    if common.writes_outputs(args):
-        print(f"report: {args.out}/index.html")
-    return 0

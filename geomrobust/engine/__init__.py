@@ -8,7 +8,11 @@ also deals the chunks out over the processes and gathers the results through col
 (docs/performance.md, "Several hosts").
 """
 
+from ._compilation_cache import cache_root as cache_root
+from ._compilation_cache import compilation_cache_enabled as compilation_cache_enabled
+from ._compilation_cache import enable_compilation_cache as enable_compilation_cache
 from ._defaults import CHUNK_SIZE as CHUNK_SIZE
+from ._devices import CPUDevicesWarning as CPUDevicesWarning
 from ._devices import resolve_devices as resolve_devices
 from ._executor import Chunk as Chunk
 from ._executor import ChunkBounds as ChunkBounds

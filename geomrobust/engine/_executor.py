@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import all_concrete
+from ._buffers import aligned_empty
 from ._devices import resolve_devices
 from ._processes import (
     _INSIDE_CHUNK,
@@ -148,7 +149,8 @@ class _Outputs:
                             f"a scalar {type(v).__name__}"
                         )
                 self.treedef = treedef
-                self.bufs = [np.empty((self.n, *np.shape(v)[1:]), np.asarray(v).dtype)
+                # 64-byte aligned: the final device_put aliases them (no copy on the CPU)
+                self.bufs = [aligned_empty((self.n, *np.shape(v)[1:]), np.asarray(v).dtype)
                              for v in leaves]  # fmt: skip
             elif treedef != self.treedef:
                 raise ValueError(f"chunk outputs differ in structure: {treedef} vs {self.treedef}")
@@ -362,4 +364,6 @@ def run_program(
         out = map_chunks(
             program, batched, shared, chunk_size=chunk_size, devices=devices, progress=report
         )
-    return jax.tree.map(jnp.asarray, out)
+    # device_put, not jnp.asarray: the aligned host buffers become the arrays without a copy on
+    # the CPU (jnp.asarray copied them: one more N x D copy in the peak memory)
+    return jax.tree.map(jax.device_put, out)

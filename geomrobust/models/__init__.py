@@ -5,6 +5,7 @@ from ._adapter import as_logits_fn as as_logits_fn
 from ._adapter import pure_apply as pure_apply
 from ._classifier import Classifier as Classifier
 from ._classifier import StaticFunction as StaticFunction
+from ._classifier import StaticWeightsWarning as StaticWeightsWarning
 from ._classifier import as_classifier as as_classifier
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import SMOOTH_ACTIVATIONS as SMOOTH_ACTIVATIONS

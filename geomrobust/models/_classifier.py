@@ -20,13 +20,19 @@ A plain function ``x -> logits`` has no visible weights: it is **static**, with 
 semantics for static arguments (compared by identity; arrays it closes over are constants of
 the compiled program; a callable object that changes its attributes in place is not seen
 to change). Pass a :class:`Classifier`, a pytree or an NNX module when the weights matter.
+:func:`as_classifier` warns (:class:`StaticWeightsWarning`, once per function) when a plain
+function or callable object visibly holds arrays (closure cells, the module globals its code
+reads, its attributes): rebinding them later would silently give results for the old weights.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +41,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ["Classifier", "StaticFunction", "as_classifier", "is_array_leaf"]
+__all__ = [
+    "Classifier",
+    "StaticFunction",
+    "StaticWeightsWarning",
+    "as_classifier",
+    "is_array_leaf",
+]
+
+
+class StaticWeightsWarning(UserWarning):
+    """A plain function (or callable object) passed as a classifier reads arrays it holds
+    (closure, globals, attributes): they are constants of the compiled programs, so rebinding
+    them later silently gives results for the old weights. Pass ``gr.Classifier(apply,
+    params)`` instead."""
 
 
 def is_array_leaf(v) -> bool:
@@ -498,4 +517,86 @@ def as_classifier(obj, params=None) -> Classifier:
             "NNX module, an Equinox module, or an apply function / Linen module / Haiku "
             f"transform with its params; got {type(obj).__name__}"
         )
+    _warn_static_weights(obj)
     return Classifier(_Closed(obj), ())
+
+
+_WARNED: weakref.WeakSet = weakref.WeakSet()
+_WARNED_IDS: set[int] = set()  # objects that take no weak reference
+
+
+def _holds_arrays(value) -> bool:
+    try:
+        leaves = jax.tree.leaves(value)
+    except Exception:  # an exotic object: nothing visible
+        return False
+    return any(isinstance(v, jax.Array | np.ndarray) and np.ndim(v) >= 1 for v in leaves)
+
+
+def _held_arrays(obj) -> list[str]:
+    """Names of the arrays a plain function / callable object visibly holds: closure cells,
+    module globals its code reads (``__code__.co_names``), its attributes."""
+    found = []
+    fn = obj.__func__ if inspect.ismethod(obj) else obj
+    holder = obj.__self__ if inspect.ismethod(obj) else None
+    if isinstance(fn, types.FunctionType):
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if _holds_arrays(contents):
+                found.append(f"closure variable {name!r}")
+        g = fn.__globals__
+        for name in fn.__code__.co_names:
+            if name in g and isinstance(g[name], jax.Array | np.ndarray) and np.ndim(g[name]):
+                found.append(f"global {name!r}")
+    elif not isinstance(fn, types.BuiltinFunctionType):
+        holder = obj
+    if holder is not None:
+        for name, value in getattr(holder, "__dict__", {}).items():
+            if _holds_arrays(value):
+                found.append(f"attribute {name!r}")
+    return found
+
+
+def _stacklevel() -> int:
+    """The stack level of the first caller outside this package (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("geomrobust"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_static_weights(obj) -> None:
+    """Warn once per function when a static classifier holds arrays (not for this package's
+    own functions and adapters)."""
+    fn = obj.__func__ if inspect.ismethod(obj) else obj
+    owner = getattr(fn, "__module__", None) or type(fn).__module__ or ""
+    if owner.startswith("geomrobust") or type(obj).__module__.startswith("geomrobust"):
+        return
+    key = obj.__self__ if inspect.ismethod(obj) else obj  # a bound method is made per access
+    try:
+        if key in _WARNED:
+            return
+    except TypeError:
+        if id(key) in _WARNED_IDS:
+            return
+    found = _held_arrays(obj)
+    if not found:
+        return
+    try:
+        _WARNED.add(key)
+    except TypeError:
+        _WARNED_IDS.add(id(key))
+    name = getattr(obj, "__qualname__", type(obj).__name__)
+    warnings.warn(
+        f"the classifier {name} is static (a plain function or callable object) and reads "
+        f"arrays it holds "
+        f"({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): they are constants of "
+        "the compiled programs (JAX's static semantics), so rebinding them later silently "
+        "gives results for the old weights. Pass the weights as arguments: "
+        "gr.Classifier(apply, params) with apply(params, x) -> logits",
+        StaticWeightsWarning,
+        stacklevel=_stacklevel(),
+    )
