@@ -214,7 +214,7 @@ def test_curvature_slice_and_diagnose_on_an_imported_torchvision_resnet(
                  "--no-plots"]) == 0, capsys.readouterr().err  # fmt: skip
     assert main(["slice", *data[:4], "--n", "2", "--index", "0", "--resolution", "5",
                  "--planes", "adversarial", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
-    assert main(["diagnose", *data, "--n", "2", "--what", "linearity", "--out",
+    assert main(["diagnose", *data, "--n", "2", "--what", "linearity", "--eps", "0.03", "--out",
                  str(tmp_path / "d")]) == 0, capsys.readouterr().err  # fmt: skip
 
 
