@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import geomrobust as gr
@@ -38,13 +39,17 @@ def test_deepfool_signature_and_result_fields():
     for name, default in [
         ("norm", 2),
         ("overshoot", 0.02),
-        ("max_iter", 50),
+        ("steps", 50),
         ("candidates", None),
         ("subspace", None),
         ("bounds", None),
     ]:
         assert sig.parameters[name].default == default, name
         assert sig.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.warns(DeprecationWarning, match="steps="):  # the old name, one release
+        x = np.array([[1.0, 0.0]], np.float32)
+        old = gr.deepfool(lambda x: x @ np.eye(2, dtype=x.dtype), x, max_iter=5)
+    assert bool(old.converged[0])
     assert gr.MarginResult._fields == (
         "perturbation",
         "margin",
