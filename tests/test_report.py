@@ -166,7 +166,7 @@ def test_index_reads_in_stage_order_with_contents_and_introductions(report):
     not the alphabetical order of results.json; a table of contents links every section;
     every section opens with an introduction; every table lists the standard model before
     the robust one."""
-    out, _, _ = report
+    out, _ = report
     html = (out / "index.html").read_text()
     ids = re.findall(r"<h2 id='([^']+)'>", html)
     assert ids == ["settings", *STAGES], ids
