@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -28,21 +27,9 @@ import numpy as np
 import geomrobust as gr
 from geomrobust.search import cw_l2, deepfool_dataset, fmn
 
-from ._common import load, pool, trained_cnn
+from ._common import load, pool, timed, trained_cnn
 
 BOUNDS = (0.0, 1.0)
-
-
-def _best(fn, repeat):
-    out = fn()
-    jax.block_until_ready(out)
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        jax.block_until_ready(out)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _norms(x, adv, p):
@@ -75,9 +62,9 @@ def run(n: int = 100, cw_steps: int = 50, cw_binary: int = 3, repeat: int = 1):
     rows = []
     for name, p, ours, attack in cases:
         before = load()
-        t_host, r_host = _best(lambda o=ours: o("host"), repeat)
-        t_dev, r_dev = _best(lambda o=ours: o("device"), repeat)
-        t_fb, (_, clipped, s_fb) = _best(lambda a=attack: a(model, xj, yj, epsilons=None),
+        t_host, r_host = timed(lambda o=ours: o("host"), repeat)
+        t_dev, r_dev = timed(lambda o=ours: o("device"), repeat)
+        t_fb, (_, clipped, s_fb) = timed(lambda a=attack: a(model, xj, yj, epsilons=None),
                                          repeat)  # fmt: skip
         after = load()
         m_fb, s_fb = _norms(x, clipped, p), np.asarray(s_fb)
