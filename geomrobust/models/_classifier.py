@@ -153,10 +153,9 @@ class _Closed:
 
 
 class _Identity:
-    __slots__ = (
-        "__weakref__",
-        "obj",
-    )
+    """Compared by identity (holding the object, so its ``id`` is never reused)."""
+
+    __slots__ = ("__weakref__", "obj")
 
     def __init__(self, obj):
         self.obj = obj

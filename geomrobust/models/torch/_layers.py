@@ -1,7 +1,9 @@
 """Layers shared by the PyTorch-layout architectures of :mod:`geomrobust.models.torch`.
 
 Every family (one file each: ``wide_resnet``, ``preact_resnet``, ``torchvision_resnet``,
-``dm_wide_resnet``, ``dm_preact_resnet``) is assembled from the pieces here:
+``dm_wide_resnet``, ``dm_preact_resnet``) only declares its layout -- the attribute names that
+are its state-dict keys, its block, activation, widths and strides -- and is built and run by
+the pieces here:
 
 * :class:`Conv2d`, :class:`Linear`, :class:`BatchNorm2d` -- ``torch.nn``'s layers on NHWC
   arrays (BatchNorm in evaluation mode only);
@@ -10,9 +12,17 @@ Every family (one file each: ``wide_resnet``, ``preact_resnet``, ``torchvision_r
   PreActResNet and DeepMind's WideResNet and PreActResNet all use, with each family's
   attribute names (so that a parameter's NNX path is its state-dict key), shortcut kind and
   padding convention as arguments;
-* :class:`Group` and :func:`stage` -- a stage of blocks, the first one strided;
-* input preparation (:func:`prepare_input`: layout checks, optional flattening, zero padding
-  and per-channel normalisation) and the fixed-window pooling before the classifier.
+* :class:`PostActBlock` -- torchvision's ``BasicBlock`` and ``Bottleneck`` (He, Zhang, Ren &
+  Sun, "Deep Residual Learning for Image Recognition", CVPR 2016): a chain of convolutions
+  with BatchNorm and ReLU, and a projection ``downsample``;
+* :class:`ResidualNetwork` -- the one stem / stages / head builder and forward pass, driven by
+  a family's :class:`Layout` and its :class:`Stage` plan (the first block of a stage strided);
+* input preparation (:class:`ImageOptions`, :class:`ImageInput`, :func:`prepare_input`:
+  layout checks, optional flattening, zero padding and per-channel normalisation) and the
+  fixed-window pooling before the classifier.
+
+Reading a state dict into these modules is :mod:`._import`, the same for every family: the
+key of a parameter is its NNX path.
 
 Conventions
 -----------
@@ -37,8 +47,8 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -51,9 +61,13 @@ __all__ = [
     "BatchNorm2d",
     "Conv2d",
     "Group",
+    "ImageOptions",
+    "Layout",
     "Linear",
+    "PostActBlock",
     "PreActBlock",
-    "stage",
+    "ResidualNetwork",
+    "Stage",
 ]
 
 Config = tuple[tuple[str, Any], ...]
@@ -198,7 +212,28 @@ def _common_dtype(*arrays: jax.Array) -> jnp.dtype:
     return jnp.result_type(*arrays)
 
 
-class Conv2d(nnx.Module):
+def _numerics(param_dtype: str, precision: str | None) -> dict:
+    """The ``param_dtype`` and ``precision`` entries of a layer's ``config``."""
+    return dict(param_dtype=param_dtype, precision=precision)
+
+
+class _KernelLayer(nnx.Module):
+    """A layer ``op(x, kernel) + bias`` computed in the wider of the input's and the
+    parameters' dtype (:class:`Conv2d`, :class:`Linear`); ``bias`` is None for no bias."""
+
+    def _op(self, x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        dt = _common_dtype(x, kernel)
+        y = self._op(x.astype(dt), kernel.astype(dt), _lax_precision(self.precision))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dt)
+        return y
+
+
+class Conv2d(_KernelLayer):
     """``torch.nn.Conv2d`` on NHWC input: square kernel, zero padding, floor sizes.
 
     ``padding`` is PyTorch's (an int, the same on all four sides) or ``((top, bottom), (left,
@@ -240,37 +275,29 @@ class Conv2d(nnx.Module):
         self.precision = precision
         self.config = _config(
             name="conv2d",
-            in_channels=in_channels,
-            out_channels=out_channels,
+            channels=(in_channels, out_channels),
             kernel_size=kernel_size,
             stride=stride,
             padding=padding,
             groups=groups,
             bias=bias,
-            param_dtype=param_dtype,
+            **_numerics(param_dtype, precision),
+        )
+
+    def _op(self, x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+        p = self.padding
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(self.stride, self.stride),
+            padding=((p, p), (p, p)) if isinstance(p, int) else p,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
             precision=precision,
         )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...]
-        dt = _common_dtype(x, kernel)
-        p = self.padding
-        pads = ((p, p), (p, p)) if isinstance(p, int) else p
-        y = jax.lax.conv_general_dilated(
-            x.astype(dt),
-            kernel.astype(dt),
-            window_strides=(self.stride, self.stride),
-            padding=pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
-            precision=_lax_precision(self.precision),
-        )
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dt)
-        return y
 
-
-class Linear(nnx.Module):
+class Linear(_KernelLayer):
     """``torch.nn.Linear``: ``x @ kernel + bias`` with ``kernel`` ``(in, out)`` (PyTorch's
     ``weight`` is ``(out, in)``). Initialisation: PyTorch's ``U(-1/sqrt(in), 1/sqrt(in))``
     (bias zero when ``zero_bias``)."""
@@ -299,21 +326,11 @@ class Linear(nnx.Module):
             self.bias = nnx.Param(jax.random.uniform(kb, (out_features,), dt, -bound, bound))
         self.precision = precision
         self.config = _config(
-            name="linear",
-            in_features=in_features,
-            out_features=out_features,
-            bias=bias,
-            param_dtype=param_dtype,
-            precision=precision,
+            name="linear", features=shape, bias=bias, **_numerics(param_dtype, precision)
         )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...]
-        dt = _common_dtype(x, kernel)
-        y = jnp.matmul(x.astype(dt), kernel.astype(dt), precision=_lax_precision(self.precision))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dt)
-        return y
+    def _op(self, x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+        return jnp.matmul(x, kernel, precision=precision)
 
 
 class BatchNorm2d(nnx.Module):
@@ -369,6 +386,33 @@ def _flatten_nchw(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
+class ImageOptions(TypedDict, total=False):
+    """The keyword options of every family's input (``**image`` of each constructor).
+
+    Attributes
+    ----------
+    in_channels : image channels (default 3).
+    mean, std : per-channel input normalisation applied first, both or neither (default none;
+        DeepMind's families default to CIFAR-10's statistics).
+    input_shape : ``(H, W, C)`` to accept flattened inputs too (default None).
+    param_dtype : ``"float32"`` (default), ``"float64"``, ``"float16"`` or ``"bfloat16"``.
+    precision : matmul/convolution precision (None, the default: JAX's; ``"highest"`` for full
+        float32 accuracy on accelerators).
+    """
+
+    in_channels: int
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+    input_shape: Sequence[int] | None
+    param_dtype: str
+    precision: str | None
+
+
+_IMAGE_DEFAULTS = dict(
+    in_channels=3, mean=None, std=None, input_shape=None, param_dtype="float32", precision=None
+)
+
+
 class ImageInput(NamedTuple):
     """The validated input options every family shares (recorded in its ``config``)."""
 
@@ -378,22 +422,30 @@ class ImageInput(NamedTuple):
     input_shape: tuple[int, ...] | None
     param_dtype: str
     precision: str | None
-    padding: int = 0
+    padding: int | None = None
 
     @classmethod
-    def check(
-        cls, in_channels, mean, std, input_shape, param_dtype, precision, padding=0
-    ) -> ImageInput:
-        in_channels = _positive_int(in_channels, "in_channels")
-        mean, std = _normalisation(mean, std, in_channels)
+    def check(cls, model: str, options: dict, *, padding: int | None = None) -> ImageInput:
+        """The :class:`ImageOptions` ``options`` of ``model`` validated, with the defaults
+        filled in; ``padding`` pixels of zeros around the image (DeepMind's families; None
+        for a family without that option)."""
+        unknown = sorted(set(options) - set(_IMAGE_DEFAULTS))
+        if unknown:
+            raise TypeError(
+                f"{model} got unexpected keyword argument(s) {', '.join(unknown)}; its input "
+                f"options are {', '.join(_IMAGE_DEFAULTS)}"
+            )
+        o = {**_IMAGE_DEFAULTS, **options}
+        in_channels = _positive_int(o["in_channels"], "in_channels")
+        mean, std = _normalisation(o["mean"], o["std"], in_channels)
         return cls(
             in_channels,
             mean,
             std,
-            _input_shape(input_shape, in_channels),
-            _dtype_name(param_dtype),
-            _precision(precision),
-            _check_padding_int(padding, "padding"),
+            _input_shape(o["input_shape"], in_channels),
+            _dtype_name(o["param_dtype"]),
+            _precision(o["precision"]),
+            None if padding is None else _check_padding_int(padding, "padding"),
         )
 
     def layer_kwargs(self, rngs: nnx.Rngs) -> dict:
@@ -403,7 +455,7 @@ class ImageInput(NamedTuple):
     def config(self) -> dict:
         """The options as ``config`` entries (``padding`` only where a family has it)."""
         out = self._asdict()
-        if not self.padding:
+        if self.padding is None:
             out.pop("padding")
         return out
 
@@ -467,6 +519,11 @@ def pooled_logits(x: jax.Array, window: int, model: str, hw, fc: Linear) -> jax.
 # ----------------------------------------------------------------------------- blocks
 
 
+def _projects(in_planes: int, out_planes: int, stride: int) -> bool:
+    """A block needs a projection shortcut where it changes the stride or the width."""
+    return stride != 1 or in_planes != out_planes
+
+
 class PreActBlock(nnx.Module):
     """The pre-activation residual block (He et al., ECCV 2016) of four PyTorch families.
 
@@ -528,7 +585,7 @@ class PreActBlock(nnx.Module):
         )
         setattr(self, names[2], BatchNorm2d(out_planes, param_dtype=param_dtype))
         setattr(self, names[3], Conv2d(out_planes, out_planes, 3, padding=1, **kw))
-        if stride != 1 or in_planes != out_planes:
+        if _projects(in_planes, out_planes, stride):
             k = shortcut_kernel
             proj = Conv2d(
                 in_planes, out_planes, k, stride=stride, padding=_pad(k, stride, padding), **kw
@@ -538,17 +595,12 @@ class PreActBlock(nnx.Module):
             setattr(self, names[4], None)
         self.config = _config(
             name="preact_block",
-            in_planes=in_planes,
-            out_planes=out_planes,
-            stride=stride,
+            planes=(in_planes, out_planes, stride),
             names=names,
-            shortcut_from=shortcut_from,
-            shortcut_kernel=shortcut_kernel,
-            shortcut_in_list=bool(shortcut_in_list),
+            shortcut=(shortcut_from, shortcut_kernel, bool(shortcut_in_list)),
             padding=padding,
             activation=activation,
-            param_dtype=param_dtype,
-            precision=precision,
+            **_numerics(param_dtype, precision),
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -577,6 +629,80 @@ def _pad(kernel: int, stride: int, convention: str):
     raise ValueError(f"DeepMind's blocks support strides 1 and 2, got {stride}")
 
 
+class PostActBlock(nnx.Module):
+    """torchvision's residual blocks (He et al., CVPR 2016): ``BasicBlock`` and ``Bottleneck``.
+
+    Convolutions ``conv1, conv2, ...``, each followed by its BatchNorm ``bn1, bn2, ...`` and,
+    except the last, a ReLU; the output is ``relu(h + identity)``, where ``identity`` is ``x``
+    or, where the block changes the stride or the width, ``downsample`` of ``x`` (a strided
+    1x1 convolution ``downsample.0`` and a BatchNorm ``downsample.1``).
+
+    Parameters
+    ----------
+    channels : ``(in, c1, ..., ck)``: the block's input channels and each convolution's output
+        channels.
+    kernels : the ``k`` kernel sizes (zero padding ``kernel // 2``): ``(3, 3)`` for
+        ``BasicBlock``, ``(1, 3, 1)`` for ``Bottleneck``.
+    stride : the block's stride.
+    stride_at : the (0-based) convolution that has the stride and the ``groups``: the first
+        for ``BasicBlock``, the 3x3 one for ``Bottleneck`` (torchvision's "ResNet v1.5").
+    groups : grouped convolution of that layer (ResNeXt).
+    param_dtype, precision, rngs : as :class:`Conv2d`.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        kernels: Sequence[int],
+        stride: int,
+        *,
+        stride_at: int,
+        groups: int = 1,
+        param_dtype: str,
+        precision: str | None,
+        rngs: nnx.Rngs,
+    ):
+        channels, kernels = tuple(channels), tuple(kernels)
+        if len(channels) != len(kernels) + 1 or not 0 <= stride_at < len(kernels):
+            raise ValueError(
+                f"a block of {len(kernels)} convolutions needs {len(kernels) + 1} channel "
+                f"counts and 0 <= stride_at < {len(kernels)}, got channels {channels} and "
+                f"stride_at {stride_at}"
+            )
+        kw = dict(param_dtype=param_dtype, precision=precision, rngs=rngs)
+        self.depth = len(kernels)
+        for i, k in enumerate(kernels):
+            s, g = (stride, groups) if i == stride_at else (1, 1)
+            conv = Conv2d(channels[i], channels[i + 1], k, stride=s, padding=k // 2, groups=g, **kw)
+            setattr(self, f"conv{i + 1}", conv)
+            setattr(self, f"bn{i + 1}", BatchNorm2d(channels[i + 1], param_dtype=param_dtype))
+        c_in, c_out = channels[0], channels[-1]
+        if _projects(c_in, c_out, stride):
+            conv = Conv2d(c_in, c_out, 1, stride=stride, **kw)
+            self.downsample = nnx.List([conv, BatchNorm2d(c_out, param_dtype=param_dtype)])
+        else:
+            self.downsample = None
+        self.config = _config(
+            name="post_act_block",
+            channels=channels,
+            kernels=kernels,
+            stride=(stride, stride_at, groups),
+            **_numerics(param_dtype, precision),
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x
+        for i in range(1, self.depth + 1):
+            h = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(h))
+            if i < self.depth:
+                h = jax.nn.relu(h)
+        identity = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
+        return jax.nn.relu(h + identity)
+
+
+# ----------------------------------------------------------------------------- networks
+
+
 class Group(nnx.Module):
     """A stage of blocks held as ``self.<field>`` (an ``nn.Sequential`` inside a module:
     RobustBench's ``NetworkBlock.layer``, DeepMind's ``_BlockGroup.block``)."""
@@ -590,19 +716,171 @@ class Group(nnx.Module):
         return run_stage(getattr(self, self.field), x)
 
 
-def stage(make_block, n: int, in_planes: int, out_planes: int, stride: int) -> nnx.List:
-    """``n`` blocks ``make_block(c_in, c_out, stride, index)``: the first maps ``in_planes`` to
-    ``out_planes`` at ``stride``, the others keep ``out_planes`` at stride 1 (every family's
-    ``_make_layer``)."""
-    return nnx.List(
-        [
-            make_block(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, i)
-            for i in range(n)
-        ]
-    )
-
-
 def run_stage(blocks, x: jax.Array) -> jax.Array:
+    """``x`` through the ``blocks`` in turn."""
     for block in blocks:
         x = block(x)
     return x
+
+
+class Stage(NamedTuple):
+    """One stage: ``blocks`` blocks, the first from ``c_in`` to ``c_out`` channels at
+    ``stride``, the others keeping ``c_out`` at stride 1 (every family's ``_make_layer``);
+    ``name`` is its attribute (None where the layout keeps all stages in one list)."""
+
+    name: str | None
+    blocks: int
+    c_in: int
+    c_out: int
+    stride: int
+
+
+class Layout(NamedTuple):
+    """What a family's PyTorch definition names and fixes; its attribute names are the
+    state-dict keys (:func:`~geomrobust.models.torch.from_torch` reads them off the model).
+
+    Attributes
+    ----------
+    model : the name in error messages.
+    stem : the first convolution.
+    stages : one attribute per stage, or one name: a list of all the stages (DeepMind's WRN).
+    classifier : the final ``Linear``.
+    norm : the BatchNorm before the pooling (followed by the activation), or None.
+    pool : the fixed window of the average pooling (it must leave one position), or None:
+        global average pooling (torchvision's ``AdaptiveAvgPool2d((1, 1))``).
+    group : the field of the module that holds a stage's blocks (RobustBench's
+        ``NetworkBlock.layer``, DeepMind's ``_BlockGroup.block``), or None: a bare list.
+    stem_conv : kernel size, stride and padding of the stem convolution.
+    stem_norm : torchvision's ImageNet stem: the stem convolution is followed by this
+        BatchNorm, a ReLU and a 3x3 max pooling of stride 2 (None: nothing).
+    """
+
+    model: str
+    stem: str
+    stages: tuple[str, ...] | str
+    classifier: str
+    norm: str | None = None
+    pool: int | None = None
+    group: str | None = None
+    stem_conv: tuple[int, int, int] = (3, 1, 1)
+    stem_norm: str | None = None
+
+
+class ResidualNetwork(nnx.Module):
+    """The network every family is: input preparation, a stem, stages of residual blocks, an
+    optional BatchNorm and activation, average pooling and a linear classifier.
+
+    A family sets ``layout`` (a :class:`Layout`), checks its constructor's arguments and calls
+    :meth:`build` with its input options, its block and its stages (:meth:`plan`); the forward
+    pass is this class's.
+    """
+
+    layout: Layout
+
+    def check_input(self, options: dict, *, padding: int | None = None) -> ImageInput:
+        """The family's :class:`ImageOptions` validated (see :meth:`ImageInput.check`)."""
+        return ImageInput.check(self.layout.model, options, padding=padding)
+
+    def plan(
+        self,
+        in_planes: int,
+        widths: Sequence[int],
+        num_blocks: Sequence[int],
+        strides: Sequence[int],
+    ) -> list[Stage]:
+        """The stages of ``num_blocks`` blocks with ``widths`` output channels at ``strides``
+        after a stem of ``in_planes`` channels, named as ``layout.stages``."""
+        names = self.layout.stages
+        if isinstance(names, str):
+            names = (None,) * len(widths)
+        out, c_in = [], in_planes
+        for name, c_out, n, s in zip(names, widths, num_blocks, strides, strict=True):
+            out.append(Stage(name, n, c_in, c_out, s))
+            c_in = c_out
+        return out
+
+    def build(
+        self,
+        image: ImageInput,
+        make_block: Callable[..., nnx.Module],
+        plan: Sequence[Stage],
+        num_classes: int,
+        *,
+        config: dict,
+        rngs: nnx.Rngs,
+        activation: str = "relu",
+        norm: bool = True,
+        **classifier: Any,
+    ) -> None:
+        """Create the layers, in the PyTorch definition's order (the initialisation draws
+        its random numbers in that order), and record the configuration.
+
+        Parameters
+        ----------
+        image : the validated input options (:meth:`check_input`).
+        make_block : ``make_block(c_in, c_out, stride, param_dtype=..., precision=...,
+            rngs=...)``, one residual block.
+        plan : the stages, in order (from :meth:`plan`).
+        num_classes : number of logits.
+        config : the family's configuration (``name`` first); ``self.config`` is it followed
+            by the input options.
+        rngs : ``nnx.Rngs`` for the initialisation.
+        activation : after the final BatchNorm.
+        norm : create the final BatchNorm (``layout.norm``; False: that attribute is None).
+        **classifier : options of the classifier's :class:`Linear` (``bias``, ``zero_bias``).
+        """
+        layout = self.layout
+        kw = image.layer_kwargs(rngs)
+        dt = image.param_dtype
+        self.input = image
+        self.activation = activation
+        kernel, stride, padding = layout.stem_conv
+        stem_width = plan[0].c_in
+        stem = Conv2d(image.in_channels, stem_width, kernel, stride=stride, padding=padding, **kw)
+        setattr(self, layout.stem, stem)
+        if layout.stem_norm is not None:
+            setattr(self, layout.stem_norm, BatchNorm2d(stem_width, param_dtype=dt))
+        stages = []
+        for s in plan:
+            blocks = [
+                make_block(s.c_in if i == 0 else s.c_out, s.c_out, s.stride if i == 0 else 1, **kw)
+                for i in range(s.blocks)
+            ]
+            group = layout.group
+            stages.append(nnx.List(blocks) if group is None else Group(blocks, field=group))
+        if isinstance(layout.stages, str):
+            setattr(self, layout.stages, nnx.List(stages))
+        else:
+            for s, module in zip(plan, stages, strict=True):
+                setattr(self, s.name, module)
+        width = plan[-1].c_out
+        if layout.norm is not None:
+            setattr(self, layout.norm, BatchNorm2d(width, param_dtype=dt) if norm else None)
+        setattr(self, layout.classifier, Linear(width, num_classes, **classifier, **kw))
+        self.config = _config(**config, **image.config())
+
+    def stages(self) -> list:
+        """The block lists of the stages the forward pass runs, in order."""
+        layout = self.layout
+        if isinstance(layout.stages, str):
+            modules = list(getattr(self, layout.stages))
+        else:
+            modules = [getattr(self, name) for name in layout.stages]
+        return [m if layout.group is None else getattr(m, layout.group) for m in modules]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        layout = self.layout
+        x = self.input(x, layout.model)
+        hw = x.shape[1:3]
+        x = getattr(self, layout.stem)(x)
+        if layout.stem_norm is not None:
+            x = _max_pool(jax.nn.relu(getattr(self, layout.stem_norm)(x)), 3, 2, 1)
+        for blocks in self.stages():
+            x = run_stage(blocks, x)
+        norm = None if layout.norm is None else getattr(self, layout.norm)
+        if norm is not None:
+            x = get_activation(self.activation)(norm(x))
+        classifier = getattr(self, layout.classifier)
+        if layout.pool is None:
+            return classifier(x.mean(axis=(1, 2)))
+        return pooled_logits(x, layout.pool, layout.model, hw, classifier)

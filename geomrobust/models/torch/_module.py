@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._classifier import Classifier, as_classifier
+from .._classifier import Classifier, _Identity, as_classifier
 from .._normalized import Normalized
 
 __all__ = ["CustomAutogradWarning", "from_torch_module"]
@@ -112,21 +112,6 @@ class _Architecture:
 
     def __hash__(self):
         return self._hash
-
-
-class _Identity:
-    """Compared by identity (holding the object, so its ``id`` is never reused)."""
-
-    __slots__ = ("__weakref__", "obj")
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return type(other) is _Identity and self.obj is other.obj
-
-    def __hash__(self):
-        return id(self.obj)
 
 
 class _Describer:

@@ -12,34 +12,42 @@ Swish, and the model normalises its input itself (``mean``/``std`` not in the st
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
-import jax
 from flax import nnx
 
-from .._layers import get_activation
 from ._layers import (
-    BatchNorm2d,
-    Conv2d,
-    Linear,
+    ImageOptions,
+    Layout,
     PreActBlock,
-    _config,
+    ResidualNetwork,
     _int_tuple,
     _positive_int,
-    pooled_logits,
-    run_stage,
-    stage,
 )
 from .dm_wide_resnet import dm_activation, dm_input
 
 __all__ = ["DMPreActResNet"]
 
-_NAMES = ("batchnorm_0", "conv_2d_1", "batchnorm_1", "conv_2d_2", "shortcut")
+_LAYOUT = Layout(
+    model="DMPreActResNet",
+    stem="conv_2d",
+    stages=("layer_0", "layer_1", "layer_2", "layer_3"),
+    norm="batchnorm",
+    pool=4,
+    classifier="logits",
+)
+_BLOCK = dict(
+    names=("batchnorm_0", "conv_2d_1", "batchnorm_1", "conv_2d_2", "shortcut"),
+    shortcut_from="input",
+    shortcut_kernel=3,  # DeepMind's projection is a 3x3 convolution of the block input
+    padding="dm",
+)
 _DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
-class DMPreActResNet(nnx.Module):
+class DMPreActResNet(ResidualNetwork):
     """DeepMind's PreActResNet-``depth`` (18 or 34; RobustBench's ``DMPreActResNet``).
 
     ``conv_2d`` (3x3), ``layer_0..layer_3`` of pre-activation blocks (strides 1, 2, 2, 2),
@@ -48,14 +56,15 @@ class DMPreActResNet(nnx.Module):
     Parameters
     ----------
     depth : 18 (blocks ``(2, 2, 2, 2)``) or 34 (``(3, 4, 6, 3)``).
-    num_classes, activation, mean, std, padding : as
-        :class:`~geomrobust.models.torch.DMWideResNet`.
+    num_classes, activation, padding : as :class:`~geomrobust.models.torch.DMWideResNet`.
     widths : channels of the four stages (DeepMind: 64, 128, 256, 512, fixed; the stem has
         ``widths[0]``). Smaller widths exist for tests; only the default matches the
         published checkpoints.
-    in_channels, input_shape, param_dtype, precision, rngs : as
-        :class:`~geomrobust.models.torch.WideResNet`.
+    rngs, **image : as :class:`~geomrobust.models.torch.DMWideResNet` (``mean``, ``std``
+        default to CIFAR-10's).
     """
+
+    layout = _LAYOUT
 
     def __init__(
         self,
@@ -63,15 +72,10 @@ class DMPreActResNet(nnx.Module):
         num_classes: int = 10,
         *,
         activation: str = "relu",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         padding: int = 0,
         widths: Sequence[int] = (64, 128, 256, 512),
-        in_channels: int = 3,
-        input_shape: Sequence[int] | None = None,
-        param_dtype: str = "float32",
-        precision: str | None = None,
         rngs: nnx.Rngs,
+        **image: Unpack[ImageOptions],
     ):
         if depth not in _DEPTHS:
             raise ValueError(
@@ -80,48 +84,17 @@ class DMPreActResNet(nnx.Module):
         widths = _int_tuple(widths, "widths", 4)
         num_classes = _positive_int(num_classes, "num_classes")
         act = dm_activation(activation)
-        self.input = dm_input(in_channels, mean, std, input_shape, param_dtype, precision, padding)
-        kw = self.input.layer_kwargs(rngs)
-
-        def block(a, b, s, _):
-            return PreActBlock(
-                a,
-                b,
-                s,
-                names=_NAMES,
-                shortcut_from="input",
-                shortcut_kernel=3,
-                padding="dm",
-                activation=act,
-                **kw,
-            )
-
-        self.conv_2d = Conv2d(self.input.in_channels, widths[0], 3, stride=1, padding=1, **kw)
-        c_in, stages = widths[0], []
-        for i, (planes, n) in enumerate(zip(widths, _DEPTHS[depth], strict=True)):
-            stages.append(stage(block, n, c_in, planes, 1 if i == 0 else 2))
-            c_in = planes
-        self.layer_0, self.layer_1, self.layer_2, self.layer_3 = stages
-        self.batchnorm = BatchNorm2d(c_in, param_dtype=self.input.param_dtype)
-        self.logits = Linear(c_in, num_classes, **kw)
-        self.activation = act
-        self.config = _config(
+        image = dm_input(self, image, padding)
+        block = functools.partial(PreActBlock, **_BLOCK, activation=act)
+        plan = self.plan(widths[0], widths, _DEPTHS[depth], (1, 2, 2, 2))
+        config = dict(
             name="dm_preact_resnet",
             depth=int(depth),
             num_classes=num_classes,
             activation=act,
             widths=widths,
-            **self.input._asdict(),
         )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.input(x, "DMPreActResNet")
-        hw = x.shape[1:3]
-        x = self.conv_2d(x)
-        for layer in (self.layer_0, self.layer_1, self.layer_2, self.layer_3):
-            x = run_stage(layer, x)
-        x = get_activation(self.activation)(self.batchnorm(x))
-        return pooled_logits(x, 4, "DMPreActResNet", hw, self.logits)
+        self.build(image, block, plan, num_classes, config=config, activation=act, rngs=rngs)
 
 
 def build(num_classes: int = 10, *, rngs: nnx.Rngs, **config: Any) -> DMPreActResNet:

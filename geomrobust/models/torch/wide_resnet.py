@@ -8,28 +8,25 @@ convShortcut}``, ``bn1``, ``fc`` (and the unused ``sub_block1`` of some checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+from typing import Any, Unpack
 
-import jax
 from flax import nnx
 
-from ._layers import (
-    BatchNorm2d,
-    Conv2d,
-    Group,
-    ImageInput,
-    Linear,
-    PreActBlock,
-    _config,
-    _positive_int,
-    pooled_logits,
-    stage,
-)
+from ._layers import ImageOptions, Layout, PreActBlock, ResidualNetwork, _positive_int
 
 __all__ = ["WideResNet", "wrn_channels"]
 
-_NAMES = ("bn1", "conv1", "bn2", "conv2", "convShortcut")
+_LAYOUT = Layout(
+    model="WideResNet",
+    stem="conv1",
+    stages=("block1", "block2", "block3"),
+    group="layer",  # RobustBench's NetworkBlock.layer
+    norm="bn1",
+    pool=8,
+    classifier="fc",
+)
+_BLOCK = dict(names=("bn1", "conv1", "bn2", "conv2", "convShortcut"))  # a 1x1 projection of act
 
 
 def wrn_channels(depth: int, widen_factor: int, model: str) -> tuple[int, tuple[int, ...]]:
@@ -43,7 +40,7 @@ def wrn_channels(depth: int, widen_factor: int, model: str) -> tuple[int, tuple[
     return (depth - 4) // 6, (16, 16 * k, 32 * k, 64 * k)
 
 
-class WideResNet(nnx.Module):
+class WideResNet(ResidualNetwork):
     """WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis, BMVC 2016), RobustBench layout.
 
     ``conv1`` (3x3, 16 channels), ``block1..block3`` of ``n = (depth - 4) / 6`` pre-activation
@@ -59,16 +56,18 @@ class WideResNet(nnx.Module):
     sub_block1 : create RobustBench's unused ``sub_block1`` (some checkpoints, e.g. Carmon et al.
         2019, hold its weights); it does not take part in the forward pass.
     bias_last : ``fc`` has a bias (RobustBench's ``bias_last``).
-    in_channels : image channels (3).
-    mean, std : optional per-channel input normalisation applied first.
-    input_shape : optional ``(H, W, C)`` to accept flattened inputs.
-    param_dtype : ``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``.
-    precision : matmul/convolution precision (None: JAX's default; ``"highest"`` for full
-        float32 accuracy on accelerators).
     rngs : ``nnx.Rngs`` for the initialisation.
+    **image : the input options every family takes (:class:`~._layers.ImageOptions`):
+        ``in_channels`` (3); ``mean``, ``std`` (optional per-channel input normalisation
+        applied first); ``input_shape`` (optional ``(H, W, C)`` to accept flattened inputs);
+        ``param_dtype`` (``"float32"``, ``"float64"``, ``"float16"`` or ``"bfloat16"``);
+        ``precision`` (matmul/convolution precision; None: JAX's default, ``"highest"`` for
+        full float32 accuracy on accelerators).
 
     Dropout (``dropRate``) is not modelled: evaluation mode ignores it.
     """
+
+    layout = _LAYOUT
 
     def __init__(
         self,
@@ -78,49 +77,28 @@ class WideResNet(nnx.Module):
         *,
         sub_block1: bool = False,
         bias_last: bool = True,
-        in_channels: int = 3,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        input_shape: Sequence[int] | None = None,
-        param_dtype: str = "float32",
-        precision: str | None = None,
         rngs: nnx.Rngs,
+        **image: Unpack[ImageOptions],
     ):
         n, ch = wrn_channels(depth, widen_factor, "WideResNet")
         num_classes = _positive_int(num_classes, "num_classes")
-        self.input = ImageInput.check(in_channels, mean, std, input_shape, param_dtype, precision)
-        kw = self.input.layer_kwargs(rngs)
-        dt = self.input.param_dtype
-
-        def group(c_in, c_out, stride):
-            def block(a, b, s, _):
-                return PreActBlock(a, b, s, names=_NAMES, **kw)
-
-            return Group(list(stage(block, n, c_in, c_out, stride)), field="layer")
-
-        self.conv1 = Conv2d(self.input.in_channels, ch[0], 3, stride=1, padding=1, **kw)
-        self.block1 = group(ch[0], ch[1], 1)
-        self.sub_block1 = group(ch[0], ch[1], 1) if sub_block1 else None
-        self.block2 = group(ch[1], ch[2], 2)
-        self.block3 = group(ch[2], ch[3], 2)
-        self.bn1 = BatchNorm2d(ch[3], param_dtype=dt)
-        self.fc = Linear(ch[3], num_classes, bias=bias_last, zero_bias=True, **kw)
-        self.config = _config(
+        image = self.check_input(image)
+        block = functools.partial(PreActBlock, **_BLOCK)
+        plan = self.plan(ch[0], ch[1:], (n, n, n), (1, 2, 2))
+        if sub_block1:  # unused in the forward pass: a copy of block1's shape
+            plan.insert(1, plan[0]._replace(name="sub_block1"))
+        else:
+            self.sub_block1 = None
+        config = dict(
             name="wide_resnet",
             depth=int(depth),
             widen_factor=int(widen_factor),
             num_classes=num_classes,
             sub_block1=bool(sub_block1),
             bias_last=bool(bias_last),
-            **self.input.config(),
         )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.input(x, "WideResNet")
-        hw = x.shape[1:3]
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = jax.nn.relu(self.bn1(x))
-        return pooled_logits(x, 8, "WideResNet", hw, self.fc)
+        head = dict(bias=bias_last, zero_bias=True)  # RobustBench's fc: bias_last, zero init
+        self.build(image, block, plan, num_classes, config=config, rngs=rngs, **head)
 
 
 def build(num_classes: int = 10, *, rngs: nnx.Rngs, **config: Any) -> WideResNet:
