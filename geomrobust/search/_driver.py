@@ -37,6 +37,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import STATUS_DTYPE, Status
 from .._validation import all_concrete
 from ..engine import CHUNK_SIZE, map_chunks, track
 from ..models import as_classifier
@@ -95,6 +96,7 @@ def _slots_start(clf, X, Y, n_valid, *, slots, has_y, candidates, with_out):
             converged=jnp.zeros((m,), bool),
             adv_label=jnp.full((m,), -1, jnp.int32),
             iterations=jnp.zeros((m,), jnp.int32),
+            status=jnp.full((m,), Status.MAX_STEPS, STATUS_DTYPE),
         )
         carry = (*carry, out)
     return carry
@@ -226,6 +228,7 @@ def _run_chunk(clf, overshoot, steps, subspace, lo, hi, X, Y, *, chunk, slots, l
         converged=np.zeros((m,), bool),
         adv_label=np.full((m,), -1, np.int32),
         iterations=np.zeros((m,), np.int32),
+        status=np.full((m,), Status.MAX_STEPS, STATUS_DTYPE),
     )
 
     def sink(where, res):  # where: example index within the chunk, m where not finished
