@@ -210,7 +210,8 @@ def pgd(
     concrete inputs ``loop="auto"`` (the CPU backend) or ``"host"`` runs the kernels
     :func:`pgd_init` / :func:`pgd_step` / :func:`pgd_result` as a host loop of jitted steps
     (:mod:`geomrobust.search._loop`); ``"device"`` and any traced input run the
-    ``fori_loop`` form. A non-finite logit row at the returned point is never a success.
+    ``fori_loop`` form. A non-finite logit row at the returned point is never a success
+    (``status`` ``NONFINITE``; ``NOT_FOUND`` where no adversarial point was found).
 
     Input checks as :func:`fgsm`: with ``bounds``, an ``x`` outside the box (beyond
     ``max(1e-6 (hi - lo), 8 eps max(|lo|, |hi|))``) raises ``ValueError`` (clipping it would

@@ -189,7 +189,9 @@ def refine_boundary(
     BoundaryPoints
         ``z``, ``y``, ``k``, unit ``normal`` ``∇F_k(z)/||∇F_k(z)||``, ``grad_norm``,
         ``converged`` (False: no valid bracket (``k == y``, ``F_k(x) >= 0``), non-finite
-        values, ``steps`` reached, or a zero gradient at ``z``).
+        values, ``steps`` reached, or a zero gradient at ``z``), and ``status`` saying which:
+        ``NOT_FOUND`` (no bracket, zero gradient), ``NONFINITE``, ``MAX_STEPS``; ``SUCCESS``
+        where converged.
     """
     check_batch(x_adv, "x_adv")
     if tuple(x_adv.shape) != tuple(x.shape):

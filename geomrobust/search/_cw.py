@@ -338,7 +338,9 @@ def cw_l2(
     -------
     MarginResult
         ``margin = ||z - x||_2`` (``inf`` where no adversarial point was met), misclassified
-        examples margin 0, ``iterations`` the steps taken.
+        examples margin 0, ``iterations`` the steps taken; ``status`` ``SUCCESS`` (``==
+        converged``), ``NONFINITE`` or ``MAX_STEPS`` (every constant tried without an
+        adversarial point).
     """
     clf = as_classifier(logits_fn)
     _, x = check_common(clf, x, y, 2, bounds, norms=(2.0,))

@@ -475,7 +475,9 @@ def deepfool(
         scale: the step arithmetic is normalized by a power of two near ``max |∇F_k|``, so
         logits scaled by ``1e±20`` in float32 give the unscaled margins. Zero gradients
         (no reachable boundary) or non-finite logits give converged False without affecting
-        the other examples.
+        the other examples. ``status`` (int8 :class:`geomrobust.Status`) says why per
+        example: ``SUCCESS`` (``== converged``), ``NONFINITE``, ``MAX_STEPS`` (``steps`` ran
+        out) or ``NOT_FOUND`` (zero gradients; with ``bounds``, no crossing with room).
     """
     clf = as_classifier(logits_fn)
     if all_concrete(clf, x, y, subspace, bounds, overshoot):

@@ -432,6 +432,8 @@ def fmn(
     MarginResult
         ``margin`` ``inf`` where no adversarial point was found; misclassified examples have
         margin 0; non-finite logits give converged False without affecting other examples.
+        ``status``: ``SUCCESS`` (``== converged``), ``NONFINITE``, ``MAX_STEPS`` (``steps``
+        ran out without an adversarial point) or ``NOT_FOUND`` (zero gradient, no box).
     """
     _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min)
     clf = as_classifier(logits_fn)

@@ -120,7 +120,8 @@ def sparsefool(
 
     Returns
     -------
-    SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``.
+    SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``;
+    ``status`` (int8 :class:`geomrobust.Status`) says per example how the search ended.
     """
     clf = as_classifier(logits_fn)
     check_bounds(bounds, "bounds")
