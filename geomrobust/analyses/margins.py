@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
 from geomrobust.measures import (
     dct_subspaces,
     normalized_robustness,
@@ -59,6 +60,7 @@ METHODS = ("deepfool", "pgd", "sparsefool", "best")
 SUBSPACES = ("none", "dct", "random")
 
 
+@renamed(max_iter="deepfool_steps")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class MarginSettings:
     """The options that change the numbers (defaults: those of ``geomrobust margins``).
