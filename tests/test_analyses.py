@@ -10,6 +10,7 @@ from _nets import mlp
 
 import geomrobust as gr
 from geomrobust import analyses
+from geomrobust._deprecation import upgrade_record
 from geomrobust.analyses import (
     CurvatureSettings,
     DiagnoseSettings,
@@ -270,3 +271,26 @@ def test_summarize_and_predict():
     f = mlp(jax.random.key(0), SHAPE, K)
     x = jax.random.uniform(jax.random.key(2), (5, *SHAPE))
     _same(analyses.predict(f, x, chunk_size=2), jnp.argmax(f(x), -1))
+
+
+@pytest.mark.parametrize(
+    "cls, old, new",
+    [
+        (CurvatureSettings, "max_iter", "deepfool_steps"),
+        (CurvatureSettings, "max_restarts", "restarts"),
+        (MarginSettings, "max_iter", "deepfool_steps"),
+        (SliceSettings, "max_iter", "deepfool_steps"),
+    ],
+)
+def test_settings_accept_their_old_field_names_one_release(cls, old, new):
+    """docs/api.md section 6: the old field name sets the new field, with a warning naming it;
+    both at once is an error; the record of an older run translates to the same settings."""
+    with pytest.warns(DeprecationWarning, match=f"{old}= is deprecated.*use {new}="):
+        s = cls(**{old: 7})
+    assert getattr(s, new) == 7 and s == cls(**{new: 7})
+    assert not hasattr(s, old)
+    with pytest.raises(TypeError, match=f"both {old}="):
+        cls(**{old: 7, new: 7})
+    record = analyses.settings_record(s)
+    saved = {old if k == new else k: v for k, v in record.items()}  # an older release's record
+    assert upgrade_record(saved, cls.__renamed__) == record

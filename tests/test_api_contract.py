@@ -83,10 +83,7 @@ EXEMPT: dict[tuple[str, str], str] = {
 
 # Violations still to be removed by the other parts of issue 23: {(name, rule): owner}.
 # Shrink only (an entry that passes fails test_allowlist_shrinks).
-ALLOWED: dict[tuple[str, str], str] = {
-    ("ops.chunked_vmap", "chunk_size"): "helper multi (issue 23: the extra chunkers)",
-    ("search.sparsefool", "bounds"): "helper search (issue 23)",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _exports():

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
 from geomrobust._status import Status
 from geomrobust.measures import (
     loss_hessian_eigs,
@@ -39,6 +40,7 @@ from ._common import AnalysisResult, chunked, inputs, predict, resolve_bounds, r
 __all__ = ["CurvatureSettings", "compute", "loss_spectrum"]
 
 
+@renamed(max_iter="deepfool_steps", max_restarts="restarts")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class CurvatureSettings:
     """The options that change the numbers (defaults: those of ``geomrobust curvature``).

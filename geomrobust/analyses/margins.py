@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
 from geomrobust._status import Status
 from geomrobust.measures import (
     dct_subspaces,
@@ -62,6 +63,7 @@ METHODS = ("deepfool", "pgd", "sparsefool", "best")
 SUBSPACES = ("none", "dct", "random")
 
 
+@renamed(max_iter="deepfool_steps")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class MarginSettings:
     """The options that change the numbers (defaults: those of ``geomrobust margins``).

@@ -89,7 +89,12 @@ def open_run_store(out: Path, settings, args: argparse.Namespace, meta: Mapping,
     if error is not None:
         raise error
     with user_errors(1):
-        return open_chunk_store(store_folder(out, i, p), record, overwrite=bool(args.restart))
+        return open_chunk_store(
+            store_folder(out, i, p),
+            record,
+            overwrite=bool(args.restart),
+            renamed=getattr(type(settings), "__renamed__", None),  # an older release's run
+        )
 
 
 def write_results(

@@ -27,7 +27,7 @@ from jax import Array
 from .._deprecation import renamed
 from .._status import STATUS_DTYPE, Status
 from .._validation import check_bounds, check_labels, check_positive, search_inputs
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
 from ._deepfool import _adv_label, _deepfool_loop, _top_gap
@@ -93,9 +93,9 @@ def sparsefool(
     lambda_: float = 3.0,
     overshoot: float = 0.02,
     steps: int = 20,
-    bounds: tuple | None = (0.0, 1.0),
+    bounds: tuple | None = None,
     deepfool_steps: int = 50,
-    chunk_size: int | None = 256,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> SparseFoolResult:
@@ -111,9 +111,11 @@ def sparsefool(
     lambda_ : ``λ >= 1``, how far beyond the DeepFool boundary point the hyperplane is put.
     overshoot : ``η``, applied to ``x_LS - x_0`` after each linear solve.
     steps : outer iterations (each one runs a DeepFool to convergence; formerly
-        ``steps``).
-    bounds : the box ``(lo, hi)`` (image range); None for no box (each linear solve then
-        moves the single coordinate with the largest ``|w_j|``).
+        ``max_iter``).
+    bounds : the box ``(lo, hi)``, default None: no box, as every entry point
+        (docs/api.md); each linear solve then moves the single coordinate with the largest
+        ``|w_j|`` as far as needed. Pass ``(0.0, 1.0)`` for images: the box is what makes
+        the greedy solve spread the perturbation over several pixels (formerly the default).
     deepfool_steps : the inner DeepFool's step budget (formerly ``deepfool_iter``).
     chunk_size, devices, progress : the executor's options (one compilation per
         architecture and chunk shape; inside ``jit`` the whole batch is one program).
