@@ -19,7 +19,9 @@ resumes where it stopped:
   overestimate ratio ``||r_DeepFool|| / ||r_min||``.
 
 Statistics exclude, and count, examples whose search did not converge and (when labels are
-given) examples the model misclassifies.
+given) examples the model misclassifies. The searches' per-example ``status`` codes
+(:class:`geomrobust.Status`, docs/api.md section 2) are saved with the other arrays, and the
+summary counts them by name (``status``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomrobust._deprecation import renamed
+from geomrobust._status import Status
 from geomrobust.measures import (
     dct_subspaces,
     normalized_robustness,
@@ -47,6 +50,7 @@ from geomrobust.search._minimal import ratio_summary
 from ._common import (
     AnalysisResult,
     chunked,
+    compute_doc,
     inputs,
     predict,
     resolve_bounds,
@@ -129,6 +133,7 @@ def dct_layout(input_shape, block: int | None, stride: int | None) -> tuple[int,
     return block or min(8, max(1, h // 4)), stride or (1 if h <= 28 else 2)
 
 
+@compute_doc
 def compute(
     classifier,
     data,
@@ -147,11 +152,7 @@ def compute(
     data : an ``ArrayDataset``, ``(x, y)`` or ``x``; without labels the searches start from
         the predicted labels (every example then counts as correctly classified).
     settings : :class:`MarginSettings`.
-    store : optional :class:`geomrobust.io.ChunkStore` cut with ``settings.chunk_size``.
-    progress : None, True (a bar) or a callable ``progress(n_examples)``.
-    devices : None, ``"all"``, an int or a list of devices (chunks dealt round-robin;
-        results identical to one device).
-    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    {shared parameters}
 
     Returns
     -------
@@ -215,8 +216,9 @@ def _deepfool(clf, x, y, pred, clean, s, run, key):
         "n_unconverged": int((~r["converged"]).sum()),
         "converged_fraction": float(r["converged"].mean()),
         "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
+        "status": Status.describe(r["status"]),
     }
-    keys = ("margin", "converged", "adv_label", "iterations", "perturbation")
+    keys = ("margin", "converged", "adv_label", "iterations", "perturbation", "status")
     return {f: r[f] for f in keys}, summary
 
 
@@ -231,7 +233,8 @@ def _best(clf, x, y, pred, clean, s, run, key):
             fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=chunk.size,
         )  # fmt: skip
         chunk.report(xc.shape[0])
-        out = {f: getattr(r, f) for f in ("margin", "converged", "adv_label", "found_by")}
+        fields = ("margin", "converged", "adv_label", "found_by", "status")
+        out = {f: getattr(r, f) for f in fields}
         out["margins"] = np.asarray(r.margins).T  # (C, S): chunks stack along examples
         out["deepfool_ratio"] = r.deepfool_ratio
         out["perturbation"] = r.perturbation
@@ -249,6 +252,7 @@ def _best(clf, x, y, pred, clean, s, run, key):
         "converged_fraction": float(r["converged"].mean()),
         "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
         "deepfool_ratio": ratio_summary(ratio),
+        "status": Status.describe(r["status"]),
         "found_by": {
             n: float(np.mean(r["found_by"][ok] == i)) if ok.any() else 0.0
             for i, n in enumerate(searches)
@@ -310,13 +314,15 @@ def _random(clf, x, y, s, run, key):
 
 @partial(jax.jit, static_argnames=("norm", "steps", "bounds"))
 def _pgd_success(clf, key, eps, x, y, *, norm, steps, bounds):
-    """PGD success ``(C, E)`` of a chunk at every radius (one compilation per architecture,
-    shapes and attack settings)."""
+    """PGD success and status ``(C, E)`` of a chunk at every radius (one compilation per
+    architecture, shapes and attack settings)."""
 
     def one(e):
-        return pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds).success
+        r = pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds)
+        return r.success, r.status
 
-    return jax.lax.map(one, eps).T
+    success, status = jax.lax.map(one, eps)
+    return success.T, status.T
 
 
 def _pgd(clf, x, y, pred, clean, s, run, key):
@@ -327,16 +333,20 @@ def _pgd(clf, x, y, pred, clean, s, run, key):
 
     def chunk(clf, eps_arr, xc, yc, *, chunk):  # the chunk's own random starts
         k = jax.random.fold_in(key, chunk.start)
-        success = _pgd_success(clf, k, eps_arr, xc, yc, norm=s.p, steps=s.steps, bounds=bounds)
-        return {"success": success}
+        success, status = _pgd_success(clf, k, eps_arr, xc, yc, norm=s.p, steps=s.steps,
+                                       bounds=bounds)  # fmt: skip
+        return {"success": success, "status": status}
 
-    success = chunked(
-        chunk, (x, labels), (clf, eps_arr), chunk_size=s.chunk_size, desc="pgd", **run
-    )["success"].T  # fmt: skip  (E, N)
+    r = chunked(chunk, (x, labels), (clf, eps_arr), chunk_size=s.chunk_size, desc="pgd", **run)
+    success, status = r["success"].T, r["status"].T  # (E, N)
     accuracy = (clean[None, :] & ~success).mean(axis=1)
     epsilons = np.asarray(eps, np.float64)
-    summary = {"robust_accuracy": dict(zip(map(str, epsilons), map(float, accuracy), strict=True))}
-    return {"epsilons": epsilons, "accuracy": accuracy, "success": success}, summary
+    summary = {
+        "robust_accuracy": dict(zip(map(str, epsilons), map(float, accuracy), strict=True)),
+        "status": {str(e): Status.describe(c) for e, c in zip(epsilons, status, strict=True)},
+    }
+    arrays = {"epsilons": epsilons, "accuracy": accuracy, "success": success, "status": status}
+    return arrays, summary
 
 
 @partial(jax.jit, static_argnames=("lambda_", "overshoot", "bounds"))
@@ -359,6 +369,7 @@ def _sparsefool(clf, x, y, pred, clean, s, run, key):
         "sparsity": summarize(r["sparsity"], ok),
         "n_unconverged": int((~r["converged"]).sum()),
         "converged_fraction": float(r["converged"].mean()),
+        "status": Status.describe(r["status"]),
     }
-    keys = ("l1", "sparsity", "converged", "adv_label", "perturbation")
+    keys = ("l1", "sparsity", "converged", "adv_label", "perturbation", "status")
     return {f: r[f] for f in keys}, summary
