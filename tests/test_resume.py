@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
 
@@ -38,18 +37,6 @@ WRAPPER = textwrap.dedent(
     sys.exit(main(sys.argv[1:]))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    meta = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
-    save_checkpoint(path, model, meta)
-    return path
 
 
 def _interrupt(argv, sig, tmp_path, after_chunk=0):

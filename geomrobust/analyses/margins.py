@@ -50,6 +50,7 @@ from geomrobust.search._minimal import ratio_summary
 from ._common import (
     AnalysisResult,
     chunked,
+    compute_doc,
     inputs,
     predict,
     resolve_bounds,
@@ -132,6 +133,7 @@ def dct_layout(input_shape, block: int | None, stride: int | None) -> tuple[int,
     return block or min(8, max(1, h // 4)), stride or (1 if h <= 28 else 2)
 
 
+@compute_doc
 def compute(
     classifier,
     data,
@@ -150,11 +152,7 @@ def compute(
     data : an ``ArrayDataset``, ``(x, y)`` or ``x``; without labels the searches start from
         the predicted labels (every example then counts as correctly classified).
     settings : :class:`MarginSettings`.
-    store : optional :class:`geomrobust.io.ChunkStore` cut with ``settings.chunk_size``.
-    progress : None, True (a bar) or a callable ``progress(n_examples)``.
-    devices : None, ``"all"``, an int or a list of devices (chunks dealt round-robin;
-        results identical to one device).
-    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    {shared parameters}
 
     Returns
     -------
