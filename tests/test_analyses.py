@@ -82,6 +82,8 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
         f, x, y, gr.dct_subspaces(SHAPE, 2, 2, dtype=np.float32), bounds=(0.0, 1.0)
     )
     _same(arrays["margin"], ref.margin)
+    _same(arrays["status"], ref.status)
+    assert s["status"] == gr.Status.describe(ref.status)
     bands = s["bands"]
     assert s["n_bands"] == 2 and np.all(bands["n_converged"] + bands["n_unconverged"] == N)
     # unconverged inside the box: no boundary inside it, counted as such
@@ -99,6 +101,10 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
         f, x, y, dim=4, key=jax.random.key(0), num_draws=2, bounds=(0.0, 1.0)
     )
     _same(arrays["ratio"], ref.ratio)
+    _same(arrays["status"], ref.status)
+    _same(arrays["minimal_status"], ref.minimal_status)
+    np.testing.assert_array_equal(ref.converged, ref.status == gr.Status.SUCCESS)
+    np.testing.assert_array_equal(ref.minimal_converged, ref.minimal_status == gr.Status.SUCCESS)
     assert s["dim"] == 4 and s["ratio_n_valid"] + s["ratio_n_excluded"] == 2 * N
 
     eps = (0.05, 0.2)

@@ -348,6 +348,8 @@ STATUS_RESULTS = {
     "measures.Curvatures": "converged",
     "measures.HessianEigs": "converged",
     "measures.NormalCurvatures": "converged",
+    "measures.SubspaceMargins": "converged",
+    "measures.RandomSubspaceMargins": "converged",  # and minimal_converged / minimal_status
     # an attack at a fixed radius: success field ``success``
     "search.AttackResult": "success",
     "measures.Synthesis": "success",

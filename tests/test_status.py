@@ -161,3 +161,11 @@ def test_margins_headline_names_the_failures():
     line = _headline({**head, "status": {"SUCCESS": 5, "MAX_STEPS": 2, "NONFINITE": 1}})
     assert line.endswith(", not converged: MAX_STEPS 2, NONFINITE 1")
     assert "not converged" not in _headline({**head, "status": {"SUCCESS": 5}})
+
+
+def test_subspace_margins():
+    """DeepFool inside a subspace: along ``e_0`` the boundary is reached; ``e_2`` moves no
+    logit (zero projected gradients: NOT_FOUND)."""
+    e = jnp.eye(4)
+    res = gr.subspace_margins(CLF, X, Y, [e[:, :1], e[:, 2:3]])
+    _check(res, "converged", [[S, S, F], [N, N, F]])

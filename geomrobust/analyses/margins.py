@@ -267,12 +267,16 @@ def _dct(clf, x, y, clean, s, run):
 
     def chunk(clf, xc, yc=None, *, chunk):  # (S, C) -> (C, S): chunks stack along examples
         r = subspace_margins(clf, xc, yc, bases, chunk_size=chunk.size, **_deepfool_kw(s))
-        return {f: np.asarray(getattr(r, f)).T for f in ("margin", "converged", "iterations")}
+        fields = ("margin", "converged", "iterations", "status")
+        return {f: np.asarray(getattr(r, f)).T for f in fields}
 
     r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="DCT bands", **run)
     r = {f: v.T for f, v in r.items()}
     bands = summarize_bands(r["margin"], r["converged"] & clean[None])
-    summary = {"block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict()}
+    summary = {
+        "block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict(),
+        "status": Status.describe(r["status"]),  # over every band and example
+    }  # fmt: skip
     if s.bounds is not None:  # a band whose search leaves the box has no boundary inside it:
         # its margin is a lower bound (larger than any feasible perturbation), not a number
         summary["n_no_boundary_in_box"] = (~r["converged"] & clean[None]).sum(axis=1).tolist()
@@ -293,12 +297,14 @@ def _random(clf, x, y, s, run, key):
             "minimal_margin": r.minimal_margin,
             "minimal_converged": r.minimal_converged,
             "ratio": np.asarray(r.ratio).T,
+            "status": np.asarray(r.status).T,
+            "minimal_status": r.minimal_status,
         }
 
     r = chunked(
         chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="random subspaces", **run
     )
-    for f in ("margin", "converged", "ratio"):
+    for f in ("margin", "converged", "ratio", "status"):
         r[f] = r[f].T  # (draws, N)
     ratio = r["ratio"]
     finite = ratio[np.isfinite(ratio)]
@@ -308,6 +314,8 @@ def _random(clf, x, y, s, run, key):
         "predicted_ratio": math.sqrt(d / m),
         "ratio_n_valid": int(finite.size),
         "ratio_n_excluded": int(ratio.size - finite.size),
+        "status": Status.describe(r["status"]),
+        "minimal_status": Status.describe(r["minimal_status"]),
     }
     return r, summary
 
