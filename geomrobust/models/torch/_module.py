@@ -341,10 +341,11 @@ def _environment():
         return jaten._aten_conv2d(input, weight, bias, stride, padding, dilation, groups)
 
     env = torchax.tensor.Environment()
+    ops = getattr(env, "_ops", None)  # torchax 0.0.13's registry; another layout: its lowering
     for op, fn in ((torch.ops.aten.convolution, convolution), (torch.ops.aten.conv2d, conv2d)):
-        if op not in env._ops:  # a torchax that registers them otherwise: its own lowering
+        if not isinstance(ops, dict) or op not in ops:
             continue
-        env._ops[op] = ops_registry.Operator(
+        ops[op] = ops_registry.Operator(
             op, fn, is_jax_function=True, is_user_defined=False, needs_env=False,
             is_view_op=False,
         )  # fmt: skip
