@@ -44,8 +44,9 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=N))
     ref = gr.deepfool_dataset(f, x, y, chunk_size=N, bounds=(0.0, 1.0))  # images: the box
     assert s["box"] == [0.0, 1.0]
-    for k in ("margin", "converged", "adv_label", "iterations", "perturbation"):
+    for k in ("margin", "converged", "adv_label", "iterations", "perturbation", "status"):
         _same(arrays[k], getattr(ref, k))
+    assert s["status"] == gr.Status.describe(ref.status)
     clean = np.asarray(y) == np.asarray(jnp.argmax(f(x), -1))
     assert s["clean_accuracy"] == pytest.approx(clean.mean()) and s["n"] == N
     ok = np.asarray(ref.converged) & clean
@@ -58,6 +59,10 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(deepfool_steps=1, chunk_size=3))
     assert s["n_unconverged"] == int((~arrays["converged"]).sum()) > 0
     assert s["margin"]["n_excluded"] >= s["n_unconverged"]
+    # each one is counted by why it ended (here mostly the budget)
+    assert s["status"] == gr.Status.describe(arrays["status"])
+    assert N - s["status"].get("SUCCESS", 0) == s["n_unconverged"]
+    assert s["status"].get("MAX_STEPS", 0) > 0
 
 
 def test_chunked_deepfool_matches_one_chunk(setup):
@@ -106,6 +111,8 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
     _same(arrays["success"], ref.success)
     np.testing.assert_allclose(arrays["accuracy"], ref.accuracy)
     assert list(s["robust_accuracy"]) == ["0.05", "0.2"]
+    _same(arrays["status"] == gr.Status.SUCCESS, ref.success)
+    assert list(s["status"]) == ["0.05", "0.2"]
 
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(method="sparsefool"))
     ref = gr.sparsefool(f, x, y, bounds=(0.0, 1.0))

@@ -151,3 +151,13 @@ def test_universal_perturbation_one_status():
     assert res.status == M  # the far row is out of reach: rate 1/2 < 1 - delta
     res = gr.search.universal_perturbation(CLF, x, key=KEY, eps=0.5, norm=2, delta=0.6)
     assert res.status == S and res.converged
+
+
+def test_margins_headline_names_the_failures():
+    """The margins command's one-line summary says how many searches ended, and why."""
+    from geomrobust.cli._margins_run import _headline
+
+    head = {"method": "deepfool", "norm": 2, "clean_accuracy": 0.5}
+    line = _headline({**head, "status": {"SUCCESS": 5, "MAX_STEPS": 2, "NONFINITE": 1}})
+    assert line.endswith(", not converged: MAX_STEPS 2, NONFINITE 1")
+    assert "not converged" not in _headline({**head, "status": {"SUCCESS": 5}})

@@ -118,4 +118,8 @@ def _headline(summary: dict) -> str:
         )
     if "sparsity" in summary and summary["sparsity"].get("n_valid"):
         s += f", median changed fraction {summary['sparsity']['median']:.3g}"
+    status = summary.get("status", {})  # the searches' codes by name (one search: flat)
+    failed = {k: v for k, v in status.items() if k != "SUCCESS" and isinstance(v, int)}
+    if failed:
+        s += ", not converged: " + ", ".join(f"{k} {v}" for k, v in failed.items())
     return s

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from .._status import status_codes
 from .._validation import check_positive
 from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ._deepfool import MarginResult
 from ._fmn import (
+    best_found_result,
     best_other,
     bounds_pair,
     check_common,
@@ -248,14 +248,9 @@ def cw_step(
 
 def cw_result(state: CWState) -> MarginResult:
     """The :class:`MarginResult` of a C&W state (the smallest adversarial point met)."""
-    conv = state.converged & jnp.isfinite(state.best_norm)
-    pert = jnp.where(rows(conv, state.x.ndim), state.best, 0)
-    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
-    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
     # every constant tried (or the search interrupted) without an adversarial point: the
     # budget ran out (MAX_STEPS); a non-finite evaluation ended the row: NONFINITE
-    status = status_codes(conv, ~state.finite, True)
-    return MarginResult(pert, margin, conv, adv, state.iterations, status)
+    return best_found_result(state, 0, True)
 
 
 class _Static(NamedTuple):

@@ -135,6 +135,21 @@ def check_steps(value, name: str) -> int:
     return int(value)
 
 
+def best_found_result(state, fallback, out_of_budget) -> MarginResult:
+    """The :class:`MarginResult` of a search that keeps the smallest adversarial perturbation
+    it met (``state.best``, ``best_norm``, ``best_label``: FMN, C&W): where none was found,
+    the perturbation is ``fallback`` (non-finite entries zeroed), ``margin = inf`` and
+    ``adv_label = -1``; ``status`` from :func:`geomrobust._status.status_codes` with
+    ``state.finite`` and ``out_of_budget`` (where the search still ran, or every row)."""
+    conv = state.converged & jnp.isfinite(state.best_norm)
+    pert = jnp.where(rows(conv, state.x.ndim), state.best, fallback)
+    pert = jnp.where(jnp.isfinite(pert), pert, 0)
+    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
+    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
+    status = status_codes(conv, ~state.finite, out_of_budget)
+    return MarginResult(pert, margin, conv, adv, state.iterations, status)
+
+
 def labels_or_predicted(logits_fn, x, y):
     if y is None:
         return jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
@@ -321,15 +336,9 @@ def fmn_step(
 def fmn_result(state: FMNState, norm=2) -> MarginResult:
     """The :class:`MarginResult` of an FMN state: the smallest adversarial perturbation found
     (``margin = ||best||_p``; ``inf`` and ``adv_label = -1`` where none was found)."""
-    conv = state.converged & jnp.isfinite(state.best_norm)
-    pert = jnp.where(rows(conv, state.x.ndim), state.best, state.delta)
-    pert = jnp.where(jnp.isfinite(pert), pert, 0)
-    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
-    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
     # ended by a non-finite evaluation: NONFINITE; by a zero gradient with no box (nowhere
     # to go): NOT_FOUND; still running: the step budget ran out (MAX_STEPS)
-    status = status_codes(conv, ~state.finite, ~state.done)
-    return MarginResult(pert, margin, conv, adv, state.iterations, status)
+    return best_found_result(state, state.delta, ~state.done)
 
 
 class _Static(NamedTuple):
