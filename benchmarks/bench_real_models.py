@@ -286,12 +286,14 @@ def _robustbench_dm_wide_resnet():
     return module
 
 
-def child_torchax(n: int, depth: int, width: int) -> dict:
+def child_torchax(n: int, depth: int, width: int, restarts: int = 30) -> dict:
     """DeepMind's WRN (RobustBench's ``DMWideResNet``, Swish) at 32x32x3, the same random
     weights through the two routes: the safetensors import (``from_torch``, the package's own
     Flax model) and the live PyTorch module through torchax (``from_torch_module``). DeepFool
     L2 in the box and the exact principal curvatures (Lanczos on the Hessian: Swish is smooth)
-    at one boundary point, per example, warm, in one process; and how far the two agree."""
+    at one boundary point, per example, warm, in one process; and how far the two agree.
+    ``restarts`` bounds the Lanczos cycles (the work per point: ``8 + 2 restarts + 2``
+    Hessian-vector products when the solver runs to its budget, as it does here)."""
     import tempfile
     import warnings
 
@@ -342,7 +344,7 @@ def child_torchax(n: int, depth: int, width: int) -> dict:
 
         def curv(key, c=clf, z=z, y=y, k=k):
             return gr.principal_curvatures(c, z, y, k, num=2, key=key, method="lanczos",
-                                           krylov_dim=8)  # fmt: skip
+                                           krylov_dim=8, restarts=restarts)  # fmt: skip
 
         c_cold, c_warm, cv = _timed(curv, jax.random.key(0), jax.random.key(1))
         out[route] = dict(margin=np.asarray(df.margin), logits=np.asarray(clf(xb)),
@@ -351,11 +353,14 @@ def child_torchax(n: int, depth: int, width: int) -> dict:
                           deepfool_s_per_example=warm / n, deepfool_compile_s=cold - warm,
                           deepfool_converged=float(np.mean(np.asarray(df.converged))),
                           curvature_s_per_point=c_warm, curvature_compile_s=c_cold - c_warm,
+                          curvature_restarts_done=int(np.asarray(cv.restarts)[0]),
                           top_curvatures=[float(v) for v in np.asarray(cv.values[0])])  # fmt: skip
     a, b = out["safetensors"], out["torchax"]
     rel = lambda u, v: float(np.max(np.abs(u - v)) / np.max(np.abs(u)))  # noqa: E731
     row.update(logits_rel_diff=rel(a["logits"], b["logits"]),
                margin_rel_diff=rel(a["margin"], b["margin"]),
+               margins={r: [float(v) for v in out[r]["margin"]] for r in out},
+               curvature_restarts=restarts,
                top_curvature_rel_diff=rel(a["curv"][:1], b["curv"][:1]),
                torchax_over_safetensors_deepfool=row["torchax"]["deepfool_s_per_example"]
                / row["safetensors"]["deepfool_s_per_example"],
@@ -380,10 +385,16 @@ def main(argv=None) -> int:
     )
     p.add_argument("--depth", type=int, default=28, help="WRN depth of the torchax row")
     p.add_argument("--width", type=int, default=10, help="WRN width of the torchax row")
+    p.add_argument(
+        "--curv-restarts",
+        type=int,
+        default=30,
+        help="Lanczos restarts of the torchax row's curvature (its work per point)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child == "torchax":
-        print(json.dumps(child_torchax(args.n, args.depth, args.width)))
+        print(json.dumps(child_torchax(args.n, args.depth, args.width, args.curv_restarts)))
         return 0
     if args.child == "gpu":
         print(json.dumps(child_gpu(args.gpu_n)))
@@ -398,13 +409,15 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "benchmarks.bench_real_models", "--child", name,
                "--n", str(args.n), "--curv-n", str(args.curv_n), "--samples",
                str(args.samples), "--gpu-n", str(args.gpu_n), "--depth", str(args.depth),
-               "--width", str(args.width)]  # fmt: skip
+               "--width", str(args.width), "--curv-restarts", str(args.curv_restarts)]  # fmt: skip
+        load0 = [round(v, 2) for v in os.getloadavg()]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
         if proc.returncode:
             raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["process_s"] = round(time.perf_counter() - t0, 1)
+        row["load_start"] = load0
         row["load"] = [round(v, 2) for v in os.getloadavg()]
         rows.append(row)
         print("  " + json.dumps(row), flush=True)
@@ -415,8 +428,11 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     if tag == "real_models" and (out / f"{tag}.json").exists():  # rows not re-measured are kept
         done = {r["arch"] for r in rows}
-        old = json.loads((out / f"{tag}.json").read_text()).get("rows", [])
-        rows = [r for r in old if r["arch"] not in done] + rows
+        old = json.loads((out / f"{tag}.json").read_text())
+        kept = [r for r in old.get("rows", []) if r["arch"] not in done]
+        for r in kept:  # a kept row keeps the load it was measured at (per row)
+            r.setdefault("load", old.get("load"))
+        rows = kept + rows
     meta = dict(load=[round(v, 2) for v in os.getloadavg()], rows=rows)
     (out / f"{tag}.json").write_text(json.dumps(meta, indent=1) + "\n")
     lines = [f"# {tag}", ""] + ["- " + json.dumps(r) for r in rows]

@@ -156,7 +156,7 @@ def outputs(folder: Path) -> dict[str, np.ndarray]:
         for i, name in enumerate(sig.layers):
             out[f"signature.{name}"] = np.asarray(sig.stats[i])
             out[f"signature.{name}.margins"] = np.asarray(sig.margins[i])
-    put("sparsefool", gr.sparsefool(f, x[:10], pred[:10]))
+    put("sparsefool", gr.sparsefool(f, x[:10], pred[:10], bounds=(0.0, 1.0)))
     sl = gr.boundary_slice(f, z[0], u[1], u[0], 1.0, 21)
     out["slice.labels"] = np.asarray(sl.labels)
     out["slice.logit_diff"] = np.asarray(sl.logit_diff)

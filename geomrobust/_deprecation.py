@@ -1,7 +1,8 @@
 """Renamed keyword arguments keep working for one release (docs/api.md).
 
 ``@renamed(max_iter="steps")`` lets a function accept ``max_iter=`` for ``steps=`` with a
-``DeprecationWarning`` that names the new keyword; passing both is an error.
+``DeprecationWarning`` that names the new keyword; passing both is an error. On a settings
+dataclass it renames constructor keywords (fields) the same way.
 """
 
 from __future__ import annotations
@@ -9,39 +10,72 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 
-__all__ = ["deprecated_alias", "positional_key", "renamed"]
+__all__ = ["deprecated_alias", "positional_key", "renamed", "upgrade_record"]
+
+
+def _rename_keywords(name: str, kwargs: dict, old_to_new: Mapping[str, str]) -> dict:
+    """``kwargs`` with each old key of ``old_to_new`` replaced by its new one, warning once per
+    old key (attributed to the caller of the caller of this helper's caller)."""
+    for old, new in old_to_new.items():
+        if old in kwargs:
+            if new in kwargs:
+                raise TypeError(
+                    f"{name}() got both {old}= (deprecated) and {new}=; pass {new}= only"
+                )
+            warnings.warn(
+                f"{name}(): the keyword {old}= is deprecated and will be removed in the next "
+                f"release; use {new}= (docs/api.md)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            kwargs[new] = kwargs.pop(old)
+    return kwargs
 
 
 def renamed(**old_to_new: str) -> Callable[[Callable], Callable]:
-    """Decorator: accept the old keyword names of ``old_to_new`` for one release."""
+    """Decorator: accept the old keyword names of ``old_to_new`` for one release.
 
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
+    On a function, ``fn(old=v)`` is ``fn(new=v)`` with a ``DeprecationWarning``; on a
+    (data)class, the same holds for its constructor (renamed settings fields), and
+    :func:`upgrade_record` translates a saved record of its fields (a resumed run's
+    settings). The mapping is kept as ``__renamed__`` (read by tests/test_api_contract.py).
+    """
+
+    def wrap(obj):
+        if isinstance(obj, type):
+            init = obj.__init__
+
+            @functools.wraps(init)
+            def cls_init(self, *args, **kwargs):
+                init(self, *args, **_rename_keywords(obj.__name__, kwargs, old_to_new))
+
+            obj.__init__ = cls_init
+            obj.__renamed__ = dict(old_to_new)
+            return obj
+
+        @functools.wraps(obj)
         def inner(*args, **kwargs):
-            for old, new in old_to_new.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise TypeError(
-                            f"{fn.__name__}() got both {old}= (deprecated) and {new}=; "
-                            f"pass {new}= only"
-                        )
-                    warnings.warn(
-                        f"{fn.__name__}(): the keyword {old}= is deprecated and will be "
-                        f"removed in the next release; use {new}= (docs/api.md)",
-                        DeprecationWarning,
-                        stacklevel=2,
-                    )
-                    kwargs[new] = kwargs.pop(old)
-            return fn(*args, **kwargs)
+            return obj(*args, **_rename_keywords(obj.__name__, kwargs, old_to_new))
 
-        inner.__renamed__ = dict(old_to_new)  # read by tests/test_api_contract.py
+        inner.__renamed__ = dict(old_to_new)
         return inner
 
     return wrap
+
+
+def upgrade_record(record: Mapping, old_to_new: Mapping[str, str]) -> dict:
+    """A saved record (a dict of settings written by an older release) with its renamed keys
+    under their new names; a key present under both names keeps the new one's value."""
+    out = dict(record)
+    for old, new in old_to_new.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
 
 
 def deprecated_alias(old: str, new: str, stacklevel: int = 3) -> None:

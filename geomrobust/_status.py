@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["STATUS_DTYPE", "Status"]
@@ -38,3 +39,21 @@ class Status(enum.IntEnum):
         """Counts of each code in ``codes`` by name (codes that occur only)."""
         codes = np.asarray(codes).ravel()
         return {c.name: int(np.sum(codes == c)) for c in cls if np.any(codes == c)}
+
+
+def status_codes(success, nonfinite, out_of_budget=False):
+    """The ``int8`` status of a search from what it knows when it ends, per example:
+    ``SUCCESS`` where ``success``, else ``NONFINITE`` where ``nonfinite`` (a non-finite
+    logit or gradient row), else ``MAX_STEPS`` where ``out_of_budget``, else ``NOT_FOUND``.
+
+    A success is decided by the search from finite values only, so it never meets a
+    non-finite row; the success field of the result is then ``status == SUCCESS``."""
+    return jnp.where(
+        success,
+        jnp.int8(Status.SUCCESS),
+        jnp.where(
+            nonfinite,
+            jnp.int8(Status.NONFINITE),
+            jnp.where(out_of_budget, jnp.int8(Status.MAX_STEPS), jnp.int8(Status.NOT_FOUND)),
+        ),
+    ).astype(STATUS_DTYPE)

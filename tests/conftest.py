@@ -95,3 +95,22 @@ def _release_compiled_programs():
     program needed again later is loaded from the persistent cache, not compiled again."""
     yield
     jax.clear_caches()
+
+
+CHECKPOINT_META = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
+"""The metadata of the :func:`checkpoint` fixture (an 8x8 digits MLP with 10 classes)."""
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """One quick checkpoint for the command-line tests of the whole session: an untrained MLP
+    on 8x8x1 digits (``create_model("mlp", (8, 8, 1), 10, key=key(0))``, ReLU), saved once.
+    Tests read it and never change it; a module that needs another model (a smooth LeNet,
+    softplus) defines its own ``checkpoint`` fixture, which takes precedence."""
+    from geomrobust.models import create_model
+    from geomrobust.train import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "mlp"
+    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
+    save_checkpoint(path, model, CHECKPOINT_META)
+    return path

@@ -10,6 +10,7 @@ from _nets import mlp
 
 import geomrobust as gr
 from geomrobust import analyses
+from geomrobust._deprecation import upgrade_record
 from geomrobust.analyses import (
     CurvatureSettings,
     DiagnoseSettings,
@@ -43,8 +44,9 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(chunk_size=N))
     ref = gr.deepfool_dataset(f, x, y, chunk_size=N, bounds=(0.0, 1.0))  # images: the box
     assert s["box"] == [0.0, 1.0]
-    for k in ("margin", "converged", "adv_label", "iterations", "perturbation"):
+    for k in ("margin", "converged", "adv_label", "iterations", "perturbation", "status"):
         _same(arrays[k], getattr(ref, k))
+    assert s["status"] == gr.Status.describe(ref.status)
     clean = np.asarray(y) == np.asarray(jnp.argmax(f(x), -1))
     assert s["clean_accuracy"] == pytest.approx(clean.mean()) and s["n"] == N
     ok = np.asarray(ref.converged) & clean
@@ -57,6 +59,10 @@ def test_deepfool_equals_the_library_and_counts_every_example(setup):
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(deepfool_steps=1, chunk_size=3))
     assert s["n_unconverged"] == int((~arrays["converged"]).sum()) > 0
     assert s["margin"]["n_excluded"] >= s["n_unconverged"]
+    # each one is counted by why it ended (here mostly the budget)
+    assert s["status"] == gr.Status.describe(arrays["status"])
+    assert N - s["status"].get("SUCCESS", 0) == s["n_unconverged"]
+    assert s["status"].get("MAX_STEPS", 0) > 0
 
 
 def test_chunked_deepfool_matches_one_chunk(setup):
@@ -76,6 +82,8 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
         f, x, y, gr.dct_subspaces(SHAPE, 2, 2, dtype=np.float32), bounds=(0.0, 1.0)
     )
     _same(arrays["margin"], ref.margin)
+    _same(arrays["status"], ref.status)
+    assert s["status"] == gr.Status.describe(ref.status)
     bands = s["bands"]
     assert s["n_bands"] == 2 and np.all(bands["n_converged"] + bands["n_unconverged"] == N)
     # unconverged inside the box: no boundary inside it, counted as such
@@ -93,6 +101,10 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
         f, x, y, dim=4, key=jax.random.key(0), num_draws=2, bounds=(0.0, 1.0)
     )
     _same(arrays["ratio"], ref.ratio)
+    _same(arrays["status"], ref.status)
+    _same(arrays["minimal_status"], ref.minimal_status)
+    np.testing.assert_array_equal(ref.converged, ref.status == gr.Status.SUCCESS)
+    np.testing.assert_array_equal(ref.minimal_converged, ref.minimal_status == gr.Status.SUCCESS)
     assert s["dim"] == 4 and s["ratio_n_valid"] + s["ratio_n_excluded"] == 2 * N
 
     eps = (0.05, 0.2)
@@ -105,6 +117,8 @@ def test_dct_random_pgd_sparsefool_equal_the_library(setup):
     _same(arrays["success"], ref.success)
     np.testing.assert_allclose(arrays["accuracy"], ref.accuracy)
     assert list(s["robust_accuracy"]) == ["0.05", "0.2"]
+    _same(arrays["status"] == gr.Status.SUCCESS, ref.success)
+    assert list(s["status"]) == ["0.05", "0.2"]
 
     arrays, s = analyses.margins.compute(f, (x, y), MarginSettings(method="sparsefool"))
     ref = gr.sparsefool(f, x, y, bounds=(0.0, 1.0))
@@ -270,3 +284,26 @@ def test_summarize_and_predict():
     f = mlp(jax.random.key(0), SHAPE, K)
     x = jax.random.uniform(jax.random.key(2), (5, *SHAPE))
     _same(analyses.predict(f, x, chunk_size=2), jnp.argmax(f(x), -1))
+
+
+@pytest.mark.parametrize(
+    "cls, old, new",
+    [
+        (CurvatureSettings, "max_iter", "deepfool_steps"),
+        (CurvatureSettings, "max_restarts", "restarts"),
+        (MarginSettings, "max_iter", "deepfool_steps"),
+        (SliceSettings, "max_iter", "deepfool_steps"),
+    ],
+)
+def test_settings_accept_their_old_field_names_one_release(cls, old, new):
+    """docs/api.md section 6: the old field name sets the new field, with a warning naming it;
+    both at once is an error; the record of an older run translates to the same settings."""
+    with pytest.warns(DeprecationWarning, match=f"{old}= is deprecated.*use {new}="):
+        s = cls(**{old: 7})
+    assert getattr(s, new) == 7 and s == cls(**{new: 7})
+    assert not hasattr(s, old)
+    with pytest.raises(TypeError, match=f"both {old}="):
+        cls(**{old: 7, new: 7})
+    record = analyses.settings_record(s)
+    saved = {old if k == new else k: v for k, v in record.items()}  # an older release's record
+    assert upgrade_record(saved, cls.__renamed__) == record

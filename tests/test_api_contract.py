@@ -83,10 +83,7 @@ EXEMPT: dict[tuple[str, str], str] = {
 
 # Violations still to be removed by the other parts of issue 23: {(name, rule): owner}.
 # Shrink only (an entry that passes fails test_allowlist_shrinks).
-ALLOWED: dict[tuple[str, str], str] = {
-    ("ops.chunked_vmap", "chunk_size"): "helper multi (issue 23: the extra chunkers)",
-    ("search.sparsefool", "bounds"): "helper search (issue 23)",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _exports():
@@ -338,3 +335,35 @@ def test_renamed_keywords_are_marked():
         for old, new in renamed.items():
             assert new in params, f"{qual}: renamed {old}= to {new}=, which it does not take"
             assert old not in params, f"{qual}: still takes the old keyword {old}="
+
+
+STATUS_RESULTS = {
+    # a search or solver that stops on a criterion: success field ``converged``
+    "search.MarginResult": "converged",
+    "search.MinimalMargin": "converged",
+    "search.SparseFoolResult": "converged",
+    "search.UniversalPerturbation": "converged",
+    "search.BoundaryPoints": "converged",
+    "search.DirectionalMargins": "converged",
+    "measures.Curvatures": "converged",
+    "measures.HessianEigs": "converged",
+    "measures.NormalCurvatures": "converged",
+    "measures.SubspaceMargins": "converged",
+    "measures.RandomSubspaceMargins": "converged",  # and minimal_converged / minimal_status
+    # an attack at a fixed radius: success field ``success``
+    "search.AttackResult": "success",
+    "measures.Synthesis": "success",
+}
+"""The results that docs/api.md section 2 says carry a per-example ``status`` (their values
+are checked per entry point in tests/test_status.py)."""
+
+
+@pytest.mark.parametrize("qual", sorted(STATUS_RESULTS))
+def test_search_results_carry_status(qual):
+    """One success field per result kind, and a ``status`` beside it (docs/api.md section 2)."""
+    space, name = qual.split(".")
+    cls = getattr(getattr(gr, space), name)
+    fields = set(cls._fields)
+    assert "status" in fields, f"{qual} has no status field"
+    success = {"converged", "success", "valid"} & fields
+    assert success == {STATUS_RESULTS[qual]}, f"{qual}: success fields {sorted(success)}"

@@ -87,7 +87,10 @@ def battery(f) -> dict:
     out["uap"] = np.asarray(uap.perturbation)
     put("thickness", gr.boundary_thickness(f, x, x + df.perturbation, pred, num_points=16))
     out["signature"] = np.asarray(margin_signature(f, x, pred).layer("input").margins)
-    put("sparsefool", gr.sparsefool(f, x[:2], pred[:2], steps=3, deepfool_steps=10))
+    put(
+        "sparsefool",
+        gr.sparsefool(f, x[:2], pred[:2], steps=3, deepfool_steps=10, bounds=(0.0, 1.0)),
+    )
     put("slice", boundary_slice(f, x[0], d[0], d[1], 1.0, 5))
     put("linearity", local_linearity(f, x, pred, eps=0.05, key=key, steps=2))
     fr = subspace_fooling_rate(f, x, np.eye(64, 4), eps=0.5, num_samples=2, key=key, chunk_size=4)

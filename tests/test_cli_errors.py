@@ -5,22 +5,9 @@ import argparse
 import json
 import time
 
-import jax
 import pytest
 
 from geomrobust.cli import build_parser, main
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    meta = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
-    save_checkpoint(path, model, meta)
-    return path
 
 
 def _run(argv, capsys):

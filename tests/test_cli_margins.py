@@ -2,26 +2,10 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from geomrobust.cli import main
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    save_checkpoint(
-        path,
-        model,
-        {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"},
-    )
-    return path
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,7 @@ import os
 import subprocess
 import sys
 
-import jax
-import pytest
-
 from geomrobust.cli import main
-from geomrobust.models import create_model
-from geomrobust.train import save_checkpoint
 
 PROGRAM = """
 import json, sys
@@ -75,14 +70,6 @@ def test_help_does_not_import_jax():
     assert r.returncode == 0, r.stderr
     assert "--no-compilation-cache" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == "[]"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    save_checkpoint(path, create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0)),
-                    {"dataset": "digits"})  # fmt: skip
-    return path
 
 
 def test_no_compilation_cache_flag(checkpoint, tmp_path, monkeypatch, capsys):

@@ -97,17 +97,11 @@ def test_deepfool_dataset_across_chunk_sizes(problem):
     _identical(runs[0], gr.deepfool_dataset(f, x, y, slots=2, chunk_size=3))  # rerun
 
 
-def test_cli_margins_same_chunk_size_is_bit_identical(tmp_path):
+def test_cli_margins_same_chunk_size_is_bit_identical(checkpoint, tmp_path):
     from geomrobust.cli import main
     from geomrobust.io import load_npz
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
 
-    ck = tmp_path / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    meta = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
-    save_checkpoint(ck, model, meta)
-    base = ["margins", "--checkpoint", str(ck), "--n", "8", "--no-plots", "--slots", "4"]
+    base = ["margins", "--checkpoint", str(checkpoint), "--n", "8", "--no-plots", "--slots", "4"]
     runs = {}
     for name, c in (("a", "4"), ("b", "4"), ("c", "8")):
         assert main([*base, "--chunk-size", c, "--out", str(tmp_path / name)]) == 0

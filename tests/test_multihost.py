@@ -18,7 +18,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -80,21 +79,6 @@ def _finish(procs):
             if p.poll() is None:
                 p.kill()
     return logs
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    save_checkpoint(
-        path,
-        model,
-        {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"},
-    )
-    return path
 
 
 def _commands(ckpt, out: Path):

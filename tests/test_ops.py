@@ -112,11 +112,22 @@ def test_operators_jit_and_vmap(dtype, key):
         assert rel_err(h1[n], h) <= rtol_for(dtype)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 3, 7])
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7, 256])
 def test_chunked_vmap_equals_vmap(chunk):
     x = jnp.arange(20.0).reshape(10, 2)
     f = lambda a: jnp.sin(a).sum() * a  # noqa: E731
-    np.testing.assert_array_equal(ops.chunked_vmap(f, chunk)(x), jax.vmap(f)(x))
+    np.testing.assert_array_equal(ops.chunked_vmap(f, chunk_size=chunk)(x), jax.vmap(f)(x))
+
+
+def test_chunked_vmap_default_and_old_positional_chunk_size():
+    x = jnp.arange(20.0).reshape(10, 2)
+    f = lambda a: jnp.cos(a) * a.sum()  # noqa: E731
+    np.testing.assert_array_equal(ops.chunked_vmap(f)(x), jax.vmap(f)(x))  # CHUNK_SIZE
+    with pytest.warns(DeprecationWarning, match="chunk_size="):
+        old = ops.chunked_vmap(f, 3)
+    np.testing.assert_array_equal(old(x), jax.vmap(f)(x))
+    with pytest.raises(ValueError, match="chunk_size"):
+        ops.chunked_vmap(f, chunk_size=0)
 
 
 def test_map_in_chunks_pads_and_compiles_once():

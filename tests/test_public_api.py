@@ -56,6 +56,7 @@ def test_deepfool_signature_and_result_fields():
         "converged",
         "adv_label",
         "iterations",
+        "status",
     )
 
 

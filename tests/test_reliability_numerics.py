@@ -118,7 +118,7 @@ def test_tied_logits_margin_zero_converged():
     assert float(res.margin[0]) == 0.0 and int(res.adv_label[0]) == 0
     boxed = gr.deepfool(TIE, x, bounds=(0.0, 1.0))
     np.testing.assert_array_equal(boxed.margin[:2], [0.0, 0.0])
-    sf = gr.sparsefool(TIE, x)
+    sf = gr.sparsefool(TIE, x, bounds=(0.0, 1.0))
     np.testing.assert_array_equal(sf.converged, [True, True, True])
     np.testing.assert_array_equal(sf.perturbation[:2], np.zeros((2, D)))
     np.testing.assert_array_equal(sf.adv_label[:2], [1, 1])
@@ -136,7 +136,7 @@ OUT_OF_BOX = {
     "deepfool subspace": lambda c: gr.deepfool(c, X_OUT, subspace=jnp.eye(D)[:, :2], bounds=BOX),
     "deepfool_dataset": lambda c: gr.deepfool_dataset(c, np.asarray(X_OUT), bounds=BOX),
     "subspace_margins": lambda c: gr.subspace_margins(c, X_OUT, None, [jnp.eye(D)], bounds=BOX),
-    "sparsefool": lambda c: gr.sparsefool(c, X_OUT),
+    "sparsefool": lambda c: gr.sparsefool(c, X_OUT, bounds=BOX),
     "fgsm": lambda c: gr.fgsm(c, X_OUT, Y_OUT, eps=0.1, bounds=BOX),
     "pgd": lambda c: gr.pgd(c, X_OUT, Y_OUT, key=jax.random.key(0), eps=0.1, bounds=BOX),
     "robust_accuracy": lambda c: gr.robust_accuracy(
@@ -328,7 +328,7 @@ DEVICE_SCRIPT = textwrap.dedent(
         "fgsm": lambda c: gr.fgsm(c, x, y, eps=0.1).perturbation,
         "refine": lambda c: gr.refine_boundary(c, x, x + 2.0 * gr.deepfool(clf, x).perturbation,
                                                y).z,
-        "sparsefool": lambda c: gr.sparsefool(c, x).perturbation,
+        "sparsefool": lambda c: gr.sparsefool(c, x, bounds=(0.0, 1.0)).perturbation,
     }
     out = {}
     for name, run in runs.items():

@@ -1,18 +1,18 @@
 """Resumable CLI runs: kill ``geomrobust margins`` / ``curvature`` mid-run (SIGKILL, SIGINT),
 rerun the same command, and get results bit-identical to an uninterrupted run."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
 
 from geomrobust.cli import main
-from geomrobust.io import load_npz
+from geomrobust.io import load_npz, settings_hash
 
 # Runs the CLI in a subprocess, pausing after each chunk it writes (and saying so on stdout),
 # so the test can interrupt it at a known point.
@@ -37,18 +37,6 @@ WRAPPER = textwrap.dedent(
     sys.exit(main(sys.argv[1:]))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from geomrobust.models import create_model
-    from geomrobust.train import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "mlp"
-    model = create_model("mlp", (8, 8, 1), 10, key=jax.random.key(0))
-    meta = {"model": "mlp", "input_shape": [8, 8, 1], "num_classes": 10, "dataset": "digits"}
-    save_checkpoint(path, model, meta)
-    return path
 
 
 def _interrupt(argv, sig, tmp_path, after_chunk=0):
@@ -122,3 +110,47 @@ def test_curvature_resume_after_sigkill(checkpoint, tmp_path):
     _same(tmp_path / "run", tmp_path / "ref")
     res = load_npz(tmp_path / "run" / "results.npz")
     assert np.isfinite(res["values"][res["converged"]]).all()
+
+
+def _as_previous_release(chunks, new_to_old):
+    """Rewrite the chunk store ``chunks`` as the previous release wrote it: the settings under
+    their old names in ``store.json``, and every chunk file naming that record's digest."""
+    meta = json.loads((chunks / "store.json").read_text())
+    meta["settings"] = {new_to_old.get(k, k): v for k, v in meta["settings"].items()}
+    meta["settings_sha256"] = settings_hash(meta["settings"])
+    (chunks / "store.json").write_text(json.dumps(meta))
+    for path in chunks.glob("chunk-*.npz"):
+        with np.load(path) as z:
+            arrays = dict(z)
+        arrays["__settings_sha256__"] = np.asarray(meta["settings_sha256"])
+        np.savez(path, **arrays)
+    return meta["settings_sha256"]
+
+
+def test_a_run_of_the_previous_release_resumes(checkpoint, tmp_path, capsys):
+    """A folder whose store.json names settings by their old fields (max_iter, docs/api.md
+    section 6) resumes: its chunks are read back (not recomputed, not refused)."""
+    common = ["--checkpoint", str(checkpoint), "--n", "8", "--chunk-size", "4", "--no-plots"]
+    run = tmp_path / "run"
+    argv = ["margins", *common, "--out", str(run)]
+    assert main(argv) == 0
+    ref = load_npz(run / "results.npz")
+    digest = _as_previous_release(run / "chunks", {"deepfool_steps": "max_iter"})
+    # a chunk read back, not recomputed: its (altered) numbers come through
+    first = run / "chunks" / "chunk-00000.npz"
+    with np.load(first) as z:
+        arrays = dict(z)
+    arrays["margin"] = arrays["margin"] + 1.0
+    np.savez(first, **arrays)
+    (run / "results.npz").unlink()
+
+    assert main(argv) == 0
+    res = load_npz(run / "results.npz")
+    np.testing.assert_array_equal(res["margin"][:4], ref["margin"][:4] + 1.0)
+    np.testing.assert_array_equal(res["margin"][4:], ref["margin"][4:])
+    assert json.loads((run / "chunks" / "store.json").read_text())["settings_sha256"] == digest
+
+    # the old name with another value is still another run: refused, naming it
+    capsys.readouterr()
+    assert main([*argv, "--deepfool-steps", "7"]) == 1
+    assert "other settings" in capsys.readouterr().err

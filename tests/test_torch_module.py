@@ -390,3 +390,64 @@ def test_float32_input_with_a_float64_module_computes_in_float64():
     with torch.no_grad():
         ref = net(_nchw(x.astype(np.float32).astype(np.float64))).numpy()
     assert _err(out, ref) < 1e-12
+
+
+class _Convs(torch.nn.Module):
+    """Every convolution form: strided, dilated, grouped, without bias, string padding
+    (torchax's own lowering), transposed and 1-D (torchax's own lowering)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.b = torch.nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=3, bias=False)
+        self.c = torch.nn.Conv2d(6, 4, (3, 1), padding="same")
+        self.d = torch.nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.e = torch.nn.Conv1d(4, 2, 3, padding=1)
+        self.fc = torch.nn.Linear(2 * 64, 3)
+
+    def forward(self, x):
+        x = torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x))))))
+        x = torch.tanh(self.d(x))  # (N, 4, 8, 8)
+        x = torch.tanh(self.e(x.flatten(2)))  # (N, 2, 64)
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_convolution_form_matches_pytorch(dtype):
+    """The channels-last lowering of 2-D convolutions (and torchax's own for the rest):
+    logits, gradient and HVP against PyTorch."""
+    torch.manual_seed(0)
+    net = _Convs().to(getattr(torch, dtype)).eval()
+    clf = from_torch_module(net, (8, 8, 3))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 8, 8, 3)).astype(dtype)
+    v = rng.normal(size=x.shape).astype(dtype)
+    y = np.array([0, 2], np.int32)
+    out = jax.tree.map(np.asarray, _everything(clf, x, y, v))
+    ref = _torch_reference(net, x, y, v)
+    for k in out:
+        assert _err(out[k], ref[k.removeprefix("vmap_")]) <= TOL[dtype][k.removeprefix("vmap_")]
+
+
+def test_convolutions_inside_a_loop_are_channels_last():
+    """XLA's CPU backend canonicalizes convolutions (to NHWC, HWIO: its fast path) only at
+    the top level of a program; an NCHW convolution inside a loop body runs a naive loop
+    nest, tens of times slower. The module's 2-D convolutions are emitted channels-last, so
+    inside a ``fori_loop`` of Hessian-vector products (Lanczos) every forward convolution and
+    its JVP stays canonical: ``b01f_01io->b01f``; only the transposed (input-gradient)
+    convolutions of JAX's own autodiff keep the kernel's swapped form ``b01f_01oi->b01f``,
+    as for a native Flax model."""
+    import re
+
+    clf = from_torch_module(_small(), (6, 6, 3))
+    z = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 6, 3)))
+
+    def hvps(c, z):
+        F = lambda p: c(p[None])[0, 1] - c(p[None])[0, 0]  # noqa: E731
+        _, op = jax.linearize(jax.grad(F), z)
+        return jax.lax.fori_loop(0, 3, lambda i, u: op(u) / jnp.linalg.norm(op(u)), z)
+
+    hlo = jax.jit(hvps).lower(clf, z).compile().as_text()
+    labels = set(re.findall(r"dim_labels=([^ ,}]*)", hlo))
+    assert "b01f_01io->b01f" in labels
+    assert labels <= {"b01f_01io->b01f", "b01f_01oi->b01f"}, labels

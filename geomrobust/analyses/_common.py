@@ -10,12 +10,15 @@
 * :func:`predict` is the predicted label of every example (one jitted program per
   architecture);
 * :func:`summarize` is the one statistics record of the summaries: counts of valid and
-  excluded examples, median, quartiles, mean.
+  excluded examples, median, quartiles, mean;
+* :func:`compute_doc` writes the options every ``compute`` shares (store, progress,
+  devices, key) into its docstring.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -28,6 +31,7 @@ from geomrobust.models import as_classifier
 
 __all__ = [
     "chunked",
+    "compute_doc",
     "inputs",
     "predict",
     "resolve_bounds",
@@ -44,6 +48,28 @@ class AnalysisResult(NamedTuple):
 
     arrays: dict
     summary: dict
+
+
+SHARED_PARAMETERS = """\
+store : optional :class:`geomrobust.io.ChunkStore` cut with ``settings.chunk_size``: chunks
+    already there are read back, the others computed and written (an interrupted run resumes).
+progress : None, True (a bar) or a callable ``progress(n_examples)``.
+devices : None, ``"all"``, an int or a list of devices (chunks dealt round-robin; results
+    identical to one device, :func:`geomrobust.engine.map_chunks`).
+key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+"""
+"""The parameters of every analysis' ``compute`` that drive the run (numpydoc)."""
+
+_SHARED = "    {shared parameters}\n"
+
+
+def compute_doc(fn: Callable) -> Callable:
+    """``fn`` (an analysis' ``compute``) with :data:`SHARED_PARAMETERS` written into its
+    docstring in place of the line ``{shared parameters}``."""
+    if _SHARED not in (fn.__doc__ or ""):
+        raise ValueError(f"{fn.__qualname__}'s docstring has no line {_SHARED.strip()}")
+    fn.__doc__ = fn.__doc__.replace(_SHARED, textwrap.indent(SHARED_PARAMETERS, "    "))
+    return fn
 
 
 def inputs(data) -> tuple[jax.Array, jax.Array | None]:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
 from geomrobust._status import Status
 from geomrobust.measures import (
     loss_hessian_eigs,
@@ -34,11 +35,20 @@ from geomrobust.measures import (
 from geomrobust.models import as_classifier
 
 from ._boundary import boundary_points
-from ._common import AnalysisResult, chunked, inputs, predict, resolve_bounds, resolve_key
+from ._common import (
+    AnalysisResult,
+    chunked,
+    compute_doc,
+    inputs,
+    predict,
+    resolve_bounds,
+    resolve_key,
+)
 
 __all__ = ["CurvatureSettings", "compute", "loss_spectrum"]
 
 
+@renamed(max_iter="deepfool_steps", max_restarts="restarts")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class CurvatureSettings:
     """The options that change the numbers (defaults: those of ``geomrobust curvature``).
@@ -85,6 +95,7 @@ class CurvatureSettings:
         return self
 
 
+@compute_doc
 def compute(
     classifier,
     data,
@@ -104,9 +115,7 @@ def compute(
     data : an ``ArrayDataset``, ``(x, y)`` or ``x``. Boundary points are searched around
         the predicted labels; the labels (predicted ones when absent) serve the loss Hessian.
     settings : :class:`CurvatureSettings`.
-    store, progress, devices : the executor's resume store (cut with
-        ``settings.chunk_size``), progress and devices (:func:`geomrobust.engine.map_chunks`).
-    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    {shared parameters}
     deepfool : an L2 DeepFool result of ``x`` around the predicted labels to reuse
         (``perturbation``, ``margin``, ``converged``), see :func:`boundary_points`.
 

@@ -46,7 +46,15 @@ from geomrobust.measures import (
 from geomrobust.models import as_classifier
 from geomrobust.search import deepfool_dataset
 
-from ._common import AnalysisResult, chunked, inputs, predict, resolve_key, summarize
+from ._common import (
+    AnalysisResult,
+    chunked,
+    compute_doc,
+    inputs,
+    predict,
+    resolve_key,
+    summarize,
+)
 
 __all__ = ["DEFAULT_WHAT", "WHAT", "DiagnoseSettings", "compute"]
 
@@ -94,6 +102,7 @@ class DiagnoseSettings:
         return self
 
 
+@compute_doc
 def compute(
     classifier,
     data,
@@ -111,10 +120,9 @@ def compute(
     ----------
     classifier : anything :func:`geomrobust.as_classifier` accepts.
     data : an ``ArrayDataset``, ``(x, y)`` or ``x`` (predicted labels where absent).
-    settings : :class:`DiagnoseSettings`.
-    store, progress, devices : the executor's resume store (cut with
-        ``settings.chunk_size``), progress and devices, for the per-example diagnostics.
-    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    settings : :class:`DiagnoseSettings` (``store``, ``progress`` and ``devices`` serve the
+        per-example diagnostics).
+    {shared parameters}
     splits : hidden layers of the signature, ``{name: (features_fn, head_fn)}``
         (:func:`geomrobust.measures.layer_splits`); None: the input layer only.
 

@@ -19,7 +19,9 @@ resumes where it stopped:
   overestimate ratio ``||r_DeepFool|| / ||r_min||``.
 
 Statistics exclude, and count, examples whose search did not converge and (when labels are
-given) examples the model misclassifies.
+given) examples the model misclassifies. The searches' per-example ``status`` codes
+(:class:`geomrobust.Status`, docs/api.md section 2) are saved with the other arrays, and the
+summary counts them by name (``status``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
+from geomrobust._status import Status
 from geomrobust.measures import (
     dct_subspaces,
     normalized_robustness,
@@ -46,6 +50,7 @@ from geomrobust.search._minimal import ratio_summary
 from ._common import (
     AnalysisResult,
     chunked,
+    compute_doc,
     inputs,
     predict,
     resolve_bounds,
@@ -59,6 +64,7 @@ METHODS = ("deepfool", "pgd", "sparsefool", "best")
 SUBSPACES = ("none", "dct", "random")
 
 
+@renamed(max_iter="deepfool_steps")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class MarginSettings:
     """The options that change the numbers (defaults: those of ``geomrobust margins``).
@@ -127,6 +133,7 @@ def dct_layout(input_shape, block: int | None, stride: int | None) -> tuple[int,
     return block or min(8, max(1, h // 4)), stride or (1 if h <= 28 else 2)
 
 
+@compute_doc
 def compute(
     classifier,
     data,
@@ -145,11 +152,7 @@ def compute(
     data : an ``ArrayDataset``, ``(x, y)`` or ``x``; without labels the searches start from
         the predicted labels (every example then counts as correctly classified).
     settings : :class:`MarginSettings`.
-    store : optional :class:`geomrobust.io.ChunkStore` cut with ``settings.chunk_size``.
-    progress : None, True (a bar) or a callable ``progress(n_examples)``.
-    devices : None, ``"all"``, an int or a list of devices (chunks dealt round-robin;
-        results identical to one device).
-    key : a PRNG key replacing ``jax.random.key(settings.key)`` (not with a store).
+    {shared parameters}
 
     Returns
     -------
@@ -213,8 +216,9 @@ def _deepfool(clf, x, y, pred, clean, s, run, key):
         "n_unconverged": int((~r["converged"]).sum()),
         "converged_fraction": float(r["converged"].mean()),
         "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
+        "status": Status.describe(r["status"]),
     }
-    keys = ("margin", "converged", "adv_label", "iterations", "perturbation")
+    keys = ("margin", "converged", "adv_label", "iterations", "perturbation", "status")
     return {f: r[f] for f in keys}, summary
 
 
@@ -229,7 +233,8 @@ def _best(clf, x, y, pred, clean, s, run, key):
             fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=chunk.size,
         )  # fmt: skip
         chunk.report(xc.shape[0])
-        out = {f: getattr(r, f) for f in ("margin", "converged", "adv_label", "found_by")}
+        fields = ("margin", "converged", "adv_label", "found_by", "status")
+        out = {f: getattr(r, f) for f in fields}
         out["margins"] = np.asarray(r.margins).T  # (C, S): chunks stack along examples
         out["deepfool_ratio"] = r.deepfool_ratio
         out["perturbation"] = r.perturbation
@@ -247,6 +252,7 @@ def _best(clf, x, y, pred, clean, s, run, key):
         "converged_fraction": float(r["converged"].mean()),
         "rho": normalized_robustness(r["margin"], x, ok, norm=s.p),
         "deepfool_ratio": ratio_summary(ratio),
+        "status": Status.describe(r["status"]),
         "found_by": {
             n: float(np.mean(r["found_by"][ok] == i)) if ok.any() else 0.0
             for i, n in enumerate(searches)
@@ -261,12 +267,16 @@ def _dct(clf, x, y, clean, s, run):
 
     def chunk(clf, xc, yc=None, *, chunk):  # (S, C) -> (C, S): chunks stack along examples
         r = subspace_margins(clf, xc, yc, bases, chunk_size=chunk.size, **_deepfool_kw(s))
-        return {f: np.asarray(getattr(r, f)).T for f in ("margin", "converged", "iterations")}
+        fields = ("margin", "converged", "iterations", "status")
+        return {f: np.asarray(getattr(r, f)).T for f in fields}
 
     r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="DCT bands", **run)
     r = {f: v.T for f, v in r.items()}
     bands = summarize_bands(r["margin"], r["converged"] & clean[None])
-    summary = {"block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict()}
+    summary = {
+        "block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict(),
+        "status": Status.describe(r["status"]),  # over every band and example
+    }  # fmt: skip
     if s.bounds is not None:  # a band whose search leaves the box has no boundary inside it:
         # its margin is a lower bound (larger than any feasible perturbation), not a number
         summary["n_no_boundary_in_box"] = (~r["converged"] & clean[None]).sum(axis=1).tolist()
@@ -287,12 +297,14 @@ def _random(clf, x, y, s, run, key):
             "minimal_margin": r.minimal_margin,
             "minimal_converged": r.minimal_converged,
             "ratio": np.asarray(r.ratio).T,
+            "status": np.asarray(r.status).T,
+            "minimal_status": r.minimal_status,
         }
 
     r = chunked(
         chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="random subspaces", **run
     )
-    for f in ("margin", "converged", "ratio"):
+    for f in ("margin", "converged", "ratio", "status"):
         r[f] = r[f].T  # (draws, N)
     ratio = r["ratio"]
     finite = ratio[np.isfinite(ratio)]
@@ -302,19 +314,23 @@ def _random(clf, x, y, s, run, key):
         "predicted_ratio": math.sqrt(d / m),
         "ratio_n_valid": int(finite.size),
         "ratio_n_excluded": int(ratio.size - finite.size),
+        "status": Status.describe(r["status"]),
+        "minimal_status": Status.describe(r["minimal_status"]),
     }
     return r, summary
 
 
 @partial(jax.jit, static_argnames=("norm", "steps", "bounds"))
 def _pgd_success(clf, key, eps, x, y, *, norm, steps, bounds):
-    """PGD success ``(C, E)`` of a chunk at every radius (one compilation per architecture,
-    shapes and attack settings)."""
+    """PGD success and status ``(C, E)`` of a chunk at every radius (one compilation per
+    architecture, shapes and attack settings)."""
 
     def one(e):
-        return pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds).success
+        r = pgd(clf, x, y, key=key, eps=e, norm=norm, steps=steps, bounds=bounds)
+        return r.success, r.status
 
-    return jax.lax.map(one, eps).T
+    success, status = jax.lax.map(one, eps)
+    return success.T, status.T
 
 
 def _pgd(clf, x, y, pred, clean, s, run, key):
@@ -325,16 +341,20 @@ def _pgd(clf, x, y, pred, clean, s, run, key):
 
     def chunk(clf, eps_arr, xc, yc, *, chunk):  # the chunk's own random starts
         k = jax.random.fold_in(key, chunk.start)
-        success = _pgd_success(clf, k, eps_arr, xc, yc, norm=s.p, steps=s.steps, bounds=bounds)
-        return {"success": success}
+        success, status = _pgd_success(clf, k, eps_arr, xc, yc, norm=s.p, steps=s.steps,
+                                       bounds=bounds)  # fmt: skip
+        return {"success": success, "status": status}
 
-    success = chunked(
-        chunk, (x, labels), (clf, eps_arr), chunk_size=s.chunk_size, desc="pgd", **run
-    )["success"].T  # fmt: skip  (E, N)
+    r = chunked(chunk, (x, labels), (clf, eps_arr), chunk_size=s.chunk_size, desc="pgd", **run)
+    success, status = r["success"].T, r["status"].T  # (E, N)
     accuracy = (clean[None, :] & ~success).mean(axis=1)
     epsilons = np.asarray(eps, np.float64)
-    summary = {"robust_accuracy": dict(zip(map(str, epsilons), map(float, accuracy), strict=True))}
-    return {"epsilons": epsilons, "accuracy": accuracy, "success": success}, summary
+    summary = {
+        "robust_accuracy": dict(zip(map(str, epsilons), map(float, accuracy), strict=True)),
+        "status": {str(e): Status.describe(c) for e, c in zip(epsilons, status, strict=True)},
+    }
+    arrays = {"epsilons": epsilons, "accuracy": accuracy, "success": success, "status": status}
+    return arrays, summary
 
 
 @partial(jax.jit, static_argnames=("lambda_", "overshoot", "bounds"))
@@ -357,6 +377,7 @@ def _sparsefool(clf, x, y, pred, clean, s, run, key):
         "sparsity": summarize(r["sparsity"], ok),
         "n_unconverged": int((~r["converged"]).sum()),
         "converged_fraction": float(r["converged"].mean()),
+        "status": Status.describe(r["status"]),
     }
-    keys = ("l1", "sparsity", "converged", "adv_label", "perturbation")
+    keys = ("l1", "sparsity", "converged", "adv_label", "perturbation", "status")
     return {f: r[f] for f in keys}, summary

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomrobust._deprecation import renamed
 from geomrobust.engine import track
 from geomrobust.measures import boundary_slice, principal_curvatures, random_orthogonal
 from geomrobust.models import as_classifier
@@ -60,6 +61,7 @@ PLANES: dict[str, Plane] = {
 FIELDS = ("labels", "logit_diff", "loss", "contour", "a", "b")
 
 
+@renamed(max_iter="deepfool_steps")  # old field names (docs/api.md)
 @dataclasses.dataclass(frozen=True)
 class SliceSettings:
     """The options that change the numbers (defaults: those of ``geomrobust slice``).

@@ -7,7 +7,8 @@ dispatch, :mod:`geomrobust.cli`).
 * argument types (:func:`positive_int`, :func:`positive_float`, :func:`seed`,
   :func:`parse_resize`, ...) raise :class:`argparse.ArgumentTypeError`, which argparse prints
   as one line with exit code 2;
-* :func:`add_model_data_args` adds the options every analysis command takes (checkpoint,
+* :func:`add_analysis_command` makes the parser of an analysis subcommand with
+  :func:`add_model_data_args`, the options every analysis command takes (checkpoint,
   dataset, split, number of examples, output directory, chunk size, PRNG key), with
   :func:`add_box_arg`, :func:`add_deepfool_args`, :func:`add_devices_arg`,
   :func:`add_resume_args` and :func:`add_distributed_args` for the commands that need them.
@@ -21,11 +22,14 @@ import math
 __all__ = [
     "DEFAULT_DATASET",
     "OneLineParser",
+    "add_analysis_command",
     "add_box_arg",
     "add_deepfool_args",
     "add_devices_arg",
     "add_distributed_args",
     "add_model_data_args",
+    "add_n_arg",
+    "add_resize_arg",
     "add_resume_args",
     "finite_float",
     "nonnegative_float",
@@ -135,21 +139,9 @@ def add_model_data_args(parser: argparse.ArgumentParser, *, checkpoint_required:
         default=None,
         help="TFDS data directory (None: $GEOMROBUST_DATA_DIR or ~/.cache/geomrobust/...)",
     )
-    g.add_argument(
-        "--resize",
-        metavar="S|HxW",
-        type=parse_resize,
-        default=None,
-        help="resize images to S×S or H×W; None means the checkpoint's setting",
-    )
+    add_resize_arg(g, "resize images to S×S or H×W; None means the checkpoint's setting")
     g.add_argument("--split", default="test", help="dataset split (a TFDS split name)")
-    g.add_argument(
-        "--n",
-        metavar="N",
-        type=positive_int,
-        default=None,
-        help="use the first N examples of the split (deterministic); None means all",
-    )
+    add_n_arg(g, "use the first N examples of the split (deterministic); None means all")
     g.add_argument("--out", metavar="DIR", default=None, help="directory for the results")
     g.add_argument(
         "--chunk-size",
@@ -186,6 +178,40 @@ def parse_box(text: str):
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise argparse.ArgumentTypeError(f"expected LO < HI, finite, got {text!r}")
     return (lo, hi)
+
+
+def add_n_arg(group, help: str) -> None:
+    """``--n N``: how many examples (a positive integer, default None; ``help`` says what
+    None means)."""
+    group.add_argument("--n", metavar="N", type=positive_int, default=None, help=help)
+
+
+def add_resize_arg(group, help: str) -> None:
+    """``--resize S|HxW`` (:func:`parse_resize`, default None; ``help`` says what None
+    means)."""
+    group.add_argument("--resize", metavar="S|HxW", type=parse_resize, default=None, help=help)
+
+
+def add_analysis_command(
+    subparsers, name: str, *, help: str, description: str, devices: bool, resume: bool
+) -> argparse.ArgumentParser:
+    """The parser of the analysis subcommand ``name`` (``geomrobust NAME``): the options of
+    :func:`add_model_data_args` and :func:`add_distributed_args`, with ``--devices``
+    (:func:`add_devices_arg`) and ``--restart`` (:func:`add_resume_args`) where asked; each
+    option's help shows its default."""
+    p = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = add_model_data_args(p)
+    if devices:
+        add_devices_arg(g)
+    if resume:
+        add_resume_args(p)
+    add_distributed_args(p)
+    return p
 
 
 def add_box_arg(group) -> None:

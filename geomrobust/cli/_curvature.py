@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ._args import (
+    add_analysis_command,
     add_box_arg,
     add_deepfool_args,
-    add_devices_arg,
-    add_distributed_args,
-    add_model_data_args,
-    add_resume_args,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -21,7 +18,8 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_analysis_command(
+        subparsers,
         "curvature",
         help="principal curvatures of the decision boundary at boundary points near the data",
         description=(
@@ -34,11 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "the top eigenvalues of the input-space loss Hessian. Writes results.npz, "
             "summary.json and PNG figures to --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        devices=True,
+        resume=True,
     )
-    add_devices_arg(add_model_data_args(p))
-    add_resume_args(p)
-    add_distributed_args(p)
     g = p.add_argument_group("curvature")
     g.add_argument("--num", type=positive_int, default=20, help="principal curvatures per point")
     g.add_argument(

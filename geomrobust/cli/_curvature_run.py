@@ -14,12 +14,11 @@ import numpy as np
 from geomrobust.analyses import CurvatureSettings, curvature
 from geomrobust.plot import plot_curvature_spectrum, plot_singular_values
 
-from ._errors import CLIError, user_errors, warnings_as_lines
+from ._errors import CLIError, user_errors
 from ._loading import cli_devices, load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, save_figure, write_results
-from ._processes import hold_run_out, start_processes, writes_outputs
-from ._progress import show_progress
+from ._outputs import compute_analysis, save_figure, write_results
+from ._processes import start_processes, writes_outputs
 from ._settings import settings_from_args
 
 __all__ = ["run"]
@@ -33,13 +32,9 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
         clf, data, meta = load_model_and_data(args)
         settings = settings_from_args(CurvatureSettings, args).check(data.images.shape[1:])
     out = Path(args.out or "curvature_results")
-    hold_run_out(outputs, out, args)  # another run into the same --out stops here
-    n = int(data.images.shape[0])
-    store = open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
-    with user_errors(1), warnings_as_lines("curvature"):
-        arrays, summary = curvature.compute(
-            clf, data, settings, store=store, progress=show_progress(), devices=devs
-        )
+    arrays, summary = compute_analysis(
+        curvature, "curvature", clf, data, settings, meta, args, outputs, out, devices=devs
+    )
     if summary["num_boundary_points"] == 0:
         raise CLIError("no boundary point found", 1)
     summary = {"command": "curvature", **summary, "metadata": meta}

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 
 from ._args import (
-    add_distributed_args,
-    add_model_data_args,
-    add_resume_args,
+    add_analysis_command,
     finite_float,
     positive_float,
     positive_int,
@@ -34,15 +32,14 @@ DEFAULT_WHAT = ("thickness", "signature", "linearity", "rho")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_analysis_command(
+        subparsers,
         "diagnose",
         help="robustness diagnostics: thickness, margin signature, local linearity, rho",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        devices=False,
+        resume=True,
     )
-    add_model_data_args(p)
-    add_resume_args(p)
-    add_distributed_args(p)
     p.add_argument(
         "--what", choices=WHAT, nargs="+", default=list(DEFAULT_WHAT),
         help="diagnostics to compute",

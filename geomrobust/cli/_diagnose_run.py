@@ -14,12 +14,11 @@ from geomrobust.analyses import DiagnoseSettings, diagnose
 from geomrobust.measures import layer_splits
 from geomrobust.train import load_checkpoint
 
-from ._errors import user_errors, warnings_as_lines
+from ._errors import user_errors
 from ._loading import load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, write_results
-from ._processes import hold_run_out, start_processes, writes_outputs
-from ._progress import show_progress
+from ._outputs import compute_analysis, write_results
+from ._processes import start_processes, writes_outputs
 from ._settings import settings_from_args
 
 __all__ = ["run"]
@@ -31,14 +30,10 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
         clf, data, meta = load_model_and_data(args)
         settings = settings_from_args(DiagnoseSettings, args).validate()
     splits = _splits(args) if "signature" in settings.what else None
-    if args.out:
-        hold_run_out(outputs, args.out, args)  # another run into the same --out stops here
-    n = int(data.images.shape[0])
-    store = open_run_store(args.out, settings, args, meta, n) if args.out else None
-    with user_errors(1), warnings_as_lines("diagnose"):
-        arrays, summary = diagnose.compute(
-            clf, data, settings, store=store, splits=splits, progress=show_progress()
-        )
+    out = args.out or None  # without --out: nothing stored, nothing written
+    arrays, summary = compute_analysis(
+        diagnose, "diagnose", clf, data, settings, meta, args, outputs, out, splits=splits
+    )
     summary = {"checkpoint": meta["checkpoint_path"], **summary}
     if not writes_outputs(args):  # --distributed: process 0 prints and writes
         return 0

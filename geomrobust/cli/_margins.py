@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ._args import (
+    add_analysis_command,
     add_box_arg,
     add_deepfool_args,
-    add_devices_arg,
-    add_distributed_args,
-    add_model_data_args,
-    add_resume_args,
     positive_float,
     positive_int,
 )
@@ -20,7 +17,8 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_analysis_command(
+        subparsers,
         "margins",
         help="margins (DeepFool), attacks (PGD, SparseFool) and subspace margins",
         description=(
@@ -30,11 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "bands (Hold me tight!) or random subspaces. Writes results.npz, summary.json "
             "and PNG plots to --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        devices=True,
+        resume=True,
     )
-    add_devices_arg(add_model_data_args(p))
-    add_resume_args(p)
-    add_distributed_args(p)
     g = p.add_argument_group("method")
     g.add_argument(
         "--method",

@@ -13,12 +13,11 @@ from pathlib import Path
 from geomrobust import plot
 from geomrobust.analyses import MarginSettings, margins
 
-from ._errors import user_errors, warnings_as_lines
+from ._errors import user_errors
 from ._loading import cli_devices, load_model_and_data
 from ._locks import OutputLocks
-from ._outputs import open_run_store, save_figure, write_results
-from ._processes import hold_run_out, start_processes, writes_outputs
-from ._progress import show_progress
+from ._outputs import compute_analysis, save_figure, write_results
+from ._processes import start_processes, writes_outputs
 from ._settings import settings_from_args
 
 __all__ = ["run"]
@@ -33,13 +32,9 @@ def run(args: argparse.Namespace, outputs: OutputLocks) -> int:
     with user_errors(1):
         clf, data, meta = load_model_and_data(args)
     out = Path(args.out or f"runs/margins-{args.method}-{args.norm}-{args.subspaces}")
-    hold_run_out(outputs, out, args)  # another run into the same --out stops here
-    n = int(data.images.shape[0])
-    store = open_run_store(out, settings, args, meta, n)  # an interrupted run resumes there
-    with user_errors(1), warnings_as_lines("margins"):
-        arrays, summary = margins.compute(
-            clf, data, settings, store=store, progress=show_progress(), devices=devs
-        )
+    arrays, summary = compute_analysis(
+        margins, "margins", clf, data, settings, meta, args, outputs, out, devices=devs
+    )
     summary["model"] = meta
     if not writes_outputs(args):  # --distributed: process 0 writes
         return 0
@@ -123,4 +118,8 @@ def _headline(summary: dict) -> str:
         )
     if "sparsity" in summary and summary["sparsity"].get("n_valid"):
         s += f", median changed fraction {summary['sparsity']['median']:.3g}"
+    status = summary.get("status", {})  # the searches' codes by name (one search: flat)
+    failed = {k: v for k, v in status.items() if k != "SUCCESS" and isinstance(v, int)}
+    if failed:
+        s += ", not converged: " + ", ".join(f"{k} {v}" for k, v in failed.items())
     return s

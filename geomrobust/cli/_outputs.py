@@ -7,7 +7,9 @@ the record and the settings of a run.
 * :func:`open_run_store` makes a long run resumable: its results are written per chunk
   (``OUT/chunks``, :class:`geomrobust.io.ChunkStore`) and the same command resumes after an
   interruption; other settings refuse unless ``--restart``;
-* with ``--distributed``, each process has its own store (:mod:`geomrobust.cli._processes`).
+* with ``--distributed``, each process has its own store (:mod:`geomrobust.cli._processes`);
+* :func:`compute_analysis` runs an analysis' ``compute`` with all of that: ``--out`` held
+  against another run, the store, the progress bar, warnings as one line each.
 """
 
 from __future__ import annotations
@@ -27,11 +29,21 @@ from geomrobust import __version__
 from geomrobust.analyses import settings_record
 from geomrobust.io import atomic_write, open_chunk_store, save_json, save_npz
 
-from ._errors import CLIError, os_message, user_errors
-from ._processes import agree_all, layout, other_layouts, remove_store, store_folder
+from ._errors import CLIError, os_message, user_errors, warnings_as_lines
+from ._locks import OutputLocks
+from ._processes import (
+    agree_all,
+    hold_run_out,
+    layout,
+    other_layouts,
+    remove_store,
+    store_folder,
+)
+from ._progress import show_progress
 from ._settings import options_record
 
 __all__ = [
+    "compute_analysis",
     "open_run_store",
     "save_figure",
     "write_results",
@@ -89,7 +101,43 @@ def open_run_store(out: Path, settings, args: argparse.Namespace, meta: Mapping,
     if error is not None:
         raise error
     with user_errors(1):
-        return open_chunk_store(store_folder(out, i, p), record, overwrite=bool(args.restart))
+        return open_chunk_store(
+            store_folder(out, i, p),
+            record,
+            overwrite=bool(args.restart),
+            renamed=getattr(type(settings), "__renamed__", None),  # an older release's run
+        )
+
+
+def compute_analysis(
+    analysis,
+    command: str,
+    clf,
+    data,
+    settings,
+    meta: Mapping,
+    args: argparse.Namespace,
+    outputs: OutputLocks,
+    out: Path | None,
+    **options,
+):
+    """``analysis.compute(clf, data, settings, ...)`` for the subcommand ``command``.
+
+    With an ``out`` folder, the folder is held (:func:`hold_run_out`: another run into the
+    same ``--out`` stops here) and the results are written per chunk to the resumable store
+    of :func:`open_run_store` (an interrupted run resumes there); without, nothing is stored.
+    Bad inputs are a :class:`CLIError` with exit code 1, warnings one line each
+    (:func:`warnings_as_lines`), with the progress bar of :func:`show_progress`. ``options``
+    go to ``compute`` as they are (``devices``, ``splits``). Returns ``(arrays, summary)``.
+    """
+    store = None
+    if out is not None:
+        hold_run_out(outputs, out, args)
+        store = open_run_store(out, settings, args, meta, int(data.images.shape[0]))
+    with user_errors(1), warnings_as_lines(command):
+        return analysis.compute(
+            clf, data, settings, store=store, progress=show_progress(), **options
+        )
 
 
 def write_results(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_distributed_args, parse_resize, positive_int, seed
+from ._args import add_distributed_args, add_n_arg, add_resize_arg, seed
 from ._dispatch import Implementation
 
 __all__ = ["add_parser"]
@@ -58,21 +58,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "standard + PGD-AT models",
     )
     p.add_argument("--out", metavar="DIR", default="geomrobust-report", help="output directory")
-    p.add_argument(
-        "--n",
-        metavar="N",
-        type=positive_int,
-        default=None,
-        help="held-out examples to analyse; None means 100 (32 with --quick)",
-    )
+    add_n_arg(p, "held-out examples to analyse; None means 100 (32 with --quick)")
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute")
-    p.add_argument(
-        "--resize",
-        metavar="S|HxW",
-        type=parse_resize,
-        default=None,
-        help="resize images; None means 16 for digits (8 with --quick), or the "
-        "checkpoint's setting",
+    add_resize_arg(
+        p, "resize images; None means 16 for digits (8 with --quick), or the checkpoint's setting"
     )
     p.add_argument(
         "--cache-dir",

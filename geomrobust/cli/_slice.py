@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ._args import (
+    add_analysis_command,
     add_deepfool_args,
-    add_distributed_args,
-    add_model_data_args,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -20,7 +19,8 @@ PLANES = ("adversarial", "principal", "tangent")  # the planes of geomrobust.ana
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p = add_analysis_command(
+        subparsers,
         "slice",
         help="2-D slices of the decision boundary and the loss around examples",
         description=(
@@ -31,10 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "direction. Writes labels, logit differences and losses on an R x R grid to "
             "results.npz, a summary.json and PNG figures."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        devices=False,
+        resume=False,
     )
-    add_model_data_args(p)
-    add_distributed_args(p)
     g = p.add_argument_group("slices")
     g.add_argument(
         "--index",

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from .._deprecation import upgrade_record
 from ._files import (
     LOCK_FILE,
     CorruptFileError,
@@ -285,7 +286,11 @@ def _foreign(root: Path) -> list[str]:
 
 
 def open_chunk_store(
-    folder: str | os.PathLike, settings: Mapping, *, overwrite: bool = False
+    folder: str | os.PathLike,
+    settings: Mapping,
+    *,
+    overwrite: bool = False,
+    renamed: Mapping[str, str] | None = None,
 ) -> ChunkStore:
     """Open (or create) the chunk store in ``folder`` for a run with ``settings``.
 
@@ -295,6 +300,9 @@ def open_chunk_store(
     settings : JSON-serializable dict of everything that changes the results: the options,
         the data selection, the checkpoint hash, the PRNG seed and the chunk size.
     overwrite : discard chunks computed with other settings instead of refusing.
+    renamed : settings keys renamed since an earlier release, ``{old: new}`` (a settings
+        class's ``__renamed__``, :func:`geomrobust._deprecation.renamed`): a folder written
+        under the old names with the same values resumes (its chunks keep their digest).
 
     Raises
     ------
@@ -331,6 +339,8 @@ def open_chunk_store(
                 raise
             old = None
         if old is not None and old.get("settings_sha256") != digest:
+            if renamed and _same_after_renames(old, canon, renamed):
+                return ChunkStore(root, old["settings"], old["settings_sha256"])
             if not overwrite:
                 raise SettingsMismatchError(
                     f"{root} holds results computed with other settings "
@@ -351,6 +361,17 @@ def open_chunk_store(
             _remove_own_chunks(root)
         save_json(meta_path, record)
     return ChunkStore(root, canon, digest)
+
+
+def _same_after_renames(old: Mapping, canon: Mapping, renamed: Mapping[str, str]) -> bool:
+    """Whether ``old`` (a ``store.json`` record) holds ``canon`` under old key names, its
+    digest being that of its own settings (so its chunks are what it says)."""
+    saved = old.get("settings")
+    if not isinstance(saved, dict) or not set(saved) & set(renamed):
+        return False
+    if old.get("settings_sha256") != settings_hash(saved):
+        return False
+    return settings_hash(upgrade_record(saved, renamed)) == settings_hash(canon)
 
 
 def _as_dict(v) -> dict:

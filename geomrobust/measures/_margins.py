@@ -32,7 +32,10 @@ class RandomSubspaceMargins(NamedTuple):
     ``m``-dimensional subspaces (``inf`` where not converged); minimal_margin,
     minimal_converged : ``(N,)`` unconstrained DeepFool; ratio : ``(num_draws, N)``
     subspace / minimal margin, NaN where either is not converged; median_ratio : median of
-    the valid ratios; predicted_ratio : ``sqrt(D / m)``."""
+    the valid ratios; predicted_ratio : ``sqrt(D / m)``; status ``(num_draws, N)``,
+    minimal_status ``(N,)`` : the int8 :class:`geomrobust.Status` of the subspace and the
+    unconstrained searches (``converged == (status == Status.SUCCESS)``, likewise
+    ``minimal_converged``)."""
 
     dim: int
     margin: Array
@@ -42,6 +45,8 @@ class RandomSubspaceMargins(NamedTuple):
     ratio: Array
     median_ratio: float
     predicted_ratio: float
+    status: Array
+    minimal_status: Array
 
 
 def random_subspace_margins(
@@ -78,13 +83,14 @@ def random_subspace_margins(
     clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
     minimal = deepfool_dataset(clf, x, y, **deepfool_kw)
-    margins, conv = [], []
+    margins, conv, codes = [], [], []
     for i in range(num_draws):
         g = jax.random.normal(jax.random.fold_in(key, i), (d, dim), x.dtype)
         s = jnp.linalg.qr(g)[0]
         res = deepfool_dataset(clf, x, y, subspace=s, **deepfool_kw)
         margins.append(res.margin)
         conv.append(res.converged)
+        codes.append(res.status)
     margin = jnp.stack(margins)
     converged = jnp.stack(conv)
     valid = converged & minimal.converged[None] & (minimal.margin[None] > 0)
@@ -99,6 +105,8 @@ def random_subspace_margins(
         ratio=ratio,
         median_ratio=float(np.median(r)) if r.size else float("nan"),
         predicted_ratio=math.sqrt(d / dim),
+        status=jnp.stack(codes),
+        minimal_status=minimal.status,
     )
 
 

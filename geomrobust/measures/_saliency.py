@@ -64,13 +64,16 @@ class Alignment(NamedTuple):
 
 class Synthesis(NamedTuple):
     """images ``(S, K, *s)``: from seed ``s`` towards class ``k``; success ``(S, K)`` bool:
-    classified as ``k``; confidence ``(S, K)`` the softmax probability of ``k``; classes
-    ``(K,)``."""
+    classified as ``k`` (a non-finite logit row never is); confidence ``(S, K)`` the softmax
+    probability of ``k``; classes ``(K,)``; status ``(S, K)`` int8
+    :class:`geomrobust.Status` of the targeted attack (``success == (status ==
+    Status.SUCCESS)``; ``NONFINITE`` or ``NOT_FOUND``, as :class:`geomrobust.AttackResult`)."""
 
     images: Array
     success: Array
     confidence: Array
     classes: Array
+    status: Array
 
 
 def _labels(clf, x, y, k):
@@ -251,6 +254,6 @@ def class_synthesis(
     conf = jnp.take_along_axis(p, target[:, None], axis=-1)[:, 0]
     shape = (s, classes.size)
     return Synthesis(
-        res.adversarial.reshape(shape + seeds.shape[1:]), (res.adv_label == target).reshape(shape),
-        conf.reshape(shape), jnp.asarray(classes),
+        res.adversarial.reshape(shape + seeds.shape[1:]), res.success.reshape(shape),
+        conf.reshape(shape), jnp.asarray(classes), res.status.reshape(shape),
     )  # fmt: skip

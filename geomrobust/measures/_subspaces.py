@@ -75,12 +75,15 @@ def dct_subspaces(input_shape, block: int = 8, stride: int = 1, *, dtype=np.floa
 class SubspaceMargins(NamedTuple):
     """margin : ``(n_subspaces, N)`` DeepFool margin inside each subspace (``inf`` where not
     converged); converged : ``(n_subspaces, N)`` bool; iterations : ``(n_subspaces, N)``;
-    dims : ``(n_subspaces,)`` subspace dimensions ``s``."""
+    dims : ``(n_subspaces,)`` subspace dimensions ``s``; status : ``(n_subspaces, N)`` int8
+    :class:`geomrobust.Status` of each DeepFool search (``converged == (status ==
+    Status.SUCCESS)``; ``NOT_FOUND``: no boundary within reach inside the subspace)."""
 
     margin: Array
     converged: Array
     iterations: Array
     dims: Array
+    status: Array
 
 
 def subspace_margins(
@@ -129,6 +132,7 @@ def subspace_margins(
         converged=jnp.stack([r.converged for r in results]),
         iterations=jnp.stack([r.iterations for r in results]),
         dims=jnp.asarray([np.shape(s)[1] for s in subspaces]),
+        status=jnp.stack([r.status for r in results]),
     )
 
 

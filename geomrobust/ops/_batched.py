@@ -96,4 +96,4 @@ def batch_hvp(
     def one(xi, yi, ki, vi):
         return hvp(logit_difference(logits_fn, yi, ki), xi, vi)
 
-    return chunked_vmap(one, chunk_size)(x, y, k, v)
+    return chunked_vmap(one, chunk_size=chunk_size)(x, y, k, v)

@@ -19,23 +19,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._deprecation import deprecated_alias
-from ..engine import map_chunks
+from ..engine import CHUNK_SIZE, map_chunks
+
+_POSITIONAL = object()  # no positional chunk_size given (the old form, deprecated)
 
 __all__ = ["chunked_vmap", "map_in_chunks", "pad_to_multiple"]
 
 
-def chunked_vmap(fn: Callable, chunk_size: int | None = None) -> Callable:
+def chunked_vmap(
+    fn: Callable, _chunk_size=_POSITIONAL, /, *, chunk_size: int | None = CHUNK_SIZE
+) -> Callable:
     """``vmap(fn)`` over the leading axis of every argument, ``chunk_size`` examples at a time.
 
-    ``chunk_size=None`` is a plain ``vmap``. Results are identical to ``vmap(fn)``.
+    Parameters
+    ----------
+    fn : the per-example function.
+    chunk_size : examples per ``lax.map`` batch (default :data:`geomrobust.engine.CHUNK_SIZE`,
+        docs/api.md); None is a plain ``vmap``. A positional ``chunk_size`` (the old form)
+        works for one release with a ``DeprecationWarning``.
+
+    Returns
+    -------
+    The mapped function; its results are identical to ``vmap(fn)``'s.
     """
+    if _chunk_size is not _POSITIONAL:
+        deprecated_alias("a positional chunk_size", "chunked_vmap(fn, chunk_size=...)")
+        chunk_size = _chunk_size
     if chunk_size is None:
         return jax.vmap(fn)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
 
     def mapped(*args):
-        return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk_size)
+        return jax.lax.map(lambda a: fn(*a), args, batch_size=int(chunk_size))
 
     return mapped
 

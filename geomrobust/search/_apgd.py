@@ -25,7 +25,7 @@ from jax import Array
 from .._deprecation import renamed
 from .._validation import all_concrete, check_classifier, check_key, check_positive, is_concrete
 from ..models import as_classifier
-from ._attacks import AttackResult
+from ._attacks import AttackResult, attack_status
 from ._fmn import (
     best_other,
     bounds_pair,
@@ -364,8 +364,9 @@ def _apgd_final(clf, x, y, carry):
     z = jnp.where(rows(success, x.ndim), adv, best)
     logits = clf(z)
     label = jnp.argmax(logits, -1).astype(jnp.int32)
-    success = success & (label != y) & finite_rows(logits)
-    return AttackResult(z - x, z, success, label)
+    finite = finite_rows(logits)
+    success = success & (label != y) & finite
+    return AttackResult(z - x, z, success, label, attack_status(success, finite))
 
 
 @partial(jax.jit, static_argnames=("static", "restarts"))
@@ -537,7 +538,8 @@ def square_result(state: SquareState) -> AttackResult:
     """The :class:`AttackResult` at the current point (a non-finite logit row is never a
     success)."""
     success = (state.label != state.y) & state.finite
-    return AttackResult(state.z - state.x, state.z, success, state.label)
+    return AttackResult(state.z - state.x, state.z, success, state.label,
+                        attack_status(success, state.finite))  # fmt: skip
 
 
 class _SquareStatic(NamedTuple):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._status import status_codes
 from .._validation import (
     check_bounds,
     check_key,
@@ -46,12 +47,23 @@ __all__ = [
 class AttackResult(NamedTuple):
     """perturbation ``(N, *s)`` (``adversarial - x``, inside the ball and the box);
     adversarial ``(N, *s)``; success ``(N,)`` bool (label != y, or == target when targeted);
-    adv_label ``(N,)`` int32, the label at ``adversarial``."""
+    adv_label ``(N,)`` int32, the label at ``adversarial``; status ``(N,)`` int8
+    :class:`geomrobust.Status` (``success == (status == Status.SUCCESS)``): ``NONFINITE`` a
+    non-finite logit row at ``adversarial``, ``NOT_FOUND`` no adversarial point found inside
+    the radius (the attack ran its whole budget: a fixed-radius attack has no other way to
+    end)."""
 
     perturbation: Array
     adversarial: Array
     success: Array
     adv_label: Array
+    status: Array
+
+
+def attack_status(success: Array, finite: Array) -> Array:
+    """The status of a fixed-radius attack: ``SUCCESS``, ``NONFINITE`` (a non-finite logit
+    row at the returned point) or ``NOT_FOUND``."""
+    return status_codes(success, ~finite)
 
 
 def _loss_grad(logits_fn, x, y, target):
@@ -89,7 +101,9 @@ def _finish(logits_fn, x, adv, y, target) -> AttackResult:
     logits = logits_fn(adv)
     label = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     success = label != y if target is None else label == target
-    return AttackResult(adv - x, adv, success & finite_rows(logits), label)
+    finite = finite_rows(logits)
+    success = success & finite
+    return AttackResult(adv - x, adv, success, label, attack_status(success, finite))
 
 
 def _clip(v, bounds):
@@ -196,7 +210,8 @@ def pgd(
     concrete inputs ``loop="auto"`` (the CPU backend) or ``"host"`` runs the kernels
     :func:`pgd_init` / :func:`pgd_step` / :func:`pgd_result` as a host loop of jitted steps
     (:mod:`geomrobust.search._loop`); ``"device"`` and any traced input run the
-    ``fori_loop`` form. A non-finite logit row at the returned point is never a success.
+    ``fori_loop`` form. A non-finite logit row at the returned point is never a success
+    (``status`` ``NONFINITE``; ``NOT_FOUND`` where no adversarial point was found).
 
     Input checks as :func:`fgsm`: with ``bounds``, an ``x`` outside the box (beyond
     ``max(1e-6 (hi - lo), 8 eps max(|lo|, |hi|))``) raises ``ValueError`` (clipping it would

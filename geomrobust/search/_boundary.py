@@ -18,6 +18,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import status_codes
 from .._validation import check_batch, check_labels, search_inputs
 from ..engine import CHUNK_SIZE
 from ..models import as_classifier
@@ -44,6 +45,11 @@ class BoundaryPoints(NamedTuple):
         gradient vanishes or the example did not converge).
     grad_norm : ``(N,)``, ``||∇F_k(z)||``.
     converged : ``(N,)`` bool: valid bracket, the tolerance reached, finite nonzero gradient.
+    status : ``(N,)`` int8 :class:`geomrobust.Status` (``converged == (status ==
+        Status.SUCCESS)``): ``NONFINITE`` a non-finite logit gap at ``x``, ``x_adv`` or a
+        midpoint, or a non-finite gradient at ``z``; ``MAX_STEPS`` the bisection budget ran
+        out; ``NOT_FOUND`` no valid bracket (``x_adv`` not of another class than ``y``, or
+        ``F_k(x) >= 0``), or a zero gradient at ``z`` (no normal).
     """
 
     z: Array
@@ -52,6 +58,7 @@ class BoundaryPoints(NamedTuple):
     normal: Array
     grad_norm: Array
     converged: Array
+    status: Array
 
 
 class BisectionState(NamedTuple):
@@ -182,7 +189,9 @@ def refine_boundary(
     BoundaryPoints
         ``z``, ``y``, ``k``, unit ``normal`` ``∇F_k(z)/||∇F_k(z)||``, ``grad_norm``,
         ``converged`` (False: no valid bracket (``k == y``, ``F_k(x) >= 0``), non-finite
-        values, ``steps`` reached, or a zero gradient at ``z``).
+        values, ``steps`` reached, or a zero gradient at ``z``), and ``status`` saying which:
+        ``NOT_FOUND`` (no bracket, zero gradient), ``NONFINITE``, ``MAX_STEPS``; ``SUCCESS``
+        where converged.
     """
     check_batch(x_adv, "x_adv")
     if tuple(x_adv.shape) != tuple(x.shape):
@@ -255,7 +264,12 @@ def _r_result(clf, settings, st: _RefineState, max_steps):
     normal = jnp.where(good.reshape(shape), g / jnp.where(good, gn, 1).reshape(shape), 0)
     converged = st.bisection.converged & good
     z = jnp.where(converged.reshape(shape), z, x_adv)
-    return BoundaryPoints(z, y, k, normal, jnp.where(good, gn, 0), converged)
+    bis = st.bisection
+    # the last F evaluated ends a row when it is not finite; a non-finite F at x makes the
+    # bracket's scale max(|F(x)|, |F(x_adv)|) non-finite (that row never starts)
+    nonfinite = ~jnp.isfinite(bis.F) | ~jnp.isfinite(bis.scale) | ~jnp.isfinite(gn)
+    status = status_codes(converged, nonfinite, ~bis.done)
+    return BoundaryPoints(z, y, k, normal, jnp.where(good, gn, 0), converged, status)
 
 
 REFINE = Method("refine_boundary", _r_init, _r_step, _r_done, _r_result)

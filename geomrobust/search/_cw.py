@@ -25,6 +25,7 @@ from ..engine import CHUNK_SIZE
 from ..models import as_classifier
 from ._deepfool import MarginResult
 from ._fmn import (
+    best_found_result,
     best_other,
     bounds_pair,
     check_common,
@@ -52,7 +53,9 @@ class CWState(NamedTuple):
     int32; check_loss : the objective at the last early-abort check ``(N,)``; found : an
     adversarial point was met with the current ``c`` ``(N,)`` bool; best, best_norm,
     best_label : the smallest adversarial perturbation so far; done, converged : ``(N,)``
-    bool; iterations : ``(N,)`` int32 (all steps, every constant).
+    bool; iterations : ``(N,)`` int32 (all steps, every constant); finite : the last
+    evaluation's logits and gradient were finite ``(N,)`` (False ends the row: its status is
+    ``NONFINITE``).
     """
 
     x: Array
@@ -74,6 +77,7 @@ class CWState(NamedTuple):
     done: Array
     converged: Array
     iterations: Array
+    finite: Array
 
 
 class CWInfo(NamedTuple):
@@ -139,6 +143,7 @@ def cw_init(
         done=adv | ~finite,
         converged=adv,
         iterations=jnp.zeros((n,), jnp.int32),
+        finite=finite,
     )
 
 
@@ -235,6 +240,7 @@ def cw_step(
         done=~finite | (end & (state.rounds + 1 >= binary_steps)),
         converged=jnp.isfinite(best_norm),
         iterations=state.iterations + 1,
+        finite=finite,
     )
     out = jax.tree.map(lambda a, b: jnp.where(rows(active, a.ndim), a, b), new, state)
     return out, CWInfo(loss=per, adversarial=adv)
@@ -242,11 +248,9 @@ def cw_step(
 
 def cw_result(state: CWState) -> MarginResult:
     """The :class:`MarginResult` of a C&W state (the smallest adversarial point met)."""
-    conv = state.converged & jnp.isfinite(state.best_norm)
-    pert = jnp.where(rows(conv, state.x.ndim), state.best, 0)
-    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
-    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
-    return MarginResult(pert, margin, conv, adv, state.iterations)
+    # every constant tried (or the search interrupted) without an adversarial point: the
+    # budget ran out (MAX_STEPS); a non-finite evaluation ended the row: NONFINITE
+    return best_found_result(state, 0, True)
 
 
 class _Static(NamedTuple):
@@ -329,7 +333,9 @@ def cw_l2(
     -------
     MarginResult
         ``margin = ||z - x||_2`` (``inf`` where no adversarial point was met), misclassified
-        examples margin 0, ``iterations`` the steps taken.
+        examples margin 0, ``iterations`` the steps taken; ``status`` ``SUCCESS`` (``==
+        converged``), ``NONFINITE`` or ``MAX_STEPS`` (every constant tried without an
+        adversarial point).
     """
     clf = as_classifier(logits_fn)
     _, x = check_common(clf, x, y, 2, bounds, norms=(2.0,))

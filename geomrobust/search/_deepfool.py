@@ -31,6 +31,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import STATUS_DTYPE, status_codes
 from .._validation import (
     check_bounds,
     check_labels,
@@ -61,6 +62,11 @@ class MarginResult(NamedTuple):
         boundary at ``x``: margin 0).
     adv_label : ``(N,)`` int32, the label at ``x + perturbation``; ``-1`` where not converged.
     iterations : ``(N,)`` int32, DeepFool steps taken (0 for misclassified examples).
+    status : ``(N,)`` int8 :class:`geomrobust.Status` (``converged == (status ==
+        Status.SUCCESS)``): ``NONFINITE`` a non-finite logit or gradient row at the last
+        iterate, ``MAX_STEPS`` the step budget ran out, ``NOT_FOUND`` the search ended without
+        a label change (zero gradients: no boundary within reach; in a box, no crossing with
+        room to spare; FMN: no adversarial point reachable).
     """
 
     perturbation: Array
@@ -68,6 +74,7 @@ class MarginResult(NamedTuple):
     converged: Array
     adv_label: Array
     iterations: Array
+    status: Array
 
 
 class DeepFoolState(NamedTuple):
@@ -314,7 +321,10 @@ def deepfool_result(state: DeepFoolState, norm=2) -> MarginResult:
     flat = pert.reshape(pert.shape[0], -1)
     margin = jnp.where(conv, lp_norm(flat, p), jnp.asarray(jnp.inf, pert.dtype))
     adv = jnp.where(conv, _adv_label(state.logits, state.y), -1).astype(jnp.int32)
-    return MarginResult(pert, margin, conv, adv, state.iterations)
+    # the state keeps the logits and gradients that ended a row (a non-finite evaluation
+    # stops it), and a row still running was cut by the step budget
+    status = status_codes(conv, ~_finite_rows(state.logits, state.grads), ~state.done)
+    return MarginResult(pert, margin, conv, adv, state.iterations, status)
 
 
 def _adv_label(logits: Array, y: Array) -> Array:
@@ -373,7 +383,12 @@ def _box_finalize(logits_fn, x, y, res: MarginResult, overshoot, bounds, p) -> M
     lab_o = jnp.argmax(lo, -1).astype(jnp.int32)
     lab_e = jnp.argmax(le, -1).astype(jnp.int32)
     adv = jnp.where(ok_e, lab_e, jnp.where(ok_o, lab_o, jnp.where(moved, -1, res.adv_label)))
-    return MarginResult(pert, margin.astype(x.dtype), conv, adv.astype(jnp.int32), res.iterations)
+    # a point that crosses with room neither as found nor extended: NOT_FOUND (NONFINITE
+    # where either re-evaluation is not finite)
+    failed = status_codes(False, ~(_finite_rows(lo) & _finite_rows(le)))
+    status = jnp.where(moved & ~conv, failed, res.status).astype(STATUS_DTYPE)
+    return MarginResult(pert, margin.astype(x.dtype), conv, adv.astype(jnp.int32), res.iterations,
+                        status)  # fmt: skip
 
 
 def _validate(logits_fn, x, y, norm, overshoot, steps, candidates, subspace, bounds):

@@ -37,6 +37,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import STATUS_DTYPE, Status
 from .._validation import all_concrete
 from ..engine import CHUNK_SIZE, map_chunks, track
 from ..models import as_classifier
@@ -95,6 +96,7 @@ def _slots_start(clf, X, Y, n_valid, *, slots, has_y, candidates, with_out):
             converged=jnp.zeros((m,), bool),
             adv_label=jnp.full((m,), -1, jnp.int32),
             iterations=jnp.zeros((m,), jnp.int32),
+            status=jnp.full((m,), Status.MAX_STEPS, STATUS_DTYPE),
         )
         carry = (*carry, out)
     return carry
@@ -226,6 +228,7 @@ def _run_chunk(clf, overshoot, steps, subspace, lo, hi, X, Y, *, chunk, slots, l
         converged=np.zeros((m,), bool),
         adv_label=np.full((m,), -1, np.int32),
         iterations=np.zeros((m,), np.int32),
+        status=np.full((m,), Status.MAX_STEPS, STATUS_DTYPE),
     )
 
     def sink(where, res):  # where: example index within the chunk, m where not finished
@@ -472,7 +475,9 @@ def deepfool(
         scale: the step arithmetic is normalized by a power of two near ``max |∇F_k|``, so
         logits scaled by ``1e±20`` in float32 give the unscaled margins. Zero gradients
         (no reachable boundary) or non-finite logits give converged False without affecting
-        the other examples.
+        the other examples. ``status`` (int8 :class:`geomrobust.Status`) says why per
+        example: ``SUCCESS`` (``== converged``), ``NONFINITE``, ``MAX_STEPS`` (``steps`` ran
+        out) or ``NOT_FOUND`` (zero gradients; with ``bounds``, no crossing with room).
     """
     clf = as_classifier(logits_fn)
     if all_concrete(clf, x, y, subspace, bounds, overshoot):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._status import status_codes
 from .._validation import check_bounds, check_labels, check_positive, search_inputs
 from ..engine import CHUNK_SIZE
 from ..models import as_classifier
@@ -134,6 +135,21 @@ def check_steps(value, name: str) -> int:
     return int(value)
 
 
+def best_found_result(state, fallback, out_of_budget) -> MarginResult:
+    """The :class:`MarginResult` of a search that keeps the smallest adversarial perturbation
+    it met (``state.best``, ``best_norm``, ``best_label``: FMN, C&W): where none was found,
+    the perturbation is ``fallback`` (non-finite entries zeroed), ``margin = inf`` and
+    ``adv_label = -1``; ``status`` from :func:`geomrobust._status.status_codes` with
+    ``state.finite`` and ``out_of_budget`` (where the search still ran, or every row)."""
+    conv = state.converged & jnp.isfinite(state.best_norm)
+    pert = jnp.where(rows(conv, state.x.ndim), state.best, fallback)
+    pert = jnp.where(jnp.isfinite(pert), pert, 0)
+    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
+    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
+    status = status_codes(conv, ~state.finite, out_of_budget)
+    return MarginResult(pert, margin, conv, adv, state.iterations, status)
+
+
 def labels_or_predicted(logits_fn, x, y):
     if y is None:
         return jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
@@ -151,7 +167,8 @@ class FMNState(NamedTuple):
     adaptive norm constraint ``(N,)``; worst : the largest norm the box allows ``(N,)``;
     found : an adversarial iterate was met ``(N,)`` (it drives ``epsilon``); converged : a
     best perturbation is held (adversarial with room, :func:`crosses`) ``(N,)``; done ``(N,)``;
-    iterations : ``(N,)`` int32.
+    iterations : ``(N,)`` int32; finite : the last evaluation's logits and gradient were
+    finite ``(N,)`` (False ends the row: its status is ``NONFINITE``).
     """
 
     x: Array
@@ -167,6 +184,7 @@ class FMNState(NamedTuple):
     done: Array
     converged: Array
     iterations: Array
+    finite: Array
 
 
 class FMNInfo(NamedTuple):
@@ -223,6 +241,7 @@ def fmn_init(
         done=adv | ~finite,
         converged=adv,
         iterations=jnp.zeros(yy.shape, jnp.int32),
+        finite=finite,
     )
 
 
@@ -303,6 +322,7 @@ def fmn_step(
         found=found,
         done=~finite | stuck,
         converged=jnp.isfinite(best_norm),
+        finite=finite,
     )
 
     def upd(a, b):
@@ -316,12 +336,9 @@ def fmn_step(
 def fmn_result(state: FMNState, norm=2) -> MarginResult:
     """The :class:`MarginResult` of an FMN state: the smallest adversarial perturbation found
     (``margin = ||best||_p``; ``inf`` and ``adv_label = -1`` where none was found)."""
-    conv = state.converged & jnp.isfinite(state.best_norm)
-    pert = jnp.where(rows(conv, state.x.ndim), state.best, state.delta)
-    pert = jnp.where(jnp.isfinite(pert), pert, 0)
-    margin = jnp.where(conv, state.best_norm, jnp.inf).astype(state.x.dtype)
-    adv = jnp.where(conv, state.best_label, -1).astype(jnp.int32)
-    return MarginResult(pert, margin, conv, adv, state.iterations)
+    # ended by a non-finite evaluation: NONFINITE; by a zero gradient with no box (nowhere
+    # to go): NOT_FOUND; still running: the step budget ran out (MAX_STEPS)
+    return best_found_result(state, state.delta, ~state.done)
 
 
 class _Static(NamedTuple):
@@ -424,6 +441,8 @@ def fmn(
     MarginResult
         ``margin`` ``inf`` where no adversarial point was found; misclassified examples have
         margin 0; non-finite logits give converged False without affecting other examples.
+        ``status``: ``SUCCESS`` (``== converged``), ``NONFINITE``, ``MAX_STEPS`` (``steps``
+        ran out without an adversarial point) or ``NOT_FOUND`` (zero gradient, no box).
     """
     _check_fmn_settings(alpha_max, alpha_min, gamma, gamma_min)
     clf = as_classifier(logits_fn)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from .._status import Status, status_codes
 from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ..ops._norms import as_norm
@@ -57,6 +58,10 @@ class MinimalMargin(NamedTuple):
     examples); ``inf`` elsewhere (DeepFool failed or was not run, or no search succeeded:
     the sentinel of :class:`MarginResult`, never NaN). Finite exactly where
     ``converged & (margins[deepfool] < inf)``.
+    status : ``(N,)`` int8 :class:`geomrobust.Status` (``converged == (status ==
+    Status.SUCCESS)``); where no search's point re-tests adversarial, the first of
+    ``NONFINITE``, ``MAX_STEPS``, ``NOT_FOUND`` that any search reported (a search that
+    converged but whose point flipped back on re-testing counts as ``NOT_FOUND``).
     """
 
     perturbation: Array
@@ -67,6 +72,7 @@ class MinimalMargin(NamedTuple):
     searches: tuple
     margins: Array
     deepfool_ratio: Array
+    status: Array
 
 
 @partial(jax.jit, static_argnames=("p", "has_y"))
@@ -245,6 +251,10 @@ def minimal_margin(
         ratio = jnp.where(found & (margin == 0), 1, ratio)
     else:
         ratio = jnp.full(margin.shape, jnp.inf, x.dtype)
+    codes = jnp.stack([r.status for r in results])  # (S, N)
+    status = status_codes(
+        found, jnp.any(codes == Status.NONFINITE, 0), jnp.any(codes == Status.MAX_STEPS, 0)
+    )
     return MinimalMargin(
         perturbation=perturbation,
         margin=margin,
@@ -254,6 +264,7 @@ def minimal_margin(
         searches=names,
         margins=margins,
         deepfool_ratio=ratio.astype(x.dtype),
+        status=status,
     )
 
 

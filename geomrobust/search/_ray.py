@@ -19,6 +19,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import Status, status_codes
 from .._validation import check_positive, is_concrete, search_inputs
 from ..engine import run_program
 from ..models import as_classifier
@@ -28,13 +29,17 @@ __all__ = ["DirectionalMargins", "margin_along"]
 
 class DirectionalMargins(NamedTuple):
     """margin : ``(N, M)`` smallest ``t > 0`` with a label change at ``x + t d`` (the upper
-    end of the final bracket), ``+inf`` if none within ``max_dist`` (on the stepping grid) or
-    where not converged; adv_label : ``(N, M)`` label at ``x + margin d`` (``-1`` if none);
-    converged : ``(N, M)`` bool, False only where logits were non-finite on the ray."""
+    end of the final bracket), ``+inf`` where not converged; adv_label : ``(N, M)`` label at
+    ``x + margin d`` (``-1`` where not converged); converged : ``(N, M)`` bool, ``status ==
+    Status.SUCCESS``: a label change was bracketed and bisected to ``tol``; status :
+    ``(N, M)`` int8 :class:`geomrobust.Status`: ``NOT_FOUND`` no label change within
+    ``max_dist`` (on the stepping grid), ``NONFINITE`` non-finite logits at ``x`` or on the
+    ray, ``MAX_STEPS`` the bisection ran out of ``bisect_steps`` before ``tol``."""
 
     margin: Array
     adv_label: Array
     converged: Array
+    status: Array
 
 
 def _labels(logits_fn, pts):
@@ -105,7 +110,10 @@ def margin_along(
 
     Returns
     -------
-    DirectionalMargins with ``margin``, ``adv_label``, ``converged`` of shape ``(N, M)``.
+    DirectionalMargins with ``margin``, ``adv_label``, ``converged`` and ``status`` of
+    shape ``(N, M)``; ``converged`` is False (and ``margin`` ``inf``) where no label change
+    lies within ``max_dist`` (``status`` ``NOT_FOUND``), as well as where logits were not
+    finite (``NONFINITE``).
     """
     clf = as_classifier(logits_fn)
     x, _, _ = search_inputs(clf, jnp.asarray(x), "x")
@@ -220,8 +228,14 @@ def _search(logits_fn, x, directions, per_example, h, tol, steps, bisect_steps):
         return lo2, hi2, jnp.where(run & change, lab, adv), k + 1
 
     lo, hi, adv, _ = jax.lax.while_loop(b_cond, b_body, (lo, hi, adv, jnp.asarray(0)))
-    margin = jnp.where(found & ~bad, hi, jnp.asarray(jnp.inf, dtype))
-    adv = jnp.where(found & ~bad, adv, -1)
+    # bisected to tol, or to the dtype's resolution (the midpoint is one of the ends)
+    mid = 0.5 * (lo + hi)
+    resolved = (hi - lo <= tol * hi) | (mid <= lo) | (mid >= hi)
+    status = status_codes(found & ~bad & resolved, bad, found)
+    ok = status == Status.SUCCESS
+    margin = jnp.where(ok, hi, jnp.asarray(jnp.inf, dtype))
+    adv = jnp.where(ok, adv, -1)
     return DirectionalMargins(
-        margin.reshape(n, m), adv.reshape(n, m).astype(jnp.int32), (~bad).reshape(n, m)
-    )
+        margin.reshape(n, m), adv.reshape(n, m).astype(jnp.int32), ok.reshape(n, m),
+        status.reshape(n, m),
+    )  # fmt: skip

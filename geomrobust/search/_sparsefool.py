@@ -25,8 +25,9 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import STATUS_DTYPE, Status
 from .._validation import check_bounds, check_labels, check_positive, search_inputs
-from ..engine import run_program
+from ..engine import CHUNK_SIZE, run_program
 from ..models import as_classifier
 from ..ops import batch_logit_difference_grads
 from ._deepfool import _adv_label, _deepfool_loop, _top_gap
@@ -39,7 +40,11 @@ class SparseFoolResult(NamedTuple):
     converged ``(N,)`` bool (the label changed); adv_label ``(N,)`` (-1 if not converged);
     iterations ``(N,)``; sparsity ``(N,)`` fraction of changed coordinates (of the last
     iterate where not converged: read it with ``converged``); l1 ``(N,)`` the L1 norm of the
-    perturbation, ``inf`` where not converged (the unconverged sentinel)."""
+    perturbation, ``inf`` where not converged (the unconverged sentinel); status ``(N,)`` int8
+    :class:`geomrobust.Status` (``converged == (status == Status.SUCCESS)``): ``NONFINITE``
+    non-finite logits (clean, at the linear solve's point) or gradients, ``MAX_STEPS`` the
+    outer budget ``steps`` ran out, or the inner DeepFool's did (its status is passed on),
+    ``NOT_FOUND`` the inner DeepFool found no boundary to project on."""
 
     perturbation: Array
     converged: Array
@@ -47,6 +52,7 @@ class SparseFoolResult(NamedTuple):
     iterations: Array
     sparsity: Array
     l1: Array
+    status: Array
 
 
 def linear_solver(x: Array, w: Array, point: Array, lo, hi) -> Array:
@@ -87,9 +93,9 @@ def sparsefool(
     lambda_: float = 3.0,
     overshoot: float = 0.02,
     steps: int = 20,
-    bounds: tuple | None = (0.0, 1.0),
+    bounds: tuple | None = None,
     deepfool_steps: int = 50,
-    chunk_size: int | None = 256,
+    chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
 ) -> SparseFoolResult:
@@ -105,16 +111,19 @@ def sparsefool(
     lambda_ : ``λ >= 1``, how far beyond the DeepFool boundary point the hyperplane is put.
     overshoot : ``η``, applied to ``x_LS - x_0`` after each linear solve.
     steps : outer iterations (each one runs a DeepFool to convergence; formerly
-        ``steps``).
-    bounds : the box ``(lo, hi)`` (image range); None for no box (each linear solve then
-        moves the single coordinate with the largest ``|w_j|``).
+        ``max_iter``).
+    bounds : the box ``(lo, hi)``, default None: no box, as every entry point
+        (docs/api.md); each linear solve then moves the single coordinate with the largest
+        ``|w_j|`` as far as needed. Pass ``(0.0, 1.0)`` for images: the box is what makes
+        the greedy solve spread the perturbation over several pixels (formerly the default).
     deepfool_steps : the inner DeepFool's step budget (formerly ``deepfool_iter``).
     chunk_size, devices, progress : the executor's options (one compilation per
         architecture and chunk shape; inside ``jit`` the whole batch is one program).
 
     Returns
     -------
-    SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``.
+    SparseFoolResult; ``sparsity`` is the fraction of coordinates with ``x_adv != x``;
+    ``status`` (int8 :class:`geomrobust.Status`) says per example how the search ended.
     """
     clf = as_classifier(logits_fn)
     check_bounds(bounds, "bounds")
@@ -164,11 +173,11 @@ def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, steps, deepfool_st
     wrong = (_top_gap(logits0, y) >= 0) & finite0
 
     def cond(c):
-        _, done, _, it, _ = c
+        _, done, _, it, _, _ = c
         return jnp.any(~done & (it < steps))
 
     def body(c):
-        xi, done, conv, it, bad = c
+        xi, done, conv, it, bad, why = c
         run = ~done & (it < steps)
         df = _deepfool_loop(clf, xi, y, 2, overshoot, deepfool_steps, None, None, None)
         xb = xi + df.perturbation
@@ -186,18 +195,24 @@ def _sparsefool_program(clf, x, y, lo, hi, *, lam, overshoot, steps, deepfool_st
         step = run & ok
         xi = jnp.where(step.reshape((-1,) + (1,) * (x.ndim - 1)), xs, xi)
         newly_bad = run & ~ok
+        # why a row stops without a flip: non-finite values, else the inner DeepFool's status
+        reason = jnp.where(fin, df.status, jnp.int8(Status.NONFINITE)).astype(STATUS_DTYPE)
         return (
             xi,
             done | (run & (flipped | ~ok)),
             conv | (run & flipped),
             it + run.astype(jnp.int32),
             bad | newly_bad,
+            jnp.where(newly_bad, reason, why),
         )
 
-    init = (x, wrong | ~finite0, wrong, jnp.zeros(n, jnp.int32), ~finite0)
-    xi, _, conv, it, _ = jax.lax.while_loop(cond, body, init)
+    why0 = jnp.where(finite0, jnp.int8(Status.MAX_STEPS), jnp.int8(Status.NONFINITE))
+    init = (x, wrong | ~finite0, wrong, jnp.zeros(n, jnp.int32), ~finite0, why0)
+    xi, _, conv, it, _, why = jax.lax.while_loop(cond, body, init)
     pert = xi - x
     changed = jnp.mean((pert.reshape(n, -1) != 0).astype(dtype), axis=1)
     l1 = jnp.where(conv, jnp.sum(jnp.abs(pert.reshape(n, -1)), 1), jnp.asarray(jnp.inf, dtype))
     adv = jnp.where(conv, _adv_label(clf(xi).astype(dtype), y), -1).astype(jnp.int32)
-    return SparseFoolResult(pert, conv, adv, it, changed, l1)
+    # rows that never stopped otherwise ran out of the outer budget (``why`` MAX_STEPS)
+    status = jnp.where(conv, jnp.int8(Status.SUCCESS), why).astype(STATUS_DTYPE)
+    return SparseFoolResult(pert, conv, adv, it, changed, l1, status)

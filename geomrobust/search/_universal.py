@@ -20,6 +20,7 @@ import numpy as np
 from jax import Array
 
 from .._deprecation import renamed
+from .._status import STATUS_DTYPE, Status
 from .._validation import check_positive
 from ..models import as_classifier
 from ..ops._norms import as_norm, project_ball
@@ -31,12 +32,17 @@ __all__ = ["UniversalPerturbation", "universal_perturbation"]
 
 class UniversalPerturbation(NamedTuple):
     """perturbation ``(*s)``; fooling_rate : the final rate; history ``(passes,)`` the fooling
-    rate after each pass; converged : rate ``>= 1 - δ`` was reached."""
+    rate after each pass; converged : rate ``>= 1 - δ`` was reached; status : a scalar
+    ``int8`` :class:`geomrobust.Status` (one perturbation for the whole dataset, so one
+    status, not one per example: which examples it fools is a measurement, not how a search
+    ended), ``SUCCESS`` (``== converged``) or ``MAX_STEPS`` (``steps`` passes ran out
+    first)."""
 
     perturbation: Array
     fooling_rate: float
     history: np.ndarray
     converged: bool
+    status: np.ndarray
 
 
 @renamed(xi="eps", max_passes="steps", deepfool_iter="deepfool_steps")
@@ -102,7 +108,9 @@ def universal_perturbation(
         if history[-1] >= 1 - delta:
             break
     rate = history[-1] if history else 0.0
-    return UniversalPerturbation(v, rate, np.asarray(history), rate >= 1 - delta)
+    converged = rate >= 1 - delta
+    status = STATUS_DTYPE(Status.SUCCESS if converged else Status.MAX_STEPS)
+    return UniversalPerturbation(v, rate, np.asarray(history), converged, np.asarray(status))
 
 
 @partial(jax.jit, static_argnames=("p", "overshoot", "deepfool_iter", "has_bounds"))
