@@ -365,27 +365,7 @@ def _entry_points():
     }
 
 
-# refine_boundary now runs through the host search driver (search/_loop.py), whose shrinking
-# tail compiles a working-set size when a chunk first reaches it; a second model whose data
-# reach a size the first did not compiles that one step program (issue 26: precompile the
-# tail sizes, as the DeepFool driver did, without module-level state)
-_TAIL_COMPILES = {"refine_boundary"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                reason="the search driver's tail sizes compile on first use", strict=False
-            ),
-        )
-        if n in _TAIL_COMPILES
-        else n
-        for n in _entry_points()
-    ],
-)
+@pytest.mark.parametrize("name", list(_entry_points()))
 def test_second_model_and_fresh_adapter_compile_nothing(name):
     from _compiles import compilations
 

@@ -143,7 +143,39 @@ def _refill(clf, settings, state, batch, ids, load, *, method, static):
 @jax.jit
 def _take(state, rows):
     """The slot state compacted to the slots ``rows``."""
-    return jax.tree.map(lambda a: a[rows], state)
+    return jax.tree.map(lambda a: a[rows] if a.ndim else a, state)
+
+
+def _tail_sizes(b: int) -> list[int]:
+    """The working-set sizes a chunk of ``b`` slots can shrink to: ``b, b/4, b/16, ...``
+    (the compaction below shrinks while at least 4 slots are left)."""
+    sizes = [b]
+    while sizes[-1] >= 4:
+        sizes.append(sizes[-1] // 4)
+    return sizes
+
+
+def _compile_rest(clf, settings, state0, b, device, ran, *, method, static):
+    """Run once, on copies of the chunk's first slot, every program of the tail sizes
+    ``_tail_sizes(b)`` that this chunk did not run (``ran``: the ``("step", size)``,
+    ``("result", size)`` and ``("take", from, to)`` it did), discarding the results.
+
+    Which sizes a chunk reaches depends on its data, so without this a second model of the
+    same architecture, or a later chunk, would compile a program the first did not need (a
+    compile in the middle of a measured run). Every chunk thus runs the same set of programs;
+    the extra work is the steps of sizes the chunk skipped (mostly the small tail ones), and
+    nothing is compiled that JAX's cache already holds, so no state is kept here."""
+    sizes = _tail_sizes(b)
+    at = {b: state0}
+    for i, src in enumerate(sizes[:-1]):
+        for dst in sizes[i + 1 :]:  # the compaction may skip sizes: every (from, to) pair
+            if ("take", src, dst) not in ran or dst not in at:
+                at.setdefault(dst, _take(at[src], jax.device_put(np.zeros(dst, np.int32), device)))
+    for size in sizes:
+        if ("step", size) not in ran:
+            _step(clf, settings, at[size], method=method, static=static)
+        if ("result", size) not in ran:
+            _result(clf, settings, at[size], method=method, static=static)
 
 
 def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
@@ -155,6 +187,7 @@ def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
     state, ids = _start(clf, settings, batch, np.int32(n_valid), method=method, static=static,
                         slots=b)  # fmt: skip
     ids = np.asarray(jax.device_get(ids))
+    state0, ran = state, set()
     nxt = min(b, n_valid)
     done = np.asarray(jax.device_get(method_done(state, method, static)))
     bufs = None
@@ -166,6 +199,7 @@ def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
         retire = finished.any() and (busy == 0 or (queue > 0 and 4 * free >= b) or queue == 0)
         if retire:  # read the finished rows back, free their slots
             res = jax.device_get(_result(clf, settings, state, method=method, static=static))
+            ran.add(("result", b))
             leaves, treedef = jax.tree.flatten(res)
             if bufs is None:
                 bufs = [np.zeros((m, *np.shape(v)[1:]), np.asarray(v).dtype) for v in leaves]
@@ -189,15 +223,20 @@ def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
                 continue
             if 4 * busy <= b and b >= 4:  # shrinking tail: compact the busy rows
                 active = np.flatnonzero((ids >= 0) & ~done)
+                b_from = b
                 while b >= 4 and active.size <= b // 4:
                     b //= 4
                 take = np.concatenate([active, np.full(b - active.size, active[0])])
                 state = _take(state, jax.device_put(take.astype(np.int32), chunk.device))
+                ran.add(("take", b_from, b))
                 ids = np.where(np.arange(b) < active.size, ids[take], -1).astype(np.int32)
                 done = done[take] | (ids < 0)
                 continue
         state, done_d = _step(clf, settings, state, method=method, static=static)
+        ran.add(("step", b))
         done = np.asarray(jax.device_get(done_d))
+    _compile_rest(clf, settings, state0, min(slots, m), chunk.device, ran, method=method,
+                  static=static)  # fmt: skip
     return jax.tree.unflatten(treedef, bufs)
 
 
