@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 RTOL = {np.dtype("float32"): 1e-4, np.dtype("float64"): 1e-9}
 
 _SESSION_CACHE = "_GEOMROBUST_TEST_SESSION_CACHE"  # set by the controller, read by workers
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"  # see pytest_configure
 
 
 def pytest_configure(config):
@@ -40,6 +41,14 @@ def pytest_configure(config):
     folder = os.environ[_SESSION_CACHE]
     xla = os.path.join(folder, "xla")
     os.makedirs(xla, exist_ok=True)
+    # XLA's backend optimization level 0 (LLVM's -O0) for this process, its workers and
+    # subprocesses: the suite's programs are small and many, so compiling them dominates its
+    # time, and level 0 compiles them in about 60 % of the CPU time (the numerics tests run
+    # against closed forms and dense references, which hold at every level; benchmarks and
+    # users keep XLA's default). Read by XLA when the backend starts, after this hook.
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {TEST_XLA_FLAGS}".strip()
     # subprocesses read these at import; this process is configured below
     os.environ.update(
         GEOMROBUST_CACHE_DIR=folder,

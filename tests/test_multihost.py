@@ -48,7 +48,10 @@ def _free_port() -> int:
 
 def _env():
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), GEOMROBUST_PROGRESS="0")
-    env.pop("XLA_FLAGS", None)
+    # the suite's XLA flags (tests/conftest.py), without a simulated device count: one
+    # CPU device per process
+    flags = env.get("XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in flags if "device_count" not in f)
     return env
 
 

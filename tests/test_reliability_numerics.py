@@ -339,7 +339,8 @@ DEVICE_SCRIPT = textwrap.dedent(
 
 
 def test_inputs_and_weights_on_different_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's flags (tests/conftest.py), and 2 devices
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2")
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-c", DEVICE_SCRIPT], env=env, capture_output=True, text=True,

@@ -145,7 +145,8 @@ SCRIPT_CLI = textwrap.dedent(
 
 
 def _four_device_run(script):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's flags (tests/conftest.py), and 4 devices
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4")
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
