@@ -11,9 +11,6 @@ import pytest
 import geomrobust as gr
 from geomrobust.cli import main
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("cli_import_torch")
-
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 MEAN, STD = "0.4914 0.4822 0.4465", "0.2471 0.2435 0.2616"
 

@@ -16,9 +16,6 @@ from geomrobust.data import load_dataset
 from geomrobust.models import as_classifier, model_config
 from geomrobust.train import evaluate, load_checkpoint
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("cli_train")
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

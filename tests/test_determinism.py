@@ -18,9 +18,6 @@ from _nets import mlp
 import geomrobust as gr
 from geomrobust import measures
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("determinism")
-
 N, SHAPE, K = 7, (3, 2), 3
 KEY = jax.random.key(5)
 

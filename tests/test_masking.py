@@ -12,9 +12,6 @@ from geomrobust.models import create_model, pure_apply
 from geomrobust.search._masking import monotone_flags
 from geomrobust.train import fit, make_loss, make_optimizer, pgd_at_loss
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("masking")
-
 EPS = [0.05, 0.1, 0.2]
 KW = dict(key=jax.random.key(0), bounds=(0.0, 1.0), steps=20, square_steps=200)
 

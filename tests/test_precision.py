@@ -22,9 +22,6 @@ from geomrobust.measures import principal_curvatures
 from geomrobust.models import create_model, pure_apply
 from geomrobust.search import deepfool_dataset, refine_boundary
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("precision")
-
 
 @pytest.fixture(scope="module")
 def pair():

@@ -16,9 +16,6 @@ from geomrobust.cli import main
 from geomrobust.report import SIZES, STAGES, model_cache_key, model_settings
 from geomrobust.report._driver import canonical
 
-# the module fixture is built once: every test of this module on one xdist worker
-pytestmark = pytest.mark.xdist_group("report")
-
 
 def _numbers(o, path=""):
     if isinstance(o, dict):
@@ -33,7 +30,7 @@ def _numbers(o, path=""):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """One quick report per module (its tests run on one xdist worker: ``--dist loadgroup``).
+    """One quick report per module (a module's tests run on one xdist worker: ``--dist loadfile``).
     The models come from the session's model cache (tests/conftest.py), shared with the
     notebooks and scripts; a damaged stage file is tested on its own in
     tests/test_reliability_files.py."""
