@@ -73,10 +73,12 @@ def test_commands_run_on_the_imported_checkpoint(imported, tmp_path):
                 "2",
                 "--fooling-samples",
                 "0",
+                "--n",
+                "2",  # two points: a WRN's curvature at a scale is many HVPs on the CPU
                 "--scale",
                 "0.05",
                 "--samples",
-                "16",
+                "4",
                 "--out",
                 str(tmp_path / "s"),
                 "--no-plots",
