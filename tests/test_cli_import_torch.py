@@ -110,7 +110,7 @@ def test_report_on_the_imported_checkpoint(imported, tmp_path):
     ckpt, data = imported
     out = tmp_path / "rep"
     assert main(["report", "--checkpoint", str(ckpt), "--dataset", str(data), "--quick",
-                 "--n", "6", "--stages", "accuracy", "margins", "curvature",
+                 "--n", "2", "--stages", "accuracy", "margins", "curvature",
                  "--out", str(out)]) == 0  # fmt: skip
     rec = json.loads((out / "results.json").read_text())
     (name,) = rec["models"]

@@ -76,7 +76,11 @@ def test_deepfool_and_refine(kind, dtype):
     if kind == "nan":
         ds = gr.deepfool_dataset(poisoned(kind), x, y, slots=2, chunk_size=2)
         _flagged(ds.converged)
-        _same_elsewhere(ds.margin, good.margin)
+        # the slots are batches of 2, not 4: the same arithmetic up to the rounding of a
+        # differently batched matmul (a few ulps, e.g. at XLA's optimization level 0)
+        keep = np.arange(N) != BAD
+        np.testing.assert_allclose(np.asarray(ds.margin)[keep], np.asarray(good.margin)[keep],
+                                   rtol=8 * np.finfo(dtype).eps, atol=0)  # fmt: skip
 
     x_adv = x + good.perturbation
     rg = gr.refine_boundary(healthy, x, x_adv, y)

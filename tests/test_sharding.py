@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent(
         b = deepfool_dataset(f, x, devices=4, **kw)
         out[f"deepfool_{dt}"] = same(a, b)
         out[f"deepfool_conv_{dt}"] = float(np.mean(np.asarray(a.converged)))
+        if dt == "float32":  # the rest in one precision: how chunks meet devices is the same
+            continue
         # subspace margins over DCT bands
         y = jnp.argmax(f(x), -1)
         bands = dct_subspaces((8, 8), 4, 2)
@@ -166,14 +168,13 @@ def four_devices_cli():
     return _four_device_run(SCRIPT_CLI)
 
 
-@pytest.mark.parametrize("dt", ["float32", "float64"])
 @pytest.mark.parametrize(
     "what",
-    ["deepfool", "subspace", "curvatures_dense", "curvatures_lanczos", "along_shared",
-     "along_per_example"],
+    ["deepfool_float32", "deepfool_float64", "subspace_float64", "curvatures_dense_float64",
+     "curvatures_lanczos_float64", "along_shared_float64", "along_per_example_float64"],
 )  # fmt: skip
-def test_four_devices_bit_identical(four_devices, what, dt):
-    assert four_devices[f"{what}_{dt}"] is True
+def test_four_devices_bit_identical(four_devices, what):
+    assert four_devices[what] is True
 
 
 @pytest.mark.parametrize("what", ["margins", "dct", "curvature"])
@@ -185,7 +186,7 @@ def test_four_devices_nontrivial(four_devices):
     # the compared runs did real work: DeepFool converged, rays found label changes
     for dt in ("float32", "float64"):
         assert four_devices[f"deepfool_conv_{dt}"] > 0.8
-        assert four_devices[f"along_finite_{dt}"] > 0.3
+    assert four_devices["along_finite_float64"] > 0.3
     assert four_devices["map_sharded"] is True
     assert four_devices["committed_inputs"] is True
     # several CPU devices of one host share its cores: a warning says so (not for one)

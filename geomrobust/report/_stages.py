@@ -283,7 +283,8 @@ def stage_curvature(ctx: Context):
             if smooth is None:  # unknown architecture: the Hessian tells
                 smooth = not s.get("num_piecewise_linear", 0)
         if not smooth:  # piecewise linear: the curvature at a scale
-            scaled = dataclasses.replace(settings, scale=CURVATURE_SCALE, samples=64)
+            samples = ctx.sizes.get("curv_samples", 64)
+            scaled = dataclasses.replace(settings, scale=CURVATURE_SCALE, samples=samples)
             a, s = analyses.curvature.compute(m.logits_fn, x, scaled, **run)
         summary[m.name] = {new: s[old] for old, new in _CURVATURE_KEYS.items() if old in s}
         summary[m.name]["smooth_network"] = bool(smooth)
