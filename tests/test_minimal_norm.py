@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from _nets import affine, mlp
 
+from geomrobust import Classifier
 from geomrobust.search import (
     apgd,
     apgd_checkpoints,
@@ -160,6 +161,11 @@ def test_minimal_margin_exact_on_multiclass_affine_and_ball(dtype, norm):
     assert bool((mm.margin < m_df).all())
 
 
+def _affine_apply(params, x):
+    w, b = params
+    return x.reshape(x.shape[0], -1) @ w + b
+
+
 def _affine_problem(dtype, k, seed, d=40, n=24):
     """A ``k``-class affine classifier in ``d`` dimensions and ``n`` random points with their
     exact L2 distance ``min_j (f_y - f_j) / ||w_y - w_j||`` to the decision boundary."""
@@ -167,7 +173,8 @@ def _affine_problem(dtype, k, seed, d=40, n=24):
     w = jnp.asarray(rng.standard_normal((d, k)), dtype)
     b = jnp.asarray(rng.standard_normal(k), dtype)
     x = jnp.asarray(rng.standard_normal((n, d)), dtype)
-    f = affine(w, b)
+    # weights as arguments: the problems of one shape share their compiled programs
+    f = Classifier(_affine_apply, (w, b))
     lg = np.asarray(f(x), np.float64)
     y = lg.argmax(-1)
     wd = np.asarray(w, np.float64)
