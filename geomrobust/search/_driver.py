@@ -55,6 +55,7 @@ from ._deepfool import (
     _validate,
     deepfool_result,
 )
+from ._loop import _ladder, _take
 
 __all__ = ["deepfool", "deepfool_dataset"]
 
@@ -170,23 +171,9 @@ def _slots_loop(clf, carry, X, Y, n_valid, overshoot, steps, subspace, lo, hi, m
     return jax.lax.while_loop(cond, body, carry)
 
 
-@jax.jit
-def _take(state, rows):
-    """The slot state compacted to ``rows`` (one program per pair of working-set sizes, where
-    indexing each field eagerly would compile one small program per field and size)."""
-    return jax.tree.map(lambda a: a[rows], state)
-
-
 def _tail(b: int) -> int:
     """Leave the loop when at most this many slots are busy and the queue is empty."""
     return b // 4 if b >= 4 else 0
-
-
-def _ladder(n_active: int, b: int) -> int:
-    """The next working-set size: a quarter of ``b`` each time (few shapes to compile)."""
-    while b >= 4 and n_active <= b // 4:
-        b //= 4
-    return b
 
 
 def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static):

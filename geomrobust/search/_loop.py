@@ -155,6 +155,14 @@ def _tail_sizes(b: int) -> list[int]:
     return sizes
 
 
+def _ladder(n_active: int, b: int) -> int:
+    """The next working-set size for ``n_active`` busy rows: a quarter of ``b`` each time
+    while at least 4 slots are left (few shapes to compile); also DeepFool's driver's rule."""
+    while b >= 4 and n_active <= b // 4:
+        b //= 4
+    return b
+
+
 def _compile_rest(clf, settings, state0, b, device, ran, *, method, static):
     """Run once, on copies of the chunk's first slot, every program of the tail sizes
     ``_tail_sizes(b)`` that this chunk did not run (``ran``: the ``("step", size)``,
@@ -166,16 +174,22 @@ def _compile_rest(clf, settings, state0, b, device, ran, *, method, static):
     the extra work is the steps of sizes the chunk skipped (mostly the small tail ones), and
     nothing is compiled that JAX's cache already holds, so no state is kept here."""
     sizes = _tail_sizes(b)
+    takes = [(src, dst) for i, src in enumerate(sizes) for dst in sizes[i + 1 :]]
+    missing = [("take", *pair) for pair in takes if ("take", *pair) not in ran]
+    missing += [(kind, n) for n in sizes for kind in ("step", "result") if (kind, n) not in ran]
     at = {b: state0}
-    for i, src in enumerate(sizes[:-1]):
-        for dst in sizes[i + 1 :]:  # the compaction may skip sizes: every (from, to) pair
-            if ("take", src, dst) not in ran or dst not in at:
-                at.setdefault(dst, _take(at[src], jax.device_put(np.zeros(dst, np.int32), device)))
-    for size in sizes:
-        if ("step", size) not in ran:
-            _step(clf, settings, at[size], method=method, static=static)
-        if ("result", size) not in ran:
-            _result(clf, settings, at[size], method=method, static=static)
+
+    def state_at(n):  # n slots, copies of slot 0 (the take (b, n) is one of the programs)
+        if n not in at:
+            at[n] = _take(state0, jax.device_put(np.zeros(n, np.int32), device))
+        return at[n]
+
+    for kind, *n in missing:
+        if kind == "take":  # the compaction may skip sizes: every (from, to) pair
+            _take(state_at(n[0]), jax.device_put(np.zeros(n[1], np.int32), device))
+        else:
+            program = _step if kind == "step" else _result
+            program(clf, settings, state_at(n[0]), method=method, static=static)
 
 
 def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
@@ -223,9 +237,7 @@ def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
                 continue
             if 4 * busy <= b and b >= 4:  # shrinking tail: compact the busy rows
                 active = np.flatnonzero((ids >= 0) & ~done)
-                b_from = b
-                while b >= 4 and active.size <= b // 4:
-                    b //= 4
+                b_from, b = b, _ladder(active.size, b)
                 take = np.concatenate([active, np.full(b - active.size, active[0])])
                 state = _take(state, jax.device_put(take.astype(np.int32), chunk.device))
                 ran.add(("take", b_from, b))
