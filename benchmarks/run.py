@@ -27,7 +27,7 @@ from ._common import load, machine
 BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory", "precision", "minimal")
 
 
-MEMORY_KINDS = ("deepfool", "curvature", "curvature_all")
+MEMORY_KINDS = ("deepfool", "margins", "curvature", "curvature_all")
 
 
 def _suite(name: str, quick: bool, dims=(1024, 3072), memory_kinds=MEMORY_KINDS):
@@ -86,7 +86,8 @@ def main(argv=None):
     ap.add_argument("--name", default="benchmarks", help="stem of the result files")
     ap.add_argument("--dims", type=int, nargs="+", default=[1024, 3072], choices=[1024, 3072],
                     help="input dimensions of the DeepFool benchmark")  # fmt: skip
-    ap.add_argument("--memory-kinds", nargs="+", default=list(MEMORY_KINDS), choices=MEMORY_KINDS,
+    ap.add_argument("--memory-kinds", nargs="+", default=["deepfool", "curvature", "curvature_all"],
+                    choices=MEMORY_KINDS,
                     help="workloads of the memory benchmark")  # fmt: skip
     args = ap.parse_args(argv)
 
