@@ -1,17 +1,27 @@
-"""The search driver's two loop forms side by side with Foolbox 3.3.4 (docs/performance.md).
+"""The search driver side by side with Foolbox 3.3.4 (docs/performance.md).
 
 On the D = 1024 LeNet of :func:`~benchmarks._common.trained_cnn`, ``N`` digits, the box
-[0, 1], warm (one call first for the compilation): ``gr.fmn`` (L2, Linf; 100 steps),
-``gr.cw_l2`` (``steps`` x ``binary_steps``) and ``gr.deepfool`` in the host form
-(``loop="host"``: a host loop of jitted steps, the CPU default) and the device form
+[0, 1], warm (one call first for the compilation; Foolbox warmed with 2 steps, its eager
+operations depending on shapes only): ``gr.fmn`` (L2, Linf; ``--fmn-steps``), ``gr.cw_l2``
+(``--cw-binary-steps`` x ``--cw-steps``, initial constant ``--cw-const``, step size 0.01,
+without and with early abort, the same on both sides) and ``gr.deepfool_dataset``
+(``--deepfool-steps``, all classes, overshoot 0.02) in the host form (``loop="host"``: a host
+loop of jitted steps, the CPU default) and, with ``--forms host device``, the device form
 (``loop="device"``: one ``lax.while_loop``), against Foolbox's ``L2FMNAttack``,
 ``LInfFMNAttack``, ``L2CarliniWagnerAttack`` and ``L2DeepFoolAttack`` on the jitted model
-(JAX through EagerPy), the same steps. The three runs of a row are timed one after the other
-(best of ``repeat``), with the load average before and after: on a shared machine read the
-ratios, not the absolute times. Per example: the median relative difference of the norms
-where both succeed, and whether the two loop forms agree bit for bit.
+(JAX through EagerPy), the same steps. The timed calls of a row are interleaved (``--repeat``
+rounds of one call per side, the best of each), with the load average before and after: on a
+shared machine read the ratios, not the absolute times. Per row: the steps each side took per
+example (ours: ``iterations``; Foolbox: the examples its model evaluated, counted, over
+``N``), the success rates (Foolbox's C&W returns the zero image where it found nothing: not a
+success here), the median and 90th percentile relative difference of the norms where both
+succeed, and with the device form whether the two loop forms agree. The floor of a step is one
+jitted forward + VJP of the margin on the whole batch (``pass_s``, timed in the same rounds):
+``host_over_passes`` and ``foolbox_over_passes`` divide each side's time by as many passes as
+it took steps (FMN, C&W).
 
-``python -m benchmarks.bench_search_loop [N]`` writes ``benchmarks/results/search_loop.json``.
+``python -m benchmarks.bench_search_loop [N] [--only ...] [--name NAME]`` writes
+``benchmarks/results/search_loop_NAME.json`` (default ``N<N>``).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 
 import geomrobust as gr
 from geomrobust.search import cw_l2, deepfool_dataset, fmn
+from geomrobust.search._fmn import margin_and_grad
 
 from ._common import load, pool, trained_cnn
 
@@ -93,6 +104,18 @@ def run(n: int = 100, only=CASES, forms=("host", "device"), fmn_steps: int = 100
                                                  overshoot=0.02),
                      fb.attacks.L2DeepFoolAttack(steps=2, candidates=10, overshoot=0.02)),
     }  # fmt: skip
+
+    @jax.jit
+    def one_pass(c, z, yy):  # a forward + VJP of the margin on the batch: one step's model work
+        return margin_and_grad(c, z, yy)[1:]
+
+    def floor(k=10):
+        jax.block_until_ready(one_pass(clf, xj, yj))
+        t0 = time.perf_counter()
+        for _ in range(k):
+            np.asarray(one_pass(clf, xj, yj)[0])
+        return (time.perf_counter() - t0) / k
+
     rows = []
     for key in only:
         name, p, ours, attack, warm = cases[key]
@@ -104,12 +127,13 @@ def run(n: int = 100, only=CASES, forms=("host", "device"), fmn_steps: int = 100
         res = {k: jax.block_until_ready(fn()) for k, fn in runs.items() if k != "foolbox"}
         jax.block_until_ready(warm(model, xj, yj, epsilons=None))
         times = dict.fromkeys(runs, np.inf)
-        calls[0] = 0
+        calls[0], t_pass = 0, np.inf
         for _ in range(repeat):  # interleaved: the sides share the load's swings
             for k, fn in runs.items():
                 t0 = time.perf_counter()
                 res[k] = jax.block_until_ready(fn())
                 times[k] = min(times[k], time.perf_counter() - t0)
+            t_pass = min(t_pass, floor())
         fb_evals = calls[0] / (n * repeat)
         after = load()
         t_fb, (_, clipped, s_fb) = times["foolbox"], res["foolbox"]
@@ -135,6 +159,11 @@ def run(n: int = 100, only=CASES, forms=("host", "device"), fmn_steps: int = 100
             ours_smaller=float(np.mean(m[both] < m_fb[both])) if rel.size else None,
             load_before=before, load_after=after,
         )  # fmt: skip
+        if not key.startswith("deepfool"):  # one model pass per step (DeepFool: K VJPs)
+            steps = row["ours_steps_per_example"]
+            row.update(pass_s=round(t_pass, 4),
+                       host_over_passes=round(times["host"] / (steps * t_pass), 2),
+                       foolbox_over_passes=round(t_fb / (fb_evals * t_pass), 2))  # fmt: skip
         if "device" in res:
             r_dev = res["device"]
             m_dev = np.asarray(r_dev.margin)
