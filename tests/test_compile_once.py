@@ -95,7 +95,7 @@ def test_deepfool_dataset_first_chunk_compiles_the_whole_tail(loop):
     x = _data(40, (4, 4), 5)
     pred = jnp.argmax(f(x), -1).astype(jnp.int32)
     wrong = (pred + 1) % 3
-    kw = dict(chunk_size=16, slots=8, loop=loop)
+    kw = dict(chunk_size=32, slots=16, loop=loop)  # 2 chunks; the tail shrinks to 4 slots
     first = f.run(lambda: deepfool_dataset(f, x, wrong, **kw).margin, 40)
     assert f.run(lambda: deepfool_dataset(f, x, pred, **kw).margin, 40) == first
 
