@@ -307,3 +307,87 @@ def test_settings_accept_their_old_field_names_one_release(cls, old, new):
     record = analyses.settings_record(s)
     saved = {old if k == new else k: v for k, v in record.items()}  # an older release's record
     assert upgrade_record(saved, cls.__renamed__) == record
+
+
+class _Entries:
+    """Counts, during one command, the engine's chunk loops (top level and nested inside
+    another call's chunk) and the ``as_classifier`` calls (all, and those that convert
+    something that is not yet a ``Classifier``), by patching every module's reference."""
+
+    def __init__(self, monkeypatch):
+        import sys
+
+        from geomrobust.engine import _executor
+        from geomrobust.engine._processes import _INSIDE_CHUNK
+        from geomrobust.models import Classifier, as_classifier
+
+        self.loops = self.nested = self.calls = self.conversions = 0
+        real_loop = _executor._run_local
+
+        def loop(*a, **kw):
+            if _INSIDE_CHUNK.get():
+                self.nested += 1
+            else:
+                self.loops += 1
+            return real_loop(*a, **kw)
+
+        def convert(obj, *a, **kw):
+            self.calls += 1
+            self.conversions += not isinstance(obj, Classifier)
+            return as_classifier(obj, *a, **kw)
+
+        monkeypatch.setattr(_executor, "_run_local", loop)
+        for name, mod in list(sys.modules.items()):
+            if (
+                name.startswith("geomrobust")
+                and getattr(mod, "as_classifier", None) is as_classifier
+            ):
+                monkeypatch.setattr(mod, "as_classifier", convert)
+
+    def counts(self):
+        return dict(loops=self.loops, nested=self.nested, calls=self.calls,
+                    conversions=self.conversions)  # fmt: skip
+
+
+_COMMANDS = {
+    "deepfool": lambda f, d: analyses.margins.compute(f, d, MarginSettings(chunk_size=3)),
+    "dct": lambda f, d: analyses.margins.compute(
+        f, d, MarginSettings(subspaces="dct", block=2, stride=2, chunk_size=3)
+    ),
+    "random": lambda f, d: analyses.margins.compute(
+        f, d, MarginSettings(subspaces="random", draws=2, subspace_dim=4, chunk_size=3)
+    ),
+    "best": lambda f, d: analyses.margins.compute(
+        f,
+        d,
+        MarginSettings(method="best", fmn_steps=5, cw_steps=5, cw_binary_steps=1, chunk_size=3),
+    ),
+    "curvature": lambda f, d: analyses.curvature.compute(
+        f, d, CurvatureSettings(num=2, restarts=2, fooling_samples=0, chunk_size=3)
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore::geomrobust.models._classifier.StaticWeightsWarning")
+@pytest.mark.parametrize("command", list(_COMMANDS))
+def test_a_command_enters_the_chunk_loop_once_per_pass(setup, monkeypatch, command):
+    """docs/api.md section 4: one host chunker, entered once per measurement. A command
+    hands the whole dataset to its driver: the engine's chunk loop runs once per pass over
+    the data (the labels, then the search), never again inside a chunk, however many chunks
+    there are; the classifier is converted once, and a single-driver command calls
+    ``as_classifier`` a fixed number of times (a pipeline of searches, ``best`` or the
+    curvature, calls them as the work of each chunk; before this, the analyses wrapped the
+    drivers in a chunk loop of their own: one more loop and conversion per chunk)."""
+    f, x, y = setup
+    seen = []
+    for n in (3, 6):  # one chunk, then two chunks of the same shape
+        with monkeypatch.context() as m:
+            entries = _Entries(m)
+            _COMMANDS[command](f, (x[:n], y[:n]))
+            seen.append(entries.counts())
+    for c in seen:
+        assert c["nested"] == 0, (command, seen)
+        assert c["conversions"] == 1, (command, seen)
+    assert seen[0]["loops"] == seen[1]["loops"] <= 3, (command, seen)
+    if command not in ("best", "curvature"):  # pipelines: their searches run on every chunk
+        assert seen[0]["calls"] == seen[1]["calls"], (command, seen)
