@@ -15,7 +15,11 @@ One mechanism for all of them (docs/methods.md, "one executor"):
 * **progress**: a callback with the number of examples finished, after each chunk, or
   within a chunk for runners that report their own progress (``chunk.report(n)``);
 * **resume**: an optional :class:`geomrobust.io.ChunkStore`: chunks already on disk are read
-  back instead of computed, each new chunk is written before the next one is handed out.
+  back instead of computed, each new chunk is written before the next one is handed out;
+* **once**: a call made from inside another call's chunk that fits in one chunk (a
+  pipeline of measurements on that chunk's rows) is the chunk's own work: ``fn`` runs on
+  the arrays as they are, on their device, without a second chunk loop, progress bar, store
+  or process split, so the chunk loop is entered once per pass over the data.
 
 The per-chunk work is either a jitted program ``fn(*shared, *chunk_arrays)`` or a host-driven
 runner that also receives the :class:`Chunk` (``with_chunk=True``; the DeepFool driver's
