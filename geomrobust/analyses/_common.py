@@ -152,6 +152,7 @@ def chunked(
     progress=None,
     devices=None,
     store=None,
+    upgrade=None,
 ):
     """``fn(*shared, *rows, chunk=Chunk)`` over fixed-size chunks of ``batched``.
 
@@ -163,8 +164,12 @@ def chunked(
     finished chunks and writes new ones (``fn`` then returns a flat dict of arrays). A
     driver that ``fn`` calls on its chunk (with ``chunk_size=chunk.size``, no ``devices``)
     runs as the chunk's own work, without entering the chunk loop again. ``progress`` as
-    accepted by :func:`geomrobust.engine.track`, counting examples.
+    accepted by :func:`geomrobust.engine.track`, counting examples. ``upgrade``: applied to
+    every chunk read back from ``store`` (:meth:`geomrobust.io.ChunkStore.upgraded`: a chunk
+    of an earlier release gets the arrays it lacks, so it joins the chunks computed now).
     """
+    if store is not None and upgrade is not None:
+        store = store.upgraded(upgrade)
     n = int(np.shape(batched[0])[0])
     with track(progress, n, desc) as report:
         return map_chunks(
