@@ -208,6 +208,30 @@ def test_diagnose_equals_the_library(setup):
         analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
 
 
+def test_diagnose_reuses_a_deepfool_result(setup):
+    """``deepfool=``: the thickness endpoints, rho and the noise prediction come from the
+    given search (the report's thickness stage passes the margins stage's), with the
+    numbers of a diagnose run that searches itself; a search that did not converge or has
+    margin 0 leaves its example not valid."""
+    f, x, _ = setup
+    settings = DiagnoseSettings(what=("thickness", "rho"), grid=16, chunk_size=N)
+    own, s_own = analyses.diagnose.compute(f, x, settings)
+    r = gr.deepfool_dataset(f, x, norm=2, chunk_size=N)
+    given, s_given = analyses.diagnose.compute(f, x, settings, deepfool=r)
+    for k in own:
+        _same(given[k], own[k])
+    assert s_given == s_own
+    i, j = np.flatnonzero(own["thickness_valid"])[:2]  # two valid examples
+    conv, margin = np.asarray(r.converged).copy(), np.asarray(r.margin).copy()
+    conv[i], margin[j] = False, 0.0
+    a, _ = analyses.diagnose.compute(
+        f, x, settings, deepfool=r._replace(converged=conv, margin=margin)
+    )
+    assert not a["thickness_valid"][i] and not a["thickness_valid"][j]
+    assert np.isnan(a["thickness"][[i, j]]).all()
+    assert a["thickness_valid"].sum() == own["thickness_valid"].sum() - 2
+
+
 def test_diagnose_alignment_and_noise_equal_the_library(setup):
     f, x, y = setup
     settings = DiagnoseSettings(what=("alignment", "noise"), noise_sigmas=(0.1, 0.5),
