@@ -536,13 +536,18 @@ def _summed_logit_difference(clf, y, k):
     return F
 
 
-def _shape_matvec(clf, data: _ShapeData, V):
-    """``S_i V[i]`` for every point of the chunk (``V`` ``(C, D)``): ONE batched
-    forward-over-reverse product at the top level of the calling program."""
+def _shape_linearize(clf, data: _ShapeData):
+    """The Hessians of the chunk's ``F_k``, linearized at its points (one batched
+    forward-over-reverse linearization)."""
+    grad = jax.grad(_summed_logit_difference(clf, data.y, data.k))
+    return jax.linearize(grad, data.z)[1]
+
+
+def _shape_apply(data: _ShapeData, hvp, V):
+    """``S_i V[i] = P H_i P V[i] / ||g_i||`` for every point (``V`` ``(C, D)``)."""
     n = data.normal
     pv = V - n * jnp.sum(n * V, -1, keepdims=True)
-    grad = jax.grad(_summed_logit_difference(clf, data.y, data.k))
-    hv = jax.jvp(grad, (data.z,), (pv.reshape(data.z.shape),))[1].reshape(V.shape)
+    hv = hvp(pv.reshape(data.z.shape)).reshape(V.shape)
     hv = hv - n * jnp.sum(n * hv, -1, keepdims=True)
     return hv / data.grad_norm[:, None]
 
@@ -551,7 +556,7 @@ def _tangent_project(data_i: _ShapeData, v):
     return v - data_i.normal * jnp.vdot(data_i.normal, v)
 
 
-_SHAPE_OPERATORS = LanczosProblem(_shape_matvec, _tangent_project)
+_SHAPE_OPERATORS = LanczosProblem(_shape_linearize, _shape_apply, _tangent_project)
 
 
 @partial(jax.jit, static_argnames="settings")
@@ -568,8 +573,9 @@ def _host_start(clf, key, btol, zc, yc, kc, idx, *, settings):
     data = _ShapeData(zc, yc, kc, g / gnorm[:, None], gnorm)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     v0, v1, k1 = jax.vmap(lambda kk: _start_vectors(kk, d, zc.dtype))(keys)
-    flat = jnp.all(_shape_matvec(clf, data, v0) == 0, -1)
-    flat = flat & jnp.all(_shape_matvec(clf, data, v1) == 0, -1)
+    hvp = _shape_linearize(clf, data)
+    flat = jnp.all(_shape_apply(data, hvp, v0) == 0, -1)
+    flat = flat & jnp.all(_shape_apply(data, hvp, v1) == 0, -1)
     _, num_, _ = lanczos_sizes(num, m, keep, _guard(num))
 
     def init(d_i, v, kk):

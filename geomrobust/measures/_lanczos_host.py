@@ -8,9 +8,12 @@ times what it costs at the top level of a program (docs/performance.md, "Lanczos
 CPU": 14x for a WideResNet-10-2). This module runs the same kernels of
 :mod:`geomrobust.measures._eigsolve` as top-level programs:
 
+* ``_residuals_program``: the chunk's operator linearized once (``jax.linearize`` of the
+  gradient: the forward and backward passes), its residuals kept as arrays;
 * ``_arnoldi_program``: ONE Arnoldi step ``j`` for every operator of the chunk (one batched
-  operator call over the chunk, then :func:`~._eigsolve._arnoldi_update` per operator: CGS2
-  and the update of ``V`` and ``T``); ``j`` is a traced argument, so it compiles once;
+  operator call over the chunk from those residuals, the tangent passes only, then
+  :func:`~._eigsolve._arnoldi_update` per operator: CGS2 and the update of ``V`` and
+  ``T``); ``j`` is a traced argument, so it compiles once;
 * ``_restart_program``: the thick restart opening a cycle (:func:`~._eigsolve.lanczos_restart`);
 * ``_ritz_program``: the close of a cycle (:func:`~._eigsolve.lanczos_ritz`) and the rows
   still active; the host reads that mask (one synchronisation per cycle) and stops when no
@@ -19,8 +22,9 @@ CPU": 14x for a WideResNet-10-2). This module runs the same kernels of
 A row is active in a cycle when it was not ``done`` and had restarts left at the start of
 the cycle, the condition of the ``while_loop``; the programs keep an inactive row exactly
 as it was, as ``while_loop`` under ``vmap`` keeps a finished example, so both forms run the
-same per-row arithmetic and agree to the rounding of the operator (here recomputed at the
-top level of each program, there linearized once per point).
+same per-row arithmetic and agree to the rounding of the operator (here one batched
+linearization of the chunk, there one per point under ``vmap``; XLA compiles a loop body and
+a top-level program differently).
 
 A problem (:class:`LanczosProblem`) gives the batched operator and the per-row projector as
 module-level functions (hashable: a static argument), the weights stay a pytree argument, so
@@ -45,14 +49,43 @@ __all__ = ["LanczosProblem", "host_lanczos"]
 class LanczosProblem(NamedTuple):
     """The operators of a chunk, as module-level functions.
 
-    matvec : ``(clf, data, V) -> W``: ``W[i] = A_i V[i]`` for ``V`` of shape ``(C, D)``
-        (one batched call for the ``C`` operators of the chunk; ``data`` the per-row arrays).
+    linearize : ``(clf, data) -> lin``: the chunk's operator core linearized at its points
+        (``jax.linearize``: a ``jax.tree_util.Partial`` whose leaves are the residuals),
+        e.g. the Hessian of ``Σ_i f_i`` (block diagonal: the examples do not interact).
+    apply : ``(data, lin, V) -> W``: ``W[i] = A_i V[i]`` for ``V`` ``(C, D)`` from ``lin``
+        (projections and scalings around it); ``data`` the per-row arrays.
     project : ``(data_i, v) -> v`` the projector of row ``i`` applied to a fresh random
         direction (see :func:`~._eigsolve.thick_restart_lanczos`), or None.
     """
 
-    matvec: Callable
+    linearize: Callable
+    apply: Callable
     project: Callable | None
+
+
+@partial(jax.jit, static_argnames="problem")
+def _residuals_program(clf, data, *, problem: LanczosProblem):
+    """The residuals of the chunk's linearization (once per chunk): the forward and backward
+    passes the Arnoldi steps then skip."""
+    return jax.tree.leaves(problem.linearize(clf, data))
+
+
+def _relinearized(problem: LanczosProblem, clf, data, residuals):
+    """The linearization with the residuals of :func:`_residuals_program`: it is traced
+    again (the same function on the same shapes gives the same residuals in the same
+    order, checked here), and the fresh residuals are left unused, so XLA removes the
+    forward and backward passes that computed them: each step costs the tangent passes
+    only."""
+    lin = problem.linearize(clf, data)
+    fresh, tree = jax.tree.flatten(lin)
+    if len(fresh) != len(residuals) or any(
+        (a.shape, a.dtype) != (b.shape, b.dtype) for a, b in zip(fresh, residuals, strict=True)
+    ):
+        raise RuntimeError(
+            "the linearization of the Lanczos operator traced differently twice (its "
+            "residuals changed); run with loop='device'"
+        )
+    return jax.tree.unflatten(tree, residuals)
 
 
 def _freeze(active, new, old):
@@ -69,9 +102,12 @@ def _row_project(problem: LanczosProblem, data_i):
 
 
 @partial(jax.jit, static_argnames="problem")
-def _arnoldi_program(clf, data, state: LanczosState, active, j, *, problem: LanczosProblem):
-    """Arnoldi step ``j`` of every active row (``j`` traced: one compilation for all ``j``)."""
-    w = problem.matvec(clf, data, state.basis[:, j])
+def _arnoldi_program(clf, data, residuals, state: LanczosState, active, j, *,
+                     problem: LanczosProblem):  # fmt: skip
+    """Arnoldi step ``j`` of every active row (``j`` traced: one compilation for all ``j``):
+    one batched operator call from the chunk's residuals, then CGS2 and the updates."""
+    lin = _relinearized(problem, clf, data, residuals)
+    w = problem.apply(data, lin, state.basis[:, j])
     new = jax.vmap(lambda d, s, wi: _arnoldi_update(_row_project(problem, d), s, wi, j))(
         data, state, w
     )
@@ -120,13 +156,15 @@ def host_lanczos(
     ``keep``, ``which``, ``tol``, ``restarts``: as in
     :func:`~._eigsolve.thick_restart_lanczos` (``num`` counting the guard pairs)."""
     m = state.projected.shape[-1]
+    residuals = _residuals_program(clf, data, problem=problem)
     active = _active_program(state, restarts=int(restarts))
     first = True
     while bool(np.any(jax.device_get(active))):
         if not first:
             state = _restart_program(state, active, keep=keep, which=which)
         for j in range(0 if first else keep, m):
-            state = _arnoldi_program(clf, data, state, active, np.int32(j), problem=problem)
+            state = _arnoldi_program(clf, data, residuals, state, active, np.int32(j),
+                                     problem=problem)  # fmt: skip
         state, active = _ritz_program(state, active, num=num, which=which, tol=tol,
                                       restarts=int(restarts))  # fmt: skip
         first = False

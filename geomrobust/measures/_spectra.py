@@ -266,19 +266,23 @@ class _LossData(NamedTuple):
     y: Array
 
 
-def _loss_matvec(clf, data: _LossData, V):
-    """``∇²ℓ_i(x_i) V[i]`` for every example of the chunk (``V`` ``(C, D)``): ONE batched
-    forward-over-reverse product of ``Σ_i ℓ_i`` (block diagonal: examples do not interact)."""
+def _loss_linearize(clf, data: _LossData):
+    """The Hessians of the chunk's losses, linearized at its examples: one batched
+    forward-over-reverse linearization of ``Σ_i ℓ_i`` (block diagonal: examples do not
+    interact)."""
 
     def total(X):
         logp = jax.nn.log_softmax(clf(X))
         return -jnp.sum(jnp.take_along_axis(logp, data.y[:, None], 1))
 
-    x = data.x
-    return jax.jvp(jax.grad(total), (x,), (V.reshape(x.shape),))[1].reshape(V.shape)
+    return jax.linearize(jax.grad(total), data.x)[1]
 
 
-_LOSS_HESSIANS = LanczosProblem(_loss_matvec, None)
+def _loss_apply(data: _LossData, hvp, V):
+    return hvp(V.reshape(data.x.shape)).reshape(V.shape)
+
+
+_LOSS_HESSIANS = LanczosProblem(_loss_linearize, _loss_apply, None)
 
 
 @partial(jax.jit, static_argnames="settings")
