@@ -33,12 +33,26 @@ class Status(enum.IntEnum):
     """Curvature was asked at a point that is not on the decision boundary."""
     PIECEWISE_LINEAR = 5
     """The exact Hessian is zero there (a piecewise-linear network): use a scale ``σ``."""
+    MISCLASSIFIED = 6
+    """The example is already misclassified, or tied, at ``x`` (margin 0): it has no
+    boundary point of its own class to measure (boundary sets)."""
+    UNKNOWN = 7
+    """Not a success, and how the search ended was not recorded: a result saved before
+    status codes existed (a resumed chunk store of an earlier release)."""
 
     @classmethod
     def describe(cls, codes) -> dict[str, int]:
         """Counts of each code in ``codes`` by name (codes that occur only)."""
         codes = np.asarray(codes).ravel()
         return {c.name: int(np.sum(codes == c)) for c in cls if np.any(codes == c)}
+
+
+def status_from_success(success) -> np.ndarray:
+    """The ``int8`` status of a saved result that has only its success field (a chunk of an
+    earlier release): ``SUCCESS`` where ``success``, else ``UNKNOWN`` (why it failed was
+    not recorded). NumPy in, NumPy out."""
+    ok = np.asarray(success, bool)
+    return np.where(ok, Status.SUCCESS, Status.UNKNOWN).astype(STATUS_DTYPE)
 
 
 def status_codes(success, nonfinite, out_of_budget=False):

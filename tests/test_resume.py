@@ -154,3 +154,72 @@ def test_a_run_of_the_previous_release_resumes(checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--deepfool-steps", "7"]) == 1
     assert "other settings" in capsys.readouterr().err
+
+
+def _strip(path, names, **changes):
+    """Rewrite the chunk file ``path`` without the arrays ``names`` (as a release before
+    them wrote it; its settings digest is kept), with ``changes`` applied."""
+    with np.load(path) as z:
+        arrays = {k: v for k, v in z.items() if k not in names}
+    for k, fn in changes.items():
+        arrays[k] = fn(arrays[k])
+    np.savez(path, **arrays)
+
+
+def test_a_run_from_before_status_codes_resumes(checkpoint, tmp_path):
+    """A run folder written before status codes existed (its chunks have no ``status``)
+    resumes: its chunks get SUCCESS where converged and UNKNOWN elsewhere, the chunks
+    computed now their own codes, and the summary counts both (docs/api.md section 2)."""
+    from geomrobust import Status
+
+    common = ["--checkpoint", str(checkpoint), "--n", "12", "--chunk-size", "4", "--no-plots"]
+    run = tmp_path / "run"
+    argv = ["margins", *common, "--out", str(run)]
+    assert main(argv) == 0
+    ref = load_npz(run / "results.npz")
+    assert ref["status"].dtype == np.int8 and (ref["status"] == Status.SUCCESS).all()
+    chunks = run / "chunks"
+    # chunk 0: no status, and its example 1 did not converge; chunk 1: no status; chunk 2
+    # missing (computed by the resumed run, with its own status)
+    first = chunks / "chunk-00000.npz"
+    with np.load(first) as z:
+        conv = z["converged"].copy()
+    conv[1] = False
+    _strip(first, {"status"}, converged=lambda c: conv, margin=lambda m: np.where(conv, m, np.inf))
+    _strip(chunks / "chunk-00001.npz", {"status"})
+    (chunks / "chunk-00002.npz").unlink()
+    (run / "results.npz").unlink()
+
+    assert main(argv) == 0
+    res = load_npz(run / "results.npz")
+    expected = ref["status"].copy()
+    expected[1] = Status.UNKNOWN
+    assert res["status"].dtype == np.int8
+    np.testing.assert_array_equal(res["status"], expected)
+    np.testing.assert_array_equal(res["converged"], res["status"] == Status.SUCCESS)
+    np.testing.assert_array_equal(res["margin"][8:], ref["margin"][8:])  # recomputed
+    summary = json.loads((run / "summary.json").read_text())
+    status = summary["status"] if "status" in summary else summary["margins"]["status"]
+    assert status == {"SUCCESS": 11, "UNKNOWN": 1}
+
+
+def test_status_of_chunks_from_before_status_codes():
+    """Every margin analysis's chunk gets its status arrays from its success fields: DeepFool,
+    SparseFool, best (``converged``), PGD (``success`` per radius), random subspaces
+    (``converged`` per draw and ``minimal_converged``); a chunk that has them is unchanged."""
+    from geomrobust import Status
+    from geomrobust.analyses.margins import _with_status
+
+    s, u = Status.SUCCESS, Status.UNKNOWN
+    got = _with_status({"margin": np.ones(2), "converged": np.array([True, False])})
+    np.testing.assert_array_equal(got["status"], np.array([s, u], np.int8))
+    assert got["status"].dtype == np.int8 and "minimal_status" not in got
+    got = _with_status({"success": np.array([[True, False, False]])})  # (C, E)
+    np.testing.assert_array_equal(got["status"], [[s, u, u]])
+    got = _with_status({"converged": np.array([[True, False]]),
+                        "minimal_converged": np.array([False])})  # fmt: skip
+    np.testing.assert_array_equal(got["status"], [[s, u]])
+    np.testing.assert_array_equal(got["minimal_status"], [u])
+    saved = np.array([Status.MAX_STEPS], np.int8)
+    got = _with_status({"converged": np.array([False]), "status": saved})
+    np.testing.assert_array_equal(got["status"], saved)

@@ -169,3 +169,35 @@ def test_subspace_margins():
     e = jnp.eye(4)
     res = gr.subspace_margins(CLF, X, Y, [e[:, :1], e[:, 2:3]])
     _check(res, "converged", [[S, S, F], [N, N, F]])
+
+
+def test_boundary_points():
+    """A boundary set says which step failed: DeepFool's own code, ``MISCLASSIFIED`` for an
+    example already across (margin 0), ``NONFINITE`` first; ``valid == (status == SUCCESS)``."""
+    from geomrobust.analyses import boundary_points
+
+    x = jnp.concatenate([X, X[:1]])  # a last row labelled 1: misclassified (f_0 > f_1)
+    y = jnp.array([0, 0, 0, 1], jnp.int32)
+    mis = Status.MISCLASSIFIED
+    res = boundary_points(CLF, x, y)
+    _check(res, "valid", [S, S, F, mis])
+    assert np.asarray(res.margin)[3] == 0.0 and bool(res.deepfool_converged[3])
+    res = boundary_points(CLF, x, y, deepfool_steps=0)
+    _check(res, "valid", [M, M, F, mis])
+    # a DeepFool result passed in without status: its failures' reasons are unknown
+    df = gr.deepfool(CLF, x, y, steps=0)
+    legacy = type("Legacy", (), dict(perturbation=df.perturbation, margin=df.margin,
+                                     converged=df.converged))  # fmt: skip
+    res = boundary_points(CLF, x, y, deepfool=legacy)
+    _check(res, "valid", [Status.UNKNOWN, Status.UNKNOWN, F, mis])
+
+
+def test_status_from_success():
+    """A saved result without status (an earlier release): SUCCESS where it succeeded,
+    UNKNOWN elsewhere, int8, any shape."""
+    from geomrobust._status import status_from_success
+
+    got = status_from_success(np.array([[True, False], [False, True]]))
+    assert got.dtype == STATUS_DTYPE
+    np.testing.assert_array_equal(got, [[S, Status.UNKNOWN], [Status.UNKNOWN, S]])
+    assert Status.describe(got) == {"SUCCESS": 2, "UNKNOWN": 2}

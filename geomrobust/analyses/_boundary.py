@@ -6,18 +6,21 @@ Frossard, Soatto, "Empirical study of the topology and geometry of deep networks
 2018): DeepFool (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016) finds a point just across the
 nearest boundary, :func:`geomrobust.search.refine_boundary` bisects the segment from the
 example onto ``F_k = f_k - f_y = 0``, and a point is valid when both converged and the
-example was not already on the wrong side (margin > 0). README.md ("Library") shows the same
-steps written out.
+example was not already on the wrong side (margin > 0). Each example's ``status``
+(:class:`geomrobust.Status`, docs/api.md section 2) says which step failed. README.md
+("Library") shows the same steps written out.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from geomrobust._deprecation import renamed
+from geomrobust._status import STATUS_DTYPE, Status, status_from_success
 from geomrobust.engine import CHUNK_SIZE
 from geomrobust.models import as_classifier
 from geomrobust.search import deepfool_dataset, refine_boundary
@@ -38,6 +41,13 @@ class BoundarySet(NamedTuple):
     deepfool_converged, refined : ``(N,)`` bool, DeepFool and the bisection converged.
     valid : ``(N,)`` bool, ``deepfool_converged & refined & (margin > 0)``: the points to
         measure at; the others are counted as excluded, never measured.
+    status : ``(N,)`` int8 :class:`geomrobust.Status`, ``valid == (status == SUCCESS)``:
+        ``NONFINITE`` where DeepFool or the bisection met a non-finite logit or gradient;
+        else DeepFool's own code where it did not converge (``MAX_STEPS``, ``NOT_FOUND``;
+        ``UNKNOWN`` for a DeepFool result passed in without a ``status``); else
+        ``MISCLASSIFIED`` where the example is already misclassified or tied at ``x``
+        (margin 0: no boundary point of its class to measure); else the bisection's code
+        (``MAX_STEPS``, ``NOT_FOUND``: see :class:`geomrobust.search.BoundaryPoints`).
     """
 
     z: jax.Array
@@ -49,6 +59,7 @@ class BoundarySet(NamedTuple):
     deepfool_converged: jax.Array
     refined: jax.Array
     valid: jax.Array
+    status: jax.Array
 
 
 @renamed(max_iter="deepfool_steps")
@@ -76,8 +87,8 @@ def boundary_points(
     overshoot, deepfool_steps : the overshoot and the step budget of the L2 DeepFool search
         (:func:`geomrobust.deepfool`).
     deepfool : an L2 DeepFool result of ``x`` already computed with these labels (any
-        object with ``perturbation``, ``margin`` and ``converged``, e.g. a
-        :class:`geomrobust.MarginResult`), reused instead of searching again.
+        object with ``perturbation``, ``margin``, ``converged`` and optionally ``status``,
+        e.g. a :class:`geomrobust.MarginResult`), reused instead of searching again.
     bounds : the box ``(lo, hi)`` of the DeepFool search (None: none), e.g. ``(0, 1)`` for
         images: the boundary points then lie inside it.
     chunk_size, devices, progress : the executor's options of the DeepFool search and the
@@ -109,6 +120,28 @@ def boundary_points(
     pert = jnp.asarray(deepfool.perturbation, x.dtype)
     margin = jnp.asarray(deepfool.margin)
     df_ok = jnp.asarray(deepfool.converged, bool)
+    df_status = getattr(deepfool, "status", None)
+    if df_status is None:  # a result without status: why a failure ended is not known
+        df_status = status_from_success(df_ok)
     bp = refine_boundary(clf, x, x + pert, y, chunk_size=size, devices=devices)
-    valid = bp.converged & df_ok & (margin > 0)
-    return BoundarySet(bp.z, bp.y, bp.k, bp.normal, margin, pert, df_ok, bp.converged, valid)
+    status = _status(jnp.asarray(df_status, STATUS_DTYPE), margin, bp.status)
+    valid = status == Status.SUCCESS  # == bp.converged & df_ok & (margin > 0)
+    return BoundarySet(
+        bp.z, bp.y, bp.k, bp.normal, margin, pert, df_ok, bp.converged, valid, status
+    )
+
+
+def _status(deepfool_status, margin, refine_status):
+    """The status of each boundary point (see :class:`BoundarySet`): a non-finite row
+    first, then DeepFool's failure, then a misclassified example, then the bisection's."""
+    code = partial(jnp.asarray, dtype=STATUS_DTYPE)
+    nonfinite = (deepfool_status == Status.NONFINITE) | (refine_status == Status.NONFINITE)
+    return jnp.where(
+        nonfinite,
+        code(Status.NONFINITE),
+        jnp.where(
+            deepfool_status != Status.SUCCESS,
+            deepfool_status,
+            jnp.where(~(margin > 0), code(Status.MISCLASSIFIED), refine_status),
+        ),
+    ).astype(STATUS_DTYPE)

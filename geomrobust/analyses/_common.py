@@ -149,6 +149,7 @@ def chunked(
     progress=None,
     devices=None,
     store=None,
+    upgrade=None,
 ):
     """``fn(*shared, *rows, chunk=Chunk)`` over fixed-size chunks of ``batched``.
 
@@ -157,8 +158,12 @@ def chunked(
     program sees one shape and compiles once), places the rows and ``shared`` on the
     chunk's device, and with a ``store`` reads back finished chunks and writes new ones
     (``fn`` then returns a flat dict of arrays). ``progress`` as accepted by
-    :func:`geomrobust.engine.track`, counting examples.
+    :func:`geomrobust.engine.track`, counting examples. ``upgrade``: applied to every chunk
+    read back from ``store`` (:meth:`geomrobust.io.ChunkStore.upgraded`: a chunk of an
+    earlier release gets the arrays it lacks, so it joins the chunks computed now).
     """
+    if store is not None and upgrade is not None:
+        store = store.upgraded(upgrade)
     n = int(np.shape(batched[0])[0])
     with track(progress, n, desc) as report:
         return map_chunks(

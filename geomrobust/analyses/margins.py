@@ -21,7 +21,9 @@ resumes where it stopped:
 Statistics exclude, and count, examples whose search did not converge and (when labels are
 given) examples the model misclassifies. The searches' per-example ``status`` codes
 (:class:`geomrobust.Status`, docs/api.md section 2) are saved with the other arrays, and the
-summary counts them by name (``status``).
+summary counts them by name (``status``). A run folder written before status codes existed
+resumes: its chunks get ``status`` (and ``minimal_status``) from their success fields,
+``SUCCESS`` or ``UNKNOWN`` (``_with_status``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomrobust._deprecation import renamed
-from geomrobust._status import Status
+from geomrobust._status import Status, status_from_success
 from geomrobust.measures import (
     dct_subspaces,
     normalized_robustness,
@@ -167,7 +169,7 @@ def compute(
     settings = dataclasses.replace(settings, bounds=box)
     pred = predict(clf, x, chunk_size=min(512, n), devices=devices)
     clean = np.ones(n, bool) if y is None else pred == np.asarray(y)
-    run = dict(store=store, progress=progress, devices=devices)
+    run = dict(store=store, progress=progress, devices=devices, upgrade=_with_status)
     k = resolve_key(settings, key, store)
     if settings.subspaces == "dct":
         arrays, summary = _dct(clf, x, y, clean, settings, run)
@@ -187,6 +189,24 @@ def compute(
     if y is not None:
         head["clean_accuracy"] = float(clean.mean())
     return AnalysisResult({"labels": labels, **arrays}, {**head, **summary})
+
+
+#: the status array of a chunk and the success fields it is derived from when missing
+_STATUS_OF = {"status": ("converged", "success"), "minimal_status": ("minimal_converged",)}
+
+
+def _with_status(arrays: dict) -> dict:
+    """A chunk read back from a run folder, with the status arrays of a chunk written before
+    status codes existed (docs/api.md section 2): ``status`` (``minimal_status``) from its
+    success field ``converged`` or ``success`` (``minimal_converged``), ``SUCCESS`` where it
+    succeeded and ``UNKNOWN`` elsewhere (why a search failed was not saved). A chunk that
+    has them is returned as it is."""
+    out = dict(arrays)
+    for name, sources in _STATUS_OF.items():
+        src = next((s for s in sources if s in out), None)
+        if name not in out and src is not None:
+            out[name] = status_from_success(out[src])
+    return out
 
 
 def _batched(x, y):

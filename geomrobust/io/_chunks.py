@@ -101,12 +101,21 @@ class ChunkStore:
     folder : Path
     settings : dict, the canonical settings recorded in ``store.json``.
     digest : str, their SHA-256.
+    upgrade : None, or ``upgrade(arrays) -> arrays`` applied to every chunk read back, so
+        that a chunk written by an earlier release gets the arrays it lacks (set with
+        :meth:`upgraded`; e.g. the margin analyses derive ``status`` there).
     """
 
-    def __init__(self, folder: Path, settings: dict, digest: str):
+    def __init__(self, folder: Path, settings: dict, digest: str, upgrade=None):
         self.folder = folder
         self.settings = settings
         self.digest = digest
+        self.upgrade = upgrade
+
+    def upgraded(self, upgrade: Callable[[dict], Mapping[str, np.ndarray]]) -> ChunkStore:
+        """This store, with ``upgrade`` applied to every chunk it reads back (a new object;
+        the folder and its files are shared)."""
+        return ChunkStore(self.folder, self.settings, self.digest, upgrade)
 
     def __repr__(self) -> str:
         return f"ChunkStore({os.fspath(self.folder)!r}, {len(self.completed())} chunks done)"
@@ -136,7 +145,7 @@ class ChunkStore:
         return save_npz(self.path(index), {**arrays, _DIGEST: np.asarray(self.digest)})
 
     def load(self, index: int) -> dict[str, np.ndarray]:
-        """Read chunk ``index`` (without pickle).
+        """Read chunk ``index`` (without pickle), through :attr:`upgrade` when set.
 
         Raises
         ------
@@ -163,6 +172,8 @@ class ChunkStore:
                 f"{path} {what}; it is not a result of this run: rerun with --restart to "
                 "discard the chunks, or remove that file"
             )
+        if self.upgrade is not None:
+            arrays = {k: np.asarray(v) for k, v in self.upgrade(arrays).items()}
         return arrays
 
     def map(
