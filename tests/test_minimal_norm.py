@@ -7,12 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _nets import affine, mlp
+from conftest import RTOL
 
 from geomrobust import Classifier
 from geomrobust.search import (
     apgd,
     apgd_checkpoints,
+    cw_init,
     cw_l2,
+    cw_step,
     deepfool,
     fmn,
     minimal_margin,
@@ -124,6 +127,73 @@ def test_cw_abort_early_is_per_example():
     part = cw_l2(f, x[5:], y[5:], abort_early=True, **CW)
     np.testing.assert_allclose(part.margin, early.margin[5:], rtol=1e-10)
     np.testing.assert_array_equal(part.iterations, early.iterations[5:])
+
+
+def test_cw_confidence_reaches_the_kappa_level_set(dtype):
+    """With ``confidence = κ`` an adversarial point needs ``max_{j != y} f_j > f_y + κ``
+    (Carlini's ``compare``): on a binary affine classifier ``f_y - f_j = F - u·δ``, so the
+    smallest such perturbation has norm ``(F + κ) / ||u|| = |d| + κ / ||u||``."""
+    f, x, y, exact = _binary_affine(dtype)
+    kappa = 0.5
+    u = f(jnp.eye(D, dtype=dtype)) - f(jnp.zeros((1, D), dtype))
+    nu = jnp.linalg.norm(u[:, 0] - u[:, 1])
+    r = cw_l2(f, x, y, confidence=kappa, **CW)
+    assert bool(r.converged.all())
+    rel = _rel(r.margin, exact[2] + kappa / nu)
+    assert rel.min() > -1e-4 and rel.max() < 0.01, rel
+    lg = f(x + r.perturbation)
+    idx = jnp.arange(N)
+    assert bool((lg[idx, 1 - y] - lg[idx, y] > kappa).all())
+
+
+def test_cw_objective_is_the_reference_value(dtype):
+    """``info.loss`` is ``||z - x||² + c · max(f_y - max_{j != y} f_j + κ, 0)`` (the value
+    the early-abort test compares, as in Carlini & Wagner's code and Foolbox)."""
+    f, x, y, _ = _binary_affine(dtype)
+    kappa, c = 0.3, 2.0
+    s = cw_init(f, x, y, initial_const=c)
+    s, _ = cw_step(f, s, steps=5, confidence=kappa)  # move off x
+    z = x + (s.w - s.w0)
+    _, info = cw_step(f, s, steps=5, confidence=kappa)
+    lg = f(z)
+    gap = lg[jnp.arange(N), y] - lg[jnp.arange(N), 1 - y]
+    want = jnp.sum((z - x) ** 2, 1) + c * jnp.maximum(gap + kappa, 0)
+    np.testing.assert_allclose(info.loss, want, rtol=RTOL[np.dtype(dtype)])
+
+
+def test_cw_abort_step_is_not_recorded():
+    """At a check where the objective stalled, the round ends before the point is recorded
+    (the reference code breaks out of its loop first): an adversarial point evaluated at
+    that step is neither the best nor a success of the round; without ``abort_early`` it is."""
+    f, x, y, _ = _binary_affine(jnp.float64)
+    u = f(jnp.eye(D)) - f(jnp.zeros((1, D)))
+    w = u[:, 0] - u[:, 1]
+    sgn = jnp.where(y == 0, -1.0, 1.0)[:, None]  # towards the other class
+    s = cw_init(f, x, y, initial_const=1.0)
+    far = sgn * (2.5 * w / jnp.linalg.norm(w))  # beyond the boundary (|d| <= 2)
+    s = s._replace(w=far, check_loss=jnp.full((N,), -1.0))  # stalled at the first check
+    kw = dict(steps=10, binary_steps=3)
+    ab, info = cw_step(f, s, abort_early=True, **kw)
+    assert not bool(info.adversarial.any()) and bool(jnp.isinf(ab.best_norm).all())
+    assert bool((ab.inner == 0).all()) and bool((ab.rounds == 1).all())
+    assert bool((ab.c_lo == 1.0).all()) and bool(jnp.isinf(ab.c_hi).all())  # no success
+    on, info = cw_step(f, s, abort_early=False, **kw)
+    assert bool(info.adversarial.all()) and bool(on.found.all())
+    np.testing.assert_allclose(on.best_norm, 2.5, rtol=1e-12)
+
+
+def test_cw_last_constant_repeats_the_smallest_success():
+    """With ``binary_steps >= 10`` the last constant is ``min(c_hi, 1e10)`` (Carlini's
+    repeat); below 10 the binary search's midpoint."""
+    f, x, y, _ = _binary_affine(jnp.float64)
+    for b in (9, 10):
+        s = cw_init(f, x, y, initial_const=1e-3)
+        for _ in range(2 * (b - 1)):  # two steps per constant; the first Adam step,
+            # 2 sign(∇L), crosses the boundary (|d| <= 2): every constant succeeds
+            s, _ = cw_step(f, s, steps=2, binary_steps=b, stepsize=2.0)
+        assert bool((s.rounds == b - 1).all()) and bool((s.c_hi < 1e-3).all())
+        want = jnp.minimum(s.c_hi, 1e10) if b == 10 else (s.c_lo + s.c_hi) / 2
+        np.testing.assert_array_equal(s.const, want)
 
 
 def test_cw_in_a_box_stays_in_the_box():

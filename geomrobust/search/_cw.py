@@ -82,7 +82,8 @@ class CWState(NamedTuple):
 
 class CWInfo(NamedTuple):
     """Per-step diagnostics of :func:`cw_step`: the per-example objective ``(N,)`` at the
-    point evaluated and whether it was adversarial ``(N,)``."""
+    point evaluated and whether it was adversarial with the confidence and recorded ``(N,)``
+    (False at the step an early abort ends a round on)."""
 
     loss: Array
     adversarial: Array
@@ -163,18 +164,27 @@ def cw_step(
     At ``z = x + δ(w)`` (``z = lo + (hi - lo)(tanh w + 1) / 2`` with a box), ONE forward pass
     and VJP of
 
-        L(w) = ||z - x||_2^2 + c · max(f_y(z) - max_{j != y} f_j(z), -κ)
+        L(w) = ||z - x||_2^2 + c · max(f_y(z) - max_{j != y} f_j(z) + κ, 0)
 
-    (``κ = confidence``): where ``z`` is adversarial with room (its label would not flip back
-    in another batch: :func:`geomrobust.search._fmn.crosses`) and closer than the best so far
-    it becomes the best; then ``w`` takes an Adam step (``β = 0.9, 0.999``, ``stepsize``).
-    After ``steps`` steps with one constant the binary search moves it: ``c_hi ← c`` if an
-    adversarial point was met, else ``c_lo ← c``; ``c ← (c_lo + c_hi) / 2``, or ``10 c``
-    while no success bounds it; ``w`` and Adam restart from ``x``. An example is done after
-    ``binary_steps`` constants. ``abort_early``: every ``ceil(steps / 10)`` steps, an
-    example whose objective did not fall below ``0.9999`` times its value at the previous
-    check ends its round there (Foolbox's rule, applied per example rather than to the sum
-    over the batch, so that no example's result depends on the others).
+    (``κ = confidence``; the objective of Carlini & Wagner's reference code and Foolbox, by
+    value too, which the early-abort test compares). ``z`` counts as adversarial when
+    ``max_{j != y} f_j(z) > f_y(z) + κ`` (their ``compare``); where it is, with room (its
+    label would not flip back in another batch: :func:`geomrobust.search._fmn.crosses`), and
+    closer than the best so far, it becomes the best; then ``w`` takes an Adam step
+    (``β = 0.9, 0.999``, ``stepsize``). After ``steps`` steps with one constant the binary
+    search moves it: ``c_hi ← c`` if an adversarial point was met, else ``c_lo ← c``;
+    ``c ← (c_lo + c_hi) / 2``, or ``10 c`` while no success bounds it; with
+    ``binary_steps >= 10`` the last constant is ``min(c_hi, 1e10)`` (the reference code's
+    repeat of the smallest successful constant); ``w`` and Adam restart from ``x``. An
+    example is done after ``binary_steps`` constants.
+
+    ``abort_early``: at every ``ceil(steps / 10)``-th step of a round (the first included),
+    an example whose objective did not fall below ``0.9999`` times its value at the previous
+    check ends its round there, and the point of that step is not recorded (neither best
+    nor success). This is the rule of Carlini & Wagner's reference code at its default batch
+    of one example (which checks every ``floor(steps / 10)`` steps; ``ceil`` also serves
+    ``steps < 10``); Foolbox 3.3.4 applies it to the sum of the objective over the batch,
+    which makes an example's result depend on the others; here it is per example.
     """
     dtype = state.x.dtype
     bounds = None if bounds is None else bounds_pair(bounds, dtype)
@@ -189,16 +199,24 @@ def cw_step(
         idx = jnp.arange(x.shape[0])
         gap = logits[idx, y] - logits[idx, j]
         d2 = jnp.sum(((z - x) ** 2).reshape(x.shape[0], -1), axis=1)
-        per = d2 + state.const * jnp.maximum(gap, -kappa)
-        return jnp.sum(per), (logits, z, per)
+        per = d2 + state.const * jnp.maximum(gap + kappa, 0)
+        return jnp.sum(per), (logits, z, per, gap)
 
-    (_, (logits, z, per)), g = jax.value_and_grad(objective, has_aux=True)(state.w)
+    (_, (logits, z, per, gap)), g = jax.value_and_grad(objective, has_aux=True)(state.w)
     finite = finite_rows(logits, g)
     label = jnp.argmax(logits, -1).astype(jnp.int32)
-    adv = (label != y) & finite
+    # adversarial with the confidence: max_{j != y} f_j > f_y + κ (Carlini's ``compare``)
+    adv = (label != y) & finite & (-gap > kappa)
+    # early abort (Carlini & Wagner's reference code, Foolbox): at a check, an objective that
+    # did not fall below 0.9999 times its value at the previous check ends the round before
+    # this evaluation is recorded
+    at_check = state.inner % max(1, -(-steps // 10)) == 0
+    stall = at_check & ~(per <= 0.9999 * state.check_loss)
+    record = ~stall if abort_early else jnp.ones_like(stall)
+    adv = adv & record
     delta = z - x
     n = flat_norm(delta, 2.0)
-    better = crosses(logits, y) & (n < state.best_norm)
+    better = crosses(logits, y) & adv & (n < state.best_norm)
     best = jnp.where(rows(better, x.ndim), delta, state.best)
     best_norm = jnp.where(better, n, state.best_norm)
     best_label = jnp.where(better, label, state.best_label)
@@ -212,8 +230,6 @@ def cw_step(
     vh = v / rows(1 - 0.999**t, x.ndim)
     w = state.w - stepsize * mh / (jnp.sqrt(vh) + 1e-8)
     inner = state.inner + 1
-    at_check = state.inner % max(1, -(-steps // 10)) == 0
-    stall = at_check & ~(per <= 0.9999 * state.check_loss)
     check_loss = jnp.where(at_check, per, state.check_loss)
     # binary search over the constant at the end of a round
     end = inner >= steps
@@ -222,6 +238,9 @@ def cw_step(
     c_hi = jnp.where(end & found, jnp.minimum(state.c_hi, state.const), state.c_hi)
     c_lo = jnp.where(end & ~found, jnp.maximum(state.c_lo, state.const), state.c_lo)
     c_next = jnp.where(jnp.isfinite(c_hi), (c_lo + c_hi) / 2, state.const * 10)
+    if binary_steps >= 10:  # the last constant repeats the smallest successful one (Carlini)
+        last = state.rounds + 2 == binary_steps
+        c_next = jnp.where(last, jnp.minimum(c_hi, 1e10), c_next)
     r = rows(end, x.ndim)
     new = state._replace(
         w=jnp.where(r, state.w0, w),
@@ -308,10 +327,11 @@ def cw_l2(
 
     For each constant ``c`` of a binary search (``binary_steps`` values from
     ``initial_const``), ``steps`` Adam steps minimize ``||z - x||² + c · max(f_y(z) -
-    max_{j != y} f_j(z), -κ)`` over ``z`` in the box (the tanh change of variables; without
+    max_{j != y} f_j(z) + κ, 0)`` over ``z`` in the box (the tanh change of variables; without
     a box ``z = x + δ`` directly; ``stepsize`` acts in tanh space, where a step moves ``z`` by
     up to ``(hi - lo) / 2`` times it). The smallest adversarial ``z - x`` met over all steps and
-    constants is returned (step rule: :func:`cw_step`). Every example runs all
+    constants is returned, an adversarial point being one with ``max_{j != y} f_j(z) > f_y(z) +
+    κ`` (step rule: :func:`cw_step`). Every example runs all
     ``binary_steps × steps`` steps unless ``abort_early`` (the paper's ``steps`` is 10,000
     and Foolbox's default too: use ``steps`` and ``binary_steps`` to trade accuracy for
     time).
@@ -323,8 +343,9 @@ def cw_l2(
     steps, binary_steps : Adam steps per constant, constants tried.
     stepsize : Adam's learning rate (in tanh space with a box, in input units without).
     initial_const : the first ``c``; confidence : ``κ >= 0``.
-    abort_early : end an example's round when its objective stalls (:func:`cw_step`); off
-    by default: every example then runs every step.
+    abort_early : end an example's round when its objective stalls (Carlini & Wagner's
+    rule, per example: :func:`cw_step`); off by default: every example then runs every
+    step.
     bounds : ``(lo, hi)`` (scalars) box, or None.
     loop : ``"host"``, ``"device"`` or ``"auto"``, as for :func:`geomrobust.search.fmn`.
     chunk_size, devices, progress : the executor's options (concrete inputs only).
