@@ -66,7 +66,7 @@ def _data(n, shape, seed):
 
 def test_deepfool_dataset_compiles_once():
     f = Counted(16)
-    # slots=2: the working set never shrinks (the tail ladder starts at 4 slots), so the driver
+    # slots=2: the working set never shrinks (the tail ladder starts at 16 slots), so the driver
     # is exactly one program; chunk_size=4 with N=10 gives 3 chunks, the last one padded.
     run = lambda x: deepfool_dataset(f, x, chunk_size=4, slots=2)  # noqa: E731
     x10, x15 = _data(10, (4, 4), 0), _data(15, (4, 4), 1)
@@ -79,9 +79,9 @@ def test_deepfool_dataset_compiles_once():
 
 def test_deepfool_dataset_repeat_call_with_tail_ladder():
     f = Counted(16, seed=1)
-    x = _data(40, (4, 4), 2)
-    first = f.run(lambda: deepfool_dataset(f, x, chunk_size=16, slots=8).margin, 40)
-    assert f.run(lambda: deepfool_dataset(f, x, chunk_size=16, slots=8).margin, 40) == first
+    x = _data(40, (4, 4), 2)  # 16 slots shrink to 4 (MIN_SLOTS)
+    first = f.run(lambda: deepfool_dataset(f, x, chunk_size=32, slots=16).margin, 40)
+    assert f.run(lambda: deepfool_dataset(f, x, chunk_size=32, slots=16).margin, 40) == first
 
 
 def test_subspace_margins_one_compilation_for_all_bands():

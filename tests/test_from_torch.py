@@ -419,14 +419,15 @@ def test_swish_curvature_is_exact_not_piecewise_linear():
     spec, images, _, _ = _io("dm_wrn_10_1_swish")
     model = _load(FIXTURES / "dm_wrn_10_1_swish.safetensors", spec, **spec["config"])
     clf = gr.as_classifier(model)
-    x = jnp.asarray(np.transpose(images, (0, 2, 3, 1)))[:2]
+    x = jnp.asarray(np.transpose(images, (0, 2, 3, 1)))[:1]
     y = jnp.argmax(clf(x), -1)
     df = gr.deepfool(clf, x)
     assert np.all(np.asarray(df.converged))
     bp = gr.refine_boundary(clf, x, x + df.perturbation, y)
     c = gr.principal_curvatures(
-        clf, bp.z, bp.y, bp.k, num=2, key=jax.random.key(0), method="lanczos", krylov_dim=8
-    )
+        clf, bp.z, bp.y, bp.k, num=2, key=jax.random.key(0), method="lanczos", krylov_dim=8,
+        restarts=2,  # Ritz values after 3 cycles: finite and nonzero is what is asserted
+    )  # fmt: skip
     status = np.asarray(c.status)
     assert np.all(status != int(gr.Status.PIECEWISE_LINEAR)), status
     assert np.all(np.isfinite(np.asarray(c.values))) and np.any(np.asarray(c.values) != 0)

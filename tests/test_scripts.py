@@ -49,7 +49,7 @@ def test_help(name, capsys):
 
 RUNS = {
     "curvature_analysis": (
-        ["--quick-model", "--n", "6", "--num", "4", "--loss-eigs", "3"],
+        ["--quick-model", "--n", "3", "--num", "2", "--loss-eigs", "2"],
         ["curvature_spectrum.png", "shared_directions.png"],
     ),
     "subspace_margins": (

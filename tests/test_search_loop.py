@@ -95,11 +95,11 @@ def test_continuous_batching_equals_while_loop(dtype):
     abort_early ends examples at different steps) and the tail shrinks: the same decisions
     and step counts, the same numbers to rounding (bit for bit with the default slots, the
     whole chunk: the tests above)."""
-    f, x = _model(dtype), _x(dtype, n=23)
+    f, x = _model(dtype), _x(dtype, n=23)  # 16 slots: refills, then the tail shrinks to 4
     lo, hi = jnp.asarray(0.0, dtype), jnp.asarray(1.0, dtype)
     settings = (*(jnp.asarray(v, dtype) for v in (1e-2, 0.05, 0.0)), lo, hi)
     st = CWStatic(8, 3, True, False, True)
-    slot = drive(CW, f, settings, (x,), st, loop="host", slots=4, chunk_size=None)
+    slot = drive(CW, f, settings, (x,), st, loop="host", slots=16, chunk_size=None)
     whole = drive(CW, f, settings, (x,), st, loop="device", chunk_size=None)
     _close(slot, whole)
     iters = np.asarray(slot.iterations)

@@ -95,8 +95,13 @@ def fourier_accuracy_map(
         ``"epoch"`` (a fresh permutation per epoch of ``ceil(n_train / batch_size)`` steps,
         the last batch of an epoch the remainder, as a shuffling PyTorch ``DataLoader``).
     eps, sigma : the directional dataset's separation and noise.
-    batching : ``"vmap"``, ``"map"`` (sequential ``lax.map``) or ``"auto"`` (``"map"`` when
-        the default backend is the CPU, else ``"vmap"``); the same numbers up to rounding.
+    batching : ``"vmap"`` (the chunk's directions vmapped, the steps under ``lax.scan``: one
+        program), ``"map"`` (sequential ``lax.map`` over the directions), ``"host"`` (the
+        directions vmapped, one jitted call per step from the host) or ``"auto"``
+        (``"host"`` when the default backend is the CPU, else ``"vmap"``); the same numbers
+        up to rounding. On the CPU, ``"host"`` and ``"map"`` take the same time at XLA's
+        default optimization level, and ``"host"`` is 3.4x faster with
+        ``--xla_backend_optimization_level=0`` (short compiles; docs/performance.md).
     chunk_size : directions trained per compiled call (default 16, not
         ``engine.CHUNK_SIZE``: each direction is a whole training run with its own
         ``n_train + n_test`` examples in memory); the last chunk is padded. The
@@ -120,10 +125,10 @@ def fourier_accuracy_map(
     check_positive(learning_rate, "learning_rate")
     check_positive(eps, "eps")
     check_positive(sigma, "sigma", allow_zero=True)
-    if batching not in ("auto", "vmap", "map"):
-        raise ValueError(f"batching must be 'auto', 'vmap' or 'map', got {batching!r}")
+    if batching not in ("auto", "vmap", "map", "host"):
+        raise ValueError(f"batching must be 'auto', 'vmap', 'map' or 'host', got {batching!r}")
     if batching == "auto":
-        batching = "map" if jax.default_backend() == "cpu" else "vmap"
+        batching = "host" if jax.default_backend() == "cpu" else "vmap"
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     if schedule not in ("constant", "linear", "onecycle"):
@@ -134,8 +139,9 @@ def fourier_accuracy_map(
         check_positive(clip_norm, "clip_norm")
         clip_norm = float(clip_norm)
     batch_size = min(int(batch_size), int(n_train))
+    program = _train_and_test_host if batching == "host" else _train_and_test
     train = partial(
-        _train_and_test, init_params=StaticFunction(init_params),
+        program, init_params=StaticFunction(init_params),
         apply_fn=StaticFunction(apply_fn), steps=int(steps), batch_size=batch_size,
         learning_rate=float(learning_rate), optimizer=optimizer, schedule=schedule,
         clip_norm=clip_norm, sampling=sampling, batching=batching,
@@ -206,16 +212,19 @@ def _batch(orders, step_key, t, n: int, batch_size: int, sampling: str):
     return idx, (pos * batch_size + jnp.arange(batch_size) < n).astype(jnp.float32)
 
 
-_STATIC = ("init_params", "apply_fn", "steps", "batch_size", "learning_rate", "optimizer",
-           "schedule", "clip_norm", "sampling", "batching")  # fmt: skip
-
-
-@partial(jax.jit, static_argnames=_STATIC)
-def _train_and_test(keys, xs_tr, ys_tr, xs_te, ys_te, *, init_params, apply_fn, steps,
-                    batch_size, learning_rate, optimizer="adam", schedule="constant",
-                    clip_norm=None, sampling="random", batching="vmap"):  # fmt: skip
-    """The training and test of a chunk of directions, compiled once per architecture and
-    training settings (the data and keys are arguments)."""
+def _parts(
+    init_params,
+    apply_fn,
+    steps,
+    batch_size,
+    learning_rate,
+    optimizer,
+    schedule,
+    clip_norm,
+    sampling,
+):
+    """The training run of ONE direction as ``start``, ``step`` and ``test`` functions: the
+    kernels of both forms of :func:`_train_and_test` (and of :func:`_train_and_test_host`)."""
     opt = _optimizer(optimizer, schedule, learning_rate, steps, clip_norm)
 
     def loss(params, x, y, weight):
@@ -224,28 +233,83 @@ def _train_and_test(keys, xs_tr, ys_tr, xs_te, ys_te, *, init_params, apply_fn, 
         weight = weight.astype(ce.dtype)
         return jnp.sum(weight * ce) / jnp.sum(weight)
 
-    def one(key, x, y, x_test, y_test):
+    def start(key, x):
+        """``(params, optimizer state, epoch orders or None, the step keys (steps,))``."""
         k_init, k_batches = jax.random.split(key)
         params = init_params(k_init)
-        state = opt.init(params)
-
         orders = (
             _epoch_orders(k_batches, x.shape[0], batch_size, steps) if sampling == "epoch" else None
         )
+        return params, opt.init(params), orders, jax.random.split(k_batches, steps)
 
-        def step(carry, tk):
-            params, state = carry
-            idx, weight = _batch(orders, tk[1], tk[0], x.shape[0], batch_size, sampling)
-            grads = jax.grad(loss)(params, x[idx], y[idx], weight)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), None
+    def step(params, state, orders, x, y, t, step_keys):
+        idx, weight = _batch(orders, step_keys[t], t, x.shape[0], batch_size, sampling)
+        grads = jax.grad(loss)(params, x[idx], y[idx], weight)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
 
-        (params, _), _ = jax.lax.scan(
-            step, (params, state), (jnp.arange(steps), jax.random.split(k_batches, steps))
-        )
+    def test(params, x_test, y_test):
         pred = jnp.argmax(apply_fn(params, x_test), axis=-1)
-        return jnp.mean((pred == y_test).astype(x.dtype))
+        return jnp.mean((pred == y_test).astype(x_test.dtype))
+
+    return start, step, test
+
+
+_TRAIN = ("init_params", "apply_fn", "steps", "batch_size", "learning_rate", "optimizer",
+          "schedule", "clip_norm", "sampling")  # fmt: skip
+_STATIC = (*_TRAIN, "batching")
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _train_and_test(keys, xs_tr, ys_tr, xs_te, ys_te, *, init_params, apply_fn, steps,
+                    batch_size, learning_rate, optimizer="adam", schedule="constant",
+                    clip_norm=None, sampling="random", batching="vmap"):  # fmt: skip
+    """The training and test of a chunk of directions as one program (the steps under
+    ``lax.scan``), compiled once per architecture and training settings (the data and keys
+    are arguments)."""
+    start, step, test = _parts(init_params, apply_fn, steps, batch_size, learning_rate,
+                               optimizer, schedule, clip_norm, sampling)  # fmt: skip
+
+    def one(key, x, y, x_test, y_test):
+        params, state, orders, step_keys = start(key, x)
+
+        def body(carry, t):
+            return step(*carry, orders, x, y, t, step_keys), None
+
+        (params, _), _ = jax.lax.scan(body, (params, state), jnp.arange(steps))
+        return test(params, x_test, y_test)
 
     if batching == "map":
         return jax.lax.map(lambda a: one(*a), (keys, xs_tr, ys_tr, xs_te, ys_te))
     return jax.vmap(one)(keys, xs_tr, ys_tr, xs_te, ys_te)
+
+
+@partial(jax.jit, static_argnames=_TRAIN)
+def _host_start(keys, xs_tr, **train):
+    return jax.vmap(_parts(**train)[0])(keys, xs_tr)
+
+
+@partial(jax.jit, static_argnames=_TRAIN, donate_argnums=(0, 1))
+def _host_step(params, state, orders, xs_tr, ys_tr, t, step_keys, **train):
+    step = _parts(**train)[1]
+    return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None, 0))(
+        params, state, orders, xs_tr, ys_tr, t, step_keys
+    )
+
+
+@partial(jax.jit, static_argnames=_TRAIN)
+def _host_test(params, xs_te, ys_te, **train):
+    return jax.vmap(_parts(**train)[2])(params, xs_te, ys_te)
+
+
+def _train_and_test_host(keys, xs_tr, ys_tr, xs_te, ys_te, *, batching, **train):
+    """The same training runs with the step loop on the host: one jitted call per step, all
+    the chunk's directions vmapped in it (the CPU default; timings in docs/performance.md);
+    the arithmetic is the same, the numbers agree to rounding."""
+    del batching
+    params, state, orders, step_keys = _host_start(keys, xs_tr, **train)
+    xs_tr, ys_tr = jnp.asarray(xs_tr), jnp.asarray(ys_tr)
+    for t in range(train["steps"]):
+        params, state = _host_step(params, state, orders, xs_tr, ys_tr, np.int32(t),
+                                   step_keys, **train)  # fmt: skip
+    return _host_test(params, jnp.asarray(xs_te), jnp.asarray(ys_te), **train)

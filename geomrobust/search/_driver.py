@@ -55,7 +55,7 @@ from ._deepfool import (
     _validate,
     deepfool_result,
 )
-from ._loop import _ladder, _take
+from ._loop import MIN_SLOTS, _ladder, _take
 
 __all__ = ["deepfool", "deepfool_dataset"]
 
@@ -172,8 +172,9 @@ def _slots_loop(clf, carry, X, Y, n_valid, overshoot, steps, subspace, lo, hi, m
 
 
 def _tail(b: int) -> int:
-    """Leave the loop when at most this many slots are busy and the queue is empty."""
-    return b // 4 if b >= 4 else 0
+    """Leave the loop when at most this many slots are busy and the queue is empty (0: the
+    working set cannot shrink below :data:`MIN_SLOTS`, so run it to the end)."""
+    return b // 4 if b // 4 >= MIN_SLOTS else 0
 
 
 def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static):

@@ -146,19 +146,27 @@ def _take(state, rows):
     return jax.tree.map(lambda a: a[rows] if a.ndim else a, state)
 
 
+MIN_SLOTS = 4
+"""The smallest working set the shrinking tail compacts to. Each size of the ladder is one
+more set of programs to compile (step, result, the compactions), while a step on fewer than 4
+rows costs about what it costs on 4 (the per-call overhead and the weights dominate): a chunk
+of fewer than ``4 * MIN_SLOTS`` slots therefore never shrinks, and one compiles one size."""
+
+
 def _tail_sizes(b: int) -> list[int]:
     """The working-set sizes a chunk of ``b`` slots can shrink to: ``b, b/4, b/16, ...``
-    (the compaction below shrinks while at least 4 slots are left)."""
+    down to :data:`MIN_SLOTS`."""
     sizes = [b]
-    while sizes[-1] >= 4:
+    while sizes[-1] // 4 >= MIN_SLOTS:
         sizes.append(sizes[-1] // 4)
     return sizes
 
 
 def _ladder(n_active: int, b: int) -> int:
     """The next working-set size for ``n_active`` busy rows: a quarter of ``b`` each time
-    while at least 4 slots are left (few shapes to compile); also DeepFool's driver's rule."""
-    while b >= 4 and n_active <= b // 4:
+    while that is at least :data:`MIN_SLOTS` (few shapes to compile); also DeepFool's
+    driver's rule."""
+    while b // 4 >= MIN_SLOTS and n_active <= b // 4:
         b //= 4
     return b
 
@@ -235,7 +243,7 @@ def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
                                         static=static)  # fmt: skip
                 done = np.asarray(jax.device_get(done_d))
                 continue
-            if 4 * busy <= b and b >= 4:  # shrinking tail: compact the busy rows
+            if 4 * busy <= b and b // 4 >= MIN_SLOTS:  # shrinking tail: compact the busy rows
                 active = np.flatnonzero((ids >= 0) & ~done)
                 b_from, b = b, _ladder(active.size, b)
                 take = np.concatenate([active, np.full(b - active.size, active[0])])
