@@ -4,9 +4,12 @@ Each measurement runs in a fresh subprocess (``python -m benchmarks.bench_memory
 that reports its own peak resident set (``VmHWM``, see below) at the end, so JAX's own
 footprint is included and nothing is shared between measurements. Workloads:
 
-* DeepFool margins: ``deepfool_dataset`` (default ``chunk_size=1024``) with the suite's
+* DeepFool margins: ``deepfool_dataset`` (default ``chunk_size``) with the suite's
   trained LeNet (``trained_cnn(1024)``, trained inside the child) on ``pool(1024, N)``
   digits, box [0, 1];
+* the margins analysis (``margins``): what ``geomrobust margins`` runs on the same model and
+  data, ``analyses.margins.compute`` with its default settings (DeepFool L2, box ``auto``,
+  chunks of 128), then its arrays saved with ``save_npz``;
 * principal curvatures: ``principal_curvatures(method="lanczos", num=10)`` (default
   ``chunk_size=64``) of a tanh MLP at random points (the pair y = 0, k = 1), D = 256,
   returning the top direction per point (``num_directions=1``, as ``geomrobust curvature``
@@ -59,6 +62,22 @@ def _child(kind: str, n: int) -> dict:
         base = _reset_peak()
         res = deepfool_dataset(f, x, bounds=(0.0, 1.0))
         summary = float(np.mean(np.asarray(res.iterations)))
+        d = 1024
+    elif kind == "margins":  # what `geomrobust margins` runs: the analysis, then its file
+        import tempfile
+
+        from geomrobust.analyses import margins
+        from geomrobust.io import save_npz
+
+        from ._common import pool, trained_cnn
+
+        f = trained_cnn(1024)[0]
+        x = pool(1024, n)
+        base = _reset_peak()
+        arrays, _ = margins.compute(f, x, margins.MarginSettings())
+        with tempfile.TemporaryDirectory() as tmp:
+            save_npz(f"{tmp}/results.npz", arrays)
+        summary = float(np.mean(arrays["iterations"]))
         d = 1024
     else:
         from geomrobust.measures import principal_curvatures
@@ -129,6 +148,7 @@ def run(ns=(1000, 10000), kinds=("deepfool", "curvature", "curvature_all"), repe
         all_dirs = kind == "curvature_all"
         label = {
             "deepfool": "DeepFool margins",
+            "margins": "margins analysis + results file (geomrobust margins)",
             "curvature": "principal curvatures (top direction)",
             "curvature_all": "principal curvatures (all 10 directions: output N x 10 x D)",
         }[kind]
@@ -154,7 +174,7 @@ def _median_run(runs: list[dict]) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=["deepfool", "curvature", "curvature_all"])
+    ap.add_argument("--child", choices=["deepfool", "margins", "curvature", "curvature_all"])
     ap.add_argument("--n", type=int, default=1000)
     args = ap.parse_args(argv)
     if args.child:

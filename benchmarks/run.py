@@ -3,6 +3,7 @@
     python -m benchmarks                      # everything, full size (long on a small CPU)
     python -m benchmarks --quick              # scaled down (N = 200 / 2,000, fewer points)
     python -m benchmarks --only deepfool memory
+    python -m benchmarks --only memory --memory-kinds deepfool   # one workload of it
 
 Prints a table of ratios (``ours / ref`` time, and the speed-up ``ref / ours``) and writes
 ``benchmarks/results/benchmarks.json`` and ``benchmarks/results/benchmarks.md`` with the
@@ -26,7 +27,10 @@ from ._common import load, machine
 BENCHMARKS = ("deepfool", "subspace", "curvature", "training", "memory", "precision", "minimal")
 
 
-def _suite(name: str, quick: bool, dims=(1024, 3072)):
+MEMORY_KINDS = ("deepfool", "margins", "curvature", "curvature_all")
+
+
+def _suite(name: str, quick: bool, dims=(1024, 3072), memory_kinds=MEMORY_KINDS):
     if name == "deepfool":
         from . import bench_deepfool as b
 
@@ -54,7 +58,7 @@ def _suite(name: str, quick: bool, dims=(1024, 3072)):
         return lambda: b.run(d=1024, n=200 if quick else 500)
     from . import bench_memory as b
 
-    return lambda: b.run(ns=(1000, 10000))
+    return lambda: b.run(ns=(1000, 10000), kinds=tuple(memory_kinds))
 
 
 def _fmt(v, unit="s"):
@@ -82,6 +86,9 @@ def main(argv=None):
     ap.add_argument("--name", default="benchmarks", help="stem of the result files")
     ap.add_argument("--dims", type=int, nargs="+", default=[1024, 3072], choices=[1024, 3072],
                     help="input dimensions of the DeepFool benchmark")  # fmt: skip
+    ap.add_argument("--memory-kinds", nargs="+", default=["deepfool", "curvature", "curvature_all"],
+                    choices=MEMORY_KINDS,
+                    help="workloads of the memory benchmark")  # fmt: skip
     args = ap.parse_args(argv)
 
     rows, loads = [], {}
@@ -89,7 +96,7 @@ def main(argv=None):
     for name in args.only:
         before = load()
         t0 = time.perf_counter()
-        got = _suite(name, args.quick, tuple(args.dims))()
+        got = _suite(name, args.quick, tuple(args.dims), args.memory_kinds)()
         loads[name] = dict(before=before, after=load(), seconds=round(time.perf_counter() - t0, 1))
         for r in got:
             r["benchmark"] = name

@@ -84,6 +84,22 @@ def test_deepfool_dataset_repeat_call_with_tail_ladder():
     assert f.run(lambda: deepfool_dataset(f, x, chunk_size=32, slots=16).margin, 40) == first
 
 
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_deepfool_dataset_first_chunk_compiles_the_whole_tail(loop):
+    """Which working-set sizes a chunk's tail reaches depends on its data. Every size's
+    program runs (on idle slots) in every chunk anyway, so all compile in the first chunk
+    whatever N (docs/performance.md: a compilation late in a long run set its peak memory):
+    a first call in which no search runs (every example misclassified: no tail at all)
+    leaves nothing for a second call whose stragglers shrink the working set to compile."""
+    f = Counted(16, seed=3)
+    x = _data(40, (4, 4), 5)
+    pred = jnp.argmax(f(x), -1).astype(jnp.int32)
+    wrong = (pred + 1) % 3
+    kw = dict(chunk_size=32, slots=16, loop=loop)  # 2 chunks; the tail shrinks to 4 slots
+    first = f.run(lambda: deepfool_dataset(f, x, wrong, **kw).margin, 40)
+    assert f.run(lambda: deepfool_dataset(f, x, pred, **kw).margin, 40) == first
+
+
 def test_subspace_margins_one_compilation_for_all_bands():
     f = Counted(64, seed=2)
     x = _data(10, (8, 8), 3)

@@ -231,3 +231,32 @@ def test_box_points_cross_robustly(norm, driver):
     for name, lab in (("alone", alone), ("other batch", other), ("float64", f64)):
         assert np.all(lab[conv] != y[conv]), name
     np.testing.assert_array_equal(alone[conv], np.asarray(res.adv_label)[conv])
+
+
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_dataset_results_are_one_host_copy(loop):
+    """Flat memory in N (docs/performance.md, section 1): with a box, ``deepfool_dataset``
+    assembles its ``(N, ...)`` results in ONE set of host buffers (each chunk is box-finalized
+    by its runner; a second pass held two sets) and returns them without a copy. The host
+    allocations of a warm run (tracemalloc: NumPy's buffers, not XLA's) peak within 1.5x of
+    the results' size, and after the call the results still hold those buffers (aliased by
+    the returned arrays, not copied and freed)."""
+    import tracemalloc
+
+    key = jax.random.key(6)
+    fn = mlp(key, (1024,), 10)
+    n = 2048
+    x = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), (n, 1024)), np.float32)
+    kw = dict(bounds=(0.0, 1.0), chunk_size=128, slots=16, loop=loop, steps=10)
+    deepfool_dataset(fn, x, **kw)  # compile
+    tracemalloc.start()
+    try:
+        res = deepfool_dataset(fn, x, **kw)
+        jax.block_until_ready(res)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(np.dtype(a.dtype).itemsize * a.size for a in res)  # 8 MiB of perturbations
+    assert res.perturbation.shape == x.shape and size > 8e6
+    assert peak < 1.5 * size, (peak, size)
+    assert current >= size, (current, size)  # held by the results: no copy at the end

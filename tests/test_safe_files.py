@@ -219,3 +219,25 @@ def test_no_pickle_anywhere_in_the_package():
             if re.search(r"^\s*import pickle|allow_pickle=True", line):
                 offenders.append(f"{f.relative_to(root)}:{i}")
     assert not offenders, offenders
+
+
+def test_save_npz_streams_to_the_file(tmp_path):
+    """A results file is written straight into its temporary file: saving a 40 MB array
+    allocates at most NumPy's 16 MiB write buffer (an in-memory archive held it twice more:
+    the BytesIO and its getvalue() copy, the peak memory at the end of a margins run)."""
+    import tracemalloc
+
+    from geomrobust.io import load_npz, save_npz
+
+    a = np.arange(10 * 2**20, dtype=np.float32).reshape(-1, 1024)  # 40 MiB
+    tracemalloc.start()
+    try:
+        save_npz(tmp_path / "r.npz", {"perturbation": a, "margin": a[:, 0]})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * a.nbytes, peak
+    back = load_npz(tmp_path / "r.npz")
+    np.testing.assert_array_equal(back["perturbation"], a)
+    np.testing.assert_array_equal(back["margin"], a[:, 0])
+    assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporary file left

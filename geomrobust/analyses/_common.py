@@ -72,9 +72,13 @@ def compute_doc(fn: Callable) -> Callable:
     return fn
 
 
-def inputs(data) -> tuple[jax.Array, jax.Array | None]:
+def inputs(data, *, host: bool = False) -> tuple[jax.Array, jax.Array | None]:
     """``(x, y)`` of ``data``: an ``ArrayDataset`` (``images``, ``labels``), a pair ``(x, y)``
-    (``y`` may be None: predicted labels) or the images alone (``y`` None)."""
+    (``y`` may be None: predicted labels) or the images alone (``y`` None).
+
+    ``host=True``: a NumPy ``x`` stays a NumPy array (in JAX's dtype for it), for analyses
+    whose drivers put one chunk at a time on the device; ``jnp.asarray`` would hold a
+    second copy of the whole dataset for the run."""
     if hasattr(data, "images"):
         x, y = data.images, getattr(data, "labels", None)
     elif isinstance(data, tuple | list):
@@ -83,7 +87,11 @@ def inputs(data) -> tuple[jax.Array, jax.Array | None]:
         x, y = data
     else:
         x, y = data, None
-    x = jnp.asarray(x)
+    if host and isinstance(x, np.ndarray):
+        dtype = jax.dtypes.canonicalize_dtype(x.dtype)  # float64 -> float32 without x64
+        x = x if x.dtype == dtype else x.astype(dtype)
+    else:
+        x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x must be a batch (N, *input_shape) with N >= 1, got {x.shape}")
     if y is not None:

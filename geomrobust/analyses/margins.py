@@ -163,7 +163,7 @@ def compute(
         with ``n``, ``clean_accuracy`` (labels given) and the method's statistics and counts.
     """
     clf = as_classifier(classifier)
-    x, y = inputs(data)
+    x, y = inputs(data, host=True)  # a NumPy dataset is not copied to a JAX array
     n = int(x.shape[0])
     box = resolve_bounds(settings.bounds, x)
     settings = dataclasses.replace(settings, bounds=box)

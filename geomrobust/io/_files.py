@@ -25,13 +25,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import math
 import os
 import secrets
 import zipfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +99,11 @@ def _temp_name(target: Path) -> Path:
     return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+def atomic_write(path: str | os.PathLike, data) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename).
+
+    ``data``: bytes, a str (UTF-8), or a callable ``write(f)`` that writes the content into
+    the open binary file ``f`` (streamed: a large file need not be held in memory).
 
     The parent folder is created if needed. The temporary file is fsynced before the rename,
     so after a crash ``path`` holds either the old content or the complete new content.
@@ -117,8 +120,12 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     target = Path(path).expanduser()
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes or str, got {type(data).__name__}")
+    if callable(data):
+        write = data
+    elif isinstance(data, bytes | bytearray | memoryview):
+        write = partial(_write_bytes, data=data)
+    else:
+        raise TypeError(f"data must be bytes or str (or a writer), got {type(data).__name__}")
     if target.is_dir():
         raise IsADirectoryError(
             errno.EISDIR, f"cannot write {target}: it is a folder (choose a file path)"
@@ -132,7 +139,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         except OSError:  # pragma: no cover - file systems without permissions
             pass
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -143,6 +150,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
     return target
+
+
+def _write_bytes(f, data) -> None:
+    f.write(data)
 
 
 def _writer_alive(temp: Path) -> bool:
@@ -286,9 +297,13 @@ def _numeric(arrays: Mapping, what: str) -> dict[str, np.ndarray]:
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     """Save a flat dict of numeric arrays to ``path`` (``.npz``) atomically."""
     arrays = _numeric(arrays, "arrays")
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write(path, buf.getvalue())
+    # streamed into the temporary file: an in-memory archive held the results twice more
+    # (the BytesIO and its getvalue() copy), the largest allocation at the end of a run
+    return atomic_write(path, partial(_savez, arrays=arrays))
+
+
+def _savez(f, arrays) -> None:
+    np.savez(f, **arrays)
 
 
 def _check_member(p: Path, zf: zipfile.ZipFile, key: str, hint: str) -> None:

@@ -110,6 +110,20 @@ def random_subspace_margins(
     )
 
 
+def _row_norms(x, p) -> np.ndarray:
+    """``||x_n||_p`` of every example, in float64, computed in blocks of rows: the float64
+    temporaries stay near 1 MB (a whole-dataset float64 copy of ``x`` and the temporaries
+    of its norm were the largest allocation of a margins run, growing with ``N``)."""
+    a = np.asarray(x)  # no copy for a NumPy or host-resident JAX array
+    n = a.shape[0]
+    a = a.reshape(n, -1)
+    rows = max(1, 2**17 // max(1, a.shape[1]))
+    out = np.empty(n, np.float64)
+    for s in range(0, n, rows):
+        out[s : s + rows] = np.linalg.norm(a[s : s + rows].astype(np.float64), ord=p, axis=1)
+    return out
+
+
 def normalized_robustness(margin, x, converged=None, *, norm=2) -> float:
     """``ρ = mean_n ||r_n||_p / ||x_n||_p`` over the converged examples with ``x_n != 0``.
 
@@ -125,7 +139,7 @@ def normalized_robustness(margin, x, converged=None, *, norm=2) -> float:
         )
     if converged is not None and np.shape(converged) != m.shape:
         raise ValueError(f"converged must have shape {m.shape}, got {np.shape(converged)}")
-    xn = np.linalg.norm(np.asarray(x, np.float64).reshape(len(m), -1), ord=p, axis=1)
+    xn = _row_norms(x, p)
     ok = np.ones_like(m, bool) if converged is None else np.asarray(converged, bool)
     ok = ok & (xn > 0) & np.isfinite(m)
     return float(np.mean(m[ok] / xn[ok])) if ok.any() else float("nan")

@@ -20,8 +20,10 @@ settings (the classifier is a pytree argument, its weights traced): ``_slots_sta
 first slots' clean evaluation), ``_slots_step`` (one refill + evaluation; the host tests
 when to stop) and ``_slots_loop`` (the same steps under one ``lax.while_loop``). A chunk's
 runner (:func:`_run_chunk`) drives them; :func:`geomrobust.engine.map_chunks` deals the
-chunks to devices, reports progress and assembles the results. Each tail size compiles the
-first time a chunk reaches it, then comes from JAX's jit cache (no module-level state).
+chunks to devices, reports progress and assembles the results. Every chunk runs every tail
+size's programs (:func:`_compile_rest` runs the ones its data did not reach on idle slots),
+so all of them compile in the first chunk whatever ``N``, then come from JAX's jit cache (no
+module-level state); with a box, each chunk's results are box-finalized by its runner.
 The generic form of this driver, for the other iterative searches, is
 :mod:`geomrobust.search._loop`.
 """
@@ -55,7 +57,7 @@ from ._deepfool import (
     _validate,
     deepfool_result,
 )
-from ._loop import MIN_SLOTS, _ladder, _take
+from ._loop import MIN_SLOTS, _ladder, _tail_sizes, _take
 
 __all__ = ["deepfool", "deepfool_dataset"]
 
@@ -177,12 +179,16 @@ def _tail(b: int) -> int:
     return b // 4 if b // 4 >= MIN_SLOTS else 0
 
 
-def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static):
+def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, dev, static,
+           ran=None):  # fmt: skip
     """Run the slot loop with ``b`` slots until the queue is empty and at most ``_tail(b)``
     slots are busy (or all are idle): one ``while_loop`` ("device", results written into the
     carry's chunk buffers) or one jitted call per iteration with the test on the host
-    ("host", each step's finished slots handed to ``sink(where, res)``)."""
+    ("host", each step's finished slots handed to ``sink(where, res)``). ``ran``: a set
+    that records the working-set size whose program ran."""
     X, Y, nv = data
+    if ran is not None:
+        ran.add(("stage", b))
     if carry is None:
         carry = _slots_start(
             clf, X, Y, nv, slots=b, has_y=static["has_y"], candidates=static["candidates"],
@@ -203,8 +209,10 @@ def _stage(clf, data, settings, n_valid: int, loop: str, carry, b: int, sink, de
 def _run_chunk(clf, overshoot, steps, subspace, lo, hi, X, Y, *, chunk, slots, loop,
                static):  # fmt: skip
     """DeepFool on one chunk (``X``, ``Y`` padded to ``chunk.size`` rows, on ``chunk.device``)
-    with the slot loop and its shrinking tail; returns the chunk's :class:`MarginResult`
-    as NumPy arrays (rows past ``chunk.stop - chunk.start`` are padding, left unset)."""
+    with the slot loop and its shrinking tail, then, with a box, the box finalization of
+    its results; returns the chunk's :class:`MarginResult` as NumPy arrays (rows past
+    ``chunk.stop - chunk.start`` are padding: unset, or with a box copies of the last
+    example's)."""
     dev = chunk.device
     m = chunk.size
     n_valid = chunk.stop - chunk.start
@@ -228,22 +236,72 @@ def _run_chunk(clf, overshoot, steps, subspace, lo, hi, X, Y, *, chunk, slots, l
                 buf[rows] = r[done]
             chunk.report(int(done.sum()))
 
-    b = slots
-    carry = _stage(clf, data, settings, n_valid, loop, None, b, sink, dev, static)
+    b, ran = slots, set()
+    carry = _stage(clf, data, settings, n_valid, loop, None, b, sink, dev, static, ran)
+    state0 = carry[0]  # the state at the full working-set size (for _compile_rest)
     while True:  # shrinking tail: compact the remaining examples into fewer slots
         ids = np.asarray(jax.device_get(carry[1]))
         active = np.flatnonzero(ids >= 0)
         if active.size == 0:
             break
-        b = _ladder(active.size, b)
+        b_from, b = b, _ladder(active.size, b)
         take = np.concatenate([active, np.full(b - active.size, active[0])]).astype(np.int32)
         state = _take(carry[0], jax.device_put(take, dev))
+        ran.add(("take", b_from, b))
         new_ids = np.where(np.arange(b) < active.size, ids[take], -1).astype(np.int32)
         carry = (state, jax.device_put(new_ids, dev), *carry[2:])
-        carry = _stage(clf, data, settings, n_valid, loop, carry, b, sink, dev, static)
+        carry = _stage(clf, data, settings, n_valid, loop, carry, b, sink, dev, static, ran)
+    _compile_rest(clf, data, settings, state0, carry, slots, ran, loop, dev, static)
     if loop == "device":  # the chunk's results are in the carry's (m, ...) buffers
-        return jax.device_get(carry[3])
-    return bufs
+        bufs = MarginResult(*(np.array(a) for a in jax.device_get(carry[3])))  # writable
+    if not static["has_bounds"]:
+        return bufs
+    # the box finalization of the chunk (see _box_finalize), here rather than in a second
+    # pass over the dataset: a second pass held two (N, ...) sets of results at its end
+    for buf in bufs:  # padding rows: copies of the last example, as the executor pads
+        buf[n_valid:] = buf[n_valid - 1]
+    fin = _finalize_program(
+        clf, overshoot, lo, hi, X, Y, *(jax.device_put(a, dev) for a in bufs),
+        p=static["p"], has_y=static["has_y"],
+    )  # fmt: skip
+    return MarginResult(*jax.device_get(fin))
+
+
+def _compile_rest(clf, data, settings, state0, carry, slots, ran, loop, dev, static):
+    """Run once, on idle slots holding copies of the chunk's first slot, every program of
+    the tail sizes ``_tail_sizes(slots)`` that this chunk did not run (``ran``: the
+    ``("stage", size)`` and ``("take", from, to)`` it did), discarding the results.
+
+    Which sizes a chunk reaches depends on its data; without this a later chunk compiles
+    the programs the first did not need, at a time when more of the ``(N, ...)`` results
+    are resident, so the peak memory of a run grew with ``N``. Every chunk thus runs the
+    same set of programs (their compilations happen in the first chunk, for any ``N``);
+    the extra work is a step of each skipped size on idle slots, and nothing is compiled
+    that JAX's cache already holds, so no state is kept here."""
+    sizes = _tail_sizes(slots)
+    missing = [("take", a, b) for i, a in enumerate(sizes) for b in sizes[i + 1 :]]
+    missing += [("stage", n) for n in sizes]
+    missing = [k for k in missing if k not in ran]
+    if not missing:
+        return
+    X, Y, nv = data
+    at = {slots: state0}
+
+    def state_at(n):
+        if n not in at:
+            at[n] = _take(state0, jax.device_put(np.zeros(n, np.int32), dev))
+        return at[n]
+
+    for kind, *n in missing:
+        if kind == "take":
+            _take(state_at(n[0]), jax.device_put(np.zeros(n[1], np.int32), dev))
+            continue
+        idle = (state_at(n[0]), jax.device_put(np.full(n[0], -1, np.int32), dev), carry[2])
+        if loop == "device":
+            tail = jax.device_put(np.int32(_tail(n[0])), dev)
+            _slots_loop(clf, (*idle, carry[3]), X, Y, nv, *settings, tail, **static)
+        else:
+            _slots_step(clf, idle, X, Y, nv, *settings, **static)
 
 
 @renamed(max_iter="steps")
@@ -351,12 +409,9 @@ def deepfool_dataset(
             run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,
             with_chunk=True,
         )  # fmt: skip
-    if bounds is not None:  # every converged point crosses with room (see _box_finalize)
-        fin = partial(_finalize_program, p=p, has_y=y is not None)
-        out = map_chunks(
-            fin, (x, yy, *out), (clf, np.asarray(overshoot, dtype), lo, hi), chunk_size=m,
-            devices=devices,
-        )  # fmt: skip
+    # each chunk's results were box-finalized by its runner (every converged point crosses
+    # with room, see _box_finalize); device_put, not jnp.asarray: the executor's aligned
+    # host buffers become the result without a copy on the CPU
     return MarginResult(*(jax.device_put(o) for o in out))
 
 
