@@ -208,6 +208,30 @@ def test_diagnose_equals_the_library(setup):
         analyses.diagnose.compute(f, (x, y), DiagnoseSettings(what=("linearity",)))
 
 
+def test_diagnose_reuses_a_deepfool_result(setup):
+    """``deepfool=``: the thickness endpoints, rho and the noise prediction come from the
+    given search (the report's thickness stage passes the margins stage's), with the
+    numbers of a diagnose run that searches itself; a search that did not converge or has
+    margin 0 leaves its example not valid."""
+    f, x, _ = setup
+    settings = DiagnoseSettings(what=("thickness", "rho"), grid=16, chunk_size=N)
+    own, s_own = analyses.diagnose.compute(f, x, settings)
+    r = gr.deepfool_dataset(f, x, norm=2, chunk_size=N)
+    given, s_given = analyses.diagnose.compute(f, x, settings, deepfool=r)
+    for k in own:
+        _same(given[k], own[k])
+    assert s_given == s_own
+    i, j = np.flatnonzero(own["thickness_valid"])[:2]  # two valid examples
+    conv, margin = np.asarray(r.converged).copy(), np.asarray(r.margin).copy()
+    conv[i], margin[j] = False, 0.0
+    a, _ = analyses.diagnose.compute(
+        f, x, settings, deepfool=r._replace(converged=conv, margin=margin)
+    )
+    assert not a["thickness_valid"][i] and not a["thickness_valid"][j]
+    assert np.isnan(a["thickness"][[i, j]]).all()
+    assert a["thickness_valid"].sum() == own["thickness_valid"].sum() - 2
+
+
 def test_diagnose_alignment_and_noise_equal_the_library(setup):
     f, x, y = setup
     settings = DiagnoseSettings(what=("alignment", "noise"), noise_sigmas=(0.1, 0.5),
@@ -307,3 +331,129 @@ def test_settings_accept_their_old_field_names_one_release(cls, old, new):
     record = analyses.settings_record(s)
     saved = {old if k == new else k: v for k, v in record.items()}  # an older release's record
     assert upgrade_record(saved, cls.__renamed__) == record
+
+
+class _Entries:
+    """Counts, during one command, the engine's chunk loops (top level and nested inside
+    another call's chunk) and the ``as_classifier`` calls (all, and those that convert
+    something that is not yet a ``Classifier``), by patching every module's reference."""
+
+    def __init__(self, monkeypatch):
+        import sys
+
+        from geomrobust.engine import _executor
+        from geomrobust.engine._processes import _INSIDE_CHUNK
+        from geomrobust.models import Classifier, as_classifier
+
+        self.loops = self.nested = self.calls = self.conversions = 0
+        real_loop = _executor._run_local
+
+        def loop(*a, **kw):
+            if _INSIDE_CHUNK.get():
+                self.nested += 1
+            else:
+                self.loops += 1
+            return real_loop(*a, **kw)
+
+        def convert(obj, *a, **kw):
+            self.calls += 1
+            self.conversions += not isinstance(obj, Classifier)
+            return as_classifier(obj, *a, **kw)
+
+        monkeypatch.setattr(_executor, "_run_local", loop)
+        for name, mod in list(sys.modules.items()):
+            if (
+                name.startswith("geomrobust")
+                and getattr(mod, "as_classifier", None) is as_classifier
+            ):
+                monkeypatch.setattr(mod, "as_classifier", convert)
+
+    def counts(self):
+        return dict(loops=self.loops, nested=self.nested, calls=self.calls,
+                    conversions=self.conversions)  # fmt: skip
+
+
+_COMMANDS = {
+    "deepfool": lambda f, d: analyses.margins.compute(f, d, MarginSettings(chunk_size=3)),
+    "dct": lambda f, d: analyses.margins.compute(
+        f, d, MarginSettings(subspaces="dct", block=2, stride=2, chunk_size=3)
+    ),
+    "random": lambda f, d: analyses.margins.compute(
+        f, d, MarginSettings(subspaces="random", draws=2, subspace_dim=4, chunk_size=3)
+    ),
+    "best": lambda f, d: analyses.margins.compute(
+        f,
+        d,
+        MarginSettings(method="best", fmn_steps=5, cw_steps=5, cw_binary_steps=1, chunk_size=3),
+    ),
+    "curvature": lambda f, d: analyses.curvature.compute(
+        f, d, CurvatureSettings(num=2, restarts=2, fooling_samples=0, chunk_size=3)
+    ),
+    "diagnose": lambda f, d: analyses.diagnose.compute(
+        f, d, DiagnoseSettings(what=("thickness", "rho"), grid=8, chunk_size=3)
+    ),
+}
+
+
+@pytest.mark.parametrize("command", list(_COMMANDS))
+def test_a_command_enters_the_chunk_loop_once_per_pass(setup, monkeypatch, command):
+    """docs/api.md section 4: one host chunker, entered once per measurement. A command
+    hands the whole dataset to its driver: the engine's chunk loop runs once per pass over
+    the data (the labels, then the search), never again inside a chunk, however many chunks
+    there are; the classifier is converted once at most (not at all when it is already a
+    ``gr.Classifier``), and a single-driver command calls
+    ``as_classifier`` a fixed number of times (a pipeline of searches, ``best`` or the
+    curvature, calls them as the work of each chunk; before this, the analyses wrapped the
+    drivers in a chunk loop of their own: one more loop and conversion per chunk)."""
+    f, x, y = setup
+    seen = []
+    for n in (3, 6):  # one chunk, then two chunks of the same shape
+        with monkeypatch.context() as m:
+            entries = _Entries(m)
+            _COMMANDS[command](f, (x[:n], y[:n]))
+            seen.append(entries.counts())
+    for c in seen:
+        assert c["nested"] == 0, (command, seen)
+        assert c["conversions"] == (not isinstance(f, gr.Classifier)), (command, seen)
+    assert seen[0]["loops"] == seen[1]["loops"] <= 3, (command, seen)
+    if command in ("deepfool", "dct", "random"):  # pipelines run their searches per chunk
+        assert seen[0]["calls"] == seen[1]["calls"], (command, seen)
+
+
+_DRIVERS = {
+    "deepfool_dataset": lambda f, x, y, **kw: gr.deepfool_dataset(f, x, y, slots=2, **kw),
+    "subspace_margins": lambda f, x, y, **kw: gr.subspace_margins(
+        f, x, y, [jnp.eye(16)[:, :4], jnp.eye(16)[:, 4:12]], **kw
+    ),
+    "random_subspace_margins": lambda f, x, y, **kw: gr.random_subspace_margins(
+        f, x, y, dim=4, key=jax.random.key(2), num_draws=2, **kw
+    ),
+    "minimal_margin": lambda f, x, y, **kw: gr.search.minimal_margin(
+        f, x, y, fmn_kw=dict(steps=5), cw_kw=dict(steps=5, binary_steps=1), **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("driver", list(_DRIVERS))
+def test_a_driver_with_a_store_resumes(setup, tmp_path, driver):
+    """The drivers the analyses hand whole datasets to take the chunk store: a run through
+    it equals a run without it, every chunk is written, and a second run reads the chunks
+    back instead of computing them (an altered chunk on disk comes through)."""
+    f, x, y = setup
+    run = _DRIVERS[driver]
+    ref = run(f, x, y, chunk_size=3)
+    store = open_chunk_store(tmp_path / "chunks", {"driver": driver})
+    first = run(f, x, y, chunk_size=3, store=store)
+    assert store.completed() == [0, 1, 2]
+    for name, v in first._asdict().items():
+        if hasattr(v, "shape"):
+            _same(v, getattr(ref, name))
+    chunk = store.load(1)
+    field = "minimal_margin" if "minimal_margin" in chunk else "margin"
+    chunk[field] = chunk[field] + 1.0
+    store.save(1, chunk)
+    again = run(f, x, y, chunk_size=3, store=store)
+    got, want = np.asarray(getattr(again, field)), np.asarray(getattr(first, field))
+    _same(got[..., 3:6], want[..., 3:6] + 1.0)
+    _same(got[..., :3], want[..., :3])
+    _same(got[..., 6:], want[..., 6:])

@@ -114,10 +114,11 @@ def test_subspace_margins_one_compilation_for_all_bands():
     assert f.run(lambda: subspace_margins(f, x2, y2, bands, **kw).margin, 13) == one
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
-def test_principal_curvatures_compile_once(method):
+@pytest.mark.parametrize(("method", "loop"), [("dense", "auto"), ("lanczos", "host"),
+                                             ("lanczos", "device")])  # fmt: skip
+def test_principal_curvatures_compile_once(method, loop):
     f = Counted(12, seed=3)
-    kw = dict(num=3, key=jax.random.key(0), method=method, chunk_size=4)
+    kw = dict(num=3, key=jax.random.key(0), method=method, loop=loop, chunk_size=4)
 
     def run(n, seed):
         z = _data(n, (12,), seed)
@@ -349,6 +350,8 @@ def _entry_points():
         shape = (8, 8, 1)
         return gr.as_classifier(gr.create_model("lenet", shape, 2, key=k, activation="tanh"))
 
+    curv = dict(num=3, key=key, method="lanczos", krylov_dim=12, chunk_size=4)
+    eigs = dict(num=2, key=key, method="lanczos", chunk_size=4)
     return {
         "deepfool": lambda f: gr.deepfool(f, x).margin,
         "deepfool_dataset": lambda f: gr.deepfool_dataset(f, x, chunk_size=4, slots=4).margin,
@@ -362,10 +365,16 @@ def _entry_points():
                 f, *boundary(f), num=3, key=key, method="lanczos", krylov_dim=12, chunk_size=4
             ).values
         ),
+        "principal_curvatures_device": lambda f: (
+            gr.principal_curvatures(f, *boundary(f), **curv, loop="device").values
+        ),
         "loss_hessian_eigs": lambda f: (
             gr.loss_hessian_eigs(
                 f, x, jnp.zeros(10, jnp.int32), num=2, key=key, method="lanczos", chunk_size=4
             ).values
+        ),
+        "loss_hessian_eigs_device": lambda f: (
+            gr.loss_hessian_eigs(f, x, jnp.zeros(10, jnp.int32), **eigs, loop="device").values
         ),
         "pgd": lambda f: gr.pgd(f, x, jnp.zeros(10, jnp.int32), key=key, eps=0.1, steps=2),
         "robust_accuracy": lambda f: (

@@ -25,6 +25,9 @@ from geomrobust.ops import input_hessian, logit_difference
 # errors are about residual² / gap, so these are loose on purpose but can still fail).
 EIG_RTOL = {np.dtype("float32"): 2e-3, np.dtype("float64"): 1e-7}
 
+# the exact solvers: dense, and Lanczos in its two loop forms (the host form is the CPU default)
+SOLVERS = [("dense", "auto"), ("lanczos", "host"), ("lanczos", "device")]
+
 
 def ball_fn(r):
     """Class 0 inside the ball of radius r: F_1 = f_1 - f_0 = ||x|| - r."""
@@ -72,13 +75,13 @@ def labels(n):
     return jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
-def test_ball_has_curvature_one_over_r(dtype, key, method):
+@pytest.mark.parametrize(("method", "loop"), SOLVERS)
+def test_ball_has_curvature_one_over_r(dtype, key, method, loop):
     r, d, n = BALL_R, 24, 3
     u = jax.random.normal(key, (n, 4, 6), dtype)
     z = r * u / jnp.linalg.norm(u.reshape(n, -1), axis=-1)[:, None, None]
     y, k = labels(n)
-    c = principal_curvatures(BALL, z, y, k, num=6, key=key, method=method)
+    c = principal_curvatures(BALL, z, y, k, num=6, key=key, method=method, loop=loop)
     assert c.values.shape == (n, 6) and c.values.dtype == dtype
     assert c.directions.shape == (n, 6, 4, 6) and c.directions.dtype == dtype
     assert bool(c.converged.all())
@@ -93,8 +96,8 @@ def test_ball_has_curvature_one_over_r(dtype, key, method):
     np.testing.assert_allclose(jnp.linalg.norm(dirs, axis=-1), 1.0, rtol=50 * rtol_for(dtype))
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
-def test_hyperplane_is_flat(dtype, key, method):
+@pytest.mark.parametrize(("method", "loop"), SOLVERS)
+def test_hyperplane_is_flat(dtype, key, method, loop):
     d, n = 30, 2
     w = jax.random.normal(key, (d, 2), dtype)
     logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
@@ -105,7 +108,7 @@ def test_hyperplane_is_flat(dtype, key, method):
     # an exactly zero Hessian: the exact curvature of a hyperplane is 0, and at a point of a
     # piecewise-linear network it is 0 too but meaningless; both are flagged, not converged
     with pytest.warns(PiecewiseLinearWarning, match="2 of 2 points"):
-        c = principal_curvatures(logits_fn, z, y, k, num=4, key=key, method=method)
+        c = principal_curvatures(logits_fn, z, y, k, num=4, key=key, method=method, loop=loop)
     assert c.values.dtype == dtype
     assert bool((c.status == gr.Status.PIECEWISE_LINEAR).all()) and not bool(c.converged.any())
     assert bool(np.all(np.isnan(np.asarray(c.values))))  # never a plausible number
@@ -113,13 +116,15 @@ def test_hyperplane_is_flat(dtype, key, method):
         assert bool(c.piecewise_linear.all())  # the field of one release ago
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
-def test_quadric_matches_dense_tangent_spectrum(dtype, key, method):
+@pytest.mark.parametrize(("method", "loop"), SOLVERS)
+def test_quadric_matches_dense_tangent_spectrum(dtype, key, method, loop):
     d, n, num, A, b = QUAD_D, 3, 6, QUAD_A, QUAD_B
     z = 0.2 * jax.random.normal(key, (n, d), dtype)
     y, k = labels(n)
     # z are generic points: the level sets of F_k through them (not on F_k = 0)
-    c = principal_curvatures(QUAD, z, y, k, num=num, key=key, method=method, boundary_tol=np.inf)
+    c = principal_curvatures(
+        QUAD, z, y, k, num=num, key=key, method=method, loop=loop, boundary_tol=np.inf
+    )
     assert bool(c.converged.all()) and c.values.dtype == dtype
     for i in range(n):
         g = A @ np.asarray(z[i], np.float64) + b

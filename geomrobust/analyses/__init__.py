@@ -8,9 +8,11 @@ front ends in the data flow: one module per analysis, each exposing
 
 with ``settings`` a frozen dataclass of the options that change the numbers (defaults are
 those of the matching ``geomrobust`` subcommand) and a JSON-ready ``summary`` that counts
-unconverged and excluded examples explicitly. Per-chunk work runs through
-:func:`geomrobust.engine.map_chunks`, so a run with a :class:`geomrobust.io.ChunkStore`
-resumes the same way in every analysis.
+unconverged and excluded examples explicitly. Each measurement enters the engine's chunk
+loop (:func:`geomrobust.engine.map_chunks`) once: an analysis hands the whole dataset and
+its :class:`geomrobust.io.ChunkStore` to the driver (``deepfool_dataset``,
+``subspace_margins``, ``minimal_margin``, ... take ``store=``), or runs its own per-chunk
+program or pipeline through it, so a run resumes the same way in every analysis.
 
 * :mod:`~geomrobust.analyses.margins`: DeepFool, DCT bands, random subspaces, PGD robust
   accuracy, SparseFool;

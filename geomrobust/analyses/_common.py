@@ -4,9 +4,12 @@
 * :func:`resolve_key` gives the run's PRNG key (``settings.key`` or an explicit key);
 * :func:`settings_record` is the JSON form of a settings dataclass (what a chunk store
   records and hashes, :func:`geomrobust.io.settings_hash`);
-* :func:`chunked` runs a per-chunk function over the examples with
-  :func:`geomrobust.engine.map_chunks` (progress through :func:`geomrobust.engine.track`,
-  resume through the optional :class:`geomrobust.io.ChunkStore`);
+* :func:`chunked` runs an analysis' own per-chunk program or pipeline over the examples
+  with :func:`geomrobust.engine.map_chunks` (progress through
+  :func:`geomrobust.engine.track`, resume through the optional
+  :class:`geomrobust.io.ChunkStore`); an analysis that measures with one driver hands it
+  the whole dataset and the store instead (``deepfool_dataset(..., store=)``), so either way
+  the engine's chunk loop is entered once per measurement (docs/api.md, section 4);
 * :func:`predict` is the predicted label of every example (one jitted program per
   architecture);
 * :func:`summarize` is the one statistics record of the summaries: counts of valid and
@@ -161,14 +164,17 @@ def chunked(
 ):
     """``fn(*shared, *rows, chunk=Chunk)`` over fixed-size chunks of ``batched``.
 
-    The one way the analyses run per-chunk work: :func:`geomrobust.engine.map_chunks` cuts
-    ``chunk_size`` rows per chunk (the last one padded by repeating its last row, so every
-    program sees one shape and compiles once), places the rows and ``shared`` on the
-    chunk's device, and with a ``store`` reads back finished chunks and writes new ones
-    (``fn`` then returns a flat dict of arrays). ``progress`` as accepted by
-    :func:`geomrobust.engine.track`, counting examples. ``upgrade``: applied to every chunk
-    read back from ``store`` (:meth:`geomrobust.io.ChunkStore.upgraded`: a chunk of an
-    earlier release gets the arrays it lacks, so it joins the chunks computed now).
+    For an analysis' own per-chunk work (a jitted program, or a pipeline of several
+    measurements such as the curvature's boundary points then curvatures):
+    :func:`geomrobust.engine.map_chunks` cuts ``chunk_size`` rows per chunk (the last one
+    padded by repeating its last row, so every program sees one shape and compiles once),
+    places the rows and ``shared`` on the chunk's device, and with a ``store`` reads back
+    finished chunks and writes new ones (``fn`` then returns a flat dict of arrays). A
+    driver that ``fn`` calls on its chunk (with ``chunk_size=chunk.size``, no ``devices``)
+    runs as the chunk's own work, without entering the chunk loop again. ``progress`` as
+    accepted by :func:`geomrobust.engine.track`, counting examples. ``upgrade``: applied to
+    every chunk read back from ``store`` (:meth:`geomrobust.io.ChunkStore.upgraded`: a chunk
+    of an earlier release gets the arrays it lacks, so it joins the chunks computed now).
     """
     if store is not None and upgrade is not None:
         store = store.upgraded(upgrade)

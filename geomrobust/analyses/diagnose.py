@@ -29,12 +29,14 @@ once after them.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from geomrobust.measures import (
+    boundary_thickness,
     gaussian_noise_errors,
     gradient_alignment,
     local_linearity,
@@ -111,6 +113,7 @@ def compute(
     store=None,
     key=None,
     splits=None,
+    deepfool=None,
     devices=None,
     progress=None,
 ) -> AnalysisResult:
@@ -125,6 +128,10 @@ def compute(
     {shared parameters}
     splits : hidden layers of the signature, ``{name: (features_fn, head_fn)}``
         (:func:`geomrobust.measures.layer_splits`); None: the input layer only.
+    deepfool : an L2 DeepFool result of ``x`` to reuse (``perturbation``, ``margin``,
+        ``converged``; e.g. the margins analysis' with the same labels) instead of searching
+        again: the thickness endpoints ``x + r`` (``attack="deepfool"``; examples where it
+        did not converge, or has margin 0, are not valid), ``rho`` and ``noise``.
 
     Returns
     -------
@@ -142,10 +149,13 @@ def compute(
                    if w in s.what]  # fmt: skip
     arrays, summary = {}, {"n": int(x.shape[0])}
     if per_example:
-        batched = (x,) if y is None else (x, y)
+        given = () if deepfool is None else _given(deepfool)
+        batched = (x, *given) if y is None else (x, *given, y)
 
-        def chunk(clf, xc, yc=None, *, chunk):
-            return _per_example(clf, xc, yc, s, k, chunk, per_example)
+        def chunk(clf, xc, *rest, chunk):
+            df = _Found(*rest[:3]) if given else None
+            yc = rest[len(given)] if y is not None else None
+            return _per_example(clf, xc, yc, s, k, chunk, per_example, df)
 
         arrays.update(
             chunked(
@@ -218,10 +228,33 @@ def compute(
     return AnalysisResult(arrays, summary)
 
 
-def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
-    """Thickness, local linearity and DeepFool margins of one chunk."""
+class _Found(NamedTuple):
+    """A DeepFool result given as three arrays (one chunk's rows)."""
+
+    perturbation: jax.Array
+    margin: jax.Array
+    converged: jax.Array
+
+
+def _given(deepfool) -> tuple:
+    return (
+        np.asarray(deepfool.perturbation),
+        np.asarray(deepfool.margin),
+        np.asarray(deepfool.converged, bool),
+    )
+
+
+def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what, df=None) -> dict:
+    """Thickness, local linearity and DeepFool margins of one chunk (``df``: the chunk's
+    rows of a DeepFool result to reuse)."""
     out = {}
-    if "thickness" in what:
+    if "thickness" in what and df is not None and s.attack == "deepfool":
+        t = boundary_thickness(clf, xc, xc + df.perturbation, yc, alpha=s.alpha, beta=s.beta,
+                               num_points=s.grid, chunk_size=chunk.size)  # fmt: skip
+        valid = t.valid & df.converged & (df.margin > 0)  # as thickness(attack="deepfool")
+        t = t._replace(thickness=jnp.where(valid, t.thickness, jnp.nan), valid=valid)
+        out.update(thickness=t.thickness, thickness_valid=t.valid, thickness_distance=t.distance)
+    elif "thickness" in what:
         t = thickness(
             clf,
             xc,
@@ -249,7 +282,7 @@ def _per_example(clf, xc, yc, s: DiagnoseSettings, key, chunk, what) -> dict:
         )
         out["linearity_gamma"] = ll.gamma
     if "rho" in what or "noise" in what:
-        r = deepfool_dataset(clf, xc, yc, norm=2, chunk_size=chunk.size)
+        r = df if df is not None else deepfool_dataset(clf, xc, yc, norm=2, chunk_size=chunk.size)
         out.update(deepfool_margin=r.margin, deepfool_converged=r.converged)
     labels = None
     if "alignment" in what or "noise" in what:

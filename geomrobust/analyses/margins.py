@@ -1,8 +1,8 @@
 """Margins of a classifier on a dataset: DeepFool, DCT bands, random subspaces, PGD, SparseFool.
 
 ``compute(classifier, data, settings)`` runs one of the searches of ``geomrobust margins``
-(README.md, "Command line") over fixed-size chunks of the data, so a run with a chunk store
-resumes where it stopped:
+(README.md, "Command line"): one driver call over the whole dataset, which cuts it into
+fixed-size chunks and, with a chunk store, resumes where it stopped:
 
 * ``method="deepfool"``: minimal Lp perturbations (Moosavi-Dezfooli, Fawzi, Frossard,
   "DeepFool", CVPR 2016) with ``ρ = mean ||r|| / ||x||``;
@@ -169,7 +169,9 @@ def compute(
     settings = dataclasses.replace(settings, bounds=box)
     pred = predict(clf, x, chunk_size=min(512, n), devices=devices)
     clean = np.ones(n, bool) if y is None else pred == np.asarray(y)
-    run = dict(store=store, progress=progress, devices=devices, upgrade=_with_status)
+    if store is not None:  # chunks of a run folder written before status codes get them
+        store = store.upgraded(_with_status)
+    run = dict(store=store, progress=progress, devices=devices)
     k = resolve_key(settings, key, store)
     if settings.subspaces == "dct":
         arrays, summary = _dct(clf, x, y, clean, settings, run)
@@ -209,10 +211,6 @@ def _with_status(arrays: dict) -> dict:
     return out
 
 
-def _batched(x, y):
-    return (x,) if y is None else (x, y)
-
-
 def _deepfool_kw(s: MarginSettings) -> dict:
     return {
         "overshoot": s.overshoot,
@@ -223,13 +221,8 @@ def _deepfool_kw(s: MarginSettings) -> dict:
 
 
 def _deepfool(clf, x, y, pred, clean, s, run, key):
-    def chunk(clf, xc, yc=None, *, chunk):
-        r = deepfool_dataset(
-            clf, xc, yc, norm=s.p, chunk_size=chunk.size, progress=chunk.report, **_deepfool_kw(s)
-        )
-        return r._asdict()
-
-    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="deepfool", **run)
+    res = deepfool_dataset(clf, x, y, norm=s.p, chunk_size=s.chunk_size, **_deepfool_kw(s), **run)
+    r = {f: np.asarray(v) for f, v in res._asdict().items()}
     ok = r["converged"] & clean
     summary = {
         "margin": summarize(r["margin"], ok),
@@ -247,22 +240,14 @@ def _best(clf, x, y, pred, clean, s, run, key):
     df_kw = {k: kw[k] for k in ("overshoot", "steps")}
     cw_kw = dict(steps=s.cw_steps, binary_steps=s.cw_binary_steps)
 
-    def chunk(clf, xc, yc=None, *, chunk):
-        r = minimal_margin(
-            clf, xc, yc, norm=s.p, searches=s.searches, bounds=s.bounds, deepfool_kw=df_kw,
-            fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=chunk.size,
-        )  # fmt: skip
-        chunk.report(xc.shape[0])
-        fields = ("margin", "converged", "adv_label", "found_by", "status")
-        out = {f: getattr(r, f) for f in fields}
-        out["margins"] = np.asarray(r.margins).T  # (C, S): chunks stack along examples
-        out["deepfool_ratio"] = r.deepfool_ratio
-        out["perturbation"] = r.perturbation
-        return out
-
-    searches = tuple(n for n in s.searches if s.p == 2.0 or n != "cw")
-    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="best", **run)
-    r["margins"] = r["margins"].T  # (S, N)
+    res = minimal_margin(
+        clf, x, y, norm=s.p, searches=s.searches, bounds=s.bounds, deepfool_kw=df_kw,
+        fmn_kw=dict(steps=s.fmn_steps), cw_kw=cw_kw, chunk_size=s.chunk_size, **run,
+    )  # fmt: skip
+    fields = ("margin", "converged", "adv_label", "found_by", "status", "margins",
+              "deepfool_ratio", "perturbation")  # fmt: skip
+    r = {f: np.asarray(getattr(res, f)) for f in fields}  # margins (S, N)
+    searches = res.searches
     ok = r["converged"] & clean
     ratio = np.where(ok & (r["margin"] > 0), r["deepfool_ratio"], np.inf)
     summary = {
@@ -285,13 +270,8 @@ def _dct(clf, x, y, clean, s, run):
     block, stride = dct_layout(x.shape[1:], s.block, s.stride)
     bases = dct_subspaces(x.shape[1:], block, stride, dtype=x.dtype)
 
-    def chunk(clf, xc, yc=None, *, chunk):  # (S, C) -> (C, S): chunks stack along examples
-        r = subspace_margins(clf, xc, yc, bases, chunk_size=chunk.size, **_deepfool_kw(s))
-        fields = ("margin", "converged", "iterations", "status")
-        return {f: np.asarray(getattr(r, f)).T for f in fields}
-
-    r = chunked(chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="DCT bands", **run)
-    r = {f: v.T for f, v in r.items()}
+    res = subspace_margins(clf, x, y, bases, chunk_size=s.chunk_size, **_deepfool_kw(s), **run)
+    r = {f: np.asarray(getattr(res, f)) for f in ("margin", "converged", "iterations", "status")}
     bands = summarize_bands(r["margin"], r["converged"] & clean[None])
     summary = {
         "block": block, "stride": stride, "n_bands": len(bases), "bands": bands._asdict(),
@@ -307,25 +287,13 @@ def _random(clf, x, y, s, run, key):
     d = math.prod(x.shape[1:])
     m = s.subspace_dim or max(1, d // 16)
 
-    def chunk(clf, xc, yc=None, *, chunk):  # the draws depend on the key only: shared
-        r = random_subspace_margins(
-            clf, xc, yc, dim=m, key=key, num_draws=s.draws, chunk_size=chunk.size, **_deepfool_kw(s)
-        )
-        return {
-            "margin": np.asarray(r.margin).T,
-            "converged": np.asarray(r.converged).T,
-            "minimal_margin": r.minimal_margin,
-            "minimal_converged": r.minimal_converged,
-            "ratio": np.asarray(r.ratio).T,
-            "status": np.asarray(r.status).T,
-            "minimal_status": r.minimal_status,
-        }
-
-    r = chunked(
-        chunk, _batched(x, y), (clf,), chunk_size=s.chunk_size, desc="random subspaces", **run
-    )
-    for f in ("margin", "converged", "ratio", "status"):
-        r[f] = r[f].T  # (draws, N)
+    res = random_subspace_margins(
+        clf, x, y, dim=m, key=key, num_draws=s.draws, chunk_size=s.chunk_size,
+        **_deepfool_kw(s), **run,
+    )  # fmt: skip
+    fields = ("margin", "converged", "minimal_margin", "minimal_converged", "ratio", "status",
+              "minimal_status")  # fmt: skip
+    r = {f: np.asarray(getattr(res, f)) for f in fields}  # the draws (draws, N)
     ratio = r["ratio"]
     finite = ratio[np.isfinite(ratio)]
     summary = {

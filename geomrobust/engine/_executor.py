@@ -15,7 +15,11 @@ One mechanism for all of them (docs/methods.md, "one executor"):
 * **progress**: a callback with the number of examples finished, after each chunk, or
   within a chunk for runners that report their own progress (``chunk.report(n)``);
 * **resume**: an optional :class:`geomrobust.io.ChunkStore`: chunks already on disk are read
-  back instead of computed, each new chunk is written before the next one is handed out.
+  back instead of computed, each new chunk is written before the next one is handed out;
+* **once**: a call made from inside another call's chunk that fits in one chunk (a
+  pipeline of measurements on that chunk's rows) is the chunk's own work: ``fn`` runs on
+  the arrays as they are, on their device, without a second chunk loop, progress bar, store
+  or process split, so the chunk loop is entered once per pass over the data.
 
 The per-chunk work is either a jitted program ``fn(*shared, *chunk_arrays)`` or a host-driven
 runner that also receives the :class:`Chunk` (``with_chunk=True``; the DeepFool driver's
@@ -217,6 +221,8 @@ def map_chunks(
                 f"{[tuple(np.shape(b)) for b in batched]}"
             )
     size, bounds = chunk_bounds(n, chunk_size)
+    if _INSIDE_CHUNK.get() and len(bounds) == 1 and store is None and devices is None:
+        return _chunk_work(fn, batched, shared, n, with_chunk, progress)
     devs = resolve_devices(devices) or [home_device(batched, shared)]
     out = _Outputs(n)
     placed: dict = {}
@@ -287,6 +293,27 @@ def map_chunks(
     agree(True, "the chunked computation")
     _gather(out, bounds, size)
     return out.result()
+
+
+def _chunk_work(fn: Callable, batched: tuple, shared: Sequence, n: int, with_chunk: bool,
+                progress) -> Any:  # fmt: skip
+    """A call made from inside another call's chunk that fits in one chunk (a composite
+    measurement's pipeline: DeepFool, then the bisection, then the curvature solve, on that
+    chunk's rows): ``fn`` on the whole arrays, on their device, in the calling thread. It is
+    that chunk's own work, so the chunk loop is not entered again: no second cut, no
+    progress bar, no store, no split over processes. The arrays are placed exactly as a
+    chunk's are, so the result is the one :func:`map_chunks` gives on one chunk."""
+    dev = home_device(batched, shared)
+    args = jax.device_put(tuple(shared), dev)
+    rows = [put_rows(a, 0, n, n, dev) for a in batched]
+    if with_chunk:
+        report = (lambda k: progress(int(k)) if k > 0 else None) if progress else _no_report
+        return jax.device_get(fn(*args, *rows, chunk=Chunk(0, 0, n, n, dev, report)))
+    return jax.device_get(fn(*args, *rows))
+
+
+def _no_report(k: int) -> None:
+    return None
 
 
 def _run_local(one: Callable, items: list[int], devs: list, stop_flag) -> None:

@@ -40,9 +40,11 @@ from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
 from geomrobust.ops import batch_logit_difference_grads, logit_difference
 from geomrobust.ops._norms import lp_norm
+from geomrobust.search._loop import loop_form
 
 from ._driver import default_tol
-from ._eigsolve import thick_restart_lanczos
+from ._eigsolve import lanczos_init, lanczos_result, lanczos_sizes, thick_restart_lanczos
+from ._lanczos_host import LanczosProblem, host_lanczos
 from ._shape_operator import shape_operator, tangent_shape_matrix, tangent_to_ambient
 from ._smoothed import cross_fitted, gradient_samples, smoothed_quadratic_form
 
@@ -239,6 +241,32 @@ def _dense_one(logits_fn, num):
     return one
 
 
+def _guard(num: int) -> int:
+    """Extra Ritz pairs that must converge beside the ``num`` wanted (see
+    :func:`~._eigsolve.thick_restart_lanczos`)."""
+    return max(2, num // 4)
+
+
+def _lanczos_point(res, normal, gnorm, flat, shape, num) -> _PointCurvatures:
+    """One point's :class:`_PointCurvatures` from its Lanczos result (both loop forms)."""
+    ok_n = jnp.isfinite(gnorm) & (gnorm > 0) & ~flat
+    vc = res.converged & ok_n & jnp.isfinite(res.values)
+    zeros = jnp.zeros((num,), normal.dtype)
+    return _PointCurvatures(
+        res.values, res.vectors.reshape(num, *shape), vc.all(), vc, res.residuals,
+        normal.reshape(shape), gnorm, res.restarts, zeros, flat, jnp.ones((), bool),
+    )  # fmt: skip
+
+
+def _start_vectors(key, d: int, dtype):
+    """The Lanczos start ``v0``, the solver's key and the second piecewise-linear probe of a
+    point (both loop forms draw the same)."""
+    k0, k1 = jax.random.split(key)
+    v0 = jax.random.normal(k0, (d,), dtype)
+    v1 = jax.random.normal(jax.random.fold_in(k0, 1), (d,), dtype)
+    return v0, v1, k1
+
+
 def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, restarts):
     def one(z, y, k, key):
         op, g = shape_operator(logits_fn, z, y, k)[:2]
@@ -251,22 +279,14 @@ def _lanczos_one(logits_fn, num, krylov_dim, keep, tol, restarts):
         def project(v):
             return v - n * jnp.vdot(n, v)
 
-        k0, k1 = jax.random.split(key)
-        v0 = jax.random.normal(k0, (z.size,), z.dtype)
+        v0, v1, k1 = _start_vectors(key, z.size, z.dtype)
         res = thick_restart_lanczos(
             matvec, v0, num=num, krylov_dim=krylov_dim, keep=keep, which="LM", tol=tol,
-            restarts=restarts, key=k1, project=project, guard=max(2, num // 4),
+            restarts=restarts, key=k1, project=project, guard=_guard(num),
         )  # fmt: skip
         # two probes of the exact operator: both exactly zero means a piecewise-linear F_k
-        v1 = jax.random.normal(jax.random.fold_in(k0, 1), (z.size,), z.dtype)
         flat = jnp.all(matvec(v0) == 0) & jnp.all(matvec(v1) == 0)
-        ok_n = jnp.isfinite(gnorm) & (gnorm > 0) & ~flat
-        vc = res.converged & ok_n & jnp.isfinite(res.values)
-        zeros = jnp.zeros((num,), z.dtype)
-        return _PointCurvatures(
-            res.values, res.vectors.reshape(num, *z.shape), vc.all(), vc, res.residuals,
-            g / gnorm, gnorm, res.restarts, zeros, flat, jnp.ones((), bool),
-        )  # fmt: skip
+        return _lanczos_point(res, n, gnorm, flat, z.shape, num)
 
     return one
 
@@ -316,6 +336,7 @@ def principal_curvatures(
     scale: float | None = None,
     num_samples: int = 256,
     boundary_tol: float = BOUNDARY_TOL,
+    loop: str = "auto",
     chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress: Callable[[int], None] | None = None,
@@ -372,6 +393,13 @@ def principal_curvatures(
         (first-order distance to the boundary above ``boundary_tol · max(1, ||z||)``) are
         get the status ``OFF_BOUNDARY``, not converged (default ``BOUNDARY_TOL = 1e-3``;
         ``inf`` measures the level set through any ``z``).
+    loop : how Lanczos is driven (``method="lanczos"`` only): ``"host"`` runs each Arnoldi
+        step of a chunk, each restart and each Ritz close as one top-level jitted program and
+        tests convergence on the host (XLA's CPU backend runs a convolution inside a loop
+        body many times slower: docs/performance.md, "Lanczos on the CPU"); ``"device"``
+        runs the whole solve as one program (``while_loop``); ``"auto"`` (default): ``"host"``
+        on the CPU backend, ``"device"`` elsewhere and always under ``jit``/``vmap``/``grad``.
+        Both forms give the same converged set and the same values to rounding.
     chunk_size : points per jitted call (default :data:`geomrobust.engine.CHUNK_SIZE`, None:
         all at once), so peak memory does not grow with ``N``; memory of the dense path grows
         as ``chunk_size · D²``: lower it for a large ``D`` with ``method="dense"``.
@@ -430,13 +458,16 @@ def principal_curvatures(
                 f"{ids.dtype} {tuple(ids.shape)}"
             )
         ids = jnp.asarray(ids)
+    form = loop_form(loop, clf, z, y, k, key, ids)
     if scale is not None:
         program = partial(_smoothed_curvatures_program, num=int(num), num_samples=m_samples,
                           num_directions=int(nd))  # fmt: skip
         shared = (clf, key, jnp.asarray(btol, z.dtype), jnp.asarray(sigma, z.dtype))
     else:
-        program = partial(_curvatures_program, method=method, settings=settings,
-                          num_directions=int(nd))  # fmt: skip
+        host = method == "lanczos" and form == "host"
+        program = partial(_curvatures_host if host else _curvatures_program,
+                          settings=settings, num_directions=int(nd),
+                          **({} if host else {"method": method}))  # fmt: skip
         shared = (clf, key, jnp.asarray(btol, z.dtype))
     out = run_program(
         program, shared, (z, y, k, ids), chunk_size=chunk_size, devices=devices,
@@ -480,6 +511,105 @@ def _curvatures_program(clf, key, btol, zc, yc, kc, idx, *, method, settings, nu
     out = jax.vmap(one)(zc, yc, kc, keys)
     out = _flag_off_boundary(out, _on_boundary(clf, zc, yc, kc, btol))
     return _result(out._replace(directions=out.directions[:, :num_directions]))  # only these leave
+
+
+class _ShapeData(NamedTuple):
+    """The per-point arrays of the host form's shape operators: the points, their classes,
+    unit normals ``(C, D)`` and gradient norms ``(C,)``."""
+
+    z: Array
+    y: Array
+    k: Array
+    normal: Array
+    grad_norm: Array
+
+
+def _summed_logit_difference(clf, y, k):
+    """``Z -> Σ_i F_{k_i}(z_i)``: its gradient holds every point's ``∇F_k`` (the examples of a
+    classifier do not interact), its Hessian is block diagonal."""
+
+    def F(Z):
+        logits = clf(Z)
+        idx = jnp.arange(Z.shape[0])
+        return jnp.sum(logits[idx, k] - logits[idx, y])
+
+    return F
+
+
+def _shape_linearize(clf, data: _ShapeData):
+    """The Hessians of the chunk's ``F_k``, linearized at its points (one batched
+    forward-over-reverse linearization)."""
+    grad = jax.grad(_summed_logit_difference(clf, data.y, data.k))
+    return jax.linearize(grad, data.z)[1]
+
+
+def _shape_apply(data: _ShapeData, hvp, V):
+    """``S_i V[i] = P H_i P V[i] / ||g_i||`` for every point (``V`` ``(C, D)``)."""
+    n = data.normal
+    pv = V - n * jnp.sum(n * V, -1, keepdims=True)
+    hv = hvp(pv.reshape(data.z.shape)).reshape(V.shape)
+    hv = hv - n * jnp.sum(n * hv, -1, keepdims=True)
+    return hv / data.grad_norm[:, None]
+
+
+def _tangent_project(data_i: _ShapeData, v):
+    return v - data_i.normal * jnp.vdot(data_i.normal, v)
+
+
+_SHAPE_OPERATORS = LanczosProblem(_shape_linearize, _shape_apply, _tangent_project)
+
+
+@partial(jax.jit, static_argnames="settings")
+def _host_start(clf, key, btol, zc, yc, kc, idx, *, settings):
+    """The host form's set-up of a chunk: normals, boundary test, the two piecewise-linear
+    probes and the Lanczos states (the start vectors of the device form)."""
+    num, m, keep, _, _ = settings
+    c, d = zc.shape[0], int(np.prod(zc.shape[1:]))
+    F, g = batch_logit_difference_grads(clf, zc, yc, kc)
+    g = g.reshape(c, d)
+    gnorm = lp_norm(g, 2)
+    zn = lp_norm(zc.reshape(c, -1), 2)
+    on = jnp.abs(F) <= btol * jnp.maximum(zn, 1) * gnorm
+    data = _ShapeData(zc, yc, kc, g / gnorm[:, None], gnorm)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    v0, v1, k1 = jax.vmap(lambda kk: _start_vectors(kk, d, zc.dtype))(keys)
+    hvp = _shape_linearize(clf, data)
+    flat = jnp.all(_shape_apply(data, hvp, v0) == 0, -1)
+    flat = flat & jnp.all(_shape_apply(data, hvp, v1) == 0, -1)
+    _, num_, _ = lanczos_sizes(num, m, keep, _guard(num))
+
+    def init(d_i, v, kk):
+        return lanczos_init(v, num=num_, krylov_dim=m, key=kk,
+                            project=lambda u: _tangent_project(d_i, u))  # fmt: skip
+
+    return jax.vmap(init)(data, v0, k1), data, flat, on
+
+
+@partial(jax.jit, static_argnames=("settings", "num_directions"))
+def _host_finish(state, data: _ShapeData, flat, on, *, settings, num_directions):
+    num, m, keep, tol, _ = settings
+    _, num_, _ = lanczos_sizes(num, m, keep, _guard(num))
+    shape = data.z.shape[1:]
+
+    def one(s, n, gn, fl):
+        res = lanczos_result(s, num=num_, out=num, which="LM", tol=tol)
+        return _lanczos_point(res, n, gn, fl, shape, num)
+
+    out = jax.vmap(one)(state, data.normal, data.grad_norm, flat)
+    out = _flag_off_boundary(out, on)
+    return _result(out._replace(directions=out.directions[:, :num_directions]))
+
+
+def _curvatures_host(clf, key, btol, zc, yc, kc, idx, *, settings, num_directions):
+    """Lanczos curvatures of a chunk in the host form (docs/performance.md): the
+    Arnoldi steps, restarts and Ritz closes of the whole chunk as top-level programs
+    (:mod:`geomrobust.measures._lanczos_host`), the stop test on the host."""
+    num, m, keep, tol, restarts = settings
+    state, data, flat, on = _host_start(clf, key, btol, zc, yc, kc, idx, settings=settings)
+    _, num_, keep_ = lanczos_sizes(num, m, keep, _guard(num))
+    state = host_lanczos(_SHAPE_OPERATORS, clf, data, state, num=num_, keep=keep_, which="LM",
+                         tol=tol, restarts=restarts)  # fmt: skip
+    return _host_finish(state, data, flat, on, settings=settings, num_directions=num_directions)
 
 
 class NormalCurvatures(NamedTuple):

@@ -31,7 +31,12 @@ __all__ = [
     "EigResult",
     "LanczosInfo",
     "LanczosState",
+    "arnoldi_step",
     "lanczos_init",
+    "lanczos_restart",
+    "lanczos_result",
+    "lanczos_ritz",
+    "lanczos_sizes",
     "lanczos_step",
     "thick_restart_lanczos",
 ]
@@ -94,30 +99,53 @@ def _orthogonalize(V: Array, w: Array, mask: Array) -> tuple[Array, Array]:
     return w - h2 @ V, h + h2
 
 
-def _extend(matvec, project, V, T, key, start: int, m: int):
-    """Arnoldi steps ``j = start .. m-1``: fill rows ``j+1`` of ``V`` and columns ``j`` of ``T``."""
+def _arnoldi_update(project, state: LanczosState, w: Array, j) -> LanczosState:
+    """Arnoldi step ``j`` given ``w = A V[j]``: CGS2 against rows ``0..j``, column/row ``j``
+    of ``T``, row ``j + 1`` of ``V`` (a fresh random direction orthogonal to ``V`` when the
+    Krylov space became invariant), ``beta`` and the split key."""
+    V, T = state.basis, state.projected
+    m = T.shape[0]
     rows = jnp.arange(m + 1)
     eps = jnp.finfo(V.dtype).eps
+    scale = jnp.linalg.norm(w)
+    w, h = _orthogonalize(V, w, (rows <= j).astype(V.dtype))
+    T = T.at[:, j].set(h[:m]).at[j, :].set(h[:m])
+    beta = jnp.linalg.norm(w)
+    # invariant subspace: continue with a fresh random direction orthogonal to V
+    broke = beta <= 100 * eps * scale
+    key, sub = jax.random.split(state.key)
+    fresh = project(jax.random.normal(sub, w.shape, w.dtype))
+    fresh, _ = _orthogonalize(V, fresh, (rows <= j).astype(V.dtype))
+    nxt = jnp.where(broke, fresh, w)
+    nxt = nxt / jnp.maximum(jnp.linalg.norm(nxt), jnp.finfo(V.dtype).tiny)
+    V = V.at[j + 1].set(nxt)
+    beta = jnp.where(broke, jnp.zeros_like(beta), beta)
+    return state._replace(basis=V, projected=T, beta=beta, key=key)
 
-    def body(j, carry):
-        V, T, _, key = carry
-        w = matvec(V[j])
-        scale = jnp.linalg.norm(w)
-        w, h = _orthogonalize(V, w, (rows <= j).astype(V.dtype))
-        T = T.at[:, j].set(h[:m]).at[j, :].set(h[:m])
-        beta = jnp.linalg.norm(w)
-        # invariant subspace: continue with a fresh random direction orthogonal to V
-        broke = beta <= 100 * eps * scale
-        key, sub = jax.random.split(key)
-        fresh = project(jax.random.normal(sub, w.shape, w.dtype))
-        fresh, _ = _orthogonalize(V, fresh, (rows <= j).astype(V.dtype))
-        nxt = jnp.where(broke, fresh, w)
-        nxt = nxt / jnp.maximum(jnp.linalg.norm(nxt), jnp.finfo(V.dtype).tiny)
-        V = V.at[j + 1].set(nxt)
-        return V, T, jnp.where(broke, jnp.zeros_like(beta), beta), key
 
-    beta0 = jnp.zeros((), V.dtype)
-    return jax.lax.fori_loop(start, m, body, (V, T, beta0, key))
+def arnoldi_step(
+    matvec: Callable[[Array], Array],
+    state: LanczosState,
+    j,
+    *,
+    project: Callable[[Array], Array] | None = None,
+) -> LanczosState:
+    """One Arnoldi step ``j`` (``0 <= j < m``, may be traced) of the current Krylov cycle:
+    one operator call ``A V[j]``, orthogonalised twice against rows ``0..j`` of the basis
+    (CGS2), filling row ``j + 1`` of ``V`` and column ``j`` of ``T``. A cycle is
+    :func:`lanczos_restart`, the steps ``j = start .. m-1`` (``start`` 0 in the first cycle,
+    ``keep`` after a restart) and :func:`lanczos_ritz`; :func:`lanczos_step` is that cycle
+    under one ``fori_loop``, the host-driven form calls each step as its own program."""
+    project = (lambda v: v) if project is None else project
+    return _arnoldi_update(project, state, matvec(state.basis[j]), j)
+
+
+def _extend(matvec, project, state: LanczosState, start, m: int) -> LanczosState:
+    """Arnoldi steps ``j = start .. m-1`` (``beta`` of the last one)."""
+    state = state._replace(beta=jnp.zeros_like(state.beta))
+    return jax.lax.fori_loop(
+        start, m, lambda j, s: _arnoldi_update(project, s, matvec(s.basis[j]), j), state
+    )
 
 
 def _ritz(basis, T, beta, which: str, m: int):
@@ -173,6 +201,18 @@ def lanczos_step(
     """
     project = (lambda v: v) if project is None else project
     m = state.projected.shape[0]
+    state = lanczos_restart(state, keep=keep, which=which)
+    start = jnp.where(state.restarts < 0, 0, keep)
+    state = _extend(matvec, project, state, start, m)
+    return lanczos_ritz(state, num=num, which=which, tol=tol)
+
+
+def lanczos_restart(state: LanczosState, *, keep: int, which: str = "LM") -> LanczosState:
+    """The thick restart opening every cycle but the first (``state.restarts < 0``: returned
+    unchanged): the ``keep`` wanted Ritz vectors of ``T`` and the residual direction become
+    the first ``keep + 1`` rows of the basis, ``T`` their arrow-shaped projection (no
+    operator call)."""
+    m = state.projected.shape[0]
     first = state.restarts < 0
 
     def restart(basis, T, beta):
@@ -186,12 +226,50 @@ def lanczos_step(
     V, T = jax.lax.cond(
         first, lambda b, t, _: (b, t), restart, state.basis, state.projected, state.beta
     )
-    start = jnp.where(first, 0, keep)
-    V, T, beta, key = _extend(matvec, project, V, T, state.key, start, m)
-    theta, _, res = _ritz(V, T, beta, which, m)
+    return state._replace(basis=V, projected=T)
+
+
+def lanczos_ritz(
+    state: LanczosState, *, num: int, which: str = "LM", tol: float
+) -> tuple[LanczosState, LanczosInfo]:
+    """The close of a cycle (after its Arnoldi steps): the wanted Ritz values and residual
+    norms, ``done`` when all ``num`` have converged, ``restarts`` counted (no operator
+    call)."""
+    m = state.projected.shape[0]
+    theta, _, res = _ritz(state.basis, state.projected, state.beta, which, m)
     done = _converged(theta[:num], res[:num], tol).all()
-    new = LanczosState(V, T, beta, theta[:num], res[:num], state.restarts + 1, done, key)
+    new = state._replace(
+        values=theta[:num], residuals=res[:num], restarts=state.restarts + 1, done=done
+    )
     return new, LanczosInfo(theta[:num], res[:num])
+
+
+def lanczos_result(state: LanczosState, *, num: int, out: int, which: str = "LM",
+                   tol: float) -> EigResult:  # fmt: skip
+    """The :class:`EigResult` of a state: the first ``out`` of the ``num`` wanted Ritz pairs
+    (``num - out`` guard pairs must converge too, see :func:`thick_restart_lanczos`)."""
+    m = state.projected.shape[0]
+    theta, Y, res = _ritz(state.basis, state.projected, state.beta, which, m)
+    vectors = Y[:, :out].T @ state.basis[:m]
+    converged = _converged(theta[:num], res[:num], tol)
+    return EigResult(theta[:out], vectors, res[:out], converged[:out], state.restarts)
+
+
+def lanczos_sizes(num: int, krylov_dim: int, keep: int | None, guard: int = 0,
+                  which: str = "LM") -> tuple[int, int, int]:  # fmt: skip
+    """``(out, num, keep)``: the pairs returned, the pairs that must converge (``num`` plus
+    ``guard``, at most ``keep``) and the Ritz vectors kept at a restart (default
+    ``(num + krylov_dim) // 2``); raises ``ValueError`` unless ``out <= keep < krylov_dim``."""
+    out = num
+    num = min(num + guard, krylov_dim - 1)
+    keep = (num + krylov_dim) // 2 if keep is None else keep
+    num = min(num, keep)
+    if not out <= keep < krylov_dim:
+        raise ValueError(
+            f"need num <= keep < krylov_dim, got num={num}, keep={keep}, krylov_dim={krylov_dim}"
+        )
+    _order(jnp.zeros(1), which)  # validates ``which``
+    return out, num, keep
 
 
 def thick_restart_lanczos(
@@ -232,15 +310,7 @@ def thick_restart_lanczos(
     -------
     EigResult with values in the order of ``which``.
     """
-    out = num
-    num = min(num + guard, krylov_dim - 1)
-    keep = (num + krylov_dim) // 2 if keep is None else keep
-    num = min(num, keep)
-    if not out <= keep < krylov_dim:
-        raise ValueError(
-            f"need num <= keep < krylov_dim, got num={num}, keep={keep}, krylov_dim={krylov_dim}"
-        )
-    _order(jnp.zeros(1), which)  # validates ``which``
+    out, num, keep = lanczos_sizes(num, krylov_dim, keep, guard, which)
     state = lanczos_init(v0, num=num, krylov_dim=krylov_dim, key=key, project=project)
 
     def cond(s):
@@ -250,8 +320,4 @@ def thick_restart_lanczos(
         return lanczos_step(matvec, s, num=num, keep=keep, which=which, tol=tol, project=project)[0]
 
     state = jax.lax.while_loop(cond, body, state)
-    m = krylov_dim
-    theta, Y, res = _ritz(state.basis, state.projected, state.beta, which, m)
-    vectors = Y[:, :out].T @ state.basis[:m]
-    converged = _converged(theta[:num], res[:num], tol)
-    return EigResult(theta[:out], vectors, res[:out], converged[:out], state.restarts)
+    return lanczos_result(state, num=num, out=out, which=which, tol=tol)

@@ -22,7 +22,7 @@ from jax import Array
 from .._validation import check_batch, check_key
 from ..models import as_classifier
 from ..ops._norms import as_norm
-from ..search import deepfool_dataset
+from ..search._driver import deepfool_runs
 
 __all__ = ["RandomSubspaceMargins", "normalized_robustness", "random_subspace_margins"]
 
@@ -57,6 +57,7 @@ def random_subspace_margins(
     dim: int,
     key: Array,
     num_draws: int = 1,
+    store=None,
     **deepfool_kw,
 ) -> RandomSubspaceMargins:
     """Margins in random ``dim``-dimensional subspaces vs the minimal margin (Fawzi 2016).
@@ -66,7 +67,11 @@ def random_subspace_margins(
     ``m = 1`` this is a Newton search along the random line ``x + t s``. The minimal margin is
     unconstrained L2 DeepFool. Both use :func:`geomrobust.search.deepfool_dataset` with the
     same ``deepfool_kw`` (same overshoot, so it cancels in the ratio; ``chunk_size``,
-    ``devices``, ``progress`` are passed on: a progress bar per DeepFool run).
+    ``devices``, ``progress`` are passed on), chunk by chunk in one pass of the engine: each
+    chunk runs the unconstrained search and every draw. ``store``: an optional
+    :class:`geomrobust.io.ChunkStore` cut with ``chunk_size``, each chunk holding the
+    per-example fields (draws as ``(C, num_draws)`` arrays, and ``ratio``); chunks already
+    there are read back (an interrupted run resumes).
 
     Returns
     -------
@@ -82,32 +87,45 @@ def random_subspace_margins(
     deepfool_kw.pop("norm", None)
     clf = as_classifier(logits_fn)
     x = jnp.asarray(x)
-    minimal = deepfool_dataset(clf, x, y, **deepfool_kw)
-    margins, conv, codes = [], [], []
+    bases = []
     for i in range(num_draws):
         g = jax.random.normal(jax.random.fold_in(key, i), (d, dim), x.dtype)
-        s = jnp.linalg.qr(g)[0]
-        res = deepfool_dataset(clf, x, y, subspace=s, **deepfool_kw)
-        margins.append(res.margin)
-        conv.append(res.converged)
-        codes.append(res.status)
-    margin = jnp.stack(margins)
-    converged = jnp.stack(conv)
-    valid = converged & minimal.converged[None] & (minimal.margin[None] > 0)
-    ratio = jnp.where(valid, margin / jnp.where(valid, minimal.margin[None], 1), jnp.nan)
-    r = np.asarray(ratio)[np.asarray(valid)]
+        bases.append(jnp.linalg.qr(g)[0])
+    out = deepfool_runs(clf, x, y, (None, *bases), collect=_draw_fields, store=store,
+                        desc="random subspaces", **deepfool_kw)  # fmt: skip
+    ratio = out["ratio"].T
+    r = ratio[np.isfinite(ratio)]
     return RandomSubspaceMargins(
         dim=int(dim),
-        margin=margin,
-        converged=converged,
-        minimal_margin=minimal.margin,
-        minimal_converged=minimal.converged,
-        ratio=ratio,
+        margin=jnp.asarray(out["margin"].T),
+        converged=jnp.asarray(out["converged"].T),
+        minimal_margin=jnp.asarray(out["minimal_margin"]),
+        minimal_converged=jnp.asarray(out["minimal_converged"]),
+        ratio=jnp.asarray(ratio),
         median_ratio=float(np.median(r)) if r.size else float("nan"),
         predicted_ratio=math.sqrt(d / dim),
-        status=jnp.stack(codes),
-        minimal_status=minimal.status,
+        status=jnp.asarray(out["status"].T),
+        minimal_status=jnp.asarray(out["minimal_status"]),
     )
+
+
+def _draw_fields(results: list) -> dict:
+    """A chunk's unconstrained search (first) and its draws, the draws as ``(C, draws)``
+    arrays (chunks stack along examples), with the ratios ``subspace / minimal margin``."""
+    minimal, draws = results[0], results[1:]
+    margin = jnp.stack([r.margin for r in draws])
+    converged = jnp.stack([r.converged for r in draws])
+    valid = converged & minimal.converged[None] & (minimal.margin[None] > 0)
+    ratio = jnp.where(valid, margin / jnp.where(valid, minimal.margin[None], 1), jnp.nan)
+    return {
+        "margin": np.asarray(margin).T,
+        "converged": np.asarray(converged).T,
+        "minimal_margin": minimal.margin,
+        "minimal_converged": minimal.converged,
+        "ratio": np.asarray(ratio).T,
+        "status": np.stack([r.status for r in draws], axis=1),
+        "minimal_status": minimal.status,
+    }
 
 
 def _row_norms(x, p) -> np.ndarray:

@@ -41,10 +41,12 @@ from geomrobust._validation import (
 from geomrobust.engine import CHUNK_SIZE, run_program
 from geomrobust.models import as_classifier
 from geomrobust.ops import hvp_operator, input_hessian
+from geomrobust.search._loop import loop_form
 
-from ._curvature import AUTO_DENSE_MAX_DIM, _check_scale
+from ._curvature import AUTO_DENSE_MAX_DIM, _check_scale, _guard
 from ._driver import default_tol
-from ._eigsolve import thick_restart_lanczos
+from ._eigsolve import lanczos_init, lanczos_result, lanczos_sizes, thick_restart_lanczos
+from ._lanczos_host import LanczosProblem, host_lanczos
 from ._smoothed import cross_fitted, gradient_samples
 
 __all__ = [
@@ -142,6 +144,7 @@ def loss_hessian_eigs(
     restarts: int = 30,
     scale: float | None = None,
     num_samples: int = 256,
+    loop: str = "auto",
     chunk_size: int | None = CHUNK_SIZE,
     devices=None,
     progress=None,
@@ -164,6 +167,8 @@ def loss_hessian_eigs(
         samples (Stein's identity; directions from one half of the samples, values along
         them from the other, with standard errors), as in
         :func:`geomrobust.measures.principal_curvatures`; ``num <= num_samples``.
+    loop : ``"auto"``, ``"host"`` or ``"device"``: how Lanczos is driven, as in
+        :func:`geomrobust.measures.principal_curvatures`.
 
     Returns
     -------
@@ -186,10 +191,14 @@ def loss_hessian_eigs(
         settings = (num, m, keep_, default_tol(x.dtype, tol), int(restarts))
     else:
         settings = (num,)
+    loop_form(loop)  # validates ``loop`` before any compilation
     if scale is not None:
         sigma, m_samples = _check_scale(scale, num_samples, num)
         program = partial(_smoothed_loss_eigs_program, num=int(num), num_samples=m_samples)
         shared = (clf, key, jnp.asarray(sigma, x.dtype))
+    elif method == "lanczos" and loop_form(loop, clf, x, y, key) == "host":
+        program = partial(_loss_eigs_host, settings=settings)
+        shared = (clf, key)
     else:
         program = partial(_loss_eigs_program, method=method, settings=settings)
         shared = (clf, key)
@@ -239,7 +248,7 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
             lambda v: op(v.reshape(xi.shape)).ravel(),
             jax.random.normal(k0, (xi.size,), xi.dtype),
             num=num, krylov_dim=m, keep=keep, which="LA", tol=tol, restarts=restarts,
-            key=k1, guard=max(2, num // 4),
+            key=k1, guard=_guard(num),
         )  # fmt: skip
         vc = res.converged & jnp.isfinite(res.values)
         vecs = res.vectors.reshape(num, *xi.shape)
@@ -248,6 +257,72 @@ def _loss_eigs_program(clf, key, xc, yc, idx, *, method, settings):
     one = lanczos if method == "lanczos" else dense
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     return jax.vmap(one)(xc, yc, keys)
+
+
+class _LossData(NamedTuple):
+    """The per-example arrays of the host form's loss Hessians."""
+
+    x: Array
+    y: Array
+
+
+def _loss_linearize(clf, data: _LossData):
+    """The Hessians of the chunk's losses, linearized at its examples: one batched
+    forward-over-reverse linearization of ``Σ_i ℓ_i`` (block diagonal: examples do not
+    interact)."""
+
+    def total(X):
+        logp = jax.nn.log_softmax(clf(X))
+        return -jnp.sum(jnp.take_along_axis(logp, data.y[:, None], 1))
+
+    return jax.linearize(jax.grad(total), data.x)[1]
+
+
+def _loss_apply(data: _LossData, hvp, V):
+    return hvp(V.reshape(data.x.shape)).reshape(V.shape)
+
+
+_LOSS_HESSIANS = LanczosProblem(_loss_linearize, _loss_apply, None)
+
+
+@partial(jax.jit, static_argnames="settings")
+def _loss_host_start(key, xc, idx, *, settings):
+    """The Lanczos states of a chunk, started as in the device form."""
+    num, m, keep, _, _ = settings
+    _, num_, _ = lanczos_sizes(num, m, keep, _guard(num), "LA")
+    d = int(np.prod(xc.shape[1:]))
+
+    def init(i):
+        k0, k1 = jax.random.split(jax.random.fold_in(key, i))
+        v0 = jax.random.normal(k0, (d,), xc.dtype)
+        return lanczos_init(v0, num=num_, krylov_dim=m, key=k1)
+
+    return jax.vmap(init)(idx)
+
+
+@partial(jax.jit, static_argnames="settings")
+def _loss_host_finish(state, xc, *, settings):
+    num, m, keep, tol, _ = settings
+    _, num_, _ = lanczos_sizes(num, m, keep, _guard(num), "LA")
+
+    def one(s):
+        res = lanczos_result(s, num=num_, out=num, which="LA", tol=tol)
+        vc = res.converged & jnp.isfinite(res.values)
+        vecs = res.vectors.reshape(num, *xc.shape[1:])
+        return _eigs(res.values, vecs, vc, res.residuals, jnp.zeros_like(res.values))
+
+    return jax.vmap(one)(state)
+
+
+def _loss_eigs_host(clf, key, xc, yc, idx, *, settings):
+    """Top eigenpairs of the loss Hessians of a chunk, Lanczos driven from the host
+    (:mod:`geomrobust.measures._lanczos_host`)."""
+    num, m, keep, tol, restarts = settings
+    state = _loss_host_start(key, xc, idx, settings=settings)
+    _, num_, keep_ = lanczos_sizes(num, m, keep, _guard(num), "LA")
+    state = host_lanczos(_LOSS_HESSIANS, clf, _LossData(xc, yc), state, num=num_, keep=keep_,
+                         which="LA", tol=tol, restarts=restarts)  # fmt: skip
+    return _loss_host_finish(state, xc, settings=settings)
 
 
 # ----------------------------------------------------------- stochastic trace and density

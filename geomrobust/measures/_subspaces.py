@@ -19,9 +19,8 @@ import numpy as np
 from jax import Array
 
 from ..data import dct_matrix
-from ..engine import track
 from ..models import as_classifier
-from ..search import deepfool_dataset
+from ..search._driver import deepfool_runs
 
 __all__ = ["BandSummary", "SubspaceMargins", "dct_subspaces", "subspace_margins", "summarize_bands"]
 
@@ -92,6 +91,7 @@ def subspace_margins(
     y: Array | None,
     subspaces: Sequence,
     *,
+    store=None,
     progress=None,
     **deepfool_kw,
 ) -> SubspaceMargins:
@@ -99,16 +99,21 @@ def subspace_margins(
 
     For an affine classifier the margin inside ``S`` is ``(1 + η) |F| / ||S Sᵀ w||``. The
     linearization point differs from the hold-me-tight code (``x + (1 + η) r`` here, ``x + r``
-    there; per-band medians agree within 1 %): docs/conventions.md. Runs
-    :func:`geomrobust.search.deepfool_dataset` (continuous batching) once per subspace; bases
+    there; per-band medians agree within 1 %): docs/conventions.md. Runs the continuous-
+    batching DeepFool of :func:`geomrobust.search.deepfool_dataset` inside every subspace,
+    chunk by chunk in one pass of the engine (each chunk searches all the subspaces); bases
     of one shape share one compilation.
 
     Parameters
     ----------
     logits_fn, x, y : as for DeepFool (``y=None``: predicted labels).
     subspaces : sequence of orthonormal ``(D, s)`` bases, e.g. :func:`dct_subspaces`.
-    progress : None, True (a bar counting subspaces) or a callable called with 1 after each
-        subspace.
+    store : optional :class:`geomrobust.io.ChunkStore` cut with ``chunk_size``: each chunk
+        holds ``margin``, ``converged``, ``iterations`` and ``status`` as ``(C,
+        n_subspaces)`` arrays; chunks already there are read back (an interrupted run
+        resumes).
+    progress : None, True (a bar counting examples) or a callable called with the number
+        of examples of each finished chunk (every subspace searched).
     deepfool_kw : passed to ``deepfool_dataset`` (``overshoot``, ``steps``, ``bounds``,
         ``candidates``, ``slots``, ``chunk_size``, ``devices``); the norm is 2.
 
@@ -121,19 +126,21 @@ def subspace_margins(
     if "norm" in deepfool_kw and float(deepfool_kw.pop("norm")) != 2.0:
         raise ValueError("subspace margins are L2 margins: norm must be 2")
     clf = as_classifier(logits_fn)
-    results = []
-    with track(progress, len(subspaces), "subspace margins") as report:
-        for s in subspaces:
-            results.append(deepfool_dataset(clf, x, y, subspace=s, **deepfool_kw))
-            if report is not None:
-                report(1)
+    out = deepfool_runs(clf, x, y, tuple(subspaces), collect=_band_fields, store=store,
+                        progress=progress, desc="subspace margins", **deepfool_kw)  # fmt: skip
     return SubspaceMargins(
-        margin=jnp.stack([r.margin for r in results]),
-        converged=jnp.stack([r.converged for r in results]),
-        iterations=jnp.stack([r.iterations for r in results]),
+        margin=jnp.asarray(out["margin"].T),
+        converged=jnp.asarray(out["converged"].T),
+        iterations=jnp.asarray(out["iterations"].T),
         dims=jnp.asarray([np.shape(s)[1] for s in subspaces]),
-        status=jnp.stack([r.status for r in results]),
+        status=jnp.asarray(out["status"].T),
     )
+
+
+def _band_fields(results: list) -> dict:
+    """A chunk's searches as ``(C, n_subspaces)`` arrays (chunks stack along examples)."""
+    fields = ("margin", "converged", "iterations", "status")
+    return {f: np.stack([getattr(r, f) for r in results], axis=1) for f in fields}
 
 
 class BandSummary(NamedTuple):

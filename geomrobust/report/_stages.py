@@ -9,7 +9,23 @@ Each stage runs one analysis on every model of the report and returns
 Stages compute through :mod:`geomrobust.analyses` (the same analyses as the ``geomrobust``
 subcommands, so the report and the CLI measure the same way, and the report's models, of one
 architecture, share every compiled program); they only pick, rename and prefix what the
-analyses return. Stages do not plot (``_figures`` draws from the arrays) and do not write
+analyses return. Three measurements have no analysis (no ``geomrobust`` subcommand measures
+them) and are called from :mod:`geomrobust.measures` directly:
+
+* ``frequency``: the Fourier heat map (one error per frequency over the whole held-out set,
+  not a per-example array an analysis could chunk and resume) and the spectrum of the
+  margins stage's perturbations (a transform of arrays already computed);
+* ``noise``: the error in Gaussian noise draws example ``n``'s noise from
+  ``fold_in(key, n)`` over the whole set, where the diagnose analysis' ``noise`` draws from
+  ``fold_in(fold_in(key, 3), first example of the chunk)`` per chunk, so routing it through
+  diagnose would change the report's numbers; the corruption accuracies are predictions on
+  corrupted copies of the set;
+* ``interpretability``: saliency maps of a few examples and the class synthesis from one
+  seed (figures, not dataset measurements); its gradient alignment is the diagnose
+  analysis', as the ``thickness`` stage's thickness is (both reusing the margins stage's
+  DeepFool and chunked as the library functions chunk, so the numbers are theirs).
+
+Stages do not plot (``_figures`` draws from the arrays) and do not write
 files (the driver saves each stage atomically, so an interrupted report resumes). Methods and
 references:
 
@@ -59,14 +75,13 @@ from geomrobust.analyses import (
     SliceSettings,
 )
 from geomrobust.data import CORRUPTIONS, corrupt
+from geomrobust.engine import CHUNK_SIZE
 from geomrobust.measures import (
     PiecewiseLinearWarning,
-    boundary_thickness,
     class_synthesis,
     fourier_heat_map,
     frequency_radius,
     gaussian_noise_errors,
-    gradient_alignment,
     noise_vs_margin,
     perturbation_spectrum,
     saliency_maps,
@@ -366,26 +381,27 @@ def stage_nads(ctx: Context):
 def stage_thickness(ctx: Context):
     """Boundary thickness (alpha = 0, beta = 0.75) on the segment from x to its L2 DeepFool
     point around the predicted label (the margins stage's search, not run again); examples
-    whose DeepFool did not converge are excluded."""
+    whose DeepFool did not converge are excluded. The diagnose analysis, in chunks of
+    :data:`geomrobust.engine.CHUNK_SIZE` (the chunks of ``boundary_thickness``)."""
 
-    settings = DiagnoseSettings(what=("thickness",), chunk_size=CHUNK)
+    settings = DiagnoseSettings(what=("thickness",), chunk_size=CHUNK_SIZE)
     arrays, summary = {}, {"alpha": settings.alpha, "beta": settings.beta}
     margins, _ = ctx.previous["margins"]
     for m in ctx.models:
-        pert = margins[f"{m.name}__l2_perturbation"]
-        ok = margins[f"{m.name}__l2_converged"] & (margins[f"{m.name}__l2_margin"] > 0)
-        t = boundary_thickness(
-            m.logits_fn, ctx.x, ctx.x + pert, alpha=settings.alpha, beta=settings.beta,
-            num_points=settings.grid, progress=ctx.progress,
-        )  # fmt: skip
-        valid = np.asarray(t.valid) & ok
-        theta = np.where(valid, np.asarray(t.thickness), np.nan)
+        found = SimpleNamespace(
+            perturbation=margins[f"{m.name}__l2_perturbation"],
+            margin=margins[f"{m.name}__l2_margin"],
+            converged=margins[f"{m.name}__l2_converged"],
+        )
+        a, _ = analyses.diagnose.compute(
+            m.logits_fn, ctx.x, settings, deepfool=found, progress=ctx.progress
+        )
         arrays.update({
-            f"{m.name}__thickness": theta,
-            f"{m.name}__valid": valid,
-            f"{m.name}__distance": np.asarray(t.distance),
+            f"{m.name}__thickness": a["thickness"],
+            f"{m.name}__valid": a["thickness_valid"],
+            f"{m.name}__distance": a["thickness_distance"],
         })  # fmt: skip
-        summary[m.name] = analyses.summarize(theta, valid)
+        summary[m.name] = analyses.summarize(a["thickness"], a["thickness_valid"])
     return arrays, summary
 
 
@@ -481,13 +497,16 @@ def stage_interpretability(ctx: Context):
     arrays, summary = {}, {"saliency_examples": k, "synth_eps": ctx.sizes["synth_eps"],
                            "synth_steps": ctx.sizes["synth_steps"]}  # fmt: skip
     margins, _ = ctx.previous["margins"]
+    # the diagnose analysis in the chunks of gradient_alignment (CHUNK_SIZE)
+    alignment = DiagnoseSettings(what=("alignment",), chunk_size=CHUNK_SIZE)
     arrays["inputs"] = np.asarray(ctx.x[:k])
     for m in ctx.models:
-        al = gradient_alignment(m.logits_fn, ctx.x, ctx.y, progress=ctx.progress)
-        a = np.asarray(al.alignment)
+        al, _ = analyses.diagnose.compute(m.logits_fn, (ctx.x, ctx.y), alignment,
+                                          progress=ctx.progress)  # fmt: skip
+        a, a_valid = al["alignment"], al["alignment_valid"]
         d = np.where(margins[f"{m.name}__l2_converged"], margins[f"{m.name}__l2_margin"], np.nan)
         norms = np.linalg.norm(np.asarray(ctx.x).reshape(len(a), -1), axis=1)
-        ok = np.asarray(al.valid) & np.isfinite(d)
+        ok = a_valid & np.isfinite(d)
         corr = float(np.corrcoef(a[ok] * norms[ok], d[ok])[0, 1]) if ok.sum() > 2 else None
         grad = saliency_maps(m.logits_fn, ctx.x[:k], ctx.y[:k])
         smooth = saliency_maps(m.logits_fn, ctx.x[:k], ctx.y[:k], method="smoothgrad",
@@ -496,7 +515,7 @@ def stage_interpretability(ctx: Context):
                               steps=ctx.sizes["synth_steps"], bounds=(0.0, 1.0))  # fmt: skip
         arrays.update({
             f"{m.name}__alignment": a,
-            f"{m.name}__alignment_valid": np.asarray(al.valid),
+            f"{m.name}__alignment_valid": a_valid,
             f"{m.name}__margin": d,
             f"{m.name}__gradient": np.asarray(grad),
             f"{m.name}__smoothgrad": np.asarray(smooth),
@@ -504,7 +523,7 @@ def stage_interpretability(ctx: Context):
             f"{m.name}__synthesis_success": np.asarray(syn.success[0]),
         })  # fmt: skip
         summary[m.name] = {
-            **{f"alignment_{k2}": v for k2, v in analyses.summarize(a, al.valid).items()},
+            **{f"alignment_{k2}": v for k2, v in analyses.summarize(a, a_valid).items()},
             "correlation_alignment_norm_vs_margin": corr,
             "synthesis_success": int(np.asarray(syn.success).sum()),
             "synthesis_classes": int(syn.success.size),

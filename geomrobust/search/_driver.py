@@ -304,6 +304,102 @@ def _compile_rest(clf, data, settings, state0, carry, slots, ran, loop, dev, sta
             _slots_step(clf, idle, X, Y, nv, *settings, **static)
 
 
+def _quiet(k: int) -> None:
+    return None
+
+
+def _run_subspaces(clf, overshoot, steps, subspaces, lo, hi, X, Y, *, chunk, slots, loop,
+                   static, collect):  # fmt: skip
+    """DeepFool on one chunk inside each of ``subspaces`` (``None``: the whole space; each
+    search box-finalized by :func:`_run_chunk`), and ``collect(results)``: the chunk's
+    output (one :class:`MarginResult` of NumPy arrays per subspace, padding rows
+    included)."""
+    one = chunk if len(subspaces) == 1 else chunk._replace(report=_quiet)
+    results = []
+    for sub in subspaces:
+        r = _run_chunk(clf, overshoot, steps, sub, lo, hi, X, Y, chunk=one, slots=slots,
+                       loop=loop, static=static)  # fmt: skip
+        results.append(r)
+    return collect(results)
+
+
+def _first_as_dict(results: list) -> dict:
+    return results[0]._asdict()
+
+
+@renamed(max_iter="steps")
+def deepfool_runs(
+    clf,
+    x,
+    y,
+    subspaces: tuple,
+    *,
+    collect: Callable,
+    norm=2,
+    overshoot: float = 0.02,
+    steps: int = 50,
+    candidates: int | None = None,
+    bounds: tuple | None = None,
+    slots: int = 32,
+    loop: str = "auto",
+    store=None,
+    desc: str = "deepfool",
+    chunk_size: int = CHUNK_SIZE,
+    devices=None,
+    progress=None,
+):
+    """DeepFool over a dataset inside each of ``subspaces`` (``None``: no subspace), in ONE
+    pass of the engine: every chunk runs all the searches and returns
+    ``collect([MarginResult per subspace])`` (NumPy arrays of the padded chunk's rows; a
+    flat dict of arrays with a leading axis of examples when there is a ``store``, see
+    :func:`geomrobust.engine.map_chunks`). The driver behind :func:`deepfool_dataset`,
+    :func:`geomrobust.subspace_margins` and :func:`geomrobust.random_subspace_margins`;
+    returns the joined ``collect`` outputs (NumPy, ``N`` rows)."""
+    if not all_concrete(clf, x, y):
+        raise TypeError(
+            "deepfool_dataset is a dataset-level driver that jits internally (host loop and "
+            "chunking); call it outside jit/vmap, or use geomrobust.search.deepfool there"
+        )
+    if not subspaces:
+        raise ValueError("subspaces must hold at least one entry (None: the whole space)")
+    # a NumPy input stays on the host and is put on the device one chunk at a time (the
+    # device then holds one chunk of the inputs, not all N: measured at N = 10,000, D = 1024,
+    # a whole-input device_put cost 40 MiB more peak memory on the CPU, jnp.asarray ~100 MiB)
+    if not isinstance(x, np.ndarray):
+        x = jnp.asarray(x)
+    if y is not None:
+        y = jnp.asarray(y)
+    for sub in subspaces:
+        x = _validate(clf, x, y, norm, overshoot, steps, candidates, sub, bounds)
+    p = as_norm(norm)
+    if not isinstance(slots, int | np.integer) or slots < 1:
+        raise ValueError(f"slots must be a positive integer, got {slots!r}")
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if loop == "auto":
+        loop = "host" if jax.default_backend() == "cpu" else "device"
+    if loop not in ("host", "device"):
+        raise ValueError(f"loop must be 'auto', 'host' or 'device', got {loop!r}")
+    n = x.shape[0]
+    m = min(chunk_size, n)
+    slots = min(int(slots), m)
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)  # float64 NumPy -> float32 without x64
+    if x.dtype != dtype:
+        x = x.astype(dtype)
+    b = _as_bounds(bounds, dtype)
+    lo, hi = (np.zeros((), dtype), np.zeros((), dtype)) if b is None else b
+    subs = tuple(None if s is None else np.asarray(s, dtype) for s in subspaces)
+    yy = np.zeros((n,), np.int32) if y is None else np.asarray(y).astype(np.int32)
+    static = dict(p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None)
+    shared = (clf, np.asarray(overshoot, dtype), np.int32(steps), subs, lo, hi)
+    run = partial(_run_subspaces, slots=slots, loop=loop, static=static, collect=collect)
+    with track(progress, n, desc) as report:
+        return map_chunks(
+            run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,
+            with_chunk=True, store=store,
+        )  # fmt: skip
+
+
 @renamed(max_iter="steps")
 def deepfool_dataset(
     logits_fn: Callable[[Array], Array],
@@ -318,6 +414,7 @@ def deepfool_dataset(
     bounds: tuple | None = None,
     slots: int = 32,
     loop: str = "auto",
+    store=None,
     chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
@@ -363,56 +460,22 @@ def deepfool_dataset(
         devices (:func:`geomrobust.engine.map_chunks`), each running the single-device
         programs on its chunk, so results are bit-for-bit identical to one device; set
         ``chunk_size <= N / n_devices`` to keep every device busy.
+    store : optional :class:`geomrobust.io.ChunkStore` cut with ``chunk_size``: chunks
+        already there are read back (the fields of :class:`MarginResult`), the others
+        computed and written as they finish, so an interrupted run resumes
+        (:func:`geomrobust.engine.map_chunks`).
 
     Returns
     -------
     MarginResult with JAX arrays of the input dtype, rows in input order.
     """
     clf = as_classifier(logits_fn)
-    if not all_concrete(clf, x, y):
-        raise TypeError(
-            "deepfool_dataset is a dataset-level driver that jits internally (host loop and "
-            "chunking); call it outside jit/vmap, or use geomrobust.search.deepfool there"
-        )
-    # a NumPy input stays on the host and is put on the device one chunk at a time (the
-    # device then holds one chunk of the inputs, not all N: measured at N = 10,000, D = 1024,
-    # a whole-input device_put cost 40 MiB more peak memory on the CPU, jnp.asarray ~100 MiB)
-    if not isinstance(x, np.ndarray):
-        x = jnp.asarray(x)
-    if y is not None:
-        y = jnp.asarray(y)
-    x = _validate(clf, x, y, norm, overshoot, steps, candidates, subspace, bounds)
-    p = as_norm(norm)
-    if not isinstance(slots, int | np.integer) or slots < 1:
-        raise ValueError(f"slots must be a positive integer, got {slots!r}")
-    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if loop == "auto":
-        loop = "host" if jax.default_backend() == "cpu" else "device"
-    if loop not in ("host", "device"):
-        raise ValueError(f"loop must be 'auto', 'host' or 'device', got {loop!r}")
-    n = x.shape[0]
-    m = min(chunk_size, n)
-    slots = min(int(slots), m)
-    dtype = jax.dtypes.canonicalize_dtype(x.dtype)  # float64 NumPy -> float32 without x64
-    if x.dtype != dtype:
-        x = x.astype(dtype)
-    b = _as_bounds(bounds, dtype)
-    lo, hi = (np.zeros((), dtype), np.zeros((), dtype)) if b is None else b
-    sub = None if subspace is None else np.asarray(subspace, dtype)
-    yy = np.zeros((n,), np.int32) if y is None else np.asarray(y).astype(np.int32)
-    static = dict(p=p, has_y=y is not None, candidates=candidates, has_bounds=bounds is not None)
-    shared = (clf, np.asarray(overshoot, dtype), np.int32(steps), sub, lo, hi)
-    run = partial(_run_chunk, slots=slots, loop=loop, static=static)
-    with track(progress, n, "deepfool") as report:
-        out = map_chunks(
-            run, (x, yy), shared, chunk_size=m, devices=devices, progress=report,
-            with_chunk=True,
-        )  # fmt: skip
-    # each chunk's results were box-finalized by its runner (every converged point crosses
-    # with room, see _box_finalize); device_put, not jnp.asarray: the executor's aligned
-    # host buffers become the result without a copy on the CPU
-    return MarginResult(*(jax.device_put(o) for o in out))
+    out = deepfool_runs(
+        clf, x, y, (subspace,), collect=_first_as_dict, norm=norm, overshoot=overshoot,
+        steps=steps, candidates=candidates, bounds=bounds, slots=slots, loop=loop,
+        chunk_size=chunk_size, devices=devices, progress=progress, store=store,
+    )  # fmt: skip
+    return MarginResult(**{f: jax.device_put(out[f]) for f in MarginResult._fields})
 
 
 @partial(jax.jit, static_argnames=("p", "has_y"))

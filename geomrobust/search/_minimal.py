@@ -26,7 +26,8 @@ import numpy as np
 from jax import Array
 
 from .._status import Status, status_codes
-from ..engine import CHUNK_SIZE, run_program
+from .._validation import all_concrete
+from ..engine import CHUNK_SIZE, map_chunks, run_program, track
 from ..models import as_classifier
 from ..ops._norms import as_norm
 from ._cw import cw_l2
@@ -142,6 +143,7 @@ def minimal_margin(
     deepfool_kw: dict | None = None,
     fmn_kw: dict | None = None,
     cw_kw: dict | None = None,
+    store=None,
     chunk_size: int = CHUNK_SIZE,
     devices=None,
     progress=None,
@@ -177,7 +179,13 @@ def minimal_margin(
     searches : names among ``"deepfool", "fmn", "cw"``.
     bounds : ``(lo, hi)`` or None, for every search.
     deepfool_kw, fmn_kw, cw_kw : extra options of each search.
-    chunk_size, devices, progress : the executor's options, passed to each search.
+    store : optional :class:`geomrobust.io.ChunkStore` cut with ``chunk_size``: chunks
+        already there are read back (the fields of :class:`MinimalMargin`, ``margins`` as
+        ``(C, S)``), the others computed and written as they finish (an interrupted run
+        resumes).
+    chunk_size, devices, progress : the executor's options. The examples run chunk by
+        chunk in one pass of the engine, every search of a chunk as that chunk's own work
+        (the last chunk padded by repeating its last row, so every chunk has one shape).
 
     Returns
     -------
@@ -197,9 +205,45 @@ def minimal_margin(
                 "add 'deepfool' or 'fmn' to searches, or use norm=2"
             )
     clf = as_classifier(logits_fn)
+    run = partial(_minimal_chunk, names=names, norm=norm, bounds=bounds,
+                  deepfool_kw=deepfool_kw, fmn_kw=fmn_kw, cw_kw=cw_kw)  # fmt: skip
+    if not all_concrete(clf, x, y):  # under jit / vmap: the searches' transformable forms
+        return run(clf, x, y, chunk_size=chunk_size)
+    _, x = check_common(clf, x, y, norm, bounds)
+    n = int(np.shape(x)[0])
+
+    def chunk(clf, xc, yc=None, *, chunk):  # the chunk's searches run as its own work
+        r = run(clf, xc, yc, chunk_size=chunk.size)
+        out = {f: getattr(r, f) for f in ("margin", "converged", "adv_label", "found_by", "status")}
+        out["margins"] = np.asarray(r.margins).T  # (C, S): chunks stack along examples
+        out["deepfool_ratio"] = r.deepfool_ratio
+        out["perturbation"] = r.perturbation
+        return out
+
+    with track(progress, n, "minimal margin") as report:
+        out = map_chunks(
+            chunk, (x,) if y is None else (x, y), (clf,), chunk_size=min(int(chunk_size), n),
+            devices=devices, progress=report, store=store, with_chunk=True,
+        )  # fmt: skip
+    return MinimalMargin(
+        perturbation=jnp.asarray(out["perturbation"]),
+        margin=jnp.asarray(out["margin"]),
+        converged=jnp.asarray(out["converged"]),
+        adv_label=jnp.asarray(out["adv_label"]),
+        found_by=jnp.asarray(out["found_by"]),
+        searches=names,
+        margins=jnp.asarray(out["margins"].T),
+        deepfool_ratio=jnp.asarray(out["deepfool_ratio"]),
+        status=jnp.asarray(out["status"]),
+    )
+
+
+def _minimal_chunk(clf, x, y, *, names, norm, bounds, deepfool_kw, fmn_kw, cw_kw,
+                   chunk_size) -> MinimalMargin:  # fmt: skip
+    """:func:`minimal_margin` on one chunk (or, traced, on the whole batch)."""
     p, x = check_common(clf, x, y, norm, bounds)
     x = jnp.asarray(x)
-    run_kw = dict(chunk_size=chunk_size, devices=devices, progress=progress)
+    run_kw = dict(chunk_size=chunk_size)
     results: list[MarginResult] = []
     for name in names:
         if name == "deepfool":
@@ -218,14 +262,13 @@ def minimal_margin(
         pulled, _ = run_program(
             partial(_pull_back_program, has_y=y is not None), (clf,),
             (x, d) if y is None else (x, d, y32), chunk_size=min(chunk_size, x.shape[0]),
-            devices=devices,
         )  # fmt: skip
         perts.append(pulled)
     pert = jnp.stack(perts, axis=1)  # (N, S or S + 1, *s)
     batched = (x, pert) if y is None else (x, pert, y32)
     adv, lab, nrm = run_program(
         partial(_verify_program, p=p, has_y=y is not None), (clf,), batched,
-        chunk_size=min(chunk_size, x.shape[0]), devices=devices,
+        chunk_size=min(chunk_size, x.shape[0]),
     )  # fmt: skip
     adv, lab, nrm = adv.T, lab.T, nrm.T  # (S or S + 1, N)
     conv = jnp.stack([r.converged for r in results])
