@@ -49,6 +49,16 @@ def timed(fn, repeat: int = 3):
     return best, out
 
 
+def mean_time(fn, k: int = 10) -> float:
+    """Mean wall time of ``k`` calls after one warm-up call, each waited for (the per-step
+    "floor" of the search benchmarks: one jitted forward + VJP of the batch)."""
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for _ in range(k):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - t0) / k
+
+
 def _digits(d: int):
     train = load_dataset("digits", "train", resize=32)
     test = load_dataset("digits", "test", resize=32)

@@ -40,7 +40,7 @@ import numpy as np
 
 import geomrobust as gr
 
-from ._common import load, pool, trained_cnn
+from ._common import load, mean_time, pool, trained_cnn
 
 BOUNDS = (0.0, 1.0)
 
@@ -123,12 +123,8 @@ def run(n: int = 100, eps: float = 0.1, steps: int = 100, seed: int = 0, repeat:
 
         return jax.value_and_grad(total)(z)
 
-    def floor(k=10):
-        jax.block_until_ready(one_pass(clf, xj, yj))
-        t0 = time.perf_counter()
-        for _ in range(k):
-            np.asarray(one_pass(clf, xj, yj)[0])
-        return (time.perf_counter() - t0) / k
+    def floor():
+        return mean_time(lambda: one_pass(clf, xj, yj))
 
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     before = load()

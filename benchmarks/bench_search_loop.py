@@ -40,7 +40,7 @@ import geomrobust as gr
 from geomrobust.search import cw_l2, deepfool_dataset, fmn
 from geomrobust.search._fmn import margin_and_grad
 
-from ._common import load, pool, trained_cnn
+from ._common import load, mean_time, pool, trained_cnn
 
 BOUNDS = (0.0, 1.0)
 
@@ -109,12 +109,8 @@ def run(n: int = 100, only=CASES, forms=("host", "device"), fmn_steps: int = 100
     def one_pass(c, z, yy):  # a forward + VJP of the margin on the batch: one step's model work
         return margin_and_grad(c, z, yy)[1:]
 
-    def floor(k=10):
-        jax.block_until_ready(one_pass(clf, xj, yj))
-        t0 = time.perf_counter()
-        for _ in range(k):
-            np.asarray(one_pass(clf, xj, yj)[0])
-        return (time.perf_counter() - t0) / k
+    def floor():
+        return mean_time(lambda: one_pass(clf, xj, yj))
 
     rows = []
     for key in only:
