@@ -266,16 +266,22 @@ class _LossData(NamedTuple):
     y: Array
 
 
+def _summed_cross_entropy(logits_fn, y):
+    """``X -> Σ_i ℓ(x_i, y_i)``, the cross-entropies of a batch summed: its gradient holds
+    every example's input gradient (the examples do not interact)."""
+
+    def total(X):
+        logp = jax.nn.log_softmax(logits_fn(X))
+        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], 1))
+
+    return total
+
+
 def _loss_linearize(clf, data: _LossData):
     """The Hessians of the chunk's losses, linearized at its examples: one batched
     forward-over-reverse linearization of ``Σ_i ℓ_i`` (block diagonal: examples do not
     interact)."""
-
-    def total(X):
-        logp = jax.nn.log_softmax(clf(X))
-        return -jnp.sum(jnp.take_along_axis(logp, data.y[:, None], 1))
-
-    return jax.linearize(jax.grad(total), data.x)[1]
+    return jax.linearize(jax.grad(_summed_cross_entropy(clf, data.y)), data.x)[1]
 
 
 def _loss_apply(data: _LossData, hvp, V):
@@ -473,10 +479,7 @@ def cure_curvature(
     check_batch(x, "x")
     check_positive(h, "h")
 
-    def total_loss(xb):
-        logits = logits_fn(xb)
-        return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
-
+    total_loss = _summed_cross_entropy(logits_fn, y)
     g = jax.grad(total_loss)(x)
     s = jax.lax.stop_gradient(jnp.sign(g))
     axes = tuple(range(1, x.ndim))
