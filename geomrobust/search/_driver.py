@@ -57,7 +57,14 @@ from ._deepfool import (
     _validate,
     deepfool_result,
 )
-from ._loop import MIN_SLOTS, _ladder, _tail_sizes, _take
+from ._loop import (
+    MIN_SLOTS,
+    _ladder,
+    _run_tail_programs,
+    _tail_programs,
+    _tail_sizes,
+    _take,
+)
 
 __all__ = ["deepfool", "deepfool_dataset"]
 
@@ -278,30 +285,18 @@ def _compile_rest(clf, data, settings, state0, carry, slots, ran, loop, dev, sta
     same set of programs (their compilations happen in the first chunk, for any ``N``);
     the extra work is a step of each skipped size on idle slots, and nothing is compiled
     that JAX's cache already holds, so no state is kept here."""
-    sizes = _tail_sizes(slots)
-    missing = [("take", a, b) for i, a in enumerate(sizes) for b in sizes[i + 1 :]]
-    missing += [("stage", n) for n in sizes]
-    missing = [k for k in missing if k not in ran]
-    if not missing:
-        return
     X, Y, nv = data
-    at = {slots: state0}
 
-    def state_at(n):
-        if n not in at:
-            at[n] = _take(state0, jax.device_put(np.zeros(n, np.int32), dev))
-        return at[n]
-
-    for kind, *n in missing:
-        if kind == "take":
-            _take(state_at(n[0]), jax.device_put(np.zeros(n[1], np.int32), dev))
-            continue
-        idle = (state_at(n[0]), jax.device_put(np.full(n[0], -1, np.int32), dev), carry[2])
+    def run(kind, n, state):  # one stage of n idle slots
+        idle = (state, jax.device_put(np.full(n, -1, np.int32), dev), carry[2])
         if loop == "device":
-            tail = jax.device_put(np.int32(_tail(n[0])), dev)
+            tail = jax.device_put(np.int32(_tail(n)), dev)
             _slots_loop(clf, (*idle, carry[3]), X, Y, nv, *settings, tail, **static)
         else:
             _slots_step(clf, idle, X, Y, nv, *settings, **static)
+
+    missing = _tail_programs(_tail_sizes(slots), ("stage",), ran)
+    _run_tail_programs(state0, slots, dev, missing, run)
 
 
 def _quiet(k: int) -> None:

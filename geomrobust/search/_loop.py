@@ -171,6 +171,32 @@ def _ladder(n_active: int, b: int) -> int:
     return b
 
 
+def _tail_programs(sizes: list[int], kinds: tuple[str, ...], ran: set) -> list[tuple]:
+    """The programs of the tail ``sizes`` a chunk did not run (``ran``): every compaction
+    ``("take", from, to)`` (the compaction may skip sizes: every pair), then
+    ``(kind, size)`` for each of ``kinds`` and size."""
+    takes = [("take", a, c) for i, a in enumerate(sizes) for c in sizes[i + 1 :]]
+    return [p for p in takes + [(kind, n) for n in sizes for kind in kinds] if p not in ran]
+
+
+def _run_tail_programs(state0, b: int, device, missing: list[tuple], run) -> None:
+    """Run the programs ``missing`` (:func:`_tail_programs`) on copies of the first slot of
+    ``state0`` (``b`` slots), discarding the results: the compactions here, the others as
+    ``run(kind, n, state)`` with ``state`` of ``n`` slots."""
+    at = {b: state0}
+
+    def state_at(n):  # n slots, copies of slot 0 (the take (b, n) is one of the programs)
+        if n not in at:
+            at[n] = _take(state0, jax.device_put(np.zeros(n, np.int32), device))
+        return at[n]
+
+    for kind, *n in missing:
+        if kind == "take":
+            _take(state_at(n[0]), jax.device_put(np.zeros(n[1], np.int32), device))
+        else:
+            run(kind, n[0], state_at(n[0]))
+
+
 def _compile_rest(clf, settings, state0, b, device, ran, *, method, static):
     """Run once, on copies of the chunk's first slot, every program of the tail sizes
     ``_tail_sizes(b)`` that this chunk did not run (``ran``: the ``("step", size)``,
@@ -181,23 +207,13 @@ def _compile_rest(clf, settings, state0, b, device, ran, *, method, static):
     compile in the middle of a measured run). Every chunk thus runs the same set of programs;
     the extra work is the steps of sizes the chunk skipped (mostly the small tail ones), and
     nothing is compiled that JAX's cache already holds, so no state is kept here."""
-    sizes = _tail_sizes(b)
-    takes = [(src, dst) for i, src in enumerate(sizes) for dst in sizes[i + 1 :]]
-    missing = [("take", *pair) for pair in takes if ("take", *pair) not in ran]
-    missing += [(kind, n) for n in sizes for kind in ("step", "result") if (kind, n) not in ran]
-    at = {b: state0}
 
-    def state_at(n):  # n slots, copies of slot 0 (the take (b, n) is one of the programs)
-        if n not in at:
-            at[n] = _take(state0, jax.device_put(np.zeros(n, np.int32), device))
-        return at[n]
+    def run(kind, n, state):
+        program = _step if kind == "step" else _result
+        program(clf, settings, state, method=method, static=static)
 
-    for kind, *n in missing:
-        if kind == "take":  # the compaction may skip sizes: every (from, to) pair
-            _take(state_at(n[0]), jax.device_put(np.zeros(n[1], np.int32), device))
-        else:
-            program = _step if kind == "step" else _result
-            program(clf, settings, state_at(n[0]), method=method, static=static)
+    missing = _tail_programs(_tail_sizes(b), ("step", "result"), ran)
+    _run_tail_programs(state0, b, device, missing, run)
 
 
 def _run_chunk(clf, settings, *batch, chunk, method, static, slots):
