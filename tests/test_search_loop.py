@@ -1,6 +1,7 @@
 """The search driver (geomrobust.search._loop): the host loop of jitted steps with continuous
-batching gives exactly the numbers of the one-``while_loop`` form, for every search that runs
-through it, in float32 and float64; a second model of the same architecture compiles
+batching gives the numbers of the one-``while_loop`` form (the same decisions and step counts,
+floats to a few ulps: :func:`_same`), for every search that runs through it, in float32 and
+float64; a second model of the same architecture compiles
 nothing; the kernels return ``(state, info)``."""
 
 import jax
@@ -57,8 +58,20 @@ def _x(dtype, n=13, seed=1):
 
 
 def _same(a, b):
+    """Every integer and boolean field equal; floats equal to 4 ulps. The step is the same
+    function in both forms, but XLA compiles a loop body and a top-level program separately
+    and may fuse (and round) one operation differently: with XLA's default CPU flags the two
+    forms agreed bit for bit here, with the suite's flags (tests/conftest.py, the elemental
+    emitters) one float64 PGD L2 run differed by 1 ulp in 5 of 78 numbers."""
     for u, v in zip(a, b, strict=True):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+        u, v = np.asarray(u), np.asarray(v)
+        if np.issubdtype(u.dtype, np.floating):
+            tol = 4 * np.finfo(u.dtype).eps
+            scale = max(1.0, float(np.nanmax(np.abs(v), initial=0.0)))
+            np.testing.assert_allclose(u, v, rtol=tol, atol=tol * scale)
+            np.testing.assert_array_equal(np.isnan(u), np.isnan(v))
+        else:
+            np.testing.assert_array_equal(u, v)
 
 
 def _close(a, b):
@@ -93,7 +106,7 @@ def test_fmn_host_equals_while_loop(dtype, norm):
 def test_continuous_batching_equals_while_loop(dtype):
     """With fewer slots than examples, rows are retired and refilled mid-run (C&W with
     abort_early ends examples at different steps) and the tail shrinks: the same decisions
-    and step counts, the same numbers to rounding (bit for bit with the default slots, the
+    and step counts, the same numbers to rounding (to a few ulps with the default slots, the
     whole chunk: the tests above)."""
     f, x = _model(dtype), _x(dtype, n=23)  # 16 slots: refills, then the tail shrinks to 4
     lo, hi = jnp.asarray(0.0, dtype), jnp.asarray(1.0, dtype)
