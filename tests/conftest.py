@@ -9,6 +9,7 @@ fresh temporary one removed at the end, or ``$GEOMROBUST_TEST_CACHE_DIR`` when s
 CI cache can carry it from one run to the next).
 """
 
+import gc
 import os
 import shutil
 import tempfile
@@ -68,6 +69,15 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", xla)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # Python's cyclic garbage collector, tuned for tracing: JAX builds many short-lived
+    # objects per traced program, and with the default thresholds a full collection walks
+    # every imported module's objects again and again (3.5 % of a test module's CPU time in
+    # gc_collect_main under perf). Objects alive now are frozen out of the collections, and
+    # the youngest generation is collected every 100,000 allocations instead of 700: 11 % less
+    # CPU time for test_status + test_search_battery (69.4 -> 61.1 s, 65.7 -> 58.2 s).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def pytest_unconfigure(config):
