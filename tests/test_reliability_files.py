@@ -130,6 +130,7 @@ def test_folder_lock_refuses_a_second_run_and_dies_with_its_process(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     dead = out / ".summary.json.999999999-abcd.tmp"
     dead.write_bytes(b"left by a killed run")
     mine = out / f".other.json.{os.getpid()}-abcd.tmp"

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from geomrobust.io import CorruptFileError
+from geomrobust.io._files import np_load_closing
 
 from ._digits import Digits
 from ._resize import as_size, resize_images
@@ -285,7 +286,7 @@ def _load_npz(path: Path, split: str, resize) -> ArrayDataset:
     hint = "it is truncated or corrupted; export the dataset again (np.savez)"
     images = labels = k = keys = None
     try:
-        z = np.load(path, allow_pickle=False)
+        z = np_load_closing(path)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise ValueError(f"{path} is a bare .npy array; save images and labels with np.savez")
         with z:

@@ -356,7 +356,7 @@ def load_npz(path: str | os.PathLike, *, keys=None) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"results file {p} does not exist")
     hint = "it is truncated, corrupted or not a geomrobust results file; delete it and rerun"
     try:
-        f = np.load(p, allow_pickle=False)
+        f = np_load_closing(p)
     except ValueError as e:
         if "pickle" in str(e):
             raise CorruptFileError(f"{p} is not an .npz archive (unknown format); {hint}") from None
@@ -385,6 +385,26 @@ def load_npz(path: str | os.PathLike, *, keys=None) -> dict[str, np.ndarray]:
     missing = [k for k in (keys or ()) if k not in out]
     if missing:
         raise CorruptFileError(f"{p} lacks the arrays {missing} (has {sorted(out)}); {hint}")
+    return out
+
+
+def np_load_closing(path) -> np.ndarray | np.lib.npyio.NpzFile:
+    """``np.load(path, allow_pickle=False)`` that never leaves the file open: NumPy's
+    ``np.load`` of a path leaks its file handle when the archive is unreadable (a truncated
+    ``.npz`` raises ``BadZipFile`` after NumPy handed the handle to ``NpzFile``), and the handle
+    is closed only by a later garbage collection, with a ``ResourceWarning``. Here the file is
+    opened by us: closed at once for a bare ``.npy`` and on any error, and by the archive's
+    ``close()`` (``with`` block) otherwise."""
+    fh = open(path, "rb")  # closed below, or by the archive
+    try:
+        out = np.load(fh, allow_pickle=False)
+    except BaseException:
+        fh.close()
+        raise
+    if isinstance(out, np.lib.npyio.NpzFile):
+        out.fid = fh  # NpzFile.close() closes its fid (NumPy leaves it None for a handle)
+    else:
+        fh.close()
     return out
 
 
