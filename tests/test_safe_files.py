@@ -241,3 +241,25 @@ def test_save_npz_streams_to_the_file(tmp_path):
     np.testing.assert_array_equal(back["perturbation"], a)
     np.testing.assert_array_equal(back["margin"], a[:, 0])
     assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporary file left
+
+
+def test_an_unreadable_npz_leaves_no_file_open(tmp_path):
+    """np.load of a path leaks its file handle when the archive is truncated (closed only by a
+    later garbage collection, with a ResourceWarning the command line printed mid-command):
+    the results reader and the dataset loader close it themselves."""
+    import gc
+    import warnings
+
+    from geomrobust.data import load_dataset
+
+    path = tmp_path / "cut.npz"
+    np.savez(path, images=np.zeros((4, 8, 8, 1)), labels=np.arange(4))
+    path.write_bytes(path.read_bytes()[:-40])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CorruptFileError, match="cannot be read"):
+            load_npz(path)
+        with pytest.raises(CorruptFileError, match=r"not a readable \.npz"):
+            load_dataset(str(path))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
