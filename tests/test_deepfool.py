@@ -245,9 +245,9 @@ def test_dataset_results_are_one_host_copy(loop):
 
     key = jax.random.key(6)
     fn = mlp(key, (1024,), 10)
-    n = 2048
+    n = 1024
     x = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), (n, 1024)), np.float32)
-    kw = dict(bounds=(0.0, 1.0), chunk_size=128, slots=16, loop=loop, steps=10)
+    kw = dict(bounds=(0.0, 1.0), chunk_size=128, slots=32, loop=loop, steps=10)
     deepfool_dataset(fn, x, **kw)  # compile
     tracemalloc.start()
     try:
@@ -256,7 +256,7 @@ def test_dataset_results_are_one_host_copy(loop):
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    size = sum(np.dtype(a.dtype).itemsize * a.size for a in res)  # 8 MiB of perturbations
-    assert res.perturbation.shape == x.shape and size > 8e6
+    size = sum(np.dtype(a.dtype).itemsize * a.size for a in res)  # 4 MiB of perturbations
+    assert res.perturbation.shape == x.shape and size > 4e6
     assert peak < 1.5 * size, (peak, size)
     assert current >= size, (current, size)  # held by the results: no copy at the end
