@@ -258,7 +258,7 @@ def compute_dtype(x_dtype, logits_dtype=None):
 
 def _bounds_tolerance(lo, hi, dtype):
     """Tolerance of the in-box check: ``max(1e-6 (hi - lo), 8 eps max(|lo|, |hi|))``."""
-    eps = float(np.finfo(np.dtype(dtype)).eps) if is_floating(dtype) else 1e-7
+    eps = float(jnp.finfo(np.dtype(dtype)).eps) if is_floating(dtype) else 1e-7
     return np.maximum(1e-6 * (hi - lo), 8 * eps * np.maximum(np.abs(lo), np.abs(hi)))
 
 
