@@ -199,3 +199,23 @@ def test_documented_exit_codes(argv, code, text, checkpoint, tmp_path, capsys):
     got, err = _run(argv, capsys)
     assert got == code and len(err) == 1, err
     assert err[0].startswith(f"geomrobust {argv[0]}: error: ") and text in err[0], err
+
+
+def test_only_the_command_lines_own_process_tunes_the_garbage_collector(
+    tmp_path, capsys, monkeypatch
+):
+    """``main()`` from the installed script or ``python -m geomrobust`` (``argv=None``) owns
+    its process and tunes Python's garbage collector (docs/performance.md, "Start-up");
+    ``main([...])`` called from a notebook or a script leaves its caller's collector alone."""
+    import sys
+
+    import geomrobust.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "_tune_garbage_collector", lambda: calls.append(1))
+    argv = ["margins", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    code, err = _run(argv, capsys)
+    assert code in (1, 2) and "error:" in err[0] and calls == []  # ran, failed on the path
+    monkeypatch.setattr(sys, "argv", ["geomrobust", *argv])
+    code, err = _run(None, capsys)
+    assert code in (1, 2) and "error:" in err[0] and calls == [1]

@@ -89,14 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start(args: argparse.Namespace):
-    """After parsing: turn on the compilation cache (unless ``--no-compilation-cache``) and
-    return the output locks of the run (:class:`geomrobust.cli._locks.OutputLocks`). The
-    engine (JAX) and the locks (NumPy) are imported here, not before ``--help`` is answered."""
+def _start(args: argparse.Namespace, own_process: bool = False):
+    """After parsing: turn on the compilation cache (unless ``--no-compilation-cache``), tune
+    the garbage collector where the command owns its process (``own_process``: the
+    ``geomrobust`` script, ``python -m geomrobust``) and return the output locks of the run
+    (:class:`geomrobust.cli._locks.OutputLocks`). The engine (JAX) and the locks (NumPy) are
+    imported here, not before ``--help`` is answered."""
     engine = importlib.import_module("geomrobust.engine")
     if not args.no_compilation_cache:
         engine.enable_compilation_cache()
-    _tune_garbage_collector()
+    if own_process:
+        _tune_garbage_collector()
     return importlib.import_module(f"{__name__}._locks").OutputLocks()
 
 
@@ -106,7 +109,8 @@ def _tune_garbage_collector() -> None:
     700. Tracing and lowering a program builds many short-lived objects, and with the default
     thresholds each full collection walks every imported module's objects again (see
     docs/performance.md, "Start-up"). Arrays are freed by reference counting as before.
-    Once per process (``main`` called again from Python keeps the first setting)."""
+    Only for the command line's own process: ``main([...])`` called from Python (a notebook,
+    a script, the tests) leaves its caller's collector as it was."""
     global _GC_TUNED
     if _GC_TUNED:
         return
@@ -126,18 +130,21 @@ def _ignore_sigxfsz() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``geomrobust`` command line; ``argv=None`` (the installed script, ``python -m
+    geomrobust``) reads ``sys.argv`` and owns the process, a list runs that command inside
+    the caller's process. Returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _ignore_sigxfsz()
-    code = _run(args)
+    code = _run(args, own_process=argv is None)
     if code and getattr(args, "process_layout", (0, 1))[1] > 1:
         _end_process(code)
     return code
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, own_process: bool = False) -> int:
     try:
-        with _start(args) as outputs:  # the locks of --out, released when it returns
+        with _start(args, own_process) as outputs:  # the locks of --out, released when it returns
             return int(args.func(args, outputs) or 0)
     except CLIError as e:
         print(f"geomrobust {args.command}: error: {e.message}", file=sys.stderr)
