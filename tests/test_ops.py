@@ -151,3 +151,33 @@ def test_map_in_chunks_pads_and_compiles_once():
         ops.map_in_chunks(f, a, b, chunk_size=0)
     with pytest.raises(ValueError, match="leading axis"), pytest.warns(DeprecationWarning):
         ops.map_in_chunks(f, a, b[:3], chunk_size=4)
+
+
+def test_l2_norm_scales_exactly_by_powers_of_two(dtype):
+    """``lp_norm(v, 2)`` works at a power of two near ``max |v|`` (``ops._norms.mul_pow2``,
+    two multiplications instead of ``jnp.ldexp`` on every element): scaling ``v`` by ``2^k``
+    scales the norm by exactly ``2^k`` across the whole exponent range (where an unscaled sum
+    of squares overflows or underflows), the norm matches a ``longdouble`` reference to 2
+    ulps, and ``mul_pow2`` equals ``jnp.ldexp`` bit for bit wherever the result is normal."""
+    from geomrobust.ops._norms import lp_norm, mul_pow2
+
+    dt = np.dtype(dtype)
+    fi = np.finfo(dt)
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(6, 300)).astype(dt)
+    v[1, 7:] = 0  # mostly zero
+    v[2] = 0  # a zero row: exactly 0
+    base = np.asarray(lp_norm(jnp.asarray(v), 2.0))
+    ref = np.sqrt(np.sum(v.astype(np.longdouble) ** 2, axis=1))
+    np.testing.assert_allclose(base, ref.astype(dt), rtol=2 * fi.eps, atol=0)
+    assert base[2] == 0
+    lo, hi = fi.minexp + 40, fi.maxexp - 12  # every entry stays normal (|v| > 2^-12 here)
+    for k in (lo, lo // 2, -5, 0, 7, hi // 2, hi):
+        got = np.asarray(lp_norm(jnp.asarray(np.ldexp(v, k)), 2.0))
+        np.testing.assert_array_equal(got, np.ldexp(base, k), err_msg=f"2^{k}")
+    x = jnp.asarray(v)
+    for k in (2 * fi.minexp, fi.minexp - 3, -40, 0, 33, fi.maxexp - 3, 2 * fi.maxexp - 4):
+        k_rows = jnp.full((6, 1), k // 2 if abs(k) > fi.maxexp else k, jnp.int32)
+        want, got = np.asarray(jnp.ldexp(x, k_rows)), np.asarray(mul_pow2(x, k_rows))
+        normal = np.abs(want) >= fi.tiny
+        np.testing.assert_array_equal(got[normal], want[normal], err_msg=f"2^{k}")

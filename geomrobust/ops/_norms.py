@@ -15,7 +15,7 @@ import math
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["as_norm", "dual_exponent", "dual_step", "lp_norm", "project_ball"]
+__all__ = ["as_norm", "dual_exponent", "dual_step", "lp_norm", "mul_pow2", "project_ball"]
 
 
 def as_norm(norm) -> float:
@@ -42,6 +42,20 @@ def dual_exponent(p: float) -> float:
     return p / (p - 1.0)
 
 
+def mul_pow2(a: Array, k: Array) -> Array:
+    """``a * 2**k`` for an integer array ``k`` broadcast against ``a`` (a per-row exponent,
+    ``(N, 1)`` against ``(N, D)``): two multiplications by powers of two built on ``k``'s
+    shape, so the result is exact wherever it is a normal number, as with ``jnp.ldexp``, which
+    decomposes every element of ``a`` into bits (16x the time on a ``(1000, 1024)`` float32
+    array: 2.4 ms against 0.15 ms for the whole L2 norm on 2 CPU cores). ``|k|`` may reach
+    twice the dtype's largest exponent (``2**(k // 2)`` and ``2**(k - k // 2)`` each stay
+    finite)."""
+    k = jnp.asarray(k, jnp.int32)
+    half = k // 2
+    one = jnp.ones((), a.dtype)
+    return a * jnp.ldexp(one, half) * jnp.ldexp(one, k - half)
+
+
 def lp_norm(v: Array, p: float, axis=-1) -> Array:
     """``||v||_p`` along ``axis``, scaled by ``max |v|`` so that neither large ``p`` nor a
     large or tiny ``v`` (gradients of logits scaled by ``1e±20`` in float32) overflows or
@@ -52,7 +66,7 @@ def lp_norm(v: Array, p: float, axis=-1) -> Array:
     if p == 2.0:
         ok = (m > 0) & jnp.isfinite(m)
         e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
-        u = jnp.ldexp(a, -e)
+        u = mul_pow2(v, -e)  # v, not |v|: the same squares
         return jnp.squeeze(jnp.ldexp(jnp.sqrt(jnp.sum(u * u, axis=axis, keepdims=True)), e), axis)
     if math.isinf(p):
         return jnp.squeeze(m, axis)

@@ -39,7 +39,7 @@ from .._validation import (
     check_positive,
     search_inputs,
 )
-from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm
+from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm, mul_pow2
 
 __all__ = [
     "DeepFoolInfo",
@@ -256,7 +256,7 @@ def _normalize(F: Array, w: Array) -> tuple[Array, Array]:
     m = jnp.max(jnp.abs(w), axis=-1)  # (N, C)
     ok = (m > 0) & jnp.isfinite(m)
     e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
-    return jnp.ldexp(F, -e), jnp.ldexp(w, -e[..., None])
+    return jnp.ldexp(F, -e), mul_pow2(w, -e[..., None])
 
 
 def _step_decide(state: DeepFoolState, r, point, logits, grads, info: DeepFoolInfo, active):
