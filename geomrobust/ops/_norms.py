@@ -46,8 +46,8 @@ def mul_pow2(a: Array, k: Array) -> Array:
     """``a * 2**k`` for an integer array ``k`` broadcast against ``a`` (a per-row exponent,
     ``(N, 1)`` against ``(N, D)``): two multiplications by powers of two built on ``k``'s
     shape, so the result is exact wherever it is a normal number, as with ``jnp.ldexp``, which
-    decomposes every element of ``a`` into bits (16x the time on a ``(1000, 1024)`` float32
-    array: 2.4 ms against 0.15 ms for the whole L2 norm on 2 CPU cores). ``|k|`` may reach
+    decomposes every element of ``a`` into bits (the L2 norms of a ``(1000, 1024)`` float32
+    batch: 2.4 ms with ``ldexp``, 0.37 ms this way, on 2 CPU cores). ``|k|`` may reach
     twice the dtype's largest exponent (``2**(k // 2)`` and ``2**(k - k // 2)`` each stay
     finite)."""
     k = jnp.asarray(k, jnp.int32)
