@@ -22,8 +22,8 @@ generators; the authors draw a point on the surface of the Linf ball, ``gr.apgd`
 it), so the agreement is that of two runs of one algorithm, not of one trajectory.
 
 Needs ``torch`` and ``torchattacks`` (not dependencies of geomrobust):
-``python -m benchmarks.bench_apgd_ref [N] [--eps E] [--steps S]`` writes
-``benchmarks/results/apgd_ref_N<N>.json``.
+``python -m benchmarks.bench_apgd_ref [N] [--eps E] [--steps S] [--name NAME]`` writes
+``benchmarks/results/apgd_ref_NAME.json`` (default ``N<N>``).
 """
 
 from __future__ import annotations
@@ -190,10 +190,12 @@ def main(argv=None):
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=2, help="timed calls per side, interleaved")
+    ap.add_argument("--name", default=None, help="results/apgd_ref_NAME.json (default N<n>)")
     a = ap.parse_args(argv)
     out = run(a.n, a.eps, a.steps, repeat=a.repeat)
     out["command"] = "python -m benchmarks.bench_apgd_ref " + " ".join(argv or sys.argv[1:])
-    path = os.path.join(os.path.dirname(__file__), "results", f"apgd_ref_N{a.n}.json")
+    name = a.name or f"N{a.n}"
+    path = os.path.join(os.path.dirname(__file__), "results", f"apgd_ref_{name}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print("wrote", path)
