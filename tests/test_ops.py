@@ -175,9 +175,20 @@ def test_l2_norm_scales_exactly_by_powers_of_two(dtype):
     for k in (lo, lo // 2, -5, 0, 7, hi // 2, hi):
         got = np.asarray(lp_norm(jnp.asarray(np.ldexp(v, k)), 2.0))
         np.testing.assert_array_equal(got, np.ldexp(base, k), err_msg=f"2^{k}")
-    x = jnp.asarray(v)
-    for k in (2 * fi.minexp, fi.minexp - 3, -40, 0, 33, fi.maxexp - 3, 2 * fi.maxexp - 4):
-        k_rows = jnp.full((6, 1), k // 2 if abs(k) > fi.maxexp else k, jnp.int32)
-        want, got = np.asarray(jnp.ldexp(x, k_rows)), np.asarray(mul_pow2(x, k_rows))
+
+    def check(a, k):
+        k_rows = jnp.full((a.shape[0], 1), k, jnp.int32)
+        want = np.asarray(jnp.ldexp(jnp.asarray(a), k_rows))
+        got = np.asarray(mul_pow2(jnp.asarray(a), k_rows))
         normal = np.abs(want) >= fi.tiny
         np.testing.assert_array_equal(got[normal], want[normal], err_msg=f"2^{k}")
+        return normal
+
+    for k in (fi.minexp - 3, -40, 0, 33, fi.maxexp - 3):
+        check(v, k)
+    # |k| beyond the largest exponent: the smallest normal numbers times 2^k, the largest
+    # times 2^-k, all of them normal products
+    big = 2 * fi.maxexp - 10
+    u = rng.uniform(1, 2, size=(6, 8)).astype(dt)
+    assert check(np.ldexp(u, fi.minexp + 2), big).all()
+    assert check(np.ldexp(u, fi.maxexp - 3), -big).all()
