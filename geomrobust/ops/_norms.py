@@ -15,7 +15,15 @@ import math
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["as_norm", "dual_exponent", "dual_step", "lp_norm", "mul_pow2", "project_ball"]
+__all__ = [
+    "as_norm",
+    "dual_exponent",
+    "dual_step",
+    "lp_norm",
+    "mul_pow2",
+    "pow2_exponent",
+    "project_ball",
+]
 
 
 def as_norm(norm) -> float:
@@ -42,6 +50,13 @@ def dual_exponent(p: float) -> float:
     return p / (p - 1.0)
 
 
+def pow2_exponent(m: Array) -> Array:
+    """The exponent ``e`` with ``m = f 2^e``, ``0.5 <= f < 1`` (``jnp.frexp``), of each
+    ``max |v|`` in ``m``; 0 where ``m`` is zero or not finite (nothing to scale)."""
+    ok = (m > 0) & jnp.isfinite(m)
+    return jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
+
+
 def mul_pow2(a: Array, k: Array) -> Array:
     """``a * 2**k`` for an integer array ``k`` broadcast against ``a`` (a per-row exponent,
     ``(N, 1)`` against ``(N, D)``): two multiplications by powers of two built on ``k``'s
@@ -64,8 +79,7 @@ def lp_norm(v: Array, p: float, axis=-1) -> Array:
     a = jnp.abs(v)
     m = jnp.max(a, axis=axis, keepdims=True)
     if p == 2.0:
-        ok = (m > 0) & jnp.isfinite(m)
-        e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
+        e = pow2_exponent(m)
         u = mul_pow2(v, -e)  # v, not |v|: the same squares
         return jnp.squeeze(jnp.ldexp(jnp.sqrt(jnp.sum(u * u, axis=axis, keepdims=True)), e), axis)
     if math.isinf(p):

@@ -39,7 +39,7 @@ from .._validation import (
     check_positive,
     search_inputs,
 )
-from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm, mul_pow2
+from ..ops._norms import as_norm, dual_exponent, dual_step, lp_norm, mul_pow2, pow2_exponent
 
 __all__ = [
     "DeepFoolInfo",
@@ -253,9 +253,7 @@ def _normalize(F: Array, w: Array) -> tuple[Array, Array]:
     underflow for logits scaled by ``1e±20`` in float32. A power of two scales exactly, so
     unscaled classifiers give bit-identical steps; rows with zero or non-finite ``w`` are
     left as they are (the caller flags them)."""
-    m = jnp.max(jnp.abs(w), axis=-1)  # (N, C)
-    ok = (m > 0) & jnp.isfinite(m)
-    e = jnp.where(ok, jnp.frexp(jnp.where(ok, m, 1))[1], 0)
+    e = pow2_exponent(jnp.max(jnp.abs(w), axis=-1))  # (N, C)
     return jnp.ldexp(F, -e), mul_pow2(w, -e[..., None])
 
 
